@@ -1,0 +1,1 @@
+"""Model weights, their training code and the synthetic data generator."""

@@ -1,0 +1,110 @@
+"""The cascade's moving parts: what a stage is, and the shared state stages write into.
+
+A stage is a small object with a `name`, a relative `cost` (the engine runs cheaper
+stages first) and a `run` method that adds what it reads to the scan's `Findings`.
+The neural detector joins the cascade as one more such object; nothing else changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import cv2
+import numpy as np
+
+from worker.engine.deadline import Deadline
+from worker.engine.images import Document
+from worker.engine.results import Code, Quad
+from worker.engine.zxing_reader import Symbol
+from worker.settings import Settings
+
+Want = Literal["all", "first"]
+
+
+@dataclass
+class Findings:
+    """Codes read so far, deduplicated per page, and symbols seen but not yet read.
+
+    A located-but-unreadable symbol (zxing's `valid=False`) is the cheap evidence that
+    "all" is not yet satisfied: the next stage gets a chance at it.
+    """
+
+    codes: list[Code] = field(default_factory=list)
+    _keys: set[tuple[int, str, bytes]] = field(default_factory=set)
+    _pending: list[tuple[int, tuple[float, float]]] = field(default_factory=list)
+
+    def add(
+        self, symbols: list[Symbol], *, page: int, stage: str, decoder: str, variant: str
+    ) -> int:
+        added = 0
+        for symbol in symbols:
+            if not symbol.valid:
+                self._pending.append((page, _centre(symbol.quad)))
+                continue
+            key = (page, symbol.format, symbol.data)
+            if key in self._keys:
+                continue
+            self._keys.add(key)
+            self.codes.append(
+                Code(
+                    text=symbol.text,
+                    data=symbol.data,
+                    format=symbol.format,
+                    quad=symbol.quad,
+                    page=page,
+                    stage=stage,
+                    decoder=decoder,
+                    variant=variant,
+                    symbology_identifier=symbol.symbology_identifier,
+                    ec_level=symbol.ec_level,
+                    version=symbol.version,
+                )
+            )
+            added += 1
+        if added:
+            self._pending = [p for p in self._pending if not self._covered(*p)]
+        return added
+
+    def unresolved(self) -> int:
+        return len(self._pending)
+
+    def satisfied(self, want: Want) -> bool:
+        if not self.codes:
+            return False
+        return want == "first" or not self._pending
+
+    def _covered(self, page: int, point: tuple[float, float]) -> bool:
+        for code in self.codes:
+            if code.page == page:
+                contour = np.asarray(code.quad, np.float32).reshape(-1, 1, 2)
+                # A little slack: the failed read's corners are rougher than the good one's.
+                if cv2.pointPolygonTest(contour, point, True) >= -8.0:
+                    return True
+        return False
+
+
+def _centre(quad: Quad) -> tuple[float, float]:
+    return (sum(p[0] for p in quad) / 4.0, sum(p[1] for p in quad) / 4.0)
+
+
+@dataclass
+class StageContext:
+    document: Document
+    settings: Settings
+    deadline: Deadline
+    want: Want
+    findings: Findings
+
+    def done(self) -> bool:
+        """True when a stage should stop early: request satisfied or time up."""
+        return self.findings.satisfied(self.want) or self.deadline.expired()
+
+
+class Stage(Protocol):
+    name: str
+    cost: float
+
+    def run(self, ctx: StageContext) -> None:
+        """Read what this stage can, adding to `ctx.findings`; return early once `ctx.done()`."""
+        ...

@@ -1,0 +1,128 @@
+"""The engine's one entry point: bytes, a file or an array in; a typed ScanResult out."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from worker.engine.cascade import Findings, Stage, StageContext, Want
+from worker.engine.deadline import Deadline
+from worker.engine.errors import ErrorCode, ScanFailed
+from worker.engine.images import DecodeClock, Document, document_from_array, open_document
+from worker.engine.results import ScanError, ScanResult
+from worker.engine.stages import FastStage, ThoroughStage
+from worker.settings import Settings
+
+Input = bytes | bytearray | memoryview | np.ndarray | os.PathLike[str]
+
+
+def default_stages() -> list[Stage]:
+    return [FastStage(), ThoroughStage()]
+
+
+class Engine:
+    """Reads every QR code in an image or document.
+
+    Build one per process and reuse it: it holds the stages (and, once the detector
+    lands, the model session). `scan` is safe to call from one thread at a time.
+    """
+
+    def __init__(
+        self, settings: Settings | None = None, stages: Sequence[Stage] | None = None
+    ) -> None:
+        self.settings = settings or Settings.from_env()
+        chosen = list(stages) if stages is not None else default_stages()
+        self.stages: list[Stage] = sorted(chosen, key=lambda s: s.cost)
+
+    def scan(
+        self, data: Input, *, deadline_ms: int | None = None, want: Want | None = None
+    ) -> ScanResult:
+        """Scan `data` (file bytes, a path, or a uint8 grayscale/BGR/BGRA array).
+
+        `deadline_ms` bounds the whole scan (the settings' default when None, no bound
+        when 0); `want="first"` stops at the first code read. Failures never raise:
+        they come back as `result.error` with a stable code.
+        """
+        deadline = Deadline(self.settings.deadline_ms if deadline_ms is None else deadline_ms)
+        want = want or self.settings.want  # type: ignore[assignment]
+        if want not in ("all", "first"):
+            raise ValueError(f"want must be 'all' or 'first', not {want!r}")
+        result = ScanResult()
+        timings = result.timings_ms
+        clock = DecodeClock()
+        try:
+            if isinstance(data, np.ndarray):
+                timings["read"] = 0.0
+                document = document_from_array(data, self.settings)
+                clock = document.clock
+            else:
+                started = time.perf_counter()
+                raw = _read_bytes(data, self.settings)
+                timings["read"] = (time.perf_counter() - started) * 1000.0
+                document = clock.timed(lambda: open_document(raw, self.settings, clock))
+            result.format = document.format
+            result.width, result.height, result.pages = (
+                document.width,
+                document.height,
+                len(document.pages),
+            )
+            self._run_stages(document, deadline, want, result)
+        except ScanFailed as failure:
+            result.error = ScanError(failure.code, failure.message)
+        timings["decode_image"] = clock.ms
+        timings["total"] = deadline.elapsed_ms()
+        return result
+
+    def _run_stages(
+        self, document: Document, deadline: Deadline, want: Want, result: ScanResult
+    ) -> None:
+        findings = Findings()
+        ctx = StageContext(document, self.settings, deadline, want, findings)
+        clock = document.clock
+        for stage in self.stages:
+            if findings.satisfied(want):
+                break
+            if deadline.expired():
+                result.complete = False
+                break
+            decode_before = clock.ms
+            started = time.perf_counter()
+            stage.run(ctx)
+            spent = (time.perf_counter() - started) * 1000.0
+            # Decoding that a stage triggered is reported as decode_image, not as the stage.
+            result.timings_ms[stage.name] = spent - (clock.ms - decode_before)
+            result.stages_run.append(stage.name)
+        else:
+            if deadline.expired() and not findings.satisfied(want):
+                result.complete = False
+        result.codes = findings.codes
+        if not result.complete and not result.codes:
+            raise ScanFailed(
+                ErrorCode.DEADLINE_EXCEEDED,
+                f"the deadline of {deadline.budget_ms:g} ms passed before any code was read "
+                f"(stages run: {', '.join(result.stages_run) or 'none'})",
+            )
+
+
+def _read_bytes(
+    data: bytes | bytearray | memoryview | os.PathLike[str], settings: Settings
+) -> bytes:
+    if isinstance(data, bytes | bytearray | memoryview):
+        return bytes(data)
+    path = Path(data)
+    try:
+        size = path.stat().st_size
+        if size > settings.max_bytes:
+            raise ScanFailed(
+                ErrorCode.IMAGE_TOO_LARGE,
+                f"{path} is {size} bytes; the limit is {settings.max_bytes} (QRW_MAX_BYTES)",
+            )
+        return path.read_bytes()
+    except FileNotFoundError as exc:
+        raise ScanFailed(ErrorCode.NOT_FOUND, f"{path} does not exist") from exc
+    except OSError as exc:
+        raise ScanFailed(ErrorCode.READ_FAILED, f"{path} cannot be read: {exc.strerror}") from exc

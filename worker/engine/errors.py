@@ -1,0 +1,28 @@
+"""Stable, machine-readable reasons a scan can fail.
+
+The codes are part of the public contract (the queue results and the HTTP shim carry
+them), so they are only ever added to, never renamed.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    EMPTY_INPUT = "empty_input"
+    UNSUPPORTED_FORMAT = "unsupported_format"
+    CORRUPT_IMAGE = "corrupt_image"
+    IMAGE_TOO_LARGE = "image_too_large"
+    DEADLINE_EXCEEDED = "deadline_exceeded"
+    NOT_FOUND = "not_found"
+    READ_FAILED = "read_failed"
+
+
+class ScanFailed(Exception):
+    """Raised inside the engine; `Engine.scan` turns it into `ScanResult.error`."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message

@@ -1,0 +1,94 @@
+"""The typed result of a scan and its language-neutral JSON form.
+
+`ScanResult.to_dict()` is the schema the queue, the HTTP shim and `qrw scan --json`
+all emit; the README documents it field by field.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from typing import Any
+
+from worker.engine.errors import ErrorCode
+
+Quad = tuple[tuple[float, float], tuple[float, float], tuple[float, float], tuple[float, float]]
+
+
+@dataclass(frozen=True, slots=True)
+class Code:
+    """One decoded symbol."""
+
+    text: str
+    data: bytes
+    format: str
+    quad: Quad
+    page: int
+    stage: str
+    decoder: str
+    variant: str = ""
+    symbology_identifier: str = ""
+    ec_level: str = ""
+    version: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "bytes_b64": base64.b64encode(self.data).decode("ascii"),
+            "format": self.format,
+            "quad": [[round(x, 1), round(y, 1)] for x, y in self.quad],
+            "page": self.page,
+            "stage": self.stage,
+            "decoder": self.decoder,
+            "variant": self.variant,
+            "symbology_identifier": self.symbology_identifier,
+            "ec_level": self.ec_level,
+            "version": self.version,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ScanError:
+    code: ErrorCode
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": str(self.code), "message": self.message}
+
+
+@dataclass(slots=True)
+class ScanResult:
+    """Everything one scan learned about one input.
+
+    `ok` is False only when `error` is set; finding no code is a successful, empty scan.
+    `complete` is False when the deadline cut the cascade short after something was
+    already read: the codes are real, but a later stage might have found more.
+    """
+
+    codes: list[Code] = field(default_factory=list)
+    error: ScanError | None = None
+    format: str | None = None
+    width: int = 0
+    height: int = 0
+    pages: int = 0
+    complete: bool = True
+    stages_run: list[str] = field(default_factory=list)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "codes": [c.to_dict() for c in self.codes],
+            "error": self.error.to_dict() if self.error else None,
+            "format": self.format,
+            "width": self.width,
+            "height": self.height,
+            "pages": self.pages,
+            "complete": self.complete,
+            "stages_run": list(self.stages_run),
+            "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
+        }

@@ -1,0 +1,90 @@
+"""zxing-cpp, called the way every stage needs it: QR family only, raw bytes kept,
+positions mapped back to page coordinates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib.metadata import version
+
+import numpy as np
+import zxingcpp
+
+from worker.engine.results import Quad
+
+DECODER = f"zxing-cpp {version('zxing-cpp')}"
+
+_QR_FORMATS = [
+    zxingcpp.BarcodeFormat.QRCode,
+    zxingcpp.BarcodeFormat.MicroQRCode,
+    zxingcpp.BarcodeFormat.RMQRCode,
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Transform:
+    """Maps a point of a processed image back onto the page: page = (p + offset) / scale."""
+
+    scale: float = 1.0
+    offset_x: float = 0.0
+    offset_y: float = 0.0
+
+    def to_page(self, x: float, y: float) -> tuple[float, float]:
+        return ((x + self.offset_x) / self.scale, (y + self.offset_y) / self.scale)
+
+
+@dataclass(frozen=True, slots=True)
+class Symbol:
+    """What zxing saw: a decoded code, or (valid=False) one it located but could not read."""
+
+    valid: bool
+    text: str
+    data: bytes
+    format: str
+    quad: Quad
+    symbology_identifier: str
+    ec_level: str
+    version: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReadOptions:
+    binarizer: zxingcpp.Binarizer = zxingcpp.Binarizer.LocalAverage
+    try_downscale: bool = True
+    try_invert: bool = True
+    try_rotate: bool = True
+
+
+FAST = ReadOptions()
+
+
+def read(gray: np.ndarray, transform: Transform, options: ReadOptions = FAST) -> list[Symbol]:
+    barcodes = zxingcpp.read_barcodes(
+        gray,
+        formats=_QR_FORMATS,
+        try_rotate=options.try_rotate,
+        try_downscale=options.try_downscale,
+        try_invert=options.try_invert,
+        binarizer=options.binarizer,
+        # Plain: the text as its own character set says (ECI, Shift_JIS), with no escaping.
+        text_mode=zxingcpp.TextMode.Plain,
+        return_errors=True,
+    )
+    symbols = []
+    for barcode in barcodes:
+        pos = barcode.position
+        corners = (pos.top_left, pos.top_right, pos.bottom_right, pos.bottom_left)
+        quad: Quad = tuple(transform.to_page(p.x, p.y) for p in corners)  # type: ignore[assignment]
+        extra = barcode.extra if isinstance(barcode.extra, dict) else {}
+        symbols.append(
+            Symbol(
+                valid=bool(barcode.valid),
+                text=barcode.text,
+                data=bytes(barcode.bytes),
+                format=barcode.format.name,
+                quad=quad,
+                symbology_identifier=barcode.symbology_identifier,
+                ec_level=barcode.ec_level,
+                version=str(extra.get("Version", "")),
+            )
+        )
+    return symbols
