@@ -2,7 +2,7 @@
 
 Every knob lives here so that the engine, the queue worker, the HTTP shim and the
 command line agree on one meaning per variable. Each field names its variable in
-its metadata; `docs` in the README is generated from the same table.
+its metadata, and a test keeps the README's configuration table in step with it.
 """
 
 from __future__ import annotations

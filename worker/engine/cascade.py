@@ -7,6 +7,7 @@ The neural detector joins the cascade as one more such object; nothing else chan
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -14,7 +15,7 @@ import cv2
 import numpy as np
 
 from worker.engine.deadline import Deadline
-from worker.engine.images import Document
+from worker.engine.images import Document, Page
 from worker.engine.results import Code, Quad
 from worker.engine.zxing_reader import Symbol
 from worker.settings import Settings
@@ -69,10 +70,18 @@ class Findings:
     def unresolved(self) -> int:
         return len(self._pending)
 
-    def satisfied(self, want: Want) -> bool:
-        if not self.codes:
-            return False
-        return want == "first" or not self._pending
+    def page_satisfied(self, page: int, want: Want) -> bool:
+        """ "first": any code anywhere; "all": this page has a code and nothing left unread."""
+        if want == "first":
+            return bool(self.codes)
+        return any(c.page == page for c in self.codes) and not any(
+            p == page for p, _ in self._pending
+        )
+
+    def satisfied(self, want: Want, pages: int) -> bool:
+        if want == "first":
+            return bool(self.codes)
+        return all(self.page_satisfied(page, want) for page in range(pages))
 
     def _covered(self, page: int, point: tuple[float, float]) -> bool:
         for code in self.codes:
@@ -96,9 +105,19 @@ class StageContext:
     want: Want
     findings: Findings
 
-    def done(self) -> bool:
-        """True when a stage should stop early: request satisfied or time up."""
-        return self.findings.satisfied(self.want) or self.deadline.expired()
+    def page_done(self, page: int) -> bool:
+        """True when a stage should leave this page: it is satisfied, or time is up."""
+        return self.deadline.expired() or self.findings.page_satisfied(page, self.want)
+
+    def pages_to_scan(self) -> Iterator[Page]:
+        """The pages still needing work, in order; stops at the deadline."""
+        for page in self.document.pages:
+            if self.deadline.expired() or self.findings.satisfied(
+                self.want, len(self.document.pages)
+            ):
+                return
+            if not self.findings.page_satisfied(page.index, self.want):
+                yield page
 
 
 class Stage(Protocol):
@@ -106,5 +125,6 @@ class Stage(Protocol):
     cost: float
 
     def run(self, ctx: StageContext) -> None:
-        """Read what this stage can, adding to `ctx.findings`; return early once `ctx.done()`."""
+        """Read what it can of `ctx.pages_to_scan()` into `ctx.findings`, leaving a page
+        as soon as `ctx.page_done(page)`."""
         ...

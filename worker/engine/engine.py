@@ -84,7 +84,7 @@ class Engine:
         ctx = StageContext(document, self.settings, deadline, want, findings)
         clock = document.clock
         for stage in self.stages:
-            if findings.satisfied(want):
+            if findings.satisfied(want, len(document.pages)):
                 break
             if deadline.expired():
                 result.complete = False
@@ -97,9 +97,10 @@ class Engine:
             result.timings_ms[stage.name] = spent - (clock.ms - decode_before)
             result.stages_run.append(stage.name)
         else:
-            if deadline.expired() and not findings.satisfied(want):
+            if deadline.expired() and not findings.satisfied(want, len(document.pages)):
                 result.complete = False
-        result.codes = findings.codes
+        # One zxing pass can return several codes at once; "first" promises exactly one.
+        result.codes = findings.codes[:1] if want == "first" else findings.codes
         if not result.complete and not result.codes:
             raise ScanFailed(
                 ErrorCode.DEADLINE_EXCEEDED,

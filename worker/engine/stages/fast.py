@@ -11,9 +11,7 @@ class FastStage:
     cost = 1.0
 
     def run(self, ctx: StageContext) -> None:
-        for page in ctx.document.pages:
-            if ctx.done():
-                return
+        for page in ctx.pages_to_scan():
             gray, scale = page.gray(ctx.settings.fast_max_side)
             symbols = zxing_reader.read(gray, zxing_reader.Transform(scale))
             ctx.findings.add(

@@ -50,28 +50,26 @@ class ThoroughStage:
     cost = 10.0
 
     def run(self, ctx: StageContext) -> None:
-        for page in ctx.document.pages:
-            if ctx.done():
-                return
+        for page in ctx.pages_to_scan():
             self._page(ctx, page)
 
     def _page(self, ctx: StageContext, page: Page) -> None:
         gray, scale = page.gray(ctx.settings.thorough_max_side)
         fast_gray, _ = page.gray(ctx.settings.fast_max_side)
         for variant in _WHOLE_PAGE_VARIANTS:
-            if ctx.done():
+            if ctx.page_done(page.index):
                 return
             # The fast stage already ran this exact read on a page that needed no reduction.
             if variant.name == "full" and fast_gray is gray:
                 continue
             self._read(ctx, page, variant.prepare(gray), Transform(scale), variant)
         if max(gray.shape) <= _UPSCALE_LIMIT:
-            if not ctx.done():
+            if not ctx.page_done(page.index):
                 up = enhance.upscale(gray, 2.0)
                 self._read(ctx, page, up, Transform(scale * 2.0), Variant("upscale", lambda g: g))
             return
         for x, y, w, h in enhance.tiles(gray.shape, _TILE, _TILE_OVERLAP):
-            if ctx.done():
+            if ctx.page_done(page.index):
                 return
             tile = enhance.upscale(gray[y : y + h, x : x + w], 1.5)
             transform = Transform(scale * 1.5, offset_x=x * 1.5, offset_y=y * 1.5)

@@ -1,0 +1,101 @@
+"""`qrw scan`: what it prints and the exit status scripts rely on."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from models.synth import digital_invoice, no_code_invoice
+
+
+def qrw(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture
+def invoices(tmp_path: Path) -> Path:
+    folder = tmp_path / "inbox"
+    (folder / "nested").mkdir(parents=True)
+    for name, sample in {
+        "a.png": digital_invoice(40),
+        "nested/b.pdf": digital_invoice(41, fmt="pdf"),
+        "c.jpg": no_code_invoice(42, fmt="jpeg"),
+    }.items():
+        (folder / name).write_bytes(sample.data)
+    (folder / "a.json").write_text("{}")  # a sidecar beside the images is not an input
+    return folder
+
+
+def test_json_prints_one_object_per_input_with_its_source(invoices: Path) -> None:
+    out = qrw("scan", "--json", str(invoices))
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [Path(line["source"]).name for line in lines] == ["a.png", "c.jpg", "b.pdf"]
+    first = lines[0]
+    assert first["ok"] and first["codes"][0]["stage"] == "fast"
+    assert base64.b64decode(first["codes"][0]["bytes_b64"]) == digital_invoice(40).codes[0].payload
+    assert lines[1]["codes"] == [] and lines[1]["error"] is None
+
+
+def test_the_table_shows_each_code_and_each_empty_page(invoices: Path) -> None:
+    out = qrw("scan", str(invoices))
+    assert out.returncode == 0
+    assert out.stdout.splitlines()[0].split() == [
+        "source",
+        "read",
+        "by",
+        "page",
+        "ms",
+        "text",
+        "/",
+        "error",
+    ]
+    assert "none" in out.stdout and "fast" in out.stdout
+
+
+def test_exit_status_is_1_when_any_input_failed(invoices: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(digital_invoice(43, fmt="jpeg").data[:500])
+    out = qrw("scan", "--json", str(invoices), str(broken))
+    assert out.returncode == 1
+    last = json.loads(out.stdout.splitlines()[-1])
+    assert last["error"]["code"] == "corrupt_image"
+
+
+def test_a_named_file_is_scanned_whatever_its_extension(tmp_path: Path) -> None:
+    odd = tmp_path / "scan.dat"
+    odd.write_bytes(digital_invoice(44).data)
+    out = qrw("scan", "--json", "--want", "first", str(odd))
+    assert out.returncode == 0
+    assert len(json.loads(out.stdout)["codes"]) == 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("scan",),
+        ("scan", "--want", "some", "x.png"),
+        ("scan", "--deadline-ms", "-3", "x.png"),
+        ("frobnicate",),
+    ],
+)
+def test_usage_errors_exit_with_2(args: tuple[str, ...]) -> None:
+    assert qrw(*args).returncode == 2
+
+
+def test_a_bad_setting_is_a_usage_error(invoices: Path) -> None:
+    out = qrw("scan", str(invoices), env={"QRW_MAX_PIXELS": "lots"})
+    assert out.returncode == 2
+    assert "QRW_MAX_PIXELS" in out.stderr
