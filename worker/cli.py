@@ -7,8 +7,12 @@ import json
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from worker.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from worker.engine import Code
 
 # Walking a folder picks images by extension, so ground-truth sidecars and notes that
 # live beside them are not reported as unsupported inputs. Files named explicitly are
@@ -87,19 +91,30 @@ def _cmd_scan(args: argparse.Namespace, settings: Settings) -> int:
         elif not result.codes:
             rows.append((str(path), "none", "", f"{result.timings_ms['total']:.1f}", ""))
         for code in result.codes:
-            text = code.text.replace("\n", "\\n")
             rows.append(
                 (
                     str(path),
                     code.stage,
                     f"p{code.page + 1}",
                     f"{result.timings_ms['total']:.1f}",
-                    text if len(text) <= 60 else text[:57] + "...",
+                    _shown(code),
                 ),
             )
     if not args.json:
         _print_table(("source", "read by", "page", "ms", "text / error"), rows)
     return 1 if failed else 0
+
+
+def _shown(code: Code) -> str:
+    """A one-line preview: binary payloads by size, control characters escaped."""
+    if code.content_type == "Binary":
+        return f"<binary, {len(code.data)} bytes>"
+    text = (
+        code.text.encode("unicode_escape").decode("ascii")
+        if not code.text.isprintable()
+        else code.text
+    )
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:

@@ -57,6 +57,7 @@ class Findings:
                     stage=stage,
                     decoder=decoder,
                     variant=variant,
+                    content_type=symbol.content_type,
                     symbology_identifier=symbol.symbology_identifier,
                     ec_level=symbol.ec_level,
                     version=symbol.version,

@@ -27,6 +27,7 @@ class Code:
     stage: str
     decoder: str
     variant: str = ""
+    content_type: str = ""
     symbology_identifier: str = ""
     ec_level: str = ""
     version: str = ""
@@ -41,6 +42,7 @@ class Code:
             "stage": self.stage,
             "decoder": self.decoder,
             "variant": self.variant,
+            "content_type": self.content_type,
             "symbology_identifier": self.symbology_identifier,
             "ec_level": self.ec_level,
             "version": self.version,

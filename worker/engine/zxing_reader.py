@@ -41,6 +41,7 @@ class Symbol:
     data: bytes
     format: str
     quad: Quad
+    content_type: str
     symbology_identifier: str
     ec_level: str
     version: str
@@ -82,6 +83,7 @@ def read(gray: np.ndarray, transform: Transform, options: ReadOptions = FAST) ->
                 data=bytes(barcode.bytes),
                 format=barcode.format.name,
                 quad=quad,
+                content_type=barcode.content_type.name,
                 symbology_identifier=barcode.symbology_identifier,
                 ec_level=barcode.ec_level,
                 version=str(extra.get("Version", "")),
