@@ -109,11 +109,7 @@ def _shown(code: Code) -> str:
     """A one-line preview: binary payloads by size, control characters escaped."""
     if code.content_type == "Binary":
         return f"<binary, {len(code.data)} bytes>"
-    text = (
-        code.text.encode("unicode_escape").decode("ascii")
-        if not code.text.isprintable()
-        else code.text
-    )
+    text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in code.text)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
