@@ -44,6 +44,28 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--want", choices=("first", "all"), default=None)
     scan.add_argument("--deadline-ms", type=_positive_int, default=None, metavar="N")
     scan.set_defaults(handler=_cmd_scan)
+
+    work = commands.add_parser("worker", help="run queue workers (RQ) until SIGTERM")
+    work.add_argument("--queues", nargs="+", default=None, help="default: QRW_QUEUES")
+    work.add_argument("--workers", type=_positive_int, default=None, help="default: QRW_WORKERS")
+    work.add_argument("--burst", action="store_true", help="exit once the queues are empty")
+    work.set_defaults(handler=_cmd_worker)
+
+    enq = commands.add_parser("enqueue", help="enqueue scan jobs for image references")
+    enq.add_argument("refs", nargs="+", metavar="IMAGE_REF", help="s3://bucket/key or file:///path")
+    enq.add_argument("--queue", default=None, help="default: the first of QRW_QUEUES")
+    enq.add_argument("--batch", action="store_true", help="one job for all references")
+    enq.add_argument("--want", choices=("first", "all"), default=None)
+    enq.add_argument("--deadline-ms", type=_positive_int, default=None, metavar="N")
+    enq.add_argument(
+        "--wait",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="wait for the results (on a reply list, no polling) and print them",
+    )
+    enq.add_argument("--json", action="store_true", help="with --wait: print results as JSONL")
+    enq.set_defaults(handler=_cmd_enqueue)
     return parser
 
 
@@ -103,6 +125,99 @@ def _cmd_scan(args: argparse.Namespace, settings: Settings) -> int:
     if not args.json:
         _print_table(("source", "read by", "page", "ms", "text / error"), rows)
     return 1 if failed else 0
+
+
+def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from worker import logs
+    from worker.queue import supervisor
+
+    logs.configure(settings)
+    queues = tuple(args.queues or settings.queues)
+    return supervisor.run(settings, queues, args.workers or settings.workers, burst=args.burst)
+
+
+def _cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
+    import time
+    import uuid
+
+    from worker.queue import producer, runtime
+
+    connection = runtime.connect(settings.redis_url)
+    reply_to = f"qrw:reply:{uuid.uuid4()}" if args.wait else None
+    options = {
+        key: value
+        for key, value in (
+            ("want", args.want),
+            ("deadline_ms", args.deadline_ms),
+            ("reply_to", reply_to),
+        )
+        if value is not None
+    }
+    payloads = (
+        [{"images": list(args.refs), **options}]
+        if args.batch
+        else [{"image": ref, **options} for ref in args.refs]
+    )
+    queue = args.queue or settings.queues[0]
+    job_ids = [producer.enqueue(connection, payload, queue=queue) for payload in payloads]
+    if reply_to is None:
+        for job_id in job_ids:
+            print(job_id)
+        return 0
+    results: list[dict[str, object]] = []
+    until = time.monotonic() + args.wait
+    while len(results) < len(job_ids) and (left := until - time.monotonic()) > 0:
+        reply = producer.wait_for_reply(connection, reply_to, timeout=max(0.01, left))
+        if reply is not None:
+            results.append(reply)
+    if args.json:
+        for result in results:
+            print(json.dumps(result, ensure_ascii=False), flush=True)
+    else:
+        _print_results(results)
+    missing = len(job_ids) - len(results)
+    if missing:
+        print(f"{missing} job(s) gave no result within {args.wait:g} s", file=sys.stderr)
+    return 0 if not missing and all(r.get("ok") for r in results) else 1
+
+
+def _print_results(results: list[dict[str, object]]) -> None:
+    rows: list[tuple[str, ...]] = []
+    for result in results:
+        for item in result.get("items") or [result]:  # type: ignore[union-attr]
+            timings = item.get("timings_ms") or {}  # type: ignore[union-attr]
+            waited = (result.get("timings_ms") or {}).get("queue_wait")  # type: ignore[union-attr]
+            error = item.get("error")  # type: ignore[union-attr]
+            codes = item.get("codes") or []  # type: ignore[union-attr]
+            rows.append(
+                (
+                    str(item.get("image", "")).rsplit("/", 1)[-1],  # type: ignore[union-attr]
+                    error["code"] if error else f"{len(codes)} code(s)",
+                    ",".join(sorted({c["stage"] for c in codes})) or "-",
+                    _ms(waited),
+                    _ms(timings.get("fetch")),
+                    _ms(timings.get("decode_image")),
+                    _ms(timings.get("fast")),
+                    _ms(timings.get("thorough")),
+                    _ms((result.get("timings_ms") or {}).get("total")),  # type: ignore[union-attr]
+                )
+            )
+    header = (
+        "image",
+        "outcome",
+        "stages",
+        "queue ms",
+        "fetch",
+        "decode",
+        "fast",
+        "thorough",
+        "job total",
+    )
+    _print_table(header, rows)
+
+
+def _ms(value: object) -> str:
+    return f"{value:.1f}" if isinstance(value, int | float) else "-"
 
 
 def _shown(code: Code) -> str:

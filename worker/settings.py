@@ -73,6 +73,72 @@ class Settings:
         default="all",
         metadata=_env("QRW_WANT", "Default request: 'all' codes on the page, or the 'first' one."),
     )
+    redis_url: str = field(
+        default="redis://127.0.0.1:6379/0",
+        metadata=_env("REDIS_URL", "The Redis that carries the queue and the results."),
+    )
+    queues: tuple[str, ...] = field(
+        default=("qr",),
+        metadata=_env("QRW_QUEUES", "Queues a worker takes jobs from, comma-separated, in order."),
+    )
+    s3_buckets: tuple[str, ...] = field(
+        default=(),
+        metadata=_env(
+            "QRW_S3_BUCKETS",
+            "Buckets images may be read from, comma-separated; `bucket/prefix/` limits a bucket "
+            "to keys under that folder. Empty: no s3:// reference is accepted.",
+        ),
+    )
+    file_roots: tuple[str, ...] = field(
+        default=(),
+        metadata=_env(
+            "QRW_FILE_ROOTS",
+            "Folders file:// references may point into, colon-separated. Empty: none.",
+        ),
+    )
+    result_ttl: int = field(
+        default=86_400,
+        metadata=_env("QRW_RESULT_TTL", "Seconds a result (and its reply list) stays in Redis."),
+    )
+    results_stream_maxlen: int = field(
+        default=100_000,
+        metadata=_env("QRW_RESULTS_STREAM_MAXLEN", "Approximate cap of the qrw:results stream."),
+    )
+    workers: int = field(
+        default=1,
+        metadata=_env("QRW_WORKERS", "Worker processes `qrw worker` runs (one engine each)."),
+    )
+    job_timeout: int = field(
+        default=120,
+        metadata=_env(
+            "QRW_JOB_TIMEOUT",
+            "Hard limit in seconds for one job when the producer sets none: past it the "
+            "work-horse process is killed, even inside native code.",
+        ),
+    )
+    max_attempts: int = field(
+        default=3,
+        metadata=_env(
+            "QRW_MAX_ATTEMPTS",
+            "Runs of a job before it fails for good when its worker dies or it crashes.",
+        ),
+    )
+    fetch_attempts: int = field(
+        default=4,
+        metadata=_env(
+            "QRW_FETCH_ATTEMPTS",
+            "Tries to fetch one image on transient storage errors (5xx, timeouts, resets), "
+            "with exponential backoff.",
+        ),
+    )
+    recovery_interval: int = field(
+        default=10,
+        metadata=_env(
+            "QRW_RECOVERY_INTERVAL",
+            "Seconds between scans for jobs whose worker died; such a job runs again within "
+            "about three times this.",
+        ),
+    )
     log_level: str = field(default="info", metadata=_env("QRW_LOG_LEVEL", "Log level."))
     log_format: str = field(
         default="json",
@@ -80,7 +146,19 @@ class Settings:
     )
 
     def __post_init__(self) -> None:
-        for name in ("max_bytes", "max_pixels", "max_pages", "pdf_dpi", "fast_max_side"):
+        for name in (
+            "max_bytes",
+            "max_pixels",
+            "max_pages",
+            "pdf_dpi",
+            "fast_max_side",
+            "result_ttl",
+            "workers",
+            "job_timeout",
+            "max_attempts",
+            "fetch_attempts",
+            "recovery_interval",
+        ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{_var(name)} must be positive, got {getattr(self, name)}")
         if self.deadline_ms < 0:
@@ -117,6 +195,9 @@ def _var(name: str) -> str:
 
 
 def _parse(var: str, raw: str, hint: Any) -> Any:
+    if getattr(hint, "__origin__", None) is tuple:
+        separator = ":" if var == "QRW_FILE_ROOTS" else ","
+        return tuple(part.strip() for part in raw.split(separator) if part.strip())
     target = hint if isinstance(hint, type) else str
     try:
         if target is bool:
@@ -137,6 +218,11 @@ def _parse(var: str, raw: str, hint: Any) -> Any:
 
 def describe() -> list[tuple[str, str, str]]:
     """(variable, default, meaning) for every setting: the README's configuration table."""
+
+    def shown(value: object) -> str:
+        return ",".join(value) if isinstance(value, tuple) else str(value)
+
     return [
-        (f.metadata["env"], str(f.default), f.metadata["doc"]) for f in dataclasses.fields(Settings)
+        (f.metadata["env"], shown(f.default), f.metadata["doc"])
+        for f in dataclasses.fields(Settings)
     ]

@@ -17,6 +17,13 @@ class ErrorCode(StrEnum):
     DEADLINE_EXCEEDED = "deadline_exceeded"
     NOT_FOUND = "not_found"
     READ_FAILED = "read_failed"
+    # Raised around the engine by the queue worker.
+    INVALID_PAYLOAD = "invalid_payload"
+    REFUSED_REFERENCE = "refused_reference"
+    STORAGE_UNAVAILABLE = "storage_unavailable"
+    REFUSED_JOB = "refused_job"
+    WORKER_LOST = "worker_lost"
+    INTERNAL_ERROR = "internal_error"
 
 
 class ScanFailed(Exception):

@@ -1,0 +1,43 @@
+"""Writing a finished job's result where the producer collects it."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from worker.queue.names import RESULTS_STREAM, result_key
+from worker.settings import Settings
+
+_SCRIPT = (Path(__file__).with_name("publish.lua")).read_text()
+
+
+def publish(
+    connection: redis.Redis, document: dict[str, Any], settings: Settings, reply_to: str | None
+) -> bool:
+    """Store, stream and (when asked) push the result; False if it was already delivered.
+
+    Redis restarts are ridden out with a few backed-off tries; past them the error
+    propagates so RQ records the job as failed and runs it again.
+    """
+    body = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+    job_id = str(document["job_id"])
+    keys = [result_key(job_id), RESULTS_STREAM, *([reply_to] if reply_to else [])]
+    args = [
+        body,
+        settings.result_ttl,
+        settings.results_stream_maxlen,
+        job_id,
+        "1" if document.get("ok") else "0",
+    ]
+    for attempt in range(5):
+        try:
+            return bool(connection.eval(_SCRIPT, len(keys), *keys, *args))
+        except (redis.ConnectionError, redis.TimeoutError):
+            if attempt == 4:
+                raise
+            time.sleep(0.5 * 2**attempt)
+    return False
