@@ -71,7 +71,7 @@ def _envelope(job_id: str, payload: object, queue_wait: float | None) -> dict[st
         "job_id": job_id,
         "request_id": payload.get("request_id") if isinstance(payload, dict) else None,
         "meta": payload.get("meta") if isinstance(payload, dict) else None,
-        "worker": runtime.worker_name(),
+        "worker": runtime.worker_name(getattr(get_current_job(), "worker_name", None)),
         "backend": runtime.backend(),
         "model": runtime.model(),
         "ok": False,

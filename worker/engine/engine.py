@@ -38,6 +38,18 @@ class Engine:
         chosen = list(stages) if stages is not None else default_stages()
         self.stages: list[Stage] = sorted(chosen, key=lambda s: s.cost)
 
+    def warm_up(self) -> None:
+        """Run every decode path once, so first-call costs (codec plugins, PDFium, zxing
+        tables, allocator growth) are paid at start-up. Worker processes fork a work-horse
+        per job from a warmed parent, so no job pays them."""
+        import cv2
+
+        page = np.full((96, 96), 255, np.uint8)
+        page[24:72, 24:72] = 0
+        for extension in (".png", ".jpg", ".webp", ".bmp"):
+            self.scan(cv2.imencode(extension, page)[1].tobytes(), deadline_ms=0)
+        import pypdfium2  # noqa: F401  (only loaded on first PDF otherwise)
+
     def scan(
         self, data: Input, *, deadline_ms: int | None = None, want: Want | None = None
     ) -> ScanResult:

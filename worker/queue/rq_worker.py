@@ -66,7 +66,7 @@ class QrWorker(Worker):
         kwargs["worker_ttl"] = settings.recovery_interval + 15
         kwargs["exception_handlers"] = [report_abandoned]
         super().__init__(*args, **kwargs)
-        runtime.engine()  # loaded before the first job; horses inherit it
+        runtime.engine().warm_up()  # loaded and warmed before the first job; horses inherit it
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         remaining = (job.timeout or runtime.settings().job_timeout) - working_time
@@ -135,7 +135,7 @@ def publish_failure(job: Job, code: ErrorCode, detail: str) -> None:
         "job_id": job.id,
         "request_id": payload.get("request_id") if isinstance(payload, dict) else None,
         "meta": payload.get("meta") if isinstance(payload, dict) else None,
-        "worker": runtime.worker_name(),
+        "worker": runtime.worker_name(job.worker_name),
         "backend": runtime.backend(),
         "model": runtime.model(),
         "ok": False,

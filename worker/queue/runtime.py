@@ -38,8 +38,10 @@ def connect(url: str) -> redis.Redis:
     )
 
 
-def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+def worker_name(rq_name: str | None = None) -> str:
+    """host/worker: the RQ worker's name when known (a work-horse shares its worker's),
+    the process id otherwise."""
+    return f"{socket.gethostname()}/{rq_name or os.getpid()}"
 
 
 def backend() -> str:
