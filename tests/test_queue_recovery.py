@@ -70,7 +70,7 @@ def children(pid: int) -> list[int]:
 def test_a_killed_work_horse_is_retried_by_its_own_worker(
     own_redis: RedisServer, start_worker, slow_batch: list[str]
 ) -> None:
-    pool = start_worker(own_redis.url, "qr")
+    pool = start_worker(own_redis.url, "qr", QRW_WORKER_CLASS="fork")
     reply_to = reply_list()
     job_id = producer.enqueue(own_redis.client(), {"images": slow_batch, "reply_to": reply_to})
     wait_until(lambda: status(own_redis, job_id) == "started", 60, "the job to start")
@@ -82,6 +82,23 @@ def test_a_killed_work_horse_is_retried_by_its_own_worker(
     result = wait_result(own_redis, reply_to, timeout=120)
     assert result["ok"] is True
     assert len(result["items"]) == len(slow_batch)
+
+
+def test_a_job_over_its_timeout_is_stopped_and_reported(
+    redis_server: RedisServer, shared_queue: str, slow_batch: list[str]
+) -> None:
+    reply_to = reply_list()
+    started = time.monotonic()
+    producer.enqueue(
+        redis_server.client(),
+        {"images": slow_batch, "reply_to": reply_to},
+        queue=shared_queue,
+        timeout=1,
+    )
+    result = wait_result(redis_server, reply_to, timeout=60)
+    assert result["ok"] is False
+    assert result["error"]["code"] == "deadline_exceeded"
+    assert time.monotonic() - started < 10
 
 
 def test_redis_restarting_with_jobs_queued_loses_none(

@@ -108,6 +108,15 @@ class Settings:
         default=1,
         metadata=_env("QRW_WORKERS", "Worker processes `qrw worker` runs (one engine each)."),
     )
+    worker_class: str = field(
+        default="simple",
+        metadata=_env(
+            "QRW_WORKER_CLASS",
+            "'simple' (jobs run in the worker process; fastest) or 'fork' (a work-horse "
+            "process per job, about 15 ms more each). Both keep a hard time limit. "
+            "See docs/benchmarks.md.",
+        ),
+    )
     job_timeout: int = field(
         default=120,
         metadata=_env(
@@ -165,6 +174,10 @@ class Settings:
             raise SettingsError(f"QRW_DEADLINE_MS must be 0 or more, got {self.deadline_ms}")
         if self.want not in ("all", "first"):
             raise SettingsError(f"QRW_WANT must be 'all' or 'first', got {self.want!r}")
+        if self.worker_class not in ("fork", "simple"):
+            raise SettingsError(
+                f"QRW_WORKER_CLASS must be 'fork' or 'simple', got {self.worker_class!r}"
+            )
         if self.log_format not in ("json", "console"):
             raise SettingsError(
                 f"QRW_LOG_FORMAT must be 'json' or 'console', got {self.log_format!r}"

@@ -13,10 +13,11 @@
 from __future__ import annotations
 
 import faulthandler
+import threading
 from typing import Any
 
 import structlog
-from rq import Queue, Worker
+from rq import Queue, SimpleWorker, Worker
 from rq.exceptions import AbandonedJobError, DeserializationError
 from rq.job import Job
 from rq.serializers import JSONSerializer
@@ -32,6 +33,7 @@ log = structlog.get_logger("worker")
 # enough that a dead worker's job is requeued well inside two minutes.
 HEARTBEAT_GRACE = 10
 JOB_MONITORING_INTERVAL = 5
+WATCHDOG_GRACE = 5
 
 
 class RefusedJob(Exception):
@@ -49,12 +51,12 @@ class QrJob(Job):
         return super().func
 
 
-class QrWorker(Worker):
-    """A forking RQ worker that loads the engine once, before taking jobs.
+class QrWorkerMixin:
+    """Our policies, on top of either of RQ's execution models (see QrWorker)."""
 
-    The work-horse forked per job inherits the loaded engine (copy-on-write), and a
-    horse stuck in native code is killed by a C-level watchdog, not a Python signal.
-    """
+    job_monitoring_interval: int
+    connection: Any
+    _stopped_job_id: str | None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         settings = runtime.settings()
@@ -65,7 +67,7 @@ class QrWorker(Worker):
         # The dequeue timeout is worker_ttl - 15: keep it short so maintenance runs often.
         kwargs["worker_ttl"] = settings.recovery_interval + 15
         kwargs["exception_handlers"] = [report_abandoned]
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
         runtime.engine().warm_up()  # loaded and warmed before the first job; horses inherit it
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
@@ -83,17 +85,39 @@ class QrWorker(Worker):
             )
         if job.timeout is None:
             job.timeout = runtime.settings().job_timeout
-        return super().prepare_execution(job)
+        return super().prepare_execution(job)  # type: ignore[misc]
 
     def perform_job(self, job: Job, queue: Queue, execution: Any) -> bool:
         # Runs in the work-horse. The watchdog is a C thread: it fires even while a
         # decoder holds the GIL in native code, and exits the horse, which RQ then
         # handles as a failed run (retried while the budget lasts).
-        faulthandler.dump_traceback_later(job.timeout or runtime.settings().job_timeout, exit=True)
+        # RQ's own timeout (a Python-level alarm) fires first and fails the job cleanly;
+        # the watchdog, a little later, only ends a process stuck where Python cannot run.
+        timeout = job.timeout or runtime.settings().job_timeout
+        faulthandler.dump_traceback_later(timeout + WATCHDOG_GRACE, exit=True)
+        # RQ's SimpleWorker sends no heartbeats while a job runs; without them a long job
+        # would look abandoned, and a dead worker's job could only be recovered after its
+        # whole timeout. A thread keeps the lease short and fresh instead.
+        stop = self._heartbeat_thread(job, execution) if isinstance(self, SimpleWorker) else None
         try:
-            return super().perform_job(job, queue, execution)
+            return super().perform_job(job, queue, execution)  # type: ignore[misc]
         finally:
             faulthandler.cancel_dump_traceback_later()
+            if stop is not None:
+                stop.set()
+
+    def _heartbeat_thread(self, job: Job, execution: Any) -> threading.Event:
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(self.job_monitoring_interval):
+                try:
+                    self.maintain_heartbeats(job, execution)  # type: ignore[attr-defined]
+                except Exception as exc:  # Redis away: the next beat tries again
+                    log.warning("heartbeat_failed", job_id=job.id, error=repr(exc))
+
+        threading.Thread(target=beat, name=f"heartbeat-{job.id}", daemon=True).start()
+        return stop
 
     def handle_job_failure(
         self,
@@ -104,13 +128,36 @@ class QrWorker(Worker):
         execution: Any = None,
     ) -> None:
         code = failure_code(exc_string)
-        if code in (ErrorCode.REFUSED_JOB, ErrorCode.INVALID_PAYLOAD):
+        if code in (ErrorCode.REFUSED_JOB, ErrorCode.INVALID_PAYLOAD, ErrorCode.DEADLINE_EXCEEDED):
             job.retries_left = 0  # running it again cannot help
         if not (job.should_retry and self._stopped_job_id != job.id):
             publish_failure(job, code, exc_string)
         else:
             log.warning("job_retry", job_id=job.id, error=code, retries_left=job.retries_left)
-        super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
+        super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)  # type: ignore[misc]
+
+
+class QrWorker(QrWorkerMixin, Worker):
+    """QRW_WORKER_CLASS=fork: forks a work-horse per job from a parent that loaded the engine once.
+
+    The horse inherits the warmed engine copy-on-write; a horse stuck in native code is
+    ended by a C-level watchdog (faulthandler), and one that dies is noticed at once by
+    its parent, so the job is retried without waiting for heartbeats to expire.
+    """
+
+
+class QrSimpleWorker(QrWorkerMixin, SimpleWorker):
+    """The default (QRW_WORKER_CLASS=simple): jobs run in the worker process itself.
+
+    No fork per job: docs/benchmarks.md measures about 3x the single-image throughput
+    of the forking worker. The hard backstop still holds: the faulthandler watchdog
+    ends the whole worker process when a job overruns inside native code; the pool
+    respawns it and the job, its lease no longer renewed, is recovered and retried.
+    """
+
+
+def worker_class(name: str) -> type[Worker] | type[SimpleWorker]:
+    return QrWorker if name == "fork" else QrSimpleWorker
 
 
 def failure_code(exc_string: str) -> ErrorCode:

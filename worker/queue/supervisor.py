@@ -11,7 +11,7 @@ from rq.serializers import JSONSerializer
 from rq.worker_pool import WorkerPool
 
 from worker.queue import runtime
-from worker.queue.rq_worker import QrJob, QrWorker
+from worker.queue.rq_worker import QrJob, worker_class
 from worker.settings import Settings
 
 
@@ -21,7 +21,7 @@ def run(settings: Settings, queues: tuple[str, ...], workers: int, *, burst: boo
         queues,
         connection=connection,
         num_workers=workers,
-        worker_class=QrWorker,
+        worker_class=worker_class(settings.worker_class),
         serializer=JSONSerializer,
         job_class=QrJob,
         queue_class=Queue,

@@ -1,0 +1,134 @@
+"""docs/protocol.md, executed: a producer that knows only Redis commands.
+
+The producer side here is `redis-cli` in a subprocess, exactly what a Rust service
+would send; nothing on that side imports RQ or our code.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import uuid
+import zlib
+from datetime import UTC, datetime
+from pathlib import Path
+
+from models.synth import digital_invoice
+from tests.services import RedisServer, wait_until
+
+
+def redis_cli(server: RedisServer, *args: str, stdin: str | None = None) -> str:
+    out = subprocess.run(
+        ["redis-cli", "-p", str(server.port), "--raw", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=True,
+    )
+    return out.stdout
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def test_enqueue_and_collect_with_plain_redis_commands(
+    redis_server: RedisServer, shared_queue: str, file_root: Path
+) -> None:
+    sample = digital_invoice(700, payload_kind="utf8")
+    (file_root / "protocol.png").write_bytes(sample.data)
+    job_id = str(uuid.uuid4())
+    reply_to = f"qrw:reply:{uuid.uuid4()}"
+    payload = {
+        "image": f"file://{file_root}/protocol.png",
+        "request_id": "inv-42",
+        "reply_to": reply_to,
+        "meta": {"tenant": "acme"},
+    }
+    data = json.dumps(["jobs.scan", None, [payload], {}])
+    stamp = now()
+    script = "\n".join(
+        [
+            "MULTI",
+            f"HSET rq:job:{job_id} data '{data}' origin {shared_queue} status queued "
+            f"created_at {stamp} enqueued_at {stamp} timeout 60",
+            f"RPUSH rq:queue:{shared_queue} {job_id}",
+            "EXEC",
+            "",
+        ]
+    )
+    redis_cli(redis_server, stdin=script)
+
+    key, body = redis_cli(redis_server, "BLPOP", reply_to, "60").splitlines()
+    result = json.loads(body)
+    assert key == reply_to
+    assert result["job_id"] == job_id
+    assert result["request_id"] == "inv-42"
+    assert result["meta"] == {"tenant": "acme"}
+    assert result["ok"] is True
+    code = result["codes"][0]
+    assert code["text"] == sample.codes[0].payload.decode("utf-8")
+    assert base64.b64decode(code["bytes_b64"]) == sample.codes[0].payload
+    # The same document stays readable under its key until the TTL ends.
+    assert json.loads(redis_cli(redis_server, "GET", f"qrw:result:{job_id}")) == result
+
+
+def test_zlib_compressed_job_data_is_accepted(
+    redis_server: RedisServer, shared_queue: str, file_root: Path
+) -> None:
+    (file_root / "zlib.png").write_bytes(digital_invoice(701).data)
+    job_id = str(uuid.uuid4())
+    data = zlib.compress(
+        json.dumps(["jobs.scan", None, [{"image": f"file://{file_root}/zlib.png"}], {}]).encode()
+    )
+    client = redis_server.client()  # binary-safe HSET, as a Rust client would send it
+    with client.pipeline(transaction=True) as pipe:
+        pipe.hset(
+            f"rq:job:{job_id}",
+            mapping={
+                "data": data,
+                "origin": shared_queue,
+                "status": "queued",
+                "created_at": now(),
+                "enqueued_at": now(),
+                "timeout": "60",
+            },
+        )
+        pipe.rpush(f"rq:queue:{shared_queue}", job_id)
+        pipe.execute()
+    body = wait_until(lambda: client.get(f"qrw:result:{job_id}"), 60, "the result")
+    assert json.loads(body)["ok"] is True
+
+
+def test_bulk_consumers_read_the_results_stream_without_polling(
+    redis_server: RedisServer, shared_queue: str, file_root: Path
+) -> None:
+    (file_root / "stream.png").write_bytes(digital_invoice(702).data)
+    last_id = redis_cli(redis_server, "XREVRANGE", "qrw:results", "+", "-", "COUNT", "1")
+    start = last_id.splitlines()[0] if last_id.strip() else "0"
+    job_id = str(uuid.uuid4())
+    data = json.dumps(["jobs.scan", None, [{"image": f"file://{file_root}/stream.png"}], {}])
+    redis_cli(
+        redis_server,
+        stdin="\n".join(
+            [
+                "MULTI",
+                f"HSET rq:job:{job_id} data '{data}' origin {shared_queue} status queued "
+                f"created_at {now()} enqueued_at {now()} timeout 60",
+                f"RPUSH rq:queue:{shared_queue} {job_id}",
+                "EXEC",
+                "",
+            ]
+        ),
+    )
+
+    def mine() -> dict | None:
+        out = redis_cli(redis_server, "XREAD", "BLOCK", "2000", "STREAMS", "qrw:results", start)
+        for line in out.splitlines():
+            if line.startswith("{") and json.loads(line)["job_id"] == job_id:
+                return json.loads(line)
+        return None
+
+    assert wait_until(mine, 60, "the stream entry")["ok"] is True
