@@ -6,23 +6,22 @@ PY := $(VENV)/bin/python
 QRW := $(VENV)/bin/qrw
 SAMPLES ?= build/samples
 
-.PHONY: setup run test lint bench-speed samples clean
+.PHONY: setup run test lint bench-speed bench-queue clean
 
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { \
 	  echo "python3-venv is missing; installing it (Debian)"; apt-get update -qq && apt-get install -y -qq python3-venv; }
+	@command -v redis-server >/dev/null || { \
+	  echo "redis-server is missing; installing it (Debian)"; apt-get update -qq && apt-get install -y -qq redis-server; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
 	@touch $@
 
-samples: setup
-	$(PY) -m models.synth $(SAMPLES) --seed 1 --count 12 --kind mixed
-
-run: samples
-	$(QRW) scan $(SAMPLES)
+run: setup
+	$(QRW) demo --samples $(SAMPLES) --count 12 --workers 2
 
 test: setup
 	$(PY) -m pytest -q
@@ -32,6 +31,9 @@ lint: setup
 
 bench-speed: setup
 	$(PY) -m worker.bench.speed --out docs/benchmarks.md
+
+bench-queue: setup
+	$(PY) -m worker.bench.queue --out docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

@@ -66,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     enq.add_argument("--json", action="store_true", help="with --wait: print results as JSONL")
     enq.set_defaults(handler=_cmd_enqueue)
+
+    demo = commands.add_parser("demo", help="Redis, workers and sample invoices, end to end")
+    demo.add_argument("--samples", type=Path, default=Path("build/samples"))
+    demo.add_argument("--count", type=_positive_int, default=12)
+    demo.add_argument("--workers", type=_positive_int, default=2)
+    demo.set_defaults(handler=_cmd_demo)
     return parser
 
 
@@ -134,6 +140,12 @@ def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     logs.configure(settings)
     queues = tuple(args.queues or settings.queues)
     return supervisor.run(settings, queues, args.workers or settings.workers, burst=args.burst)
+
+
+def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from worker import demo
+
+    return demo.run(settings, args.samples, args.count, args.workers)
 
 
 def _cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:

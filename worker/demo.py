@@ -1,0 +1,142 @@
+"""`qrw demo`: the main job end to end on one machine, then everything stopped.
+
+A Redis (REDIS_URL when set, otherwise a redis-server started on a free port), a pool
+of workers, sample invoices generated into a folder and sent through the queue as
+file:// references, and the results printed with their timing breakdowns.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from worker.queue import producer, runtime
+from worker.settings import Settings
+
+
+def run(settings: Settings, samples: Path, count: int, workers: int) -> int:
+    samples = samples.resolve()
+    refs = _samples(samples, count)
+    with ExitStack() as stack:
+        url = os.environ.get("REDIS_URL") or stack.enter_context(_local_redis())
+        queue = f"demo-{uuid.uuid4().hex[:8]}"
+        env = {
+            **os.environ,
+            "REDIS_URL": url,
+            "QRW_FILE_ROOTS": str(samples),
+            "QRW_LOG_LEVEL": os.environ.get("QRW_LOG_LEVEL", "warning"),
+        }
+        pool = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "worker.cli",
+                "worker",
+                "--queues",
+                queue,
+                "--workers",
+                str(workers),
+            ],
+            env=env,
+        )
+        stack.callback(_stop, pool)
+        connection = runtime.connect(url)
+        _wait_for_workers(connection, queue, workers, pool)
+        print(f"redis {url}, queue {queue}, {workers} worker(s), {len(refs)} invoices", flush=True)
+        reply_to = f"qrw:reply:{uuid.uuid4()}"
+        for ref in refs:
+            producer.enqueue(connection, {"image": ref, "reply_to": reply_to}, queue=queue)
+        results: list[dict[str, Any]] = []
+        until = time.monotonic() + 120
+        while len(results) < len(refs) and time.monotonic() < until:
+            reply = producer.wait_for_reply(connection, reply_to, timeout=5)
+            if reply is not None:
+                results.append(reply)
+        from worker.cli import _print_results
+
+        _print_results(sorted(results, key=lambda r: str(r.get("image"))))
+        read = sum(len(r.get("codes") or []) for r in results)
+        print(f"{len(results)}/{len(refs)} jobs answered, {read} codes read", flush=True)
+        return 0 if len(results) == len(refs) else 1
+
+
+def _samples(folder: Path, count: int) -> list[str]:
+    from worker.cli import IMAGE_SUFFIXES
+
+    existing = sorted(p for p in folder.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not existing:
+        from models.synth import sample_set
+
+        folder.mkdir(parents=True, exist_ok=True)
+        for sample in sample_set(1, count, "mixed"):
+            (folder / f"{sample.name}.{sample.extension}").write_bytes(sample.data)
+        existing = sorted(p for p in folder.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    return [f"file://{path}" for path in existing]
+
+
+class _local_redis:  # a context manager, named like contextlib helpers
+    def __enter__(self) -> str:
+        if shutil.which("redis-server") is None:
+            raise SystemExit("redis-server is not installed and REDIS_URL is not set")
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.folder = tempfile.TemporaryDirectory()
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.folder.name,
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        url = f"redis://127.0.0.1:{port}/0"
+        connection = runtime.connect(url)
+        for _ in range(100):
+            try:
+                connection.ping()
+                return url
+            except Exception:
+                time.sleep(0.05)
+        raise SystemExit("the local redis-server did not start")
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+        self.folder.cleanup()
+
+
+def _wait_for_workers(
+    connection: Any, queue: str, count: int, pool: subprocess.Popen[bytes]
+) -> None:
+    until = time.monotonic() + 60
+    while connection.scard(f"rq:workers:{queue}") < count:
+        if pool.poll() is not None or time.monotonic() > until:
+            raise SystemExit("the workers did not start")
+        time.sleep(0.05)
+
+
+def _stop(pool: subprocess.Popen[bytes]) -> None:
+    pool.send_signal(signal.SIGTERM)
+    try:
+        pool.wait(30)
+    except subprocess.TimeoutExpired:
+        pool.kill()
