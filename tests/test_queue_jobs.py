@@ -233,3 +233,35 @@ def test_two_workers_share_a_queue_without_running_a_job_twice(
     assert len({r["worker"] for r in results}) == 2
     streamed = [f[b"job_id"].decode() for _, f in client.xrange("qrw:results")]
     assert all(streamed.count(job_id) == 1 for job_id in job_ids)
+
+
+def test_qrw_enqueue_waits_for_its_results(
+    redis_server: RedisServer, shared_queue: str, objects: dict[str, bytes], file_root: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "worker.cli",
+            "enqueue",
+            "--queue",
+            shared_queue,
+            "--wait",
+            "60",
+            "--json",
+            f"file://{file_root}/one.png",
+            f"s3://{BUCKET}/in/missing.png",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env={**os.environ, "REDIS_URL": redis_server.url},
+    )
+    assert out.returncode == 1  # one of the two failed
+    results = {r["image"].rsplit("/", 1)[-1]: r for r in map(json.loads, out.stdout.splitlines())}
+    assert results["one.png"]["ok"] is True
+    assert results["missing.png"]["error"]["code"] == "not_found"
