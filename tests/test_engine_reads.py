@@ -159,3 +159,17 @@ def test_a_page_without_a_code_is_an_empty_success(engine: Engine) -> None:
     assert result.ok and result.codes == []
     assert result.stages_run == ["fast", "thorough"]
     assert result.to_dict()["error"] is None
+
+
+def test_the_same_code_printed_twice_is_listed_at_both_places(engine: Engine) -> None:
+    import segno
+
+    matrix = np.array(segno.make_qr("https://pay.example/i/42", error="m").matrix, np.uint8)
+    symbol = np.kron(1 - matrix, np.ones((5, 5), np.uint8)) * 255
+    page = np.full((900, 900), 255, np.uint8)
+    height, width = symbol.shape
+    page[100 : 100 + height, 100 : 100 + width] = symbol
+    page[600 : 600 + height, 550 : 550 + width] = symbol
+    codes = engine.scan(page).codes
+    assert [c.text for c in codes] == ["https://pay.example/i/42"] * 2
+    assert {round(c.quad[0][1], -2) for c in codes} == {100.0, 600.0}

@@ -25,14 +25,13 @@ Want = Literal["all", "first"]
 
 @dataclass
 class Findings:
-    """Codes read so far, deduplicated per page, and symbols seen but not yet read.
+    """Codes read so far (one entry per printed symbol), and symbols seen but not yet read.
 
     A located-but-unreadable symbol (zxing's `valid=False`) is the cheap evidence that
     "all" is not yet satisfied: the next stage gets a chance at it.
     """
 
     codes: list[Code] = field(default_factory=list)
-    _keys: set[tuple[int, str, bytes]] = field(default_factory=set)
     _pending: list[tuple[int, tuple[float, float]]] = field(default_factory=list)
 
     def add(
@@ -43,10 +42,8 @@ class Findings:
             if not symbol.valid:
                 self._pending.append((page, _centre(symbol.quad)))
                 continue
-            key = (page, symbol.format, symbol.data)
-            if key in self._keys:
+            if self._seen(page, symbol):
                 continue
-            self._keys.add(key)
             self.codes.append(
                 Code(
                     text=symbol.text,
@@ -68,6 +65,16 @@ class Findings:
             self._pending = [p for p in self._pending if not self._covered(*p)]
         return added
 
+    def _seen(self, page: int, symbol: Symbol) -> bool:
+        # The same content at another place on the page is another printed symbol (posters
+        # and forms repeat codes) and is listed; at the same place it is a re-read.
+        centre = _centre(symbol.quad)
+        return any(
+            code.page == page and code.format == symbol.format and code.data == symbol.data
+            and _inside(code.quad, centre)
+            for code in self.codes
+        )
+
     def unresolved(self) -> int:
         return len(self._pending)
 
@@ -85,13 +92,13 @@ class Findings:
         return all(self.page_satisfied(page, want) for page in range(pages))
 
     def _covered(self, page: int, point: tuple[float, float]) -> bool:
-        for code in self.codes:
-            if code.page == page:
-                contour = np.asarray(code.quad, np.float32).reshape(-1, 1, 2)
-                # A little slack: the failed read's corners are rougher than the good one's.
-                if cv2.pointPolygonTest(contour, point, True) >= -8.0:
-                    return True
-        return False
+        return any(code.page == page and _inside(code.quad, point) for code in self.codes)
+
+
+def _inside(quad: Quad, point: tuple[float, float]) -> bool:
+    contour = np.asarray(quad, np.float32).reshape(-1, 1, 2)
+    # A little slack: corners found in different variants differ by a few pixels.
+    return cv2.pointPolygonTest(contour, point, True) >= -8.0
 
 
 def _centre(quad: Quad) -> tuple[float, float]:

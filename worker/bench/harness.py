@@ -1,0 +1,75 @@
+"""One reader over a set of image folders, in a process of its own.
+
+    python -m worker.bench.harness READER FOLDER...
+
+Prints JSON lines: `ready` once the reader is loaded (the parent times start-to-ready
+from the process start), one line per image, then `end` with the peak RSS. A reader
+that cannot load prints `absent` with the reason. Running each reader in its own
+process is what makes start-up and memory comparable.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+from worker.bench import readers, scoring, sources
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def emit(record: dict[str, object]) -> None:
+    print(json.dumps(record), flush=True)
+
+
+def main(argv: list[str]) -> int:
+    name, folders = argv[0], [Path(f) for f in argv[1:]]
+    try:
+        reader = readers.load(name)
+    except readers.Absent as exc:
+        emit({"type": "absent", "reason": str(exc)})
+        return 0
+    emit({"type": "ready", "rss_mb": _rss_mb()})
+    for folder in folders:
+        for item in sources.detect(folder):
+            data = item.path.read_bytes()
+            started = time.perf_counter()
+            try:
+                reads = reader(data)
+                error = None
+            except Exception as exc:  # a peer crashing on one image is a result, not the end
+                reads, error = [], repr(exc)[:200]
+            elapsed = (time.perf_counter() - started) * 1000.0
+            result = scoring.score(reads, item.truth)
+            emit(
+                {
+                    "type": "image",
+                    "source": folder.name,
+                    "name": item.name,
+                    "category": item.category,
+                    "ms": elapsed,
+                    "expected": result.expected,
+                    "correct": result.correct,
+                    "misreads": result.misreads,
+                    "false_reads": result.false_reads,
+                    "decoded": result.decoded,
+                    "content": item.truth.has_content,
+                    "stages": [r.stage for r in reads if r.stage],
+                    "error": error,
+                }
+            )
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    emit({"type": "end", "peak_rss_mb": peak_kb / 1024.0})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
