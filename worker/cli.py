@@ -72,10 +72,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--count", type=_positive_int, default=12)
     demo.add_argument("--workers", type=_positive_int, default=2)
     demo.set_defaults(handler=_cmd_demo)
+
+    commands.add_parser("bench", help="accuracy, speed and memory against the peers (--help)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # the benchmark owns its arguments
+        from worker.bench.accuracy import main as bench
+
+        return bench(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -70,7 +70,9 @@ class Findings:
         # and forms repeat codes) and is listed; at the same place it is a re-read.
         centre = _centre(symbol.quad)
         return any(
-            code.page == page and code.format == symbol.format and code.data == symbol.data
+            code.page == page
+            and code.format == symbol.format
+            and code.data == symbol.data
             and _inside(code.quad, centre)
             for code in self.codes
         )
