@@ -8,12 +8,9 @@ file:// references, and the results printed with their timing breakdowns.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from contextlib import ExitStack
@@ -21,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.queue import producer, runtime
+from worker.queue.local_redis import local_redis
 from worker.settings import Settings
 
 
@@ -28,7 +26,7 @@ def run(settings: Settings, samples: Path, count: int, workers: int) -> int:
     samples = samples.resolve()
     refs = _samples(samples, count)
     with ExitStack() as stack:
-        url = os.environ.get("REDIS_URL") or stack.enter_context(_local_redis())
+        url = os.environ.get("REDIS_URL") or stack.enter_context(local_redis())
         queue = f"demo-{uuid.uuid4().hex[:8]}"
         env = {
             **os.environ,
@@ -82,46 +80,6 @@ def _samples(folder: Path, count: int) -> list[str]:
             (folder / f"{sample.name}.{sample.extension}").write_bytes(sample.data)
         existing = sorted(p for p in folder.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     return [f"file://{path}" for path in existing]
-
-
-class _local_redis:  # a context manager, named like contextlib helpers
-    def __enter__(self) -> str:
-        if shutil.which("redis-server") is None:
-            raise SystemExit("redis-server is not installed and REDIS_URL is not set")
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        self.folder = tempfile.TemporaryDirectory()
-        self.process = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self.folder.name,
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        url = f"redis://127.0.0.1:{port}/0"
-        connection = runtime.connect(url)
-        for _ in range(100):
-            try:
-                connection.ping()
-                return url
-            except Exception:
-                time.sleep(0.05)
-        raise SystemExit("the local redis-server did not start")
-
-    def __exit__(self, *exc: object) -> None:
-        self.process.terminate()
-        self.process.wait(10)
-        self.folder.cleanup()
 
 
 def _wait_for_workers(

@@ -32,45 +32,9 @@ import redis
 from models.synth import digital_invoice
 from worker.bench.report import machine_line, percentile, write_section
 from worker.queue import producer
+from worker.queue.local_redis import local_redis
 
 COMMAND = "python -m worker.bench.queue"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_redis(folder: Path) -> tuple[subprocess.Popen[bytes], redis.Redis, str]:
-    port = _free_port()
-    process = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(folder),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port)
-    for _ in range(200):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    return process, client, f"redis://127.0.0.1:{port}/0"
 
 
 def start_workers(
@@ -145,6 +109,35 @@ def throughput(client: redis.Redis, queue: str, refs: list[str], images: int, ba
     return images / elapsed
 
 
+def measure(
+    url: str,
+    client: redis.Redis,
+    root: Path,
+    refs: list[str],
+    kind: str,
+    count: int,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    queue = f"bench-{kind}-{count}"
+    workers = start_workers(url, root, queue, count, kind)
+    try:
+        row: dict[str, Any] = {
+            "worker_class": kind,
+            "workers": count,
+            "ready_s": wait_ready(client, queue, count),
+        }
+        latency(client, queue, refs, 10)  # warm the path
+        row |= latency(client, queue, refs, args.latency_jobs)
+        # Median of three bursts: one burst is at the mercy of a shared machine.
+        for key, batch in (("images_per_s_single", 1), ("images_per_s_batch10", 10)):
+            bursts = [throughput(client, queue, refs, args.jobs, batch) for _ in range(3)]
+            row[key] = float(np.median(bursts))
+        return row
+    finally:
+        workers.terminate()
+        workers.wait(60)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=200, help="images per throughput burst")
@@ -162,43 +155,13 @@ def main(argv: list[str] | None = None) -> int:
             path = root / f"invoice-{seed}.jpg"
             path.write_bytes(digital_invoice(4000 + seed, fmt="jpeg").data)
             refs.append(f"file://{path}")
-        server, client, url = start_redis(root)
         rows = []
-        try:
+        with local_redis() as url:
+            client = redis.Redis.from_url(url)
             for kind in ("fork", "simple"):
                 for count in (1, 2):
-                    queue = f"bench-{kind}-{count}"
-                    workers = start_workers(url, root, queue, count, kind)
-                    try:
-                        ready = wait_ready(client, queue, count)
-                        latency(client, queue, refs, 10)  # warm the path
-                        row: dict[str, Any] = {
-                            "worker_class": kind,
-                            "workers": count,
-                            "ready_s": ready,
-                        }
-                        row |= latency(client, queue, refs, args.latency_jobs)
-                        # Median of three bursts: one burst is at the mercy of a shared machine.
-                        for key, batch in (
-                            ("images_per_s_single", 1),
-                            ("images_per_s_batch10", 10),
-                        ):
-                            row[key] = float(
-                                np.median(
-                                    [
-                                        throughput(client, queue, refs, args.jobs, batch)
-                                        for _ in range(3)
-                                    ]
-                                )
-                            )
-                        rows.append(row)
-                        print(json.dumps(row), flush=True)
-                    finally:
-                        workers.terminate()
-                        workers.wait(60)
-        finally:
-            server.terminate()
-            server.wait(10)
+                    rows.append(measure(url, client, root, refs, kind, count, args))
+                    print(json.dumps(rows[-1]), flush=True)
     text = render(rows, args)
     print(text)
     if args.out:
