@@ -40,10 +40,17 @@ def ensure_corpus(folder: Path, per_category: int, seed: int) -> Path:
     return folder
 
 
-def run_reader(name: str, folders: list[Path]) -> dict[str, Any]:
+def run_reader(name: str, folders: list[Path], limit: int | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, "-m", "worker.bench.harness", name, *map(str, folders)],
+        [
+            sys.executable,
+            "-m",
+            "worker.bench.harness",
+            name,
+            *(["--limit", str(limit)] if limit else []),
+            *map(str, folders),
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -256,7 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     per_category = args.per_category or (10 if args.quick else 100)
     real = args.real if args.real is not None else ([DEFAULT_REAL] if DEFAULT_REAL.is_dir() else [])
     folders = [ensure_corpus(args.corpus, per_category, args.seed), *real]
-    runs = [run_reader(name, folders) for name in args.readers]
+    # --quick must finish in about two minutes: it samples the real photos too.
+    limit = max(per_category, 30) if args.quick else None
+    runs = [run_reader(name, folders, limit) for name in args.readers]
     summaries = {r["reader"]: summarise(r) for r in runs if "absent" not in r}
     command = "qrw bench " + " ".join(argv if argv is not None else sys.argv[1:])
     text = render(runs, summaries, args, command.strip())

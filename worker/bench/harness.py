@@ -1,6 +1,6 @@
 """One reader over a set of image folders, in a process of its own.
 
-    python -m worker.bench.harness READER FOLDER...
+    python -m worker.bench.harness READER [--limit N] FOLDER...
 
 Prints JSON lines: `ready` once the reader is loaded (the parent times start-to-ready
 from the process start), one line per image, then `end` with the peak RSS. A reader
@@ -10,6 +10,7 @@ process is what makes start-up and memory comparable.
 
 from __future__ import annotations
 
+import itertools
 import json
 import resource
 import sys
@@ -31,15 +32,22 @@ def emit(record: dict[str, object]) -> None:
 
 
 def main(argv: list[str]) -> int:
-    name, folders = argv[0], [Path(f) for f in argv[1:]]
+    name, rest = argv[0], argv[1:]
+    limit = None
+    if rest[:1] == ["--limit"]:
+        limit, rest = int(rest[1]), rest[2:]
+    folders = [Path(f) for f in rest]
     try:
         reader = readers.load(name)
     except readers.Absent as exc:
         emit({"type": "absent", "reason": str(exc)})
         return 0
     emit({"type": "ready", "rss_mb": _rss_mb()})
+    # The limit applies per real-photo folder, so a quick run still sees every source.
     for folder in folders:
-        for item in sources.detect(folder):
+        # The generated corpus is already sized by its own parameters.
+        cap = None if (folder / "corpus.json").exists() else limit
+        for item in itertools.islice(sources.detect(folder), cap):
             data = item.path.read_bytes()
             started = time.perf_counter()
             try:
