@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import resource
 import sys
 import time
 from pathlib import Path
@@ -20,9 +19,11 @@ from pathlib import Path
 from worker.bench import readers, scoring, sources
 
 
-def _rss_mb() -> float:
+def _status_mb(field: str) -> float:
+    # /proc rather than getrusage: ru_maxrss survives exec, so it would report the
+    # parent's peak; VmHWM belongs to this process image alone.
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024.0
     return float("nan")
 
@@ -42,7 +43,7 @@ def main(argv: list[str]) -> int:
     except readers.Absent as exc:
         emit({"type": "absent", "reason": str(exc)})
         return 0
-    emit({"type": "ready", "rss_mb": _rss_mb()})
+    emit({"type": "ready", "rss_mb": _status_mb("VmRSS")})
     # The limit applies per real-photo folder, so a quick run still sees every source.
     for folder in folders:
         # The generated corpus is already sized by its own parameters.
@@ -74,8 +75,7 @@ def main(argv: list[str]) -> int:
                     "error": error,
                 }
             )
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    emit({"type": "end", "peak_rss_mb": peak_kb / 1024.0})
+    emit({"type": "end", "peak_rss_mb": _status_mb("VmHWM")})
     return 0
 
 
