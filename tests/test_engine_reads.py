@@ -173,3 +173,12 @@ def test_the_same_code_printed_twice_is_listed_at_both_places(engine: Engine) ->
     codes = engine.scan(page).codes
     assert [c.text for c in codes] == ["https://pay.example/i/42"] * 2
     assert {round(c.quad[0][1], -2) for c in codes} == {100.0, 600.0}
+
+
+def test_texture_on_a_blurred_photo_is_not_read_as_a_micro_qr(engine: Engine) -> None:
+    # Found by `qrw bench`: adaptive thresholding turned blur into an M1 Micro QR "268900".
+    from models.synth.corpus import corpus_sample
+
+    sample = corpus_sample("blurred", 6)
+    result = engine.scan(sample.data)
+    assert all(code.data in {c.payload for c in sample.codes} for code in result.codes)

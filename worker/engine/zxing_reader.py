@@ -72,10 +72,14 @@ def read(gray: np.ndarray, transform: Transform, options: ReadOptions = FAST) ->
     )
     symbols = []
     for barcode in barcodes:
+        extra = barcode.extra if isinstance(barcode.extra, dict) else {}
+        if barcode.format == zxingcpp.BarcodeFormat.MicroQRCode and extra.get("Version") == "M1":
+            # M1 has error detection but no correction and holds at most five digits: on
+            # enhanced photos its "reads" are texture, and no invoice payload fits in it.
+            continue
         pos = barcode.position
         corners = (pos.top_left, pos.top_right, pos.bottom_right, pos.bottom_left)
         quad: Quad = tuple(transform.to_page(p.x, p.y) for p in corners)  # type: ignore[assignment]
-        extra = barcode.extra if isinstance(barcode.extra, dict) else {}
         symbols.append(
             Symbol(
                 valid=bool(barcode.valid),
