@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 QRW := $(VENV)/bin/qrw
 SAMPLES ?= build/samples
 
-.PHONY: setup run test lint bench-speed bench-queue clean
+.PHONY: setup run test lint bench bench-quick bench-setup bench-speed bench-queue clean
 
 setup: $(VENV)/.installed
 
@@ -28,6 +28,17 @@ test: setup
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+bench-setup: setup
+	@ldconfig -p | grep -q libzbar || { apt-get update -qq && apt-get install -y -qq libzbar0; }
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+
+bench: bench-setup
+	$(QRW) bench --out docs/benchmarks.md
+	$(PY) -m worker.bench.runtimes --onnx $$($(PY) -c 'import arbez, pathlib; print(pathlib.Path(arbez.__file__).parent / "_assets/arbez_yolox_s.onnx")') --out docs/benchmarks.md
+
+bench-quick: bench-setup
+	$(QRW) bench --quick
 
 bench-speed: setup
 	$(PY) -m worker.bench.speed --out docs/benchmarks.md
