@@ -22,7 +22,7 @@ from .geometry import Quads, apply_homography
 Image = npt.NDArray[np.uint8]
 Points = npt.NDArray[np.float64]
 
-_MAP_STEP = 4  # remap fields are smooth: compute them on a coarse grid and upscale
+_OFF_PAGE = 1e6  # a source coordinate that cv2.remap leaves transparent
 _MIN_WARP_SCALE = 0.8  # below this, shrink with area averaging first to avoid aliasing
 
 
@@ -80,17 +80,14 @@ def photograph(
     page appears ``scale`` times its size in pixels (the frame grows around it).
     """
     h, w = image.shape[:2]
+    frame_w, frame_h, dst = _posed_corners(w, h, pose, megapixels=megapixels, scale=scale)
     flat = _page_corners(w, h)
-    projected = _project(flat - np.array([w / 2, h / 2]), pose, np.hypot(w, h))
-    frame_w, frame_h, dst = _frame(projected, pose, megapixels=megapixels, scale=scale, page=(w, h))
     # Shrink first when the photo is much smaller than the page: a plain
     # linear warp would alias fine modules into moire instead of blurring them.
     shrink = min(1.0, _area_scale(flat, dst) / _MIN_WARP_SCALE)
     if shrink < 1.0:
         image, quads, flat = _shrink(image, quads, shrink)
-    matrix = cv2.getPerspectiveTransform(
-        (flat - 0.5).astype(np.float32), (dst - 0.5).astype(np.float32)
-    ).astype(np.float64)
+    matrix = _homography(flat, dst)
     canvas = desk_texture(rng, frame_h, frame_w)
     paper = _paper(image, rng)
     cv2.warpPerspective(
@@ -102,6 +99,24 @@ def photograph(
         borderMode=cv2.BORDER_TRANSPARENT,
     )
     return canvas, apply_homography(quads, matrix)
+
+
+def posed_quads(
+    width: int,
+    height: int,
+    quads: Quads,
+    pose: Pose,
+    *,
+    megapixels: float | None = None,
+    scale: float | None = None,
+) -> Quads:
+    """Where ``photograph`` would put ``quads``, without rendering anything.
+
+    With ``scale`` every distance in the photo is proportional to it, so one
+    call at scale 1 tells the scale that gives a code a wanted module size.
+    """
+    _, _, dst = _posed_corners(width, height, pose, megapixels=megapixels, scale=scale)
+    return apply_homography(quads, _homography(_page_corners(width, height), dst))
 
 
 def photograph_bent(
@@ -122,6 +137,11 @@ def photograph_bent(
     truth corners are its warped corners.
     """
     h, w = image.shape[:2]
+    limit = max_bend(w, h, bend, pose.distance)
+    if bend.angle > limit + 1e-6:
+        raise ValueError(
+            f"a {bend.angle:.0f} degree bend hides the page's edge; at most {limit:.0f}"
+        )
     cylinder = _Cylinder.fit(w, h, bend, pose.distance * np.hypot(w, h))
     outline = cylinder.forward(_outline(w, h))
     centre = (outline.min(axis=0) + outline.max(axis=0)) / 2
@@ -149,6 +169,21 @@ def photograph_bent(
 
 
 # --- projection -------------------------------------------------------------------------------
+
+
+def _posed_corners(
+    w: int, h: int, pose: Pose, *, megapixels: float | None, scale: float | None
+) -> tuple[int, int, Points]:
+    """Frame size and where the page's corners land in it."""
+    projected = _project(_page_corners(w, h) - np.array([w / 2, h / 2]), pose, np.hypot(w, h))
+    return _frame(projected, pose, megapixels=megapixels, scale=scale, page=(w, h))
+
+
+def _homography(src: Points, dst: Points) -> npt.NDArray[np.float64]:
+    """Pixel-edge corners in, OpenCV's pixel-centre matrix out."""
+    return cv2.getPerspectiveTransform(
+        (src - 0.5).astype(np.float32), (dst - 0.5).astype(np.float32)
+    ).astype(np.float64)
 
 
 def _page_corners(w: int, h: int) -> Points:
@@ -257,7 +292,6 @@ class _Cylinder:
     depth: float  # camera distance from the crest, in pixels
     sign: float  # +1: edges bend away from the camera, -1: toward it
     vertical: bool
-    span: tuple[float, float]  # page extent across the cylinder, in pixels
 
     @classmethod
     def fit(cls, w: int, h: int, bend: Bend, depth: float) -> _Cylinder:
@@ -266,7 +300,7 @@ class _Cylinder:
         reach = max(crest, across - crest)
         radius = reach / np.deg2rad(max(bend.angle, 1e-3))
         sign = -1.0 if bend.toward else 1.0
-        return cls(radius, crest, along / 2, depth, sign, bend.vertical, (0.0, float(across)))
+        return cls(radius, crest, along / 2, depth, sign, bend.vertical)
 
     def _split(self, points: Points) -> tuple[Points, Points]:
         a, b = (points[:, 0], points[:, 1]) if self.vertical else (points[:, 1], points[:, 0])
@@ -286,49 +320,71 @@ class _Cylinder:
         u, factor = self._view((a - self.crest) / self.radius)
         return self._join(u + self.crest, (b - self.middle) * factor + self.middle)
 
-    def inverse(self, view: Points) -> tuple[Points, Points]:
-        """Page coordinates and surface angle behind view points."""
-        u, v = self._split(view)
-        # The view coordinate grows monotonically with the angle over the
-        # page (and a margin around it), so a table inverts it; points past
-        # the margin clamp to a spot off the page and are left transparent.
-        lo, hi = self.span
-        margin = 0.1 * (hi - lo)
-        limit = np.deg2rad(80.0)
-        thetas = np.linspace(
-            max(-limit, (lo - margin - self.crest) / self.radius),
-            min(limit, (hi + margin - self.crest) / self.radius),
-            1024,
-        )
-        table, _ = self._view(thetas)
-        theta = np.interp(u - self.crest, table, thetas)
-        _, factor = self._view(theta)
-        a = self.crest + theta * self.radius
-        b = (v - self.middle) / factor + self.middle
-        return self._join(a, b), theta
+    def inverse(
+        self, x: npt.NDArray[np.float32], y: npt.NDArray[np.float32]
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """Page coordinates and surface angle behind view points (arrays of any shape)."""
+        u, v = (x, y) if self.vertical else (y, x)
+        u = u - np.float32(self.crest)
+        d, r, s = self.depth, self.radius, self.sign
+        # u = d r sin(t) / (d + s r (1 - cos(t))) rearranges to
+        # A sin(t) + B cos(t) = C, solved in closed form; the principal
+        # branch is the side of the cylinder that faces the camera.
+        a_coef = np.float32(d * r)
+        b_coef = np.float32(s * r) * u
+        c = np.float32(d + s * r) * u
+        ratio = c / np.sqrt(a_coef * a_coef + b_coef * b_coef)
+        theta = np.arcsin(np.clip(ratio, -1, 1)) - np.arctan2(b_coef, a_coef)
+        factor = np.float32(d) / (np.float32(d + s * r) - np.float32(s * r) * np.cos(theta))
+        across = np.float32(self.crest) + theta * np.float32(r)
+        # Past the silhouette there is no page: send those pixels off it.
+        across[np.abs(ratio) > 1] = -_OFF_PAGE
+        along = (v - np.float32(self.middle)) / factor + np.float32(self.middle)
+        page_x, page_y = (across, along) if self.vertical else (along, across)
+        return page_x, page_y, theta
+
+
+def max_bend(width: int, height: int, bend: Bend, distance: float) -> float:
+    """The largest bend angle (degrees) that keeps the whole page well on the camera's side.
+
+    Bent away, a page's far edge nears the cylinder's silhouette, where it is
+    foreshortened to nothing and then hidden; a code there would be invisible
+    yet still in the ground truth.  This keeps the edge's foreshortening at
+    no more than about three times the crest's.  Curling toward the camera
+    never hides anything.
+    """
+    if bend.toward:
+        return 80.0
+    across = width if bend.vertical else height
+    reach = max(bend.crest, 1 - bend.crest) * across
+    depth = distance * np.hypot(width, height)
+    lo, hi = 1.0, 80.0
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        radius = reach / np.deg2rad(mid)
+        if (depth + radius) * np.cos(np.deg2rad(mid)) - radius >= 0.3 * depth:
+            lo = mid
+        else:
+            hi = mid
+    return lo
 
 
 def _bent_maps(
     cylinder: _Cylinder, to_view: npt.NDArray[np.float64], frame_w: int, frame_h: int
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-    """cv2.remap maps (pixel-centre source coordinates) and the surface angle per pixel."""
-    cols, rows = -(-frame_w // _MAP_STEP), -(-frame_h // _MAP_STEP)
-    # Coarse cell j stands for fine pixel index STEP*j + (STEP-1)/2, which is
-    # where cv2.resize puts it when upscaling by exactly STEP.
-    offset = (_MAP_STEP - 1) / 2 + 0.5  # pixel-edge coordinate of that pixel's centre
-    xs = np.arange(cols) * _MAP_STEP + offset
-    ys = np.arange(rows) * _MAP_STEP + offset
-    grid = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)
-    page, theta = cylinder.inverse(_apply_pixel_edge_homography(grid, to_view))
-    full = (cols * _MAP_STEP, rows * _MAP_STEP)
-    fields = [page[:, 0] - 0.5, page[:, 1] - 0.5, theta]
-    maps = [
-        cv2.resize(f.reshape(rows, cols).astype(np.float32), full, interpolation=cv2.INTER_LINEAR)[
-            :frame_h, :frame_w
-        ]
-        for f in fields
-    ]
-    return maps[0], maps[1], maps[2]
+    """cv2.remap maps (pixel-centre source coordinates) and the surface angle per pixel.
+
+    Computed exactly at every pixel: near the silhouette the mapping is too
+    steep for a coarse grid, which would fray the page edge into steps.
+    """
+    m = to_view.astype(np.float32)
+    xs = np.arange(frame_w, dtype=np.float32)[None, :] + np.float32(0.5)
+    ys = np.arange(frame_h, dtype=np.float32)[:, None] + np.float32(0.5)
+    w = m[2, 0] * xs + m[2, 1] * ys + m[2, 2]
+    view_x = (m[0, 0] * xs + m[0, 1] * ys + m[0, 2]) / w
+    view_y = (m[1, 0] * xs + m[1, 1] * ys + m[1, 2]) / w
+    page_x, page_y, theta = cylinder.inverse(view_x, view_y)
+    return page_x - np.float32(0.5), page_y - np.float32(0.5), theta
 
 
 def _shade(

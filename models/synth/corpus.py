@@ -3,11 +3,11 @@
 Each category isolates one reason a reader fails.  ``digital`` holds clean
 renders; the photo categories put one degradation, at a spread of strengths
 (mostly moderate, some severe), on top of a mild phone-photo base (a slight
-tilt, sensor noise, JPEG); ``dense``, ``multi`` and ``none`` vary the content
-instead.  Strengths are set in the code's own units (pixels per module, share
-of the symbol) so that zxing-cpp alone reads roughly a third to four fifths of
-each photo category: hard enough to leave a better pipeline room, easy enough
-not to be noise.
+tilt, uneven light, lens softness, sensor noise, JPEG); ``dense``, ``multi``
+and ``none`` vary the content instead.  Strengths are set in the code's own
+units (pixels per module, share of the symbol) so that zxing-cpp alone reads
+roughly a third to four fifths of each photo category: hard enough to leave a
+better pipeline room, easy enough not to be noise.
 
 ``corpus_sample(category, index, seed=...)`` is a pure function: the same
 arguments give the same bytes (on the same library versions), and samples do
@@ -25,6 +25,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import cv2
 import numpy as np
@@ -32,7 +33,7 @@ import numpy.typing as npt
 
 from . import effects
 from .__main__ import write_sample
-from .camera import Bend, Pose, photograph, photograph_bent
+from .camera import Bend, Pose, max_bend, photograph, photograph_bent, posed_quads
 from .damage import DAMAGES
 from .decoys import draw_decoy
 from .encode import encode_pages
@@ -86,8 +87,7 @@ class CorpusSample(Sample):
 
     def ground_truth(self) -> dict[str, object]:
         truth = super().ground_truth()
-        codes = truth["codes"]
-        assert isinstance(codes, list)
+        codes = cast(list[dict[str, object]], truth["codes"])
         for entry, code in zip(codes, self.codes, strict=True):
             if isinstance(code, CorpusCode):
                 entry.update(
@@ -117,10 +117,14 @@ def corpus_sample(category: str, index: int, *, seed: int = 0) -> CorpusSample:
 def corpus(
     categories: Iterable[str] | None = None, per_category: int = 100, seed: int = 0
 ) -> Iterator[CorpusSample]:
-    """All samples, category by category, generated lazily."""
+    """All samples, category by category, generated lazily (arguments are checked at once)."""
     names = _check_categories(categories)
     if per_category < 0:
         raise ValueError("per_category must not be negative")
+    return _generate(names, per_category, seed)
+
+
+def _generate(names: Sequence[str], per_category: int, seed: int) -> Iterator[CorpusSample]:
     for category in names:
         for index in range(per_category):
             yield corpus_sample(category, index, seed=seed)
@@ -186,6 +190,7 @@ class _Scene:
         return sides / self.modules
 
     def smallest_module(self) -> float:
+        """The hardest code's module size; a typical print's 3 pixels on a page without codes."""
         sizes = self.module_px()
         return float(sizes.min()) if len(sizes) else 3.0
 
@@ -250,11 +255,9 @@ def _page(
     return _Scene(page.image, as_quads([c.quad for c in page.codes]), page.codes, page.dpi)
 
 
-def _photo_page(
-    rng: np.random.Generator, specs: Sequence[CodeSpec], megapixels: float | None = None
-) -> _Scene:
+def _photo_page(rng: np.random.Generator, specs: Sequence[CodeSpec]) -> _Scene:
     """A page meant to be photographed, at a phone-photo pixel count."""
-    return _page(rng, specs, megapixels=megapixels or float(rng.uniform(1.6, 2.6)))
+    return _page(rng, specs, megapixels=float(rng.uniform(1.6, 2.6)))
 
 
 def _mild_pose(rng: np.random.Generator, **changes: object) -> Pose:
@@ -276,6 +279,18 @@ def _snap(
 ) -> None:
     scene.image, scene.quads = photograph(scene.image, scene.quads, rng, pose, scale=scale)
     scene.note(pitch=pose.pitch, yaw=pose.yaw, roll=pose.roll)
+
+
+def _scale_for(scene: _Scene, pose: Pose, target: float) -> float:
+    """The photo scale that gives the scene's largest code ``target`` pixels per module.
+
+    Foreshortening changes module sizes beyond the plain page-to-photo
+    scale, so the pose is worked out once at scale 1 and scaled from there.
+    """
+    h, w = scene.image.shape[:2]
+    quads = posed_quads(w, h, scene.quads, pose, scale=1.0)
+    sides = np.linalg.norm(quads - np.roll(quads, -1, axis=1), axis=2).mean(axis=1)
+    return target / float((sides / scene.modules).max())
 
 
 def _room_light(rng: np.random.Generator, scene: _Scene) -> None:
@@ -301,11 +316,13 @@ def _finish(
     noise: float | None = None,
     quality: int | None = None,
 ) -> CorpusSample:
-    """Sensor noise and the phone's JPEG, then the sample."""
+    """A phone lens's slight softness, sensor noise and the JPEG, then the sample."""
+    # No phone photo is pixel-sharp: the lens and demosaicing blur a little.
+    softness = float(rng.uniform(0.3, 0.7))
     sigma = float(rng.uniform(2.0, 5.0)) if noise is None else noise
     quality = int(rng.integers(70, 93)) if quality is None else quality
-    scene.image = effects.grain(scene.image, sigma, rng)
-    scene.note(noise_sigma=sigma, jpeg_quality=quality)
+    scene.image = effects.grain(effects.defocus(scene.image, softness), sigma, rng)
+    scene.note(lens_sigma_px=softness, noise_sigma=sigma, jpeg_quality=quality)
     return _assemble(scene, name, category, "jpeg", quality)
 
 
@@ -339,10 +356,9 @@ def _assemble(scene: _Scene, name: str, category: str, fmt: str, quality: int) -
     )
 
 
-def _target(scene: _Scene, rng: np.random.Generator) -> tuple[int, npt.NDArray[np.float64]]:
-    """One of the scene's codes, chosen at random, and its quad."""
-    index = int(rng.integers(len(scene.placed)))
-    return index, scene.quads[index]
+def _target(scene: _Scene, rng: np.random.Generator) -> npt.NDArray[np.float64]:
+    """The quad of one of the scene's codes, chosen at random."""
+    return scene.quads[int(rng.integers(len(scene.placed)))]
 
 
 # --- categories --------------------------------------------------------------------------------
@@ -365,24 +381,24 @@ def _digital(rng: np.random.Generator, name: str) -> CorpusSample:
 
 
 def _blurred(rng: np.random.Generator, name: str) -> CorpusSample:
-    """Defocus: Gaussian blur from a third of a module to about one module."""
+    """Defocus: Gaussian blur with a sigma of 0.15 to 0.7 modules."""
     scene = _photo_page(rng, _specs(rng, 1))
     _snap(rng, scene, _mild_pose(rng))
     _room_light(rng, scene)
     strength = _strength(rng)
-    sigma = _lerp(0.3, 1.0, strength) * scene.smallest_module()
+    sigma = _lerp(0.15, 0.7, strength) * scene.smallest_module()
     scene.image = effects.defocus(scene.image, sigma)
     scene.note(strength=strength, blur_sigma_px=sigma)
     return _finish(rng, scene, name, "blurred")
 
 
 def _motion(rng: np.random.Generator, name: str) -> CorpusSample:
-    """Camera shake: a straight smear of one to four modules in any direction."""
+    """Camera shake: a straight smear of 0.6 to 2.6 modules in any direction."""
     scene = _photo_page(rng, _specs(rng, 1))
     _snap(rng, scene, _mild_pose(rng))
     _room_light(rng, scene)
     strength = _strength(rng)
-    length = _lerp(1.0, 4.0, strength) * scene.smallest_module()
+    length = _lerp(0.6, 2.6, strength) * scene.smallest_module()
     angle = float(rng.uniform(0, np.pi))
     scene.image = effects.motion(scene.image, length, angle)
     scene.note(strength=strength, motion_px=length, motion_angle=float(np.rad2deg(angle)))
@@ -390,17 +406,17 @@ def _motion(rng: np.random.Generator, name: str) -> CorpusSample:
 
 
 def _perspective(rng: np.random.Generator, name: str) -> CorpusSample:
-    """A steep, close shot: the page tilted 25 to 65 degrees away from the camera."""
+    """A steep, close shot: the page tilted 45 to 78 degrees away from the camera."""
     scene = _photo_page(rng, _specs(rng, 1))
     strength = _strength(rng)
-    tilt = _lerp(25.0, 65.0, strength)
+    tilt = _lerp(45.0, 78.0, strength)
     direction = rng.uniform(0, 2 * np.pi)
     pose = _mild_pose(
         rng,
         pitch=float(tilt * np.cos(direction)),
         yaw=float(tilt * np.sin(direction)),
         roll=float(rng.uniform(-20, 20)),
-        distance=float(rng.uniform(0.7, 1.3)),
+        distance=float(rng.uniform(0.8, 1.3)),
         fill=float(rng.uniform(0.9, 0.98)),
     )
     _snap(rng, scene, pose)
@@ -410,14 +426,23 @@ def _perspective(rng: np.random.Generator, name: str) -> CorpusSample:
 
 
 def _rotated(rng: np.random.Generator, name: str) -> CorpusSample:
-    """The page at any angle in the frame, quarter turns included."""
+    """The page at any angle in the frame, quarter turns included.
+
+    Readers are blind to rotation at large module sizes, so the page is shot
+    from a little farther away (1.5 to 2.3 pixels per module), where modules
+    that no longer line up with the pixel grid start to blur into each other.
+    """
     scene = _photo_page(rng, _specs(rng, 1))
     if rng.random() < 0.2:
         roll = float(90 * rng.integers(1, 4) + rng.uniform(-3, 3))
     else:
         roll = float(rng.uniform(0, 360))
-    _snap(rng, scene, _mild_pose(rng, roll=roll))
+    strength = _strength(rng)
+    target = _lerp(2.3, 1.5, strength)
+    pose = _mild_pose(rng, roll=roll, fill=float(rng.uniform(0.6, 0.95)))
+    _snap(rng, scene, pose, scale=_scale_for(scene, pose, target))
     _room_light(rng, scene)
+    scene.note(strength=strength, module_target_px=target)
     return _finish(rng, scene, name, "rotated")
 
 
@@ -426,25 +451,18 @@ def _small(rng: np.random.Generator, name: str) -> CorpusSample:
     scene = _photo_page(rng, _specs(rng, 1))
     strength = _strength(rng)
     target = _lerp(2.0, 1.2, strength)
-    scale = target / scene.smallest_module()
-    _snap(rng, scene, _mild_pose(rng, fill=float(rng.uniform(0.5, 0.95))), scale=scale)
-    # Perspective makes the mean module differ a little from the page's; pin it down.
-    largest = float(scene.module_px().max())
-    if largest > target:
-        scene.image, points = effects.resize(
-            scene.image, scene.quads.reshape(-1, 2), target / largest
-        )
-        scene.quads = points.reshape(scene.quads.shape)
+    pose = _mild_pose(rng, fill=float(rng.uniform(0.5, 0.95)))
+    _snap(rng, scene, pose, scale=_scale_for(scene, pose, target))
     _room_light(rng, scene)
     scene.note(strength=strength, module_target_px=target)
     return _finish(rng, scene, name, "small")
 
 
 def _low_contrast(rng: np.random.Generator, name: str) -> CorpusSample:
-    """Faded toner or a hazy, badly exposed shot: a tenth to a third of the contrast left."""
+    """Faded toner or a hazy, badly exposed shot: 3 to 15 percent of the contrast left."""
     scene = _photo_page(rng, _specs(rng, 1))
     strength = _strength(rng)
-    keep = _lerp(0.35, 0.1, strength)
+    keep = _lerp(0.15, 0.03, strength)
     faded = bool(rng.random() < 0.5)
     if faded:
         scene.image = effects.fade(scene.image, keep)
@@ -462,7 +480,7 @@ def _glare(rng: np.random.Generator, name: str) -> CorpusSample:
     _snap(rng, scene, _mild_pose(rng))
     _room_light(rng, scene)
     strength = _strength(rng)
-    _, quad = _target(scene, rng)
+    quad = _target(scene, rng)
     side = float(np.linalg.norm(quad[1] - quad[0]))
     centre = quad.mean(axis=0) + rng.uniform(-0.45, 0.45, size=2) * side
     size = side * _lerp(0.2, 0.5, strength)
@@ -480,12 +498,12 @@ def _shadow(rng: np.random.Generator, name: str) -> CorpusSample:
     _snap(rng, scene, _mild_pose(rng))
     _room_light(rng, scene)
     strength = _strength(rng)
-    _, quad = _target(scene, rng)
+    quad = _target(scene, rng)
     side = float(np.linalg.norm(quad[1] - quad[0]))
     through = quad.mean(axis=0) + rng.uniform(-0.3, 0.3, size=2) * side
-    darkness = _lerp(0.45, 0.9, strength)
-    softness = side * float(rng.uniform(0.02, 0.3))
-    bend = float(rng.normal(0, 0.5)) * max(scene.image.shape[:2])
+    darkness = _lerp(0.6, 0.92, strength)
+    softness = side * float(rng.uniform(0.0, 0.1))
+    bend = float(rng.normal(0, 0.15)) * max(scene.image.shape[:2])
     angle = float(rng.uniform(0, 2 * np.pi))
     scene.image = effects.cast_shadow(scene.image, through, angle, darkness, softness, bend)
     scene.note(strength=strength, shadow_darkness=darkness, shadow_edge_px=softness)
@@ -493,19 +511,26 @@ def _shadow(rng: np.random.Generator, name: str) -> CorpusSample:
 
 
 def _noisy_jpeg(rng: np.random.Generator, name: str) -> CorpusSample:
-    """A dim, grainy shot forwarded through a messenger: heavy noise, low JPEG quality."""
+    """A dim, grainy shot sent through a messenger: heavy noise, resized, low JPEG quality."""
     scene = _photo_page(rng, _specs(rng, 1))
     _snap(rng, scene, _mild_pose(rng))
     _room_light(rng, scene)
     strength = _strength(rng)
-    sigma = _lerp(8.0, 30.0, strength)
-    quality = round(_lerp(40.0, 8.0, strength * float(rng.uniform(0.7, 1.0))))
-    if rng.random() < 0.5:
-        # Compressed once by the camera, again by the messenger.
-        scene.image = effects.jpeg_pass(effects.grain(scene.image, sigma, rng), 75)
-        sigma = 0.0
-    scene.note(strength=strength)
-    return _finish(rng, scene, name, "noisy_jpeg", noise=sigma, quality=quality)
+    # Underexposed, then brightened by the phone: the gain amplifies the grain.
+    exposure = _lerp(0.5, 0.2, strength)
+    sigma = _lerp(8.0, 16.0, strength)
+    quality = round(_lerp(30.0, 5.0, strength * float(rng.uniform(0.7, 1.0))))
+    # Messengers cap the long side (1280 to 1600 pixels) before recompressing.
+    long_side = float(rng.uniform(1280, 1600))
+    factor = min(1.0, long_side / max(scene.image.shape[:2]))
+    blotch = _lerp(0.6, 1.2, strength) * scene.smallest_module() / 3
+    dim = effects.grain(cv2.convertScaleAbs(scene.image, alpha=exposure), sigma, rng, blotch)
+    scene.image = cv2.convertScaleAbs(dim, alpha=1.0 / exposure)
+    scene.image = effects.jpeg_pass(scene.image, int(rng.integers(70, 90)))
+    scene.image, points = effects.resize(scene.image, scene.quads.reshape(-1, 2), factor)
+    scene.quads = points.reshape(scene.quads.shape)
+    scene.note(strength=strength, exposure=exposure, effective_noise_sigma=sigma / exposure)
+    return _finish(rng, scene, name, "noisy_jpeg", noise=1.0, quality=quality)
 
 
 def _curved(rng: np.random.Generator, name: str) -> CorpusSample:
@@ -513,18 +538,26 @@ def _curved(rng: np.random.Generator, name: str) -> CorpusSample:
     scene = _photo_page(rng, _specs(rng, 1))
     strength = _strength(rng)
     bend = Bend(
-        angle=_lerp(20.0, 70.0, strength),
+        angle=_lerp(40.0, 80.0, strength),
         crest=float(rng.uniform(0.25, 0.75)),
         vertical=bool(rng.random() < 0.6),
         toward=bool(rng.random() < 0.4),
         shading=float(rng.uniform(0.0, 0.35)),
     )
-    megapixels = scene.page_pixels / 1e6
+    pose = _mild_pose(rng, distance=float(rng.uniform(0.6, 1.2)))
+    h, w = scene.image.shape[:2]
+    # Bent away from a close camera, a steep bend would hide the far edge.
+    bend = dataclasses.replace(bend, angle=min(bend.angle, max_bend(w, h, bend, pose.distance)))
     scene.image, scene.quads = photograph_bent(
-        scene.image, scene.quads, rng, _mild_pose(rng), bend, megapixels=megapixels
+        scene.image, scene.quads, rng, pose, bend, megapixels=scene.page_pixels / 1e6
     )
     _room_light(rng, scene)
-    scene.note(strength=strength, bend_angle=bend.angle, bend_vertical=int(bend.vertical))
+    scene.note(
+        strength=strength,
+        bend_angle=bend.angle,
+        bend_axis="vertical" if bend.vertical else "horizontal",
+        bend_toward_camera=int(bend.toward),
+    )
     return _finish(rng, scene, name, "curved")
 
 
@@ -549,35 +582,60 @@ def _damaged(rng: np.random.Generator, name: str) -> CorpusSample:
 
 
 def _dense(rng: np.random.Generator, name: str) -> CorpusSample:
-    """Long tax records in version 15-25 symbols, photographed."""
-    scene = _photo_page(rng, [_dense_spec(rng)], megapixels=float(rng.uniform(2.5, 3.5)))
-    _snap(rng, scene, _mild_pose(rng))
+    """Long tax records in version 15-25 symbols, photographed with the whole page in view.
+
+    Issuers print such symbols at 0.3-0.45 mm per module to keep them small,
+    which a full-page phone photo resolves at only 1.5 to 2.3 pixels.
+    """
+    scene = _photo_page(rng, [_dense_spec(rng)])
+    strength = _strength(rng)
+    target = _lerp(2.3, 1.5, strength)
+    pose = _mild_pose(rng, fill=float(rng.uniform(0.8, 0.95)))
+    _snap(rng, scene, pose, scale=_scale_for(scene, pose, target))
     _room_light(rng, scene)
+    scene.note(strength=strength, module_target_px=target)
     return _finish(rng, scene, name, "dense")
 
 
 def _dense_spec(rng: np.random.Generator) -> CodeSpec:
-    """A payload and error level that land in versions 15-25, long records preferred."""
+    """A long tax record whose own length puts it in versions 15-25.
+
+    No version is forced: padding a short payload into a big symbol would let
+    the encoder raise the error correction to H and make the symbol far more
+    forgiving than a real full one.
+    """
     while True:
-        kind = str(rng.choice(("pipe_record", "pipe_record", "tax_url", "utf8", "newline_record")))
-        payload = make_payload(rng, kind)
-        error = str(rng.choice(("l", "m", "q"), p=(0.35, 0.45, 0.2)))
-        wanted = int(rng.integers(15, 26))
-        symbol = make_symbol(payload.data, payload.is_text, error=error, min_version=wanted, mask=0)
+        payload = make_payload(rng, "pipe_record")
+        error = str(rng.choice(("l", "m", "q"), p=(0.4, 0.45, 0.15)))
+        symbol = make_symbol(payload.data, payload.is_text, error=error, mask=0)
         if 15 <= symbol.version <= 25:
-            return CodeSpec(payload, error=error, min_version=wanted)
+            return CodeSpec(payload, error=error)
 
 
 def _multi(rng: np.random.Generator, name: str) -> CorpusSample:
-    """Two to four codes on a page (payment, tax authority, tracking...)."""
+    """Two to four codes on a page (payment, tax authority, tracking...), in an everyday photo.
+
+    One common nuisance, drawn at random, makes some codes harder than
+    others: a slightly missed focus, a shaky hand or a shot from farther away.
+    """
     count = int(rng.integers(2, 5))
     scene = _photo_page(rng, _specs(rng, count, micro_share=0.05))
-    _snap(rng, scene, _mild_pose(rng))
+    strength = _strength(rng)
+    nuisance = str(rng.choice(("defocus", "shake", "distance")))
+    if nuisance == "distance":
+        target = _lerp(2.6, 1.5, strength)
+        pose = _mild_pose(rng, fill=float(rng.uniform(0.6, 0.95)))
+        _snap(rng, scene, pose, scale=_scale_for(scene, pose, target))
+    else:
+        _snap(rng, scene, _mild_pose(rng))
     _room_light(rng, scene)
-    strength = _strength(rng) * 0.5
-    sigma = _lerp(0.0, 0.8, strength) * scene.smallest_module()
-    scene.image = effects.defocus(scene.image, sigma)
-    scene.note(codes=count, blur_sigma_px=sigma)
+    if nuisance == "defocus":
+        sigma = _lerp(0.15, 0.7, strength) * scene.smallest_module()
+        scene.image = effects.defocus(scene.image, sigma)
+    elif nuisance == "shake":
+        length = _lerp(0.7, 3.0, strength) * scene.smallest_module()
+        scene.image = effects.motion(scene.image, length, float(rng.uniform(0, np.pi)))
+    scene.note(codes=count, nuisance=nuisance, strength=strength)
     return _finish(rng, scene, name, "multi")
 
 

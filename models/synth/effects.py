@@ -125,18 +125,29 @@ def fade(image: Image, keep: float) -> Image:
     return cv2.addWeighted(image, keep, image, 0.0, 255 * (1 - keep))
 
 
-def grain(image: Image, sigma: float, rng: np.random.Generator) -> Image:
+def grain(image: Image, sigma: float, rng: np.random.Generator, size: float = 0.0) -> Image:
     """Sensor noise with standard deviation ``sigma`` grey levels.
 
     Same trick as degrade.noise: the sum of two uniform byte planes is
-    triangular, looks Gaussian on a photo and is much faster to draw.
+    triangular, looks Gaussian on a photo and is much faster to draw.  A
+    ``size`` above zero (pixels) correlates the noise the way demosaicing and
+    in-camera denoising do in dim light: blotches instead of single pixels,
+    which a reader cannot average away within a module.
     """
     if sigma <= 0:
         return image
     h, w = image.shape[:2]
     planes = np.frombuffer(rng.bytes(2 * h * w), np.uint8).reshape(2, h, w)
-    k = sigma / (255.0 / np.sqrt(6.0))
-    noise = cv2.addWeighted(planes[0], k, planes[1], k, -255.0 * k, dtype=cv2.CV_16S)
+    if size > 0:
+        white = cv2.add(planes[0], planes[1], dtype=cv2.CV_32F) - np.float32(255.0)
+        # Blurring white noise with a Gaussian of sigma s divides its standard
+        # deviation by 2 * sqrt(pi) * s; scale it back up to ``sigma``.
+        gain = sigma / (255.0 / np.sqrt(6.0)) * 2 * np.sqrt(np.pi) * size
+        noise = cv2.GaussianBlur(white, (0, 0), size) * np.float32(gain)
+        noise = noise.astype(np.int16)
+    else:
+        k = sigma / (255.0 / np.sqrt(6.0))
+        noise = cv2.addWeighted(planes[0], k, planes[1], k, -255.0 * k, dtype=cv2.CV_16S)
     if image.ndim == 3:
         noise = cv2.merge([noise] * image.shape[2])
     return cv2.add(image, noise, dtype=cv2.CV_8U)
