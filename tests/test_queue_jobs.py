@@ -9,10 +9,11 @@ import zlib
 from pathlib import Path
 
 import pytest
+import redis
 
 from models.synth import digital_invoice, no_code_invoice
 from tests.conftest import ARCHIVE, BUCKET, reply_list, s3_client, wait_result, wait_results
-from tests.services import RedisServer
+from tests.services import RedisServer, wait_until
 from worker.queue import producer
 
 
@@ -169,26 +170,30 @@ def test_a_reply_list_may_not_alias_the_queue(redis_server: RedisServer, shared_
     )
     raw = client.blpop([f"qrw:reply:none-{job_id}"], timeout=0.01)  # nothing is pushed anywhere
     assert raw is None
-    from tests.services import wait_until
-
     stored = wait_until(lambda: client.get(f"qrw:result:{job_id}"), 60, "the stored result")
     assert json.loads(stored)["error"]["code"] == "invalid_payload"
+
+
+def enqueue_raw(client: redis.Redis, queue: str, data: str | bytes) -> str:
+    """A job whose `data` field is exactly `data`, as a hostile or buggy producer writes it.
+
+    It is written on a queue nobody serves and only then moved onto the live one, so no
+    worker can take it before its data is replaced.
+    """
+    job_id = producer.enqueue(client, {}, queue=f"{queue}-parked")
+    client.hset(f"rq:job:{job_id}", mapping={"data": data, "origin": queue})
+    client.lrem(f"rq:queue:{queue}-parked", 1, job_id)
+    client.rpush(f"rq:queue:{queue}", job_id)
+    return job_id
 
 
 def test_a_job_naming_another_function_is_refused_and_never_run(
     redis_server: RedisServer, shared_queue: str, tmp_path: Path
 ) -> None:
     marker = tmp_path / "pwned"
-    reply_to = reply_list()
-    job_id = producer.enqueue(
-        redis_server.client(), {"reply_to": reply_to}, queue=shared_queue, function="os.system"
-    )
     # The payload is the shell command os.system would run.
-    redis_server.client().hset(
-        f"rq:job:{job_id}", "data", json.dumps(["os.system", None, [f"touch {marker}"], {}])
-    )
-    from tests.services import wait_until
-
+    data = json.dumps(["os.system", None, [f"touch {marker}"], {}])
+    job_id = enqueue_raw(redis_server.client(), shared_queue, data)
     stored = wait_until(
         lambda: redis_server.client().get(f"qrw:result:{job_id}"), 60, "the refusal result"
     )
@@ -204,13 +209,10 @@ def test_a_job_whose_data_is_not_json_fails_cleanly(
     redis_server: RedisServer, shared_queue: str
 ) -> None:
     client = redis_server.client()
-    job_id = producer.enqueue(client, {"image": "s3://x/y"}, queue=shared_queue)
     # A pickle, as RQ's default serializer would have written: it must never be unpickled.
-    client.hset(
-        f"rq:job:{job_id}", "data", zlib.compress(b"\x80\x04\x95\x10\x00\x00\x00cos\nsystem\n.")
+    job_id = enqueue_raw(
+        client, shared_queue, zlib.compress(b"\x80\x04\x95\x10\x00\x00\x00cos\nsystem\n.")
     )
-    from tests.services import wait_until
-
     stored = wait_until(lambda: client.get(f"qrw:result:{job_id}"), 60, "the failure result")
     assert json.loads(stored)["error"]["code"] == "invalid_payload"
 

@@ -77,9 +77,7 @@ class QrWorkerMixin:
     def prepare_execution(self, job: Job) -> Any:
         # Producers in other languages set no retry budget; give every job one, so a
         # job whose worker died is run again rather than only marked failed.
-        if job.retries_left is None:
-            job.retries_left = max(0, runtime.settings().max_attempts - 1)
-            job.retry_intervals = [0]
+        if give_retry_budget(job):
             self.connection.hset(
                 job.key, mapping={"retries_left": job.retries_left, "retry_intervals": "[0]"}
             )
@@ -128,6 +126,9 @@ class QrWorkerMixin:
         execution: Any = None,
     ) -> None:
         code = failure_code(exc_string)
+        # A job can fail before it ever started (RQ's intermediate-queue cleanup after a
+        # worker lost Redis mid-dequeue); it still deserves its retries.
+        give_retry_budget(job)
         if code in (ErrorCode.REFUSED_JOB, ErrorCode.INVALID_PAYLOAD, ErrorCode.DEADLINE_EXCEEDED):
             job.retries_left = 0  # running it again cannot help
         if not (job.should_retry and self._stopped_job_id != job.id):
@@ -160,7 +161,20 @@ def worker_class(name: str) -> type[Worker] | type[SimpleWorker]:
     return QrWorker if name == "fork" else QrSimpleWorker
 
 
+def give_retry_budget(job: Job) -> bool:
+    """Give a job the configured retries if its producer set none; True if it had none."""
+    if job.retries_left is not None:
+        return False
+    job.retries_left = max(0, runtime.settings().max_attempts - 1)
+    job.retry_intervals = [0]
+    return True
+
+
 def failure_code(exc_string: str) -> ErrorCode:
+    # Classify by the exception itself (the last line), never by traceback source lines,
+    # which quote RQ's own code (`JobTimeoutException` appears in its timeout wrapper).
+    lines = [line for line in exc_string.strip().splitlines() if line.strip()]
+    exc_string = lines[-1] if lines else ""
     if "RefusedJob" in exc_string:
         return ErrorCode.REFUSED_JOB
     if "DeserializationError" in exc_string or "JSONDecodeError" in exc_string:
@@ -196,6 +210,8 @@ def publish_failure(job: Job, code: ErrorCode, detail: str) -> None:
 
 def report_abandoned(job: Job, exc_type: type, exc_value: BaseException, tb: Any) -> bool:
     """RQ exception handler: the final word on a job whose worker vanished."""
+    # RQ reads the budget after this handler returns, so one given here is used.
+    give_retry_budget(job)
     if exc_type is AbandonedJobError and not (job.retries_left and job.retries_left > 0):
         publish_failure(job, ErrorCode.WORKER_LOST, "the worker running this job died")
     elif exc_type is AbandonedJobError:
