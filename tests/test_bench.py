@@ -110,3 +110,23 @@ def test_an_unknown_reader_run_as_a_process_says_absent(tiny: Path) -> None:
         check=True,
     )
     assert json.loads(out.stdout.splitlines()[0])["type"] == "absent"
+
+
+def test_keep_reports_stored_peer_runs_and_only_reruns_the_named_readers(
+    tiny: Path, capsys
+) -> None:
+    from models.synth.corpus import CATEGORIES
+
+    # The tiny corpus, stamped as if generated, so nothing is generated here.
+    stamp = {"per_category": 1, "seed": 0, "categories": list(CATEGORIES)}
+    (tiny / "corpus.json").write_text(json.dumps(stamp))
+    options = ["--per-category", "1", "--corpus", str(tiny), "--real"]
+    accuracy.main([*options, "--readers", "zxing-cpp"])
+    capsys.readouterr()
+    accuracy.main([*options, "--readers", "cascade (classical)", "--keep"])
+    report = capsys.readouterr().out
+    assert "zxing-cpp: " in report and "(stored)" in report
+    assert "| category | cascade (classical) | zxing-cpp |" in report
+    # Without --keep only what was run is reported.
+    accuracy.main([*options, "--readers", "cascade (classical)"])
+    assert "zxing-cpp" not in capsys.readouterr().out.split("### Decode rate")[1]

@@ -87,7 +87,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
-    except SettingsError as exc:
+        # A worker pool whose every process dies loading a missing model would only
+        # respawn forever; say what is wrong once, before anything starts.
+        from worker.engine.detector.detector import model_dir
+        from worker.engine.detector.sessions import ModelUnavailable, check_models
+
+        check_models(settings.backend, settings.detector_models, model_dir(settings))
+    except (SettingsError, ModelUnavailable) as exc:
         parser.error(str(exc))
     return int(args.handler(args, settings))
 

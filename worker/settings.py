@@ -73,6 +73,44 @@ class Settings:
         default="all",
         metadata=_env("QRW_WANT", "Default request: 'all' codes on the page, or the 'first' one."),
     )
+    backend: str = field(
+        default="onnx",
+        metadata=_env(
+            "QRW_BACKEND",
+            "Runtime of the QR detector: 'onnx' (ONNX Runtime), 'torch' (PyTorch, installed "
+            "with the [torch] extra) or 'none' (the classical cascade only). Same weights.",
+        ),
+    )
+    detector_models: tuple[str, ...] = field(
+        default=("small", "medium"),
+        metadata=_env(
+            "QRW_DETECTOR_MODELS",
+            "Detector sizes the cascade runs, comma-separated, in order: 'medium' runs only "
+            "on pages 'small' left unread.",
+        ),
+    )
+    model_dir: str = field(
+        default="",
+        metadata=_env(
+            "QRW_MODEL_DIR",
+            "Folder holding qr-det-<size>.onnx / .pt. Empty: the weights shipped in `models/`.",
+        ),
+    )
+    model_threads: int = field(
+        default=1,
+        metadata=_env(
+            "QRW_MODEL_THREADS",
+            "Intra-op threads of the detector session. One per worker process gives the most "
+            "images per second per core; more lowers one image's latency (the HTTP shim).",
+        ),
+    )
+    detector_threshold: float = field(
+        default=0.3,
+        metadata=_env(
+            "QRW_DETECTOR_THRESHOLD",
+            "Least detector confidence for a region to be rectified and decoded.",
+        ),
+    )
     redis_url: str = field(
         default="redis://127.0.0.1:6379/0",
         metadata=_env("REDIS_URL", "The Redis that carries the queue and the results."),
@@ -167,6 +205,7 @@ class Settings:
             "max_attempts",
             "fetch_attempts",
             "recovery_interval",
+            "model_threads",
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{_var(name)} must be positive, got {getattr(self, name)}")
@@ -177,6 +216,17 @@ class Settings:
         if self.worker_class not in ("fork", "simple"):
             raise SettingsError(
                 f"QRW_WORKER_CLASS must be 'fork' or 'simple', got {self.worker_class!r}"
+            )
+        if self.backend not in ("onnx", "torch", "none"):
+            raise SettingsError(
+                f"QRW_BACKEND must be 'onnx', 'torch' or 'none', got {self.backend!r}"
+            )
+        unknown = [m for m in self.detector_models if m not in ("small", "medium")]
+        if unknown:
+            raise SettingsError(f"QRW_DETECTOR_MODELS: unknown sizes {unknown}")
+        if not 0.0 < self.detector_threshold < 1.0:
+            raise SettingsError(
+                f"QRW_DETECTOR_THRESHOLD must be between 0 and 1, got {self.detector_threshold}"
             )
         if self.log_format not in ("json", "console"):
             raise SettingsError(

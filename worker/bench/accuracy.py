@@ -1,11 +1,15 @@
 """`qrw bench`: decode rate, misreads, speed, memory and start-up of every configuration
 and peer, on the synthetic corpus and on real photos, measured by one harness.
 
-    qrw bench [--quick] [--per-category N] [--readers ...] [--real FOLDER ...] [--out FILE]
+    qrw bench [--quick] [--per-category N] [--readers ...] [--keep] [--real FOLDER ...]
+              [--out FILE]
 
 Each reader runs in a process of its own (start-up and memory are per process), over
 the same files. The corpus is generated once into a folder (deterministic from the
-seed) and reused while its parameters match.
+seed) and reused while its parameters match. Every reader's run is stored beside the
+corpus; `--keep` reports the stored runs of the readers not named in `--readers` (same
+corpus, same options) instead of running them again, so a change to our cascade is
+measured without re-measuring the peers, and the report says which rows are stored.
 """
 
 from __future__ import annotations
@@ -38,6 +42,25 @@ def ensure_corpus(folder: Path, per_category: int, seed: int) -> Path:
     write_corpus(folder, CATEGORIES, per_category, seed)
     stamp.write_text(json.dumps(wanted))
     return folder
+
+
+def _run_file(corpus: Path, name: str) -> Path:
+    slug = "".join(c if c.isalnum() else "-" for c in name).strip("-")
+    return corpus.parent / "bench-runs" / f"{slug}.json"
+
+
+def store_run(corpus: Path, run: dict[str, Any], key: dict[str, Any]) -> None:
+    path = _run_file(corpus, run["reader"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"key": key, "run": run}))
+
+
+def stored_run(corpus: Path, name: str, key: dict[str, Any]) -> dict[str, Any] | None:
+    path = _run_file(corpus, name)
+    if not path.exists():
+        return None
+    stored = json.loads(path.read_text())
+    return stored["run"] if stored["key"] == key else None
 
 
 def run_reader(name: str, folders: list[Path], limit: int | None = None) -> dict[str, Any]:
@@ -129,6 +152,14 @@ def render(
         "not on the page (must be 0). *False reads*: codes read on pages without one.",
         "Peers get the page decoded full size by OpenCV (PDF pages rasterised by our loader).",
         "",
+        "When each reader was measured (`--keep` reports stored runs of the same corpus and",
+        "options): "
+        + "; ".join(
+            f"{r['reader']}: {r.get('measured_at', 'now')}{' (stored)' if r.get('stored') else ''}"
+            for r in runs
+        )
+        + ".",
+        "",
         "### Decode rate (box recall for real photos) by category",
         "",
         "| category | " + " | ".join(r["reader"] for r in present) + " |",
@@ -172,28 +203,29 @@ def render(
             "Absent (not installed or not startable here, so not scored): "
             + "; ".join(f"{r['reader']}: {r['absent']}" for r in absent),
         ]
-    cascade = summaries.get("cascade (classical)")
-    if cascade:
+    stage_names = ("fast", "detect_small", "detect_medium", "thorough")
+    for reader, cascade in summaries.items():
+        if not reader.startswith("cascade"):
+            continue
         lines += [
             "",
-            "### Which stage read the codes (cascade)",
+            f"### Which stage read the codes: {reader}",
             "",
-            "| category | fast | thorough |",
-            "|---|---|---|",
+            "| category | " + " | ".join(stage_names) + " |",
+            "|---|" + "---|" * len(stage_names),
         ]
         for category, row in cascade.items():
             total = sum(row["stages"].values()) or 1
-            lines.append(
-                f"| {category} | {100 * row['stages'].get('fast', 0) / total:.0f}% "
-                f"| {100 * row['stages'].get('thorough', 0) / total:.0f}% |"
-            )
+            shares = [f"{100 * row['stages'].get(name, 0) / total:.0f}%" for name in stage_names]
+            lines.append(f"| {category} | " + " | ".join(shares) + " |")
     lines += [
         "",
         "### ONNX Runtime and PyTorch",
         "",
-        "The cascade has no neural stage yet (the detector issue adds it), so neither runtime is",
-        "loaded by the worker today. This section will hold, per runtime and model size: latency",
-        "per image, worker RSS with the model loaded, and start-up time, measured by this command.",
+        "The cascade rows above run the same detector weights under each runtime; what each",
+        "runtime costs a worker (detector latency, memory, start-up) is measured on its own",
+        "in the section *ONNX Runtime and PyTorch: what each costs a worker* below",
+        "(`python -m worker.bench.runtimes`, part of `make bench`).",
         "",
         "![decode rate by category](benchmarks-decode-rate.png)",
         "![latency distributions](benchmarks-latency.png)",
@@ -258,6 +290,11 @@ def main(argv: list[str] | None = None) -> int:
         help="folders of real photos (name.txt texts, or YOLO images/+labels/)",
     )
     parser.add_argument("--readers", nargs="+", default=list(READERS), choices=list(READERS))
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="report stored runs (same corpus and options) of the readers not in --readers",
+    )
     parser.add_argument("--out", type=Path, default=None, help="markdown file to update")
     args = parser.parse_args(argv)
     per_category = args.per_category or (10 if args.quick else 100)
@@ -265,7 +302,22 @@ def main(argv: list[str] | None = None) -> int:
     folders = [ensure_corpus(args.corpus, per_category, args.seed), *real]
     # --quick must finish in about two minutes: it samples the real photos too.
     limit = max(per_category, 30) if args.quick else None
-    runs = [run_reader(name, folders, limit) for name in args.readers]
+    key = {"folders": [str(f.resolve()) for f in folders], "limit": limit, "seed": args.seed}
+    key["per_category"] = per_category
+    runs = []
+    for name in READERS:
+        if name in args.readers:
+            run = run_reader(name, folders, limit)
+            run["measured_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            store_run(args.corpus, run, key)
+        elif args.keep:
+            run = stored_run(args.corpus, name, key)
+            if run is None:
+                continue
+            run["stored"] = True
+        else:
+            continue
+        runs.append(run)
     summaries = {r["reader"]: summarise(r) for r in runs if "absent" not in r}
     command = "qrw bench " + " ".join(argv if argv is not None else sys.argv[1:])
     text = render(runs, summaries, args, command.strip())

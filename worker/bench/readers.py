@@ -46,10 +46,15 @@ def _gray(data: bytes) -> np.ndarray:
     return image
 
 
-def _cascade() -> Reader:
+def _cascade(backend: str) -> Reader:
     from worker.engine import Engine
+    from worker.engine.detector.sessions import ModelUnavailable
+    from worker.settings import Settings
 
-    engine = Engine()
+    try:
+        engine = Engine(Settings.from_env().replace(backend=backend))
+    except ModelUnavailable as exc:
+        raise Absent(str(exc)) from exc
     engine.warm_up()
 
     def read(data: bytes) -> list[Read]:
@@ -148,7 +153,9 @@ def _arbez() -> Reader:
 
 
 READERS: dict[str, Callable[[], Reader]] = {
-    "cascade (classical)": _cascade,
+    "cascade (classical)": lambda: _cascade("none"),
+    "cascade (onnx)": lambda: _cascade("onnx"),
+    "cascade (torch)": lambda: _cascade("torch"),
     "zxing-cpp": _zxing,
     "opencv": lambda: _opencv(aruco=False),
     "opencv-aruco": lambda: _opencv(aruco=True),

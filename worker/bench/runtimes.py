@@ -1,101 +1,162 @@
-"""What a detection runtime costs a worker process before our own model exists.
+"""What each detector runtime costs a worker: ONNX Runtime against PyTorch, same weights.
 
-    python -m worker.bench.runtimes [--onnx MODEL.onnx] [--out docs/benchmarks.md]
+    python -m worker.bench.runtimes [--images N] [--repeat R] [--out docs/benchmarks.md]
 
-Each measurement runs in a fresh interpreter: the time from process start until the
-runtime is imported (and, for ONNX Runtime, a session created and one inference run on
-a 640x640 input), and the process's resident memory then. The cascade's own process
-(engine loaded and warmed) is the baseline. PyTorch is measured when it is installed
-(`pip install torch==2.13.0`), and reported absent otherwise.
+Every configuration runs in a fresh interpreter built exactly as a worker builds its
+engine (`Engine(settings)` then `warm_up()`), so the numbers are a worker's:
+- start-to-ready: seconds from process start until the engine and its model are loaded
+  and warmed;
+- RSS: the process's resident memory then, and its peak after the latency runs;
+- per-image latency of the detector itself (letterbox, inference, decoding of the maps)
+  on real photos (`qr-photos-val`), one intra-op thread, median and p95 over all runs.
+The classical engine (no model) is the baseline every row is compared with; the
+configurations alternate so that a noisy neighbour hits them all alike.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from worker.bench.report import machine_line, write_section
 
-_RSS = """
-def rss():
+CONFIGURATIONS = (
+    ("classical", "none", ""),
+    ("onnx small", "onnx", "small"),
+    ("torch small", "torch", "small"),
+    ("onnx medium", "onnx", "medium"),
+    ("torch medium", "torch", "medium"),
+)
+
+_PROBE = """
+import json, sys, time
+started = float(sys.argv[1])
+def status(key):
     for line in open('/proc/self/status'):
-        if line.startswith('VmRSS:'):
+        if line.startswith(key):
             return int(line.split()[1]) / 1024
+from worker.engine import Engine
+from worker.settings import Settings
+engine = Engine(Settings.from_env())
+engine.warm_up()
+ready = time.time() - started
+rss = status('VmRSS:')
+latencies = []
+detectors = [s.detector for s in engine.stages if hasattr(s, 'detector')]
+if detectors:
+    import cv2
+    paths = sorted(__import__('pathlib').Path(sys.argv[2]).glob('*.jpg'))[: int(sys.argv[3])]
+    pages = [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in paths]
+    detectors[0].detect(pages[0])
+    for _ in range(int(sys.argv[4])):
+        for page in pages:
+            t = time.perf_counter()
+            detectors[0].detect(page)
+            latencies.append((time.perf_counter() - t) * 1000.0)
+print(json.dumps({"ready_s": ready, "rss_mb": rss, "peak_mb": status('VmHWM:'),
+                  "latencies_ms": latencies, "torch_loaded": 'torch' in sys.modules}))
 """
 
-PROBES = {
-    "python + numpy (floor)": "import numpy",
-    "cascade engine, warmed": ("from worker.engine import Engine\nEngine().warm_up()"),
-    "onnxruntime, imported": "import onnxruntime",
-    "onnxruntime, session + 1 inference": (
-        "import numpy as np, onnxruntime as ort\n"
-        "options = ort.SessionOptions(); options.intra_op_num_threads = 1\n"
-        "s = ort.InferenceSession(MODEL, options, providers=['CPUExecutionProvider'])\n"
-        "i = s.get_inputs()[0]\n"
-        "shape = [d if isinstance(d, int) else 1 for d in i.shape]\n"
-        "s.run(None, {i.name: np.zeros(shape, np.float32)})"
-    ),
-    "torch, imported": "import torch\ntorch.set_num_threads(1)",
-}
 
-
-def probe(code: str, model: str) -> dict[str, float | str]:
-    script = f"MODEL = {model!r}\n{_RSS}\n{code}\nprint(rss())"
-    started = time.perf_counter()
+def probe(backend: str, size: str, images: Path, count: int, repeat: int) -> dict[str, Any]:
+    env = {
+        **os.environ,
+        "QRW_BACKEND": backend,
+        "QRW_DETECTOR_MODELS": size or "small",
+        "QRW_MODEL_THREADS": "1",
+        # One thread everywhere: the worker's throughput setting, and comparable rows.
+        "OMP_NUM_THREADS": "1",
+    }
+    started = time.time()
     out = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=False
+        [sys.executable, "-c", _PROBE, str(started), str(images), str(count), str(repeat)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
     )
-    elapsed = time.perf_counter() - started
     if out.returncode != 0:
-        return {"absent": (out.stderr.strip().splitlines() or ["failed"])[-1][:160]}
-    return {"ready_s": elapsed, "rss_mb": float(out.stdout.strip().splitlines()[-1])}
+        return {"absent": (out.stderr.strip().splitlines() or ["failed"])[-1][:200]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    good = [r for r in runs if "absent" not in r]
+    if not good:
+        return runs[0]
+    latencies = sorted(x for r in good for x in r["latencies_ms"])
+    row: dict[str, Any] = {
+        "ready_s": statistics.median(r["ready_s"] for r in good),
+        "rss_mb": statistics.median(r["rss_mb"] for r in good),
+        "peak_mb": statistics.median(r["peak_mb"] for r in good),
+        "torch_loaded": any(r["torch_loaded"] for r in good),
+        "processes": len(good),
+    }
+    if latencies:
+        row["median_ms"] = statistics.median(latencies)
+        row["p95_ms"] = latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))]
+        row["images"] = len(latencies)
+    return row
+
+
+def render(rows: dict[str, dict[str, Any]], command: str) -> str:
+    base = rows.get("classical", {})
+    lines = [
+        "## ONNX Runtime and PyTorch: what each costs a worker",
+        "",
+        f"Command: `{command}`  ",
+        f"Machine: {machine_line()}",
+        "",
+        "Same weights in both runtimes. Each row is a fresh worker-like process (engine built",
+        "from settings and warmed), started several times alternately with the others;",
+        "latency is the detector alone (letterbox, inference, map decoding) on real photos",
+        "from `qr-photos-val`, one intra-op thread. Ratios are against the classical engine",
+        "(no model) measured in the same command.",
+        "",
+        "| configuration | detector ms median | p95 | start-to-ready s | vs classical "
+        "| RSS MB | vs classical | peak MB | torch imported |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in rows.items():
+        if "absent" in row:
+            lines.append(f"| {name} | absent: {row['absent']} | | | | | | | |")
+            continue
+        latency = f"{row['median_ms']:.1f} | {row['p95_ms']:.1f}" if "median_ms" in row else "- | -"
+        ready_ratio = row["ready_s"] / base["ready_s"] if base.get("ready_s") else float("nan")
+        rss_ratio = row["rss_mb"] / base["rss_mb"] if base.get("rss_mb") else float("nan")
+        lines.append(
+            f"| {name} | {latency} | {row['ready_s']:.2f} | {ready_ratio:.2f}x "
+            f"| {row['rss_mb']:.0f} | {rss_ratio:.2f}x | {row['peak_mb']:.0f} "
+            f"| {'yes' if row['torch_loaded'] else 'no'} |"
+        )
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--onnx", type=Path, default=None, help="an ONNX model to load")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--images",
+        type=Path,
+        default=Path(__file__).resolve().parents[3] / "shared/datasets/qr-photos-val/images",
+    )
+    parser.add_argument("--count", type=int, default=40, help="photos per latency run")
+    parser.add_argument("--repeat", type=int, default=3, help="processes per configuration")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    model = str(args.onnx) if args.onnx else ""
-    rows = {}
-    for name, code in PROBES.items():
-        if "MODEL" in code and not model:
-            continue
-        runs = [probe(code, model) for _ in range(args.repeat)]
-        good = [r for r in runs if "absent" not in r]
-        rows[name] = (
-            {
-                "ready_s": sorted(r["ready_s"] for r in good)[len(good) // 2],  # type: ignore[type-var]
-                "rss_mb": sorted(r["rss_mb"] for r in good)[len(good) // 2],
-            }  # type: ignore[type-var]
-            if good
-            else runs[0]
-        )
-    lines = [
-        "## Runtime cost: ONNX Runtime and PyTorch in a worker process",
-        "",
-        f"Command: `python -m worker.bench.runtimes{' --onnx ' + model if model else ''}`  ",
-        f"Machine: {machine_line()}",
-        "",
-        "Fresh process each time (median of 3): seconds from process start to ready, and",
-        "resident memory then. Our detector does not exist yet, so the ONNX session is a",
-        "stand-in model (named in the command); the rows will be redone with our own weights,",
-        "and PyTorch with the same model, by the detector issue.",
-        "",
-        "| process | start-to-ready s | RSS MB |",
-        "|---|---|---|",
-    ]
-    for name, row in rows.items():
-        if "absent" in row:
-            lines.append(f"| {name} | absent: {row['absent']} | |")
-        else:
-            lines.append(f"| {name} | {row['ready_s']:.2f} | {row['rss_mb']:.0f} |")
-    text = "\n".join(lines)
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in CONFIGURATIONS}
+    for _ in range(args.repeat):
+        for name, backend, size in CONFIGURATIONS:
+            runs[name].append(probe(backend, size, args.images, args.count, 2))
+    rows = {name: summarise(found) for name, found in runs.items()}
+    command = "python -m worker.bench.runtimes" + (f" --out {args.out}" if args.out else "")
+    text = render(rows, command)
     print(text)
     if args.out:
         write_section(args.out, "runtimes", text)

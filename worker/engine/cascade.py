@@ -35,7 +35,14 @@ class Findings:
     _pending: list[tuple[int, tuple[float, float]]] = field(default_factory=list)
 
     def add(
-        self, symbols: list[Symbol], *, page: int, stage: str, decoder: str, variant: str
+        self,
+        symbols: list[Symbol],
+        *,
+        page: int,
+        stage: str,
+        decoder: str,
+        variant: str,
+        model: str | None = None,
     ) -> int:
         added = 0
         for symbol in symbols:
@@ -54,6 +61,7 @@ class Findings:
                     stage=stage,
                     decoder=decoder,
                     variant=variant,
+                    model=model,
                     content_type=symbol.content_type,
                     symbology_identifier=symbol.symbology_identifier,
                     ec_level=symbol.ec_level,
@@ -62,7 +70,7 @@ class Findings:
             )
             added += 1
         if added:
-            self._pending = [p for p in self._pending if not self._covered(*p)]
+            self._pending = [p for p in self._pending if not self.covers(*p)]
         return added
 
     def _seen(self, page: int, symbol: Symbol) -> bool:
@@ -93,7 +101,8 @@ class Findings:
             return bool(self.codes)
         return all(self.page_satisfied(page, want) for page in range(pages))
 
-    def _covered(self, page: int, point: tuple[float, float]) -> bool:
+    def covers(self, page: int, point: tuple[float, float]) -> bool:
+        """Whether a code already read on `page` lies at `point` (page pixels)."""
         return any(code.page == page and _inside(code.quad, point) for code in self.codes)
 
 

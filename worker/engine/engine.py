@@ -14,28 +14,39 @@ from worker.engine.deadline import Deadline
 from worker.engine.errors import ErrorCode, ScanFailed
 from worker.engine.images import DecodeClock, Document, document_from_array, open_document
 from worker.engine.results import ScanError, ScanResult
-from worker.engine.stages import FastStage, ThoroughStage
+from worker.engine.stages import DetectorStage, FastStage, ThoroughStage
 from worker.settings import Settings
 
 Input = bytes | bytearray | memoryview | np.ndarray | os.PathLike[str]
 
 
-def default_stages() -> list[Stage]:
-    return [FastStage(), ThoroughStage()]
+def default_stages(settings: Settings) -> list[Stage]:
+    """fast, then each configured detector (small before medium), then thorough.
+
+    The detectors come before the thorough pass: one small-model inference costs a few
+    milliseconds, a thorough pass over a 12 MP photo hundreds.
+    """
+    stages: list[Stage] = [FastStage(), ThoroughStage()]
+    if settings.backend != "none":
+        from worker.engine.detector.detector import Detector
+
+        for rank, size in enumerate(settings.detector_models):
+            stages.append(DetectorStage(Detector.load(size, settings), cost=2.0 + rank))
+    return stages
 
 
 class Engine:
     """Reads every QR code in an image or document.
 
-    Build one per process and reuse it: it holds the stages (and, once the detector
-    lands, the model session). `scan` is safe to call from one thread at a time.
+    Build one per process and reuse it: it holds the stages and the detector sessions,
+    loaded once. `scan` is safe to call from one thread at a time.
     """
 
     def __init__(
         self, settings: Settings | None = None, stages: Sequence[Stage] | None = None
     ) -> None:
         self.settings = settings or Settings.from_env()
-        chosen = list(stages) if stages is not None else default_stages()
+        chosen = list(stages) if stages is not None else default_stages(self.settings)
         self.stages: list[Stage] = sorted(chosen, key=lambda s: s.cost)
 
     def warm_up(self) -> None:

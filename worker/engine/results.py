@@ -27,6 +27,8 @@ class Code:
     stage: str
     decoder: str
     variant: str = ""
+    model: str | None = None
+    """The detector that located the code ("qr-det-small/onnx"); None for classical stages."""
     content_type: str = ""
     symbology_identifier: str = ""
     ec_level: str = ""
@@ -42,6 +44,7 @@ class Code:
             "stage": self.stage,
             "decoder": self.decoder,
             "variant": self.variant,
+            "model": self.model,
             "content_type": self.content_type,
             "symbology_identifier": self.symbology_identifier,
             "ec_level": self.ec_level,

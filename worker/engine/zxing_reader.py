@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib.metadata import version
+from typing import Protocol
 
 import numpy as np
 import zxingcpp
@@ -18,6 +19,10 @@ _QR_FORMATS = [
     zxingcpp.BarcodeFormat.MicroQRCode,
     zxingcpp.BarcodeFormat.RMQRCode,
 ]
+
+
+class PointMap(Protocol):
+    def to_page(self, x: float, y: float) -> tuple[float, float]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +63,7 @@ class ReadOptions:
 FAST = ReadOptions()
 
 
-def read(gray: np.ndarray, transform: Transform, options: ReadOptions = FAST) -> list[Symbol]:
+def read(gray: np.ndarray, transform: PointMap, options: ReadOptions = FAST) -> list[Symbol]:
     barcodes = zxingcpp.read_barcodes(
         gray,
         formats=_QR_FORMATS,

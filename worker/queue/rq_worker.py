@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import faulthandler
 import threading
+import time
 from typing import Any
 
 import structlog
@@ -68,7 +69,16 @@ class QrWorkerMixin:
         kwargs["worker_ttl"] = settings.recovery_interval + 15
         kwargs["exception_handlers"] = [report_abandoned]
         super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        started = time.perf_counter()
         runtime.engine().warm_up()  # loaded and warmed before the first job; horses inherit it
+        log.info(
+            "engine_ready",
+            backend=runtime.backend(),
+            model=runtime.model(),
+            model_threads=settings.model_threads,
+            stages=[stage.name for stage in runtime.engine().stages],
+            ms=round((time.perf_counter() - started) * 1000.0, 1),
+        )
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         remaining = (job.timeout or runtime.settings().job_timeout) - working_time

@@ -45,9 +45,14 @@ def worker_name(rq_name: str | None = None) -> str:
 
 
 def backend() -> str:
-    """The detection backend this process runs: only the classical cascade so far."""
-    return "classical"
+    """The detector runtime this process runs ("onnx", "torch"), or "classical"."""
+    chosen = settings().backend
+    return "classical" if chosen == "none" else chosen
 
 
 def model() -> str | None:
-    return None
+    """The detector models in this process's cascade, e.g. "qr-det-small,qr-det-medium"."""
+    chosen = settings()
+    if chosen.backend == "none" or not chosen.detector_models:
+        return None
+    return ",".join(f"qr-det-{size}" for size in chosen.detector_models)

@@ -1,0 +1,1 @@
+"""Our QR detector: the network (plain PyTorch), its training data, training and export."""

@@ -1,0 +1,1 @@
+"""The QR detector at inference time: pre/post-processing and the two runtimes."""

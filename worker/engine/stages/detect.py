@@ -1,0 +1,110 @@
+"""The detector stages: find codes the classical passes could not locate, rectify each
+one to an upright square, and decode the crop at several enhancements.
+
+The small model runs on the reduced page the fast pass already decoded; the medium
+one (more pixels, more capacity) only when the small one left the page unread. Crops
+are cut from the full-resolution page, so a code that was a few pixels per module in
+the reduced image gets all the pixels the camera recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import zxingcpp
+
+from worker.engine import enhance, rectify, zxing_reader
+from worker.engine.cascade import StageContext
+from worker.engine.detector.detector import Detector
+from worker.engine.detector.geometry import Detection
+from worker.engine.images import Page
+from worker.engine.zxing_reader import ReadOptions
+
+_BINARY = ReadOptions(binarizer=zxingcpp.Binarizer.FixedThreshold, try_downscale=False)
+_GLOBAL = ReadOptions(binarizer=zxingcpp.Binarizer.GlobalHistogram)
+
+
+@dataclass(frozen=True, slots=True)
+class CropVariant:
+    name: str
+    cut: Callable[[np.ndarray, Detection, float], tuple[np.ndarray, rectify.Perspective]]
+    prepare: Callable[[np.ndarray], np.ndarray]
+    options: ReadOptions = zxing_reader.FAST
+
+
+def _quad(gray: np.ndarray, det: Detection, scale: float) -> tuple[np.ndarray, rectify.Perspective]:
+    return rectify.rectify(gray, det.quad * scale, scale)
+
+
+def _box(gray: np.ndarray, det: Detection, scale: float) -> tuple[np.ndarray, rectify.Perspective]:
+    return rectify.box_crop(gray, tuple(v * scale for v in det.box), scale)  # type: ignore[arg-type]
+
+
+def _same(gray: np.ndarray) -> np.ndarray:
+    return gray
+
+
+# Most often useful first; a detection stops at its first read.
+VARIANTS = (
+    CropVariant("rectified", _quad, _same),
+    CropVariant("box", _box, _same),
+    CropVariant("rectified_unsharp", _quad, enhance.unsharp),
+    CropVariant("rectified_threshold", _quad, enhance.local_threshold, _BINARY),
+    CropVariant("rectified_clahe", _quad, enhance.clahe, _GLOBAL),
+    CropVariant("box_denoise", _box, enhance.denoise, _GLOBAL),
+)
+
+
+class DetectorStage:
+    def __init__(self, detector: Detector, cost: float) -> None:
+        self.detector = detector
+        self.name = f"detect_{detector.size}"
+        self.cost = cost
+
+    def run(self, ctx: StageContext) -> None:
+        for page in ctx.pages_to_scan():
+            self._page(ctx, page)
+
+    def _page(self, ctx: StageContext, page: Page) -> None:
+        reduced, reduced_scale = page.gray(ctx.settings.fast_max_side)
+        detections = self.detector.detect(reduced)
+        if not detections:
+            return
+        full, full_scale = page.gray(ctx.settings.thorough_max_side)
+        for detection in detections:
+            if ctx.page_done(page.index):
+                return
+            # Detections are in reduced-page pixels; crops are cut from the larger image.
+            in_page = _scaled(detection, 1.0 / reduced_scale)
+            if self._already_read(ctx, page.index, in_page):
+                continue
+            self._read(ctx, page, full, full_scale, in_page)
+
+    def _already_read(self, ctx: StageContext, page: int, detection: Detection) -> bool:
+        x0, y0, x1, y1 = detection.box
+        return ctx.findings.covers(page, ((x0 + x1) / 2.0, (y0 + y1) / 2.0))
+
+    def _read(
+        self, ctx: StageContext, page: Page, full: np.ndarray, scale: float, det: Detection
+    ) -> None:
+        for variant in VARIANTS:
+            if ctx.deadline.expired():
+                return
+            crop, mapping = variant.cut(full, det, scale)
+            symbols = zxing_reader.read(variant.prepare(crop), mapping, variant.options)
+            added = ctx.findings.add(
+                symbols,
+                page=page.index,
+                stage=self.name,
+                decoder=zxing_reader.DECODER,
+                variant=variant.name,
+                model=self.detector.label,
+            )
+            if added or any(s.valid for s in symbols):
+                return
+
+
+def _scaled(det: Detection, factor: float) -> Detection:
+    return Detection(det.score, tuple(v * factor for v in det.box), det.quad * factor)  # type: ignore[arg-type]
