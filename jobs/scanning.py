@@ -54,6 +54,7 @@ def scan(payload: object) -> dict[str, Any]:
         "total": (time.perf_counter() - started) * 1000.0,
     }
     delivered = replies.publish(runtime.connection(), document, settings, reply_to)
+    _observe(document)
     log.info(
         "job_finished",
         job_id=job_id,
@@ -64,6 +65,16 @@ def scan(payload: object) -> dict[str, Any]:
         timings_ms=_rounded(document["timings_ms"]),
     )
     return document
+
+
+def _observe(document: dict[str, Any]) -> None:
+    from worker import metrics  # imported in the worker process: see worker.metrics_env
+
+    for item in document.get("items", [document]):
+        if "timings_ms" in item or item.get("error"):
+            metrics.observe_scan(item, "queue")
+    error = document.get("error")
+    metrics.JOBS.labels(error["code"] if error else "ok").inc()
 
 
 def _envelope(job_id: str, payload: object, queue_wait: float | None) -> dict[str, Any]:

@@ -78,6 +78,7 @@ def worker_env(redis_url: str, s3: str, file_root: Path, **extra: str) -> dict[s
         "QRW_FILE_ROOTS": str(file_root),
         "QRW_FETCH_ATTEMPTS": "3",
         "QRW_RECOVERY_INTERVAL": "5",
+        "QRW_METRICS_PORT": str(free_port()),
         "QRW_LOG_LEVEL": os.environ.get("QRW_TEST_WORKER_LOG_LEVEL", "warning"),
         **extra,
     }

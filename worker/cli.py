@@ -43,13 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--json", action="store_true", help="one JSON object per input per line")
     scan.add_argument("--want", choices=("first", "all"), default=None)
     scan.add_argument("--deadline-ms", type=_positive_int, default=None, metavar="N")
-    scan.set_defaults(handler=_cmd_scan)
+    scan.set_defaults(needs_engine=True, handler=_cmd_scan)
 
     work = commands.add_parser("worker", help="run queue workers (RQ) until SIGTERM")
     work.add_argument("--queues", nargs="+", default=None, help="default: QRW_QUEUES")
     work.add_argument("--workers", type=_positive_int, default=None, help="default: QRW_WORKERS")
     work.add_argument("--burst", action="store_true", help="exit once the queues are empty")
-    work.set_defaults(handler=_cmd_worker)
+    work.set_defaults(needs_engine=True, handler=_cmd_worker)
 
     enq = commands.add_parser("enqueue", help="enqueue scan jobs for image references")
     enq.add_argument("refs", nargs="+", metavar="IMAGE_REF", help="s3://bucket/key or file:///path")
@@ -71,7 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--samples", type=Path, default=Path("build/samples"))
     demo.add_argument("--count", type=_positive_int, default=12)
     demo.add_argument("--workers", type=_positive_int, default=2)
-    demo.set_defaults(handler=_cmd_demo)
+    demo.set_defaults(needs_engine=True, handler=_cmd_demo)
+
+    serve = commands.add_parser("serve", help="run the HTTP shim (POST /detect) until SIGTERM")
+    serve.add_argument("--host", default=None, help="default: QRW_HTTP_HOST")
+    serve.add_argument("--port", type=int, default=None, help="default: QRW_HTTP_PORT")
+    serve.set_defaults(needs_engine=True, handler=_cmd_serve)
+
+    status = commands.add_parser("status", help="queues, workers, failures and throughput")
+    status.add_argument("--json", action="store_true", help="one JSON object, for scripts")
+    status.set_defaults(handler=_cmd_status)
 
     commands.add_parser("bench", help="accuracy, speed and memory against the peers (--help)")
     return parser
@@ -92,7 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from worker.engine.detector.detector import model_dir
         from worker.engine.detector.sessions import ModelUnavailable, check_models
 
-        check_models(settings.backend, settings.detector_models, model_dir(settings))
+        if getattr(args, "needs_engine", False):
+            check_models(settings.backend, settings.detector_models, model_dir(settings))
     except (SettingsError, ModelUnavailable) as exc:
         parser.error(str(exc))
     return int(args.handler(args, settings))
@@ -153,6 +163,22 @@ def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     logs.configure(settings)
     queues = tuple(args.queues or settings.queues)
     return supervisor.run(settings, queues, args.workers or settings.workers, burst=args.burst)
+
+
+def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from worker import logs
+    from worker.http import server
+
+    logs.configure(settings)
+    return server.serve(settings, args.host, args.port)
+
+
+def _cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.queue import status
+
+    report = status.collect(settings)
+    print(json.dumps(report, indent=2) if args.json else status.render(report))
+    return 0 if report["redis"] == "ok" else 1
 
 
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:

@@ -186,6 +186,42 @@ class Settings:
             "about three times this.",
         ),
     )
+    http_host: str = field(
+        default="127.0.0.1",
+        metadata=_env("QRW_HTTP_HOST", "Address `qrw serve` listens on."),
+    )
+    http_port: int = field(
+        default=8008, metadata=_env("QRW_HTTP_PORT", "Port `qrw serve` listens on.")
+    )
+    http_processes: int = field(
+        default=1,
+        metadata=_env(
+            "QRW_HTTP_PROCESSES", "Processes `qrw serve` runs (each loads the engine once)."
+        ),
+    )
+    http_concurrency: int = field(
+        default=2,
+        metadata=_env(
+            "QRW_HTTP_CONCURRENCY",
+            "Scans one shim process runs at once; a request beyond it gets 503 with "
+            "Retry-After instead of waiting in an unbounded queue.",
+        ),
+    )
+    ready_needs_redis: bool = field(
+        default=False,
+        metadata=_env(
+            "QRW_READY_NEEDS_REDIS",
+            "When true, the shim's /readyz also requires REDIS_URL to answer PING.",
+        ),
+    )
+    metrics_port: int = field(
+        default=9108,
+        metadata=_env(
+            "QRW_METRICS_PORT",
+            "Port of `qrw worker`'s Prometheus endpoint (all its processes and the queue "
+            "gauges on one port); 0 turns it off.",
+        ),
+    )
     log_level: str = field(default="info", metadata=_env("QRW_LOG_LEVEL", "Log level."))
     log_format: str = field(
         default="json",
@@ -206,9 +242,14 @@ class Settings:
             "fetch_attempts",
             "recovery_interval",
             "model_threads",
+            "http_port",
+            "http_processes",
+            "http_concurrency",
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{_var(name)} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.metrics_port < 65536:
+            raise SettingsError(f"QRW_METRICS_PORT must be 0..65535, got {self.metrics_port}")
         if self.deadline_ms < 0:
             raise SettingsError(f"QRW_DEADLINE_MS must be 0 or more, got {self.deadline_ms}")
         if self.want not in ("all", "first"):

@@ -24,6 +24,9 @@ class ErrorCode(StrEnum):
     REFUSED_JOB = "refused_job"
     WORKER_LOST = "worker_lost"
     INTERNAL_ERROR = "internal_error"
+    # Raised by the HTTP shim.
+    INVALID_REQUEST = "invalid_request"
+    BUSY = "busy"
 
 
 class ScanFailed(Exception):

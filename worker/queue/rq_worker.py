@@ -79,6 +79,9 @@ class QrWorkerMixin:
             stages=[stage.name for stage in runtime.engine().stages],
             ms=round((time.perf_counter() - started) * 1000.0, 1),
         )
+        from worker import metrics  # here, in the worker process: see worker.metrics_env
+
+        metrics.set_model(runtime.backend(), runtime.model())
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         remaining = (job.timeout or runtime.settings().job_timeout) - working_time

@@ -1,0 +1,117 @@
+"""Export a trained detector: the state dict, the ONNX graph, and a parity check between them.
+
+The ONNX graph is `QRDetector.forward` (network plus `decode_raw`), so both runtimes
+return the same three maps and share the numpy decoding in `geometry.decode`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import torch
+
+from models.detector import data
+from models.detector.evaluate import onnx_runner, torch_runner
+from models.detector.net import QRDetector, build
+from worker.engine.detector.geometry import letterbox
+
+MODELS_DIR = data.ROOT / "models"
+OPSET = 17
+HEAT_TOLERANCE = 1e-4
+PIXEL_TOLERANCE = 1e-2
+_PARITY_IMAGES = 6
+
+
+def artefact_paths(name: str) -> dict[str, Path]:
+    return {
+        "pt": MODELS_DIR / f"qr-det-{name}.pt",
+        "onnx": MODELS_DIR / f"qr-det-{name}.onnx",
+        "metrics": MODELS_DIR / f"qr-det-{name}.metrics.json",
+    }
+
+
+def load_model(name: str, state_path: Path) -> QRDetector:
+    model = build(name)
+    model.load_state_dict(torch.load(state_path, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def export(name: str, checkpoint: Path) -> dict[str, object]:
+    """Writes `models/qr-det-{name}.pt` and `.onnx`; returns the parity measurements."""
+    paths = artefact_paths(name)
+    model = load_model(name, checkpoint)
+    torch.save(model.state_dict(), paths["pt"])
+    size = model.config.input_size
+    example = torch.full((1, 1, size, size), 0.5)
+    maps_axes = {0: "n", 2: "h4", 3: "w4"}
+    torch.onnx.export(
+        model,
+        (example,),
+        str(paths["onnx"]),
+        input_names=["image"],
+        output_names=["heat", "box", "corners"],
+        dynamic_axes={
+            "image": {0: "n", 2: "h", 3: "w"},
+            **dict.fromkeys(("heat", "box", "corners"), maps_axes),
+        },
+        dynamo=False,
+        opset_version=OPSET,
+    )
+    onnx.checker.check_model(onnx.load(str(paths["onnx"])))
+    return parity(model, paths["onnx"])
+
+
+def parity(model: QRDetector, onnx_path: Path) -> dict[str, object]:
+    """Max absolute differences, PyTorch vs ONNX Runtime, on real validation photos at the
+    model's input size, plus one batch of two at another size to prove the dynamic axes."""
+    size = model.config.input_size
+    torch_run, onnx_run = torch_runner(model), onnx_runner(onnx_path)
+    worst = {"heat": 0.0, "box_px": 0.0, "corners_px": 0.0}
+    images = [gray for gray, _, _ in _parity_pages()]
+    for gray in images:
+        tensor = letterbox(gray, size).tensor
+        _accumulate(worst, torch_run(tensor), onnx_run(tensor))
+    other = size // 2 + 32
+    batch = np.concatenate([letterbox(gray, other).tensor for gray in images[:2]])
+    dynamic = {"heat": 0.0, "box_px": 0.0, "corners_px": 0.0}
+    _accumulate(dynamic, torch_run(batch), onnx_run(batch))
+    passed = all(
+        w["heat"] < HEAT_TOLERANCE
+        and w["box_px"] < PIXEL_TOLERANCE
+        and w["corners_px"] < PIXEL_TOLERANCE
+        for w in (worst, dynamic)
+    )
+    return {
+        "images": len(images),
+        "input_size": size,
+        "max_abs_diff": {k: float(f"{v:.3g}") for k, v in worst.items()},
+        "dynamic_shape_check": {
+            "input": [2, 1, other, other],
+            "max_abs_diff": {k: float(f"{v:.3g}") for k, v in dynamic.items()},
+        },
+        "tolerance": {
+            "heat": HEAT_TOLERANCE,
+            "box_px": PIXEL_TOLERANCE,
+            "corners_px": PIXEL_TOLERANCE,
+        },
+        "passed": passed,
+    }
+
+
+def _accumulate(worst: dict[str, float], ours: tuple, theirs: tuple) -> None:
+    for key, a, b in zip(("heat", "box_px", "corners_px"), ours, theirs, strict=True):
+        worst[key] = max(worst[key], float(np.abs(a - b).max()))
+
+
+def _parity_pages() -> list[tuple[np.ndarray, None, None]]:
+    pairs = data.labelled_images(data.VAL_DIR)[:_PARITY_IMAGES]
+    pages = []
+    for image_path, _ in pairs:
+        gray = cv2.imread(str(image_path), cv2.IMREAD_GRAYSCALE)
+        if gray is None:
+            raise OSError(f"cannot read {image_path}")
+        pages.append((gray, None, None))
+    return pages

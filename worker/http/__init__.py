@@ -1,0 +1,1 @@
+"""The HTTP shim: the engine behind a small synchronous API (`qrw serve`)."""

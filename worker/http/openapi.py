@@ -1,0 +1,174 @@
+"""The shim's API as an OpenAPI 3.1 document, served at /openapi.json.
+
+Written by hand because the API is small and its body is raw bytes, which generators
+describe poorly; the test suite drives the live server from this document and checks
+every response against the schema it promises.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_ERROR = {
+    "type": "object",
+    "required": ["code", "message"],
+    "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+}
+
+_CODE = {
+    "type": "object",
+    "required": ["text", "bytes_b64", "format", "quad", "page", "stage", "decoder"],
+    "properties": {
+        "text": {"type": "string"},
+        "bytes_b64": {"type": "string", "contentEncoding": "base64"},
+        "format": {"type": "string", "enum": ["QRCode", "MicroQRCode", "RMQRCode"]},
+        "quad": {
+            "type": "array",
+            "minItems": 4,
+            "maxItems": 4,
+            "items": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
+        },
+        "page": {"type": "integer", "minimum": 0},
+        "stage": {"type": "string"},
+        "decoder": {"type": "string"},
+        "variant": {"type": "string"},
+        "model": {"type": ["string", "null"]},
+        "content_type": {"type": "string"},
+        "symbology_identifier": {"type": "string"},
+        "ec_level": {"type": "string"},
+        "version": {"type": "string"},
+    },
+}
+
+_MS = {"type": "number", "minimum": 0}
+
+DETECT_RESPONSE = {
+    "type": "object",
+    "required": [
+        "success",
+        "data",
+        "model",
+        "latency_ms",
+        "breakdown",
+        "codes",
+        "timings_ms",
+        "error",
+    ],
+    "properties": {
+        "success": {
+            "type": "boolean",
+            "description": "True when at least one code was read and nothing failed.",
+        },
+        "data": {"type": ["string", "null"], "description": "The first code's text."},
+        "model": {"type": "string", "description": "Detector models and runtime, or classical."},
+        "latency_ms": _MS,
+        "breakdown": {
+            "type": "object",
+            "required": ["preprocess_ms", "inference_ms", "postprocess_ms"],
+            "properties": {"preprocess_ms": _MS, "inference_ms": _MS, "postprocess_ms": _MS},
+        },
+        "codes": {"type": "array", "items": _CODE},
+        "timings_ms": {"type": "object", "additionalProperties": {"type": "number"}},
+        "error": {"oneOf": [{"type": "null"}, _ERROR]},
+        "format": {"type": ["string", "null"]},
+        "width": {"type": "integer"},
+        "height": {"type": "integer"},
+        "pages": {"type": "integer"},
+        "complete": {"type": "boolean"},
+        "stages_run": {"type": "array", "items": {"type": "string"}},
+    },
+}
+
+ERROR_RESPONSE = {
+    "type": "object",
+    "required": ["success", "error"],
+    "properties": {"success": {"const": False}, "error": _ERROR},
+}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+DOCUMENT: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "qr-worker HTTP shim",
+        "version": "1",
+        "description": "Reads every QR code in an image or PDF, synchronously.",
+    },
+    "paths": {
+        "/detect": {
+            "post": {
+                "operationId": "detect",
+                "summary": "Find and decode every QR code in the uploaded image or PDF.",
+                "parameters": [
+                    {
+                        "name": "want",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "enum": ["all", "first"]},
+                    },
+                    {
+                        "name": "deadline_ms",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 0, "maximum": 600000},
+                    },
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/octet-stream": {
+                            "schema": {"type": "string", "format": "binary"}
+                        },
+                        "image/*": {"schema": {"type": "string", "format": "binary"}},
+                        "application/pdf": {"schema": {"type": "string", "format": "binary"}},
+                        "multipart/form-data": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {"file": {"type": "string", "format": "binary"}},
+                            }
+                        },
+                    },
+                },
+                "responses": {
+                    "200": _json(DETECT_RESPONSE, "Scanned; `codes` may be empty."),
+                    "400": _json(ERROR_RESPONSE, "Bad parameters or an empty body."),
+                    "413": _json(ERROR_RESPONSE, "Over the byte or pixel limit."),
+                    "415": _json(ERROR_RESPONSE, "Not an image or PDF format we read."),
+                    "422": _json(ERROR_RESPONSE, "An image that cannot be decoded."),
+                    "500": _json(ERROR_RESPONSE, "A bug; the message says which."),
+                    "503": _json(ERROR_RESPONSE, "Every scan slot is busy; see Retry-After."),
+                    "504": _json(ERROR_RESPONSE, "The deadline passed before any code was read."),
+                },
+            }
+        },
+        "/healthz": {
+            "get": {
+                "operationId": "healthz",
+                "responses": {"200": _json({"type": "object"}, "The process is alive.")},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "operationId": "readyz",
+                "responses": {
+                    "200": _json({"type": "object"}, "Engine loaded (and Redis reachable)."),
+                    "503": _json({"type": "object"}, "Not ready."),
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "operationId": "metrics",
+                "responses": {
+                    "200": {
+                        "description": "Prometheus text exposition.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+    },
+}

@@ -1,0 +1,126 @@
+"""`qrw status`: what the fleet is doing, read from Redis alone.
+
+Queues with their depth, running and failed jobs; the workers RQ knows, each with its
+state and current job; and throughput over the last 1, 5 and 15 minutes, counted from
+the results stream (its entry ids are millisecond timestamps, so no extra bookkeeping).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis
+
+from worker.queue.names import RESULTS_STREAM
+from worker.settings import Settings
+
+_WINDOWS_MIN = (1, 5, 15)
+# Enough to count 15 minutes of a busy fleet; a larger backlog is reported as "at least".
+_STREAM_SCAN_LIMIT = 200_000
+
+
+def collect(settings: Settings) -> dict[str, Any]:
+    connection = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
+    try:
+        connection.ping()
+    except redis.RedisError as exc:
+        return {"redis": f"unreachable: {exc}", "queues": [], "workers": [], "throughput": {}}
+    return {
+        "redis": "ok",
+        "queues": _queues(connection, settings),
+        "workers": _workers(connection),
+        "throughput": _throughput(connection),
+    }
+
+
+def _queues(connection: redis.Redis, settings: Settings) -> list[dict[str, Any]]:
+    known = {
+        key.decode().removeprefix("rq:queue:") for key in connection.smembers("rq:queues") or ()
+    }
+    names = list(dict.fromkeys([*settings.queues, *sorted(known)]))
+    with connection.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.llen(f"rq:queue:{name}")
+            pipe.zcard(f"rq:wip:{name}")
+            pipe.zcard(f"rq:failed:{name}")
+        values = pipe.execute()
+    return [
+        {
+            "queue": name,
+            "queued": values[3 * i],
+            "started": values[3 * i + 1],
+            "failed": values[3 * i + 2],
+        }
+        for i, name in enumerate(names)
+    ]
+
+
+def _workers(connection: redis.Redis) -> list[dict[str, Any]]:
+    keys = sorted(k.decode() for k in connection.smembers("rq:workers") or ())
+    workers = []
+    for key in keys:
+        fields = {k.decode(): v.decode() for k, v in connection.hgetall(key).items()}
+        if not fields:
+            continue  # expired between the two reads: it is gone
+        workers.append(
+            {
+                "name": key.removeprefix("rq:worker:"),
+                "state": fields.get("state", "?"),
+                "current_job": fields.get("current_job") or None,
+                "queues": fields.get("queues", ""),
+                "last_heartbeat": fields.get("last_heartbeat"),
+                "successful_jobs": int(fields.get("successful_job_count") or 0),
+                "failed_jobs": int(fields.get("failed_job_count") or 0),
+            }
+        )
+    return workers
+
+
+def _throughput(connection: redis.Redis) -> dict[str, Any]:
+    now_ms = int(time.time() * 1000)
+    oldest = now_ms - max(_WINDOWS_MIN) * 60_000
+    entries = connection.xrange(RESULTS_STREAM, min=f"{oldest}-0", count=_STREAM_SCAN_LIMIT)
+    stamps = [int(entry_id.decode().split("-")[0]) for entry_id, _ in entries]
+    failed = [
+        int(entry_id.decode().split("-")[0])
+        for entry_id, fields in entries
+        if fields.get(b"ok") == b"0"
+    ]
+    report: dict[str, Any] = {}
+    for minutes in _WINDOWS_MIN:
+        since = now_ms - minutes * 60_000
+        done = sum(1 for s in stamps if s >= since)
+        report[f"{minutes}m"] = {
+            "jobs": done,
+            "failed": sum(1 for s in failed if s >= since),
+            "per_second": round(done / (minutes * 60), 3),
+        }
+    report["capped"] = len(entries) >= _STREAM_SCAN_LIMIT
+    return report
+
+
+def render(report: dict[str, Any]) -> str:
+    lines = [f"redis: {report['redis']}"]
+    if report["queues"]:
+        lines += ["", f"{'queue':<20} {'queued':>8} {'started':>8} {'failed':>8}"]
+        lines += [
+            f"{q['queue']:<20} {q['queued']:>8} {q['started']:>8} {q['failed']:>8}"
+            for q in report["queues"]
+        ]
+    lines += ["", f"workers: {len(report['workers'])}"]
+    for w in report["workers"]:
+        job = w["current_job"] or "-"
+        lines.append(
+            f"  {w['name']:<40} {w['state']:<10} job {job}  "
+            f"ok {w['successful_jobs']} failed {w['failed_jobs']}"
+        )
+    if report["throughput"]:
+        lines += ["", "finished jobs:"]
+        for window in (f"{m}m" for m in _WINDOWS_MIN):
+            row = report["throughput"][window]
+            lines.append(
+                f"  last {window:<4} {row['jobs']:>7} jobs ({row['per_second']}/s), "
+                f"{row['failed']} failed"
+            )
+    return "\n".join(lines)
