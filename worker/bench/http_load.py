@@ -1,0 +1,176 @@
+"""Load test of the HTTP shim on loopback: requests per second and latency, 1 vs 2 processes.
+
+    python -m worker.bench.http_load [--seconds 20] [--images 40] [--out docs/benchmarks.md]
+
+For each process count, `qrw serve` is started as ops run it (QRW_HTTP_PROCESSES), and
+a bounded closed loop of client threads (two per process, so the shim is kept busy
+without being asked for more than its slots) posts generated digital invoices for a
+fixed time. Each request opens its own connection, so the kernel spreads them over the
+processes. The one-process run is the baseline the two-process run is compared with,
+in the same command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from worker.bench.report import machine_line, percentile, write_section
+
+_CLIENTS_PER_PROCESS = 2
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start(processes: int, concurrency: int) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "QRW_HTTP_PROCESSES": str(processes),
+        "QRW_HTTP_CONCURRENCY": str(concurrency),
+        "QRW_LOG_LEVEL": "warning",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "worker.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("the shim did not become ready")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    import signal
+
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def run(processes: int, images: list[bytes], seconds: float) -> dict[str, Any]:
+    clients = _CLIENTS_PER_PROCESS * processes
+    # Slots for every client in each process: the kernel may send several to one process.
+    process, url = _start(processes, concurrency=clients)
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    lock = threading.Lock()
+    stop_at = time.monotonic() + seconds
+
+    def client(offset: int) -> None:
+        index = offset
+        with httpx.Client(timeout=60, headers={"Connection": "close"}) as http:
+            while time.monotonic() < stop_at:
+                body = images[index % len(images)]
+                index += clients
+                started = time.perf_counter()
+                response = http.post(f"{url}/detect", content=body)
+                elapsed = (time.perf_counter() - started) * 1000.0
+                with lock:
+                    statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+                    if response.status_code == 200:
+                        latencies.append(elapsed)
+
+    try:
+        # Warm each process's caches before the clock starts.
+        for body in images[:4]:
+            httpx.post(f"{url}/detect", content=body, timeout=60)
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        wall = time.perf_counter() - started
+    finally:
+        _stop(process)
+    return {
+        "processes": processes,
+        "clients": clients,
+        "seconds": wall,
+        "requests": sum(statuses.values()),
+        "ok": len(latencies),
+        "statuses": statuses,
+        "rps": len(latencies) / wall,
+        "median_ms": statistics.median(latencies) if latencies else float("nan"),
+        "p99_ms": percentile(latencies, 99) if latencies else float("nan"),
+    }
+
+
+def render(rows: list[dict[str, Any]], command: str, images: int) -> str:
+    base = rows[0]["rps"]
+    lines = [
+        "## HTTP shim under load",
+        "",
+        f"Command: `{command}`  ",
+        f"Machine: {machine_line()}",
+        "",
+        f"`qrw serve` on loopback, {images} generated digital invoices (PNG and JPEG, 2 MP)",
+        f"posted in a closed loop by {_CLIENTS_PER_PROCESS} client threads per shim process, one",
+        "connection per request; the clients run on the same cores as the shim. Latency as the",
+        "client saw it.",
+        "",
+        "| processes | clients | requests/s | vs 1 process | median ms | p99 ms | statuses |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        statuses = ", ".join(f"{k}: {v}" for k, v in sorted(row["statuses"].items()))
+        lines.append(
+            f"| {row['processes']} | {row['clients']} | {row['rps']:.1f} "
+            f"| {row['rps'] / base:.2f}x | {row['median_ms']:.1f} | {row['p99_ms']:.1f} "
+            f"| {statuses} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from models.synth import digital_invoice
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--images", type=int, default=40)
+    parser.add_argument("--processes", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    images = [
+        digital_invoice(5000 + k, fmt="png" if k % 2 else "jpeg").data for k in range(args.images)
+    ]
+    rows = [run(count, images, args.seconds) for count in args.processes]
+    command = "python -m worker.bench.http_load " + " ".join(argv or sys.argv[1:])
+    text = render(rows, command.strip(), args.images)
+    print(text)
+    if args.out:
+        write_section(args.out, "http", text)
+        args.out.with_name("benchmarks-http.json").write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
