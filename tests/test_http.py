@@ -273,3 +273,22 @@ def test_every_response_is_one_the_openapi_document_promises(
         assert response.status_code != 500, response.text
 
     check()
+
+
+def test_several_shim_processes_share_the_port_and_report_metrics_together(
+    tmp_path: Path,
+) -> None:
+    server = ShimProcess({"QRW_HTTP_PROCESSES": "2"}, log=tmp_path / "shim.log")
+    try:
+        wait_until(
+            lambda: httpx.get(f"{server.url}/readyz", timeout=5).status_code == 200, 60, "ready"
+        )
+        image = digital_invoice(19).data
+        for _ in range(6):  # new connections: the kernel spreads them over both processes
+            response = httpx.post(f"{server.url}/detect", content=image, timeout=30)
+            assert response.status_code == 200
+        text = httpx.get(f"{server.url}/metrics", timeout=10).text
+        # Whichever process answers the scrape, it counts every process's requests.
+        assert 'qrw_scans_total{outcome="ok",source="http"} 6.0' in text
+    finally:
+        server.stop()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shlex
 import sys
@@ -15,18 +16,23 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import onnxruntime
-import torch
+# Threads wait for each other at every operator: if they spin while another process holds
+# a core, each barrier costs a scheduler slice and PyTorch on two cores becomes 30x slower.
+# Must be set before torch loads its OpenMP runtime, hence the imports inside functions.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from models.detector import data
-from models.detector.evaluate import evaluate_model, torch_runner
-from models.detector.export import artefact_paths, export, load_model
-from models.detector.net import CONFIGS, build, parameter_count
-from models.detector.train import CHECKPOINTS, TrainConfig, train
+
+MODELS = ("small", "medium")  # net.CONFIGS' keys, spelled out so --help needs no torch
 
 
 def update_metrics(name: str, **sections: object) -> Path:
     """Merge sections into the model's metrics JSON, keeping what other steps wrote."""
+    import onnxruntime
+    import torch
+
+    from models.detector.export import artefact_paths
+    from models.detector.net import CONFIGS, build, parameter_count
+
     path = artefact_paths(name)["metrics"]
     metrics = json.loads(path.read_text()) if path.exists() else {}
     config = CONFIGS[name]
@@ -54,10 +60,14 @@ def _command() -> str:
 
 
 def cmd_cache(args: argparse.Namespace) -> None:
+    from models.detector import data
+
     print(data.build_cache(workers=args.workers, force=args.force))
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from models.detector.train import TrainConfig, train
+
     config = TrainConfig(model=args.model, seed=args.seed, minutes=args.minutes, steps=args.steps)
     best = train(config)
     summary = json.loads((best.parent / "summary.json").read_text())
@@ -84,6 +94,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def _export_and_evaluate(name: str, checkpoint: Path) -> None:
+    from models.detector.export import export
+
     parity = export(name, checkpoint)
     print("parity", json.dumps(parity))
     update_metrics(name, parity=parity)
@@ -91,11 +103,17 @@ def _export_and_evaluate(name: str, checkpoint: Path) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
+    from models.detector.train import CHECKPOINTS
+
     checkpoint = args.checkpoint or CHECKPOINTS / args.model / "best.pt"
     _export_and_evaluate(args.model, Path(checkpoint))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    from models.detector.evaluate import evaluate_model, torch_runner
+    from models.detector.export import artefact_paths, load_model
+    from models.detector.net import CONFIGS
+
     paths = artefact_paths(args.model)
     size = CONFIGS[args.model].input_size
     runner = torch_runner(load_model(args.model, paths["pt"])) if args.torch else None
@@ -116,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cache.add_argument("--workers", type=int, default=2)
     cache.add_argument("--force", action="store_true")
     cache.set_defaults(func=cmd_cache)
-    models = sorted(CONFIGS)
+    models = MODELS
     trainer = sub.add_parser("train", help="train, export and evaluate one model")
     trainer.add_argument("--model", choices=models, required=True)
     trainer.add_argument("--seed", type=int, default=0)
