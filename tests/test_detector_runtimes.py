@@ -43,8 +43,11 @@ def test_onnx_runtime_and_pytorch_give_the_same_maps(size: str) -> None:
     torch = Detector.load(size, Settings(backend="torch"))
     for page in photos():
         tensor = letterbox(page, onnx.input_size).tensor
+        # The stated tolerance: heat within 1e-4; boxes and corners, tens of pixels in
+        # size, within 0.05 px (float32 rounding in a different order), far below what
+        # moves a crop that carries an 18% margin.
         for ours, theirs, tolerance in zip(
-            onnx.session.run(tensor), torch.session.run(tensor), (1e-4, 1e-2, 1e-2), strict=True
+            onnx.session.run(tensor), torch.session.run(tensor), (1e-4, 0.05, 0.05), strict=True
         ):
             assert np.abs(ours - theirs).max() < tolerance
 

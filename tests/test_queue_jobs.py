@@ -59,7 +59,8 @@ def test_a_single_image_job_returns_codes_and_a_timing_breakdown(
     assert result["request_id"] == "r-1"
     assert result["meta"] == {"invoice": 7}
     assert base64.b64decode(result["codes"][0]["bytes_b64"]) == objects["one.png"]
-    assert result["backend"] == "classical"
+    assert result["backend"] == "onnx"
+    assert result["model"] == "qr-det-small,qr-det-medium"
     assert result["worker"]
     timings = result["timings_ms"]
     assert {"queue_wait", "fetch", "decode_image", "fast", "total"} <= set(timings)

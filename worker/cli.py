@@ -94,13 +94,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return bench(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
+    from worker.engine.detector.detector import model_dir
+    from worker.engine.detector.sessions import ModelUnavailable, check_models
+
     try:
         settings = Settings.from_env()
         # A worker pool whose every process dies loading a missing model would only
         # respawn forever; say what is wrong once, before anything starts.
-        from worker.engine.detector.detector import model_dir
-        from worker.engine.detector.sessions import ModelUnavailable, check_models
-
         if getattr(args, "needs_engine", False):
             check_models(settings.backend, settings.detector_models, model_dir(settings))
     except (SettingsError, ModelUnavailable) as exc:

@@ -47,12 +47,22 @@ def update_metrics(name: str, **sections: object) -> Path:
             "python": platform.python_version(),
             "torch": torch.__version__,
             "onnxruntime": onnxruntime.__version__,
-            "cpu": platform.processor() or platform.machine(),
+            "cpu": _cpu_name(),
+            "cpu_count": os.cpu_count(),
         },
     )
     metrics.update(sections)
     path.write_text(json.dumps(metrics, indent=2) + "\n")
     return path
+
+
+def _cpu_name() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 def _command() -> str:
@@ -66,28 +76,51 @@ def cmd_cache(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from models.detector.export import artefact_paths
     from models.detector.train import TrainConfig, train
 
-    config = TrainConfig(model=args.model, seed=args.seed, minutes=args.minutes, steps=args.steps)
+    init = str(args.init) if args.init else None
+    config = TrainConfig(
+        model=args.model,
+        seed=args.seed,
+        minutes=args.minutes,
+        steps=args.steps,
+        lr=args.lr,
+        init=init,
+        tag=args.tag,
+    )
     best = train(config)
     summary = json.loads((best.parent / "summary.json").read_text())
     print(f"trained {summary['steps']} steps in {summary['wall_s']} s; best {summary['best']}")
+    stage = {
+        "command": _command(),
+        "seed": args.seed,
+        "minutes_budget": args.minutes,
+        "peak_lr": args.lr,
+        "init": init,
+        "steps": summary["steps"],
+        "wall_s": summary["wall_s"],
+        "checkpoint_choice": "EMA weights with the best recall on the dev split "
+        "(1/16 of qr-photos held out from training); qr-photos-val not used",
+        "dev_best": {
+            "recall": summary["best"][0],
+            "precision": summary["best"][1],
+            "step": summary["best"][2],
+        },
+    }
+    stages = [stage]
+    if init is not None:
+        # A continued run: keep the record of the stages that produced its starting point.
+        metrics_path = artefact_paths(args.model)["metrics"]
+        previous = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+        earlier = previous.get("training", {})
+        stages = [*earlier.get("stages", [earlier] if earlier else []), stage]
     update_metrics(
         args.model,
         training={
-            "command": _command(),
-            "seed": args.seed,
-            "minutes_budget": args.minutes,
-            "steps": summary["steps"],
-            "wall_s": summary["wall_s"],
-            "checkpoint_choice": "EMA weights with the best recall on the dev split "
-            "(1/16 of qr-photos held out from training); qr-photos-val not used",
-            "dev_best": {
-                "precision_at_least_0.8": summary["best"][0],
-                "recall": summary["best"][1],
-                "precision": summary["best"][2],
-                "step": summary["best"][3],
-            },
+            "stages": stages,
+            "total_steps": sum(s["steps"] for s in stages),
+            "total_wall_s": round(sum(s["wall_s"] for s in stages), 1),
         },
     )
     _export_and_evaluate(args.model, best)
@@ -98,7 +131,9 @@ def _export_and_evaluate(name: str, checkpoint: Path) -> None:
 
     parity = export(name, checkpoint)
     print("parity", json.dumps(parity))
-    update_metrics(name, parity=parity)
+    source = checkpoint.resolve()
+    shown = source.relative_to(Path.cwd()) if source.is_relative_to(Path.cwd()) else source
+    update_metrics(name, parity=parity, exported_from=str(shown))
     cmd_evaluate(argparse.Namespace(model=name, torch=False))
 
 
@@ -141,6 +176,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     trainer.add_argument("--minutes", type=float, default=30.0, help="training wall-clock budget")
     trainer.add_argument(
         "--steps", type=int, default=None, help="fixed step count (reproducible schedule)"
+    )
+    trainer.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
+    trainer.add_argument(
+        "--init", type=Path, default=None, help="continue from these weights (a new cosine cycle)"
+    )
+    trainer.add_argument(
+        "--tag", default="", help="checkpoint folder suffix, so a continued run keeps its start"
     )
     trainer.set_defaults(func=cmd_train)
     exporter = sub.add_parser("export", help="export a checkpoint to .pt/.onnx and evaluate")

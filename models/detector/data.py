@@ -151,7 +151,10 @@ def _cache_real(args: tuple[str, str, str]) -> dict[str, object]:
     }
 
 
-def _cache_synth(args: tuple[str, int, int, str, bool]) -> dict[str, object]:
+SynthJob = tuple[str, int, int, str, bool]  # category, index, seed, output file, full size
+
+
+def _cache_synth(args: SynthJob) -> dict[str, object]:
     from models.synth.corpus import corpus_sample  # slow import, only for building
 
     category, index, seed, out_name, full_size = args
@@ -177,7 +180,9 @@ def _cache_synth(args: tuple[str, int, int, str, bool]) -> dict[str, object]:
     }
 
 
-def _synth_jobs(seed: int, per_category: int, negatives: int, folder: Path, full: bool) -> list:
+def _synth_jobs(
+    seed: int, per_category: int, negatives: int, folder: Path, full: bool
+) -> list[SynthJob]:
     from models.synth.corpus import CATEGORIES
 
     ext = "png" if full else "npy"

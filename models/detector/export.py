@@ -23,6 +23,7 @@ OPSET = 17
 HEAT_TOLERANCE = 1e-4
 PIXEL_TOLERANCE = 1e-2
 _PARITY_IMAGES = 6
+CANDIDATE_HEAT = 0.1  # below any threshold a runtime would decode at
 
 
 def artefact_paths(name: str) -> dict[str, Path]:
@@ -66,44 +67,74 @@ def export(name: str, checkpoint: Path) -> dict[str, object]:
 
 def parity(model: QRDetector, onnx_path: Path) -> dict[str, object]:
     """Max absolute differences, PyTorch vs ONNX Runtime, on real validation photos at the
-    model's input size, plus one batch of two at another size to prove the dynamic axes."""
+    model's input size, plus one batch of two at another size to prove the dynamic axes.
+
+    Box and corner differences are reported over the whole map and over the cells that can
+    become detections (heat >= 0.1): in background cells the network may predict boxes of
+    hundreds of pixels, where float32 rounding alone is a few thousandths of a pixel and
+    means nothing, since `decode` never reads those cells.
+    """
     size = model.config.input_size
     torch_run, onnx_run = torch_runner(model), onnx_runner(onnx_path)
-    worst = {"heat": 0.0, "box_px": 0.0, "corners_px": 0.0}
+    worst = _Worst()
     images = [gray for gray, _, _ in _parity_pages()]
     for gray in images:
         tensor = letterbox(gray, size).tensor
-        _accumulate(worst, torch_run(tensor), onnx_run(tensor))
+        worst.add(torch_run(tensor), onnx_run(tensor))
     other = size // 2 + 32
     batch = np.concatenate([letterbox(gray, other).tensor for gray in images[:2]])
-    dynamic = {"heat": 0.0, "box_px": 0.0, "corners_px": 0.0}
-    _accumulate(dynamic, torch_run(batch), onnx_run(batch))
-    passed = all(
-        w["heat"] < HEAT_TOLERANCE
-        and w["box_px"] < PIXEL_TOLERANCE
-        and w["corners_px"] < PIXEL_TOLERANCE
-        for w in (worst, dynamic)
-    )
+    dynamic = _Worst()
+    dynamic.add(torch_run(batch), onnx_run(batch))
     return {
         "images": len(images),
         "input_size": size,
-        "max_abs_diff": {k: float(f"{v:.3g}") for k, v in worst.items()},
+        "max_abs_diff": worst.all,
+        "max_abs_diff_candidate_cells": worst.candidates,
+        "candidate_cells": worst.candidate_count,
         "dynamic_shape_check": {
             "input": [2, 1, other, other],
-            "max_abs_diff": {k: float(f"{v:.3g}") for k, v in dynamic.items()},
+            "max_abs_diff": dynamic.all,
+            "max_abs_diff_candidate_cells": dynamic.candidates,
         },
         "tolerance": {
             "heat": HEAT_TOLERANCE,
             "box_px": PIXEL_TOLERANCE,
             "corners_px": PIXEL_TOLERANCE,
         },
-        "passed": passed,
+        "passed_whole_map": worst.passed(worst.all) and dynamic.passed(dynamic.all),
+        "passed_candidate_cells": worst.passed(worst.candidates)
+        and dynamic.passed(dynamic.candidates),
     }
 
 
-def _accumulate(worst: dict[str, float], ours: tuple, theirs: tuple) -> None:
-    for key, a, b in zip(("heat", "box_px", "corners_px"), ours, theirs, strict=True):
-        worst[key] = max(worst[key], float(np.abs(a - b).max()))
+class _Worst:
+    """Running maxima of |PyTorch - ONNX Runtime| per output."""
+
+    def __init__(self) -> None:
+        self.all = {"heat": 0.0, "box_px": 0.0, "corners_px": 0.0}
+        self.candidates = {"heat": 0.0, "box_px": 0.0, "corners_px": 0.0}
+        self.candidate_count = 0
+
+    def add(self, ours: tuple, theirs: tuple) -> None:
+        mask = np.maximum(ours[0], theirs[0])[:, 0] >= CANDIDATE_HEAT  # [N, H, W]
+        self.candidate_count += int(mask.sum())
+        for key, a, b in zip(("heat", "box_px", "corners_px"), ours, theirs, strict=True):
+            diff = np.abs(a - b).max(axis=1)  # worst channel per cell
+            self.all[key] = max(self.all[key], _round(diff.max()))
+            if mask.any():
+                self.candidates[key] = max(self.candidates[key], _round(diff[mask].max()))
+
+    @staticmethod
+    def passed(diffs: dict[str, float]) -> bool:
+        return (
+            diffs["heat"] < HEAT_TOLERANCE
+            and diffs["box_px"] < PIXEL_TOLERANCE
+            and diffs["corners_px"] < PIXEL_TOLERANCE
+        )
+
+
+def _round(value: float) -> float:
+    return float(f"{float(value):.3g}")
 
 
 def _parity_pages() -> list[tuple[np.ndarray, None, None]]:
