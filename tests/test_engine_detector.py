@@ -71,3 +71,10 @@ def test_the_deadline_bounds_the_detector_stages(neural: Engine) -> None:
     sample = corpus_sample("none", 0, seed=7)
     result = neural.scan(sample.data, deadline_ms=1)
     assert result.error is not None and result.error.code == "deadline_exceeded"
+
+
+def test_every_detected_code_on_a_page_is_read_not_just_the_first(neural: Engine) -> None:
+    sample = corpus_sample("multi", 15, seed=7)  # three codes the fast pass cannot read
+    result = neural.scan(sample.data)
+    assert {code.data for code in result.codes} == {code.payload for code in sample.codes}
+    assert [code.stage for code in result.codes] == ["detect_small"] * 3

@@ -61,8 +61,19 @@ def export(name: str, checkpoint: Path) -> dict[str, object]:
         dynamo=False,
         opset_version=OPSET,
     )
-    onnx.checker.check_model(onnx.load(str(paths["onnx"])))
+    _fix_channel_dims(paths["onnx"])
     return parity(model, paths["onnx"])
+
+
+def _fix_channel_dims(path: Path) -> None:
+    """Pin the outputs' channel counts, which the exporter leaves symbolic after a reshape,
+    so the graph states the contract (1, 4 and 8 channels) to whoever loads it."""
+    graph_model = onnx.load(str(path))
+    channels = {"heat": 1, "box": 4, "corners": 8}
+    for output in graph_model.graph.output:
+        output.type.tensor_type.shape.dim[1].dim_value = channels[output.name]
+    onnx.checker.check_model(graph_model, full_check=True)
+    onnx.save(graph_model, str(path))
 
 
 def parity(model: QRDetector, onnx_path: Path) -> dict[str, object]:

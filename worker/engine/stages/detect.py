@@ -74,7 +74,9 @@ class DetectorStage:
             return
         full, full_scale = page.gray(ctx.settings.thorough_max_side)
         for detection in detections:
-            if ctx.page_done(page.index):
+            # Every detection is a code of its own: with want="all", one read does not
+            # make the page done (invoices carry two codes, forms more).
+            if ctx.deadline.expired() or (ctx.want == "first" and ctx.findings.codes):
                 return
             # Detections are in reduced-page pixels; crops are cut from the larger image.
             in_page = _scaled(detection, 1.0 / reduced_scale)
