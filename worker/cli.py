@@ -249,6 +249,8 @@ def _print_results(results: list[dict[str, object]]) -> None:
                     _ms(timings.get("fetch")),
                     _ms(timings.get("decode_image")),
                     _ms(timings.get("fast")),
+                    _ms(timings.get("detect_small")),
+                    _ms(timings.get("detect_medium")),
                     _ms(timings.get("thorough")),
                     _ms((result.get("timings_ms") or {}).get("total")),  # type: ignore[union-attr]
                 )
@@ -261,6 +263,8 @@ def _print_results(results: list[dict[str, object]]) -> None:
         "fetch",
         "decode",
         "fast",
+        "detect_small",
+        "detect_medium",
         "thorough",
         "job total",
     )

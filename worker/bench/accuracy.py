@@ -281,7 +281,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="about 10 images per category")
     parser.add_argument("--per-category", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--corpus", type=Path, default=Path("build/bench-corpus"))
+    parser.add_argument(
+        "--corpus",
+        type=Path,
+        default=None,
+        help="default: build/bench-corpus (build/bench-corpus-quick with --quick, so a quick "
+        "run never regenerates the full corpus)",
+    )
     parser.add_argument(
         "--real",
         type=Path,
@@ -298,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="markdown file to update")
     args = parser.parse_args(argv)
     per_category = args.per_category or (10 if args.quick else 100)
+    if args.corpus is None:
+        args.corpus = Path("build/bench-corpus-quick" if args.quick else "build/bench-corpus")
     real = args.real if args.real is not None else ([DEFAULT_REAL] if DEFAULT_REAL.is_dir() else [])
     folders = [ensure_corpus(args.corpus, per_category, args.seed), *real]
     # --quick must finish in about two minutes: it samples the real photos too.
