@@ -225,14 +225,15 @@ def _cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
         for result in results:
             print(json.dumps(result, ensure_ascii=False), flush=True)
     else:
-        _print_results(results)
+        print_job_results(results)
     missing = len(job_ids) - len(results)
     if missing:
         print(f"{missing} job(s) gave no result within {args.wait:g} s", file=sys.stderr)
     return 0 if not missing and all(r.get("ok") for r in results) else 1
 
 
-def _print_results(results: list[dict[str, object]]) -> None:
+def print_job_results(results: list[dict[str, object]]) -> None:
+    """Job results as a table: one row per image, with its outcome and timing breakdown."""
     rows: list[tuple[str, ...]] = []
     for result in results:
         for item in result.get("items") or [result]:  # type: ignore[union-attr]

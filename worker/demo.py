@@ -60,9 +60,9 @@ def run(settings: Settings, samples: Path, count: int, workers: int) -> int:
             reply = producer.wait_for_reply(connection, reply_to, timeout=5)
             if reply is not None:
                 results.append(reply)
-        from worker.cli import _print_results
+        from worker.cli import print_job_results
 
-        _print_results(sorted(results, key=lambda r: str(r.get("image"))))
+        print_job_results(sorted(results, key=lambda r: str(r.get("image"))))
         read = sum(len(r.get("codes") or []) for r in results)
         print(f"{len(results)}/{len(refs)} jobs answered, {read} codes read", flush=True)
         return 0 if len(results) == len(refs) else 1
