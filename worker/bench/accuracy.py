@@ -49,7 +49,8 @@ def ensure_corpus(folder: Path, per_category: int, seed: int) -> Path:
 
 def _run_file(corpus: Path, name: str) -> Path:
     slug = "".join(c if c.isalnum() else "-" for c in name).strip("-")
-    return corpus.parent / "bench-runs" / f"{slug}.json"
+    # Beside their own corpus: a --quick run must never replace the full run's results.
+    return corpus.parent / f"{corpus.name}-runs" / f"{slug}.json"
 
 
 def store_run(corpus: Path, run: dict[str, Any], key: dict[str, Any]) -> None:
