@@ -293,6 +293,18 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
+    @property
+    def backend_name(self) -> str:
+        """The detector runtime as results name it: "onnx", "torch", or "classical"."""
+        return "classical" if self.backend == "none" else self.backend
+
+    @property
+    def model_names(self) -> str | None:
+        """The detector models in the cascade, e.g. "qr-det-small,qr-det-medium"."""
+        if self.backend == "none" or not self.detector_models:
+            return None
+        return ",".join(f"qr-det-{size}" for size in self.detector_models)
+
 
 def _var(name: str) -> str:
     return next(f.metadata["env"] for f in dataclasses.fields(Settings) if f.name == name)

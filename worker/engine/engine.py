@@ -39,7 +39,8 @@ class Engine:
     """Reads every QR code in an image or document.
 
     Build one per process and reuse it: it holds the stages and the detector sessions,
-    loaded once. `scan` is safe to call from one thread at a time.
+    loaded once. `scan` may run in several threads at once (the HTTP shim does): stages
+    keep no per-scan state, and ONNX Runtime and PyTorch inference are thread-safe.
     """
 
     def __init__(

@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             await anyio.to_thread.run_sync(built.warm_up)
             state["engine"] = built
             log.info("shim_ready", model=_model_name(settings), ms=_ms(started))
-        metrics.set_model(_backend(settings), _model_name(settings))
+        metrics.set_model(settings.backend_name, settings.model_names)
         yield
 
     async def detect(request: Request) -> Response:
@@ -179,14 +179,10 @@ def _redis_answers(url: str) -> bool:
         return False
 
 
-def _backend(settings: Settings) -> str:
-    return "classical" if settings.backend == "none" else settings.backend
-
-
 def _model_name(settings: Settings) -> str:
-    if settings.backend == "none" or not settings.detector_models:
-        return "classical"
-    return ",".join(f"qr-det-{s}" for s in settings.detector_models) + f"/{settings.backend}"
+    """The original service's `model` field: the detector models and their runtime."""
+    models = settings.model_names
+    return f"{models}/{settings.backend}" if models else "classical"
 
 
 def _ms(started: float) -> float:

@@ -46,13 +46,9 @@ def worker_name(rq_name: str | None = None) -> str:
 
 def backend() -> str:
     """The detector runtime this process runs ("onnx", "torch"), or "classical"."""
-    chosen = settings().backend
-    return "classical" if chosen == "none" else chosen
+    return settings().backend_name
 
 
 def model() -> str | None:
     """The detector models in this process's cascade, e.g. "qr-det-small,qr-det-medium"."""
-    chosen = settings()
-    if chosen.backend == "none" or not chosen.detector_models:
-        return None
-    return ",".join(f"qr-det-{size}" for size in chosen.detector_models)
+    return settings().model_names
