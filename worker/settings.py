@@ -41,6 +41,22 @@ class Settings:
         default=20,
         metadata=_env("QRW_MAX_PAGES", "Most pages read from one TIFF, GIF or PDF."),
     )
+    max_document_pixels: int = field(
+        default=150_000_000,
+        metadata=_env(
+            "QRW_MAX_DOCUMENT_PIXELS",
+            "Most pixels decoded from one document, all its pages and frames together: the "
+            "memory and time of a scan are bounded per document, not per page.",
+        ),
+    )
+    max_job_bytes: int = field(
+        default=1_048_576,
+        metadata=_env(
+            "QRW_MAX_JOB_BYTES",
+            "Largest job `data` accepted from the queue, in bytes, both as stored and after "
+            "zlib inflation; a larger job fails with invalid_payload before it is parsed.",
+        ),
+    )
     pdf_dpi: int = field(
         default=200,
         metadata=_env(
@@ -205,6 +221,29 @@ class Settings:
             "QRW_HTTP_CONCURRENCY",
             "Scans one shim process runs at once; a request beyond it gets 503 with "
             "Retry-After instead of waiting in an unbounded queue.",
+        ),
+    )
+    http_body_timeout: float = field(
+        default=30.0,
+        metadata=_env(
+            "QRW_HTTP_BODY_TIMEOUT",
+            "Seconds a client has to send a whole request body; a slower upload gets 408.",
+        ),
+    )
+    http_min_body_rate: int = field(
+        default=16_384,
+        metadata=_env(
+            "QRW_HTTP_MIN_BODY_RATE",
+            "Least average upload rate, bytes per second, after the first second; a client "
+            "trickling slower is cut off with 408.",
+        ),
+    )
+    http_slot_wait_ms: int = field(
+        default=250,
+        metadata=_env(
+            "QRW_HTTP_SLOT_WAIT_MS",
+            "How long a request whose body is in waits for a free scan slot before 503; a "
+            "short bounded wait keeps goodput near capacity under a burst.",
         ),
     )
     ready_needs_redis: bool = field(

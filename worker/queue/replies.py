@@ -41,3 +41,18 @@ def publish(
                 raise
             time.sleep(0.5 * 2**attempt)
     return False
+
+
+class Publisher:
+    """Publishes results for one worker process; built once, at worker start, into the
+    job context. `delivery` identifies one enqueue of a job: the same for every run of
+    that job, different when a producer reuses the id for a new job."""
+
+    def __init__(self, connection: redis.Redis, settings: Settings) -> None:
+        self.connection = connection
+        self.settings = settings
+
+    def publish(
+        self, document: dict[str, Any], reply_to: str | None, delivery: str | None = None
+    ) -> bool:
+        return publish(self.connection, document, self.settings, reply_to)
