@@ -38,12 +38,21 @@ def wait_until(condition: Callable[[], object], timeout: float, what: str) -> ob
 
 
 class RedisServer:
-    """A redis-server with append-only persistence in its own folder."""
+    """A redis-server with append-only persistence in its own folder.
 
-    def __init__(self, folder: Path) -> None:
+    `persistence=False` starts one that keeps nothing across a restart (no AOF, no RDB
+    save points), as a careless deployment would; `extra_args` go to redis-server as they
+    are (e.g. `("--rename-command", "CONFIG", "")`, as managed Redis services do).
+    """
+
+    def __init__(
+        self, folder: Path, *, persistence: bool = True, extra_args: tuple[str, ...] = ()
+    ) -> None:
         if shutil.which("redis-server") is None:
             raise RuntimeError("redis-server is not installed (make test installs it)")
         self.folder = folder
+        self.persistence = persistence
+        self.extra_args = extra_args
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.start()
@@ -67,13 +76,14 @@ class RedisServer:
                 "--dir",
                 str(self.folder),
                 "--appendonly",
-                "yes",
+                "yes" if self.persistence else "no",
                 "--appendfsync",
                 "always",
                 "--save",
                 "",
                 "--logfile",
                 str(self.folder / "redis.log"),
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

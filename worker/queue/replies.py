@@ -1,58 +1,159 @@
-"""Writing a finished job's result where the producer collects it."""
+"""Writing a finished job's result where the producer collects it (docs/protocol.md, Result).
+
+One Lua script (publish.lua) stores, streams and pushes the result all or nothing, once
+per enqueue of the job. A `Publisher` is built once per worker process, into the job
+context; it registers the script once and runs it by its digest, loading it again when
+Redis has forgotten it (a restart, SCRIPT FLUSH).
+"""
 
 from __future__ import annotations
 
 import json
+import math
+import re
 import time
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import redis
+import structlog
 
-from worker.queue.names import RESULTS_STREAM, result_key
+from worker.queue import names
 from worker.settings import Settings
 
-_SCRIPT = (Path(__file__).with_name("publish.lua")).read_text()
+log = structlog.get_logger("worker.replies")
+
+_SCRIPT = Path(__file__).with_name("publish.lua").read_text()
+# Redis restarting or failing over: about 7.5 s of backed-off tries before the error
+# reaches RQ, which then runs the job again (and the delivery token keeps it to one result).
+_ATTEMPTS = 5
+_FIRST_BACKOFF_S = 0.5
+# A document nested deeper than this is a bug upstream; its depths are cut when scrubbed.
+_MAX_DEPTH = 64
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class ReplyError(StrEnum):
+    """Why the result could not be pushed to `reply_to` (it is still stored and streamed,
+    with `reply_error` saying this)."""
+
+    OUTSIDE_NAMESPACE = "reply_outside_namespace"
+    NOT_A_LIST = "reply_not_a_list"
+
+
+class ResultNotEncodable(ValueError):
+    """The result document cannot be written as JSON even after scrubbing: a bug upstream."""
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """What one publish did. `delivered` is False when this enqueue's result had already
+    been delivered (the job ran again after its worker died): nothing was written."""
+
+    delivered: bool
+    reply_error: ReplyError | None = None
+
+
+class Publisher:
+    """Publishes results for one worker process. `delivery` identifies one enqueue of a
+    job: the same for every run of that job, different when a producer reuses the id for a
+    new job. Pass the same token for every publish of one enqueue (success or failure)."""
+
+    def __init__(self, connection: redis.Redis, settings: Settings) -> None:
+        self.connection = connection
+        self.settings = settings
+        self._script = connection.register_script(_SCRIPT)
+
+    def publish(
+        self, document: dict[str, Any], reply_to: str | None, delivery: str | None = None
+    ) -> bool:
+        """Deliver the result; False if this enqueue's result was already delivered."""
+        return self.deliver(document, reply_to, delivery).delivered
+
+    def deliver(
+        self, document: dict[str, Any], reply_to: str | None, delivery: str | None = None
+    ) -> Published:
+        job_id = str(document["job_id"])
+        keys = [
+            names.result_key(job_id),
+            names.RESULTS_STREAM,
+            names.delivery_key(job_id),
+            *([reply_to] if reply_to else []),
+        ]
+        args = [
+            encode(document),
+            self.settings.result_ttl,
+            self.settings.results_stream_maxlen,
+            job_id,
+            "1" if document.get("ok") else "0",
+            delivery or "",
+            names.REPLY_PREFIX,
+        ]
+        for attempt in range(_ATTEMPTS):
+            try:
+                status, reply_error = self._script(keys=keys, args=args)
+                break
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if attempt == _ATTEMPTS - 1:
+                    raise
+                log.warning("publish_retry", job_id=job_id, attempt=attempt + 1, error=repr(exc))
+                time.sleep(_FIRST_BACKOFF_S * 2**attempt)
+        published = Published(
+            delivered=bool(status),
+            reply_error=ReplyError(reply_error.decode()) if reply_error else None,
+        )
+        if published.reply_error:
+            log.error(
+                "reply_not_delivered",
+                job_id=job_id,
+                reply_to=reply_to[:200] if reply_to else None,
+                reason=published.reply_error.value,
+            )
+        return published
 
 
 def publish(
     connection: redis.Redis, document: dict[str, Any], settings: Settings, reply_to: str | None
 ) -> bool:
-    """Store, stream and (when asked) push the result; False if it was already delivered.
+    """One-off publish without a delivery token: the first result under a job id stays.
+    Workers use their context's `Publisher` instead."""
+    return Publisher(connection, settings).publish(document, reply_to)
 
-    Redis restarts are ridden out with a few backed-off tries; past them the error
-    propagates so RQ records the job as failed and runs it again.
+
+def encode(document: dict[str, Any]) -> bytes:
+    """The document as strict UTF-8 JSON, whatever it holds.
+
+    Text UTF-8 cannot carry (a lone surrogate) becomes U+FFFD, NaN and infinities become
+    null, anything not JSON becomes its str(): a result is always delivered, and readable
+    by strict parsers (serde_json), even when a bug upstream let such a value through.
     """
-    body = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
-    job_id = str(document["job_id"])
-    keys = [result_key(job_id), RESULTS_STREAM, *([reply_to] if reply_to else [])]
-    args = [
-        body,
-        settings.result_ttl,
-        settings.results_stream_maxlen,
-        job_id,
-        "1" if document.get("ok") else "0",
-    ]
-    for attempt in range(5):
-        try:
-            return bool(connection.eval(_SCRIPT, len(keys), *keys, *args))
-        except (redis.ConnectionError, redis.TimeoutError):
-            if attempt == 4:
-                raise
-            time.sleep(0.5 * 2**attempt)
-    return False
+    try:
+        return _dumps(document).encode("utf-8")
+    except (ValueError, TypeError, UnicodeEncodeError) as exc:
+        log.warning("result_scrubbed", job_id=str(document.get("job_id")), error=repr(exc)[:300])
+    try:
+        return _dumps(_scrub(document, 0)).encode("utf-8")
+    except (ValueError, TypeError, UnicodeEncodeError) as exc:
+        raise ResultNotEncodable(f"the result cannot be encoded as JSON: {exc!r}"[:500]) from exc
 
 
-class Publisher:
-    """Publishes results for one worker process; built once, at worker start, into the
-    job context. `delivery` identifies one enqueue of a job: the same for every run of
-    that job, different when a producer reuses the id for a new job."""
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
-    def __init__(self, connection: redis.Redis, settings: Settings) -> None:
-        self.connection = connection
-        self.settings = settings
 
-    def publish(
-        self, document: dict[str, Any], reply_to: str | None, delivery: str | None = None
-    ) -> bool:
-        return publish(self.connection, document, self.settings, reply_to)
+def _scrub(value: Any, depth: int) -> Any:
+    if depth > _MAX_DEPTH:
+        return "<nested too deep>"
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, bool | int) or value is None:
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {_scrub(str(k), depth + 1): _scrub(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub(item, depth + 1) for item in value]
+    return _SURROGATE.sub("\ufffd", str(value))

@@ -1,0 +1,208 @@
+"""Publishing a job's result (worker/queue/publish.lua through `Publisher`), against the
+session's real redis-server: exactly once per enqueue, all or nothing, and never into a
+key that is not ours."""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from tests.services import RedisServer
+from worker.queue.replies import Publisher
+from worker.settings import Settings
+
+
+def document(job_id: str, **fields: Any) -> dict[str, Any]:
+    return {"job_id": job_id, "ok": True, "error": None, "codes": [], **fields}
+
+
+def fresh_id() -> str:
+    return str(uuid.uuid4())
+
+
+def stream_entries(client: redis.Redis, job_id: str) -> list[dict[bytes, bytes]]:
+    entries = client.xrevrange("qrw:results", count=500)
+    return [fields for _, fields in entries if fields[b"job_id"].decode() == job_id]
+
+
+def stored(client: redis.Redis, job_id: str) -> dict[str, Any]:
+    raw = client.get(f"qrw:result:{job_id}")
+    assert raw is not None, f"no result stored for {job_id}"
+    return json.loads(raw)
+
+
+def replies_on(client: redis.Redis, reply_to: str) -> list[dict[str, Any]]:
+    return [json.loads(raw) for raw in client.lrange(reply_to, 0, -1)]
+
+
+@pytest.fixture
+def client(redis_server: RedisServer) -> redis.Redis:
+    return redis_server.client()
+
+
+@pytest.fixture
+def publisher(client: redis.Redis, settings: Settings) -> Publisher:
+    return Publisher(client, settings)
+
+
+def test_a_result_is_stored_streamed_and_pushed_to_its_reply_list(
+    publisher: Publisher, client: redis.Redis
+) -> None:
+    job_id, reply_to = fresh_id(), f"qrw:reply:{fresh_id()}"
+    assert publisher.publish(document(job_id, meta={"t": "é"}), reply_to, "enqueue-1") is True
+    assert stored(client, job_id)["meta"] == {"t": "é"}
+    assert [r["job_id"] for r in replies_on(client, reply_to)] == [job_id]
+    assert 0 < client.ttl(reply_to) <= 86_400
+    (entry,) = stream_entries(client, job_id)
+    assert entry[b"ok"] == b"1" and b"reply_error" not in entry
+    assert client.get(f"qrw:delivery:{job_id}") == b"enqueue-1"
+    assert 0 < client.ttl(f"qrw:delivery:{job_id}") <= client.ttl(f"qrw:result:{job_id}") + 1
+
+
+def test_running_the_same_job_again_delivers_its_result_only_once(
+    publisher: Publisher, client: redis.Redis
+) -> None:
+    job_id, reply_to = fresh_id(), f"qrw:reply:{fresh_id()}"
+    assert publisher.publish(document(job_id, run=1), reply_to, "enqueue-1") is True
+    assert publisher.publish(document(job_id, run=2), reply_to, "enqueue-1") is False
+    assert [r["run"] for r in replies_on(client, reply_to)] == [1]
+    assert stored(client, job_id)["run"] == 1
+    assert len(stream_entries(client, job_id)) == 1
+
+
+def test_a_new_job_reusing_an_id_gets_its_own_result(
+    publisher: Publisher, client: redis.Redis
+) -> None:
+    """Defect 9: the second job under a reused id was taken for a duplicate delivery of the
+    first (SET NX) and its result silently dropped."""
+    job_id, reply_to = fresh_id(), f"qrw:reply:{fresh_id()}"
+    assert publisher.publish(document(job_id, run=1), reply_to, "enqueue-1") is True
+    assert publisher.publish(document(job_id, run=2), reply_to, "enqueue-2") is True
+    assert [r["run"] for r in replies_on(client, reply_to)] == [1, 2]
+    assert stored(client, job_id)["run"] == 2
+    assert client.get(f"qrw:delivery:{job_id}") == b"enqueue-2"
+    assert len(stream_entries(client, job_id)) == 2
+
+
+def test_without_a_delivery_token_the_first_result_stays(
+    publisher: Publisher, client: redis.Redis
+) -> None:
+    job_id, reply_to = fresh_id(), f"qrw:reply:{fresh_id()}"
+    assert publisher.publish(document(job_id, run=1), reply_to) is True
+    assert publisher.publish(document(job_id, run=2), reply_to) is False
+    assert [r["run"] for r in replies_on(client, reply_to)] == [1]
+    assert client.exists(f"qrw:delivery:{job_id}") == 0
+
+
+def test_a_reply_list_outside_our_namespace_is_never_written(
+    publisher: Publisher, client: redis.Redis
+) -> None:
+    """Defect 8: another application's list got our result and an EXPIRE (its data gone a
+    day later)."""
+    theirs = f"app:list:{fresh_id()}"
+    client.rpush(theirs, "owner-1", "owner-2")
+    job_id = fresh_id()
+    assert publisher.publish(document(job_id), theirs, "enqueue-1") is True
+    assert client.lrange(theirs, 0, -1) == [b"owner-1", b"owner-2"]
+    assert client.ttl(theirs) == -1
+    result = stored(client, job_id)
+    assert result["reply_error"]["code"] == "reply_outside_namespace"
+    assert result["ok"] is True  # the scan itself succeeded; only the reply was refused
+    (entry,) = stream_entries(client, job_id)
+    assert entry[b"reply_error"] == b"reply_outside_namespace"
+    assert json.loads(entry[b"result"]) == result
+
+
+@pytest.mark.parametrize(
+    ("kind", "create", "read"),
+    [
+        ("string", lambda c, k: c.set(k, "theirs"), lambda c, k: c.get(k)),
+        ("hash", lambda c, k: c.hset(k, "field", "theirs"), lambda c, k: c.hgetall(k)),
+        ("set", lambda c, k: c.sadd(k, "theirs"), lambda c, k: c.smembers(k)),
+        ("zset", lambda c, k: c.zadd(k, {"theirs": 1}), lambda c, k: c.zrange(k, 0, -1)),
+        ("stream", lambda c, k: c.xadd(k, {"f": "theirs"}), lambda c, k: c.xlen(k)),
+    ],
+)
+def test_a_reply_key_that_is_not_a_list_is_left_alone_and_the_result_still_delivered(
+    publisher: Publisher, client: redis.Redis, kind: str, create: Any, read: Any
+) -> None:
+    """Defect 8: the script failed half-way (SET and XADD applied, RPUSH not), the job ran
+    again and its reply never arrived. Now the type is checked before any write."""
+    reply_to = f"qrw:reply:{fresh_id()}"
+    create(client, reply_to)
+    before = read(client, reply_to)
+    job_id = fresh_id()
+    assert publisher.publish(document(job_id), reply_to, "enqueue-1") is True
+    assert read(client, reply_to) == before
+    assert client.ttl(reply_to) == -1
+    result = stored(client, job_id)
+    assert result["reply_error"]["code"] == "reply_not_a_list"
+    assert kind in result["reply_error"]["message"]
+    (entry,) = stream_entries(client, job_id)
+    assert entry[b"reply_error"] == b"reply_not_a_list"
+    # Run again (as RQ would after a failure): still one delivery, nothing half-done.
+    assert publisher.publish(document(job_id), reply_to, "enqueue-1") is False
+    assert len(stream_entries(client, job_id)) == 1
+
+
+def test_a_broken_results_stream_fails_the_publish_before_anything_is_written(
+    tmp_path: Path, settings: Settings
+) -> None:
+    """All or nothing: if one write would fail, none is made."""
+    server = RedisServer(tmp_path / "redis", persistence=False)
+    try:
+        client = server.client()
+        client.set("qrw:results", "not a stream")
+        job_id, reply_to = fresh_id(), f"qrw:reply:{fresh_id()}"
+        with pytest.raises(redis.ResponseError, match="qrw:results"):
+            Publisher(client, settings).publish(document(job_id), reply_to, "enqueue-1")
+        assert client.exists(f"qrw:result:{job_id}", f"qrw:delivery:{job_id}", reply_to) == 0
+    finally:
+        server.stop()
+
+
+def test_the_script_is_registered_once_and_run_by_its_digest(
+    publisher: Publisher, client: redis.Redis
+) -> None:
+    def calls(command: str) -> int:
+        return int(client.info("commandstats").get(f"cmdstat_{command}", {}).get("calls", 0))
+
+    eval_before, evalsha_before = calls("eval"), calls("evalsha")
+    for _ in range(3):
+        publisher.publish(document(fresh_id()), None, "enqueue-1")
+    assert calls("eval") == eval_before
+    assert calls("evalsha") >= evalsha_before + 3
+
+
+def test_the_script_is_loaded_again_when_redis_has_forgotten_it(
+    publisher: Publisher, client: redis.Redis
+) -> None:
+    publisher.publish(document(fresh_id()), None, "enqueue-1")
+    client.script_flush()  # what a Redis restart does to the script cache
+    job_id = fresh_id()
+    assert publisher.publish(document(job_id), None, "enqueue-1") is True
+    assert stored(client, job_id)["job_id"] == job_id
+
+
+def test_text_that_utf8_cannot_carry_is_published_as_replacement_characters(
+    publisher: Publisher, client: redis.Redis
+) -> None:
+    """A lone surrogate is valid JSON but not UTF-8: it used to crash the worker while the
+    result was encoded. It is a bug upstream (request fields are validated), but the
+    publisher must still deliver a result that strict JSON parsers read."""
+    job_id, reply_to = fresh_id(), f"qrw:reply:{fresh_id()}"
+    doc = document(job_id, request_id="a\ud800b", meta={"k\udfff": 1}, timings_ms={"x": math.nan})
+    assert publisher.publish(doc, reply_to, "enqueue-1") is True
+    raw = client.get(f"qrw:result:{job_id}")
+    raw.decode("utf-8")  # strict
+    result = json.loads(raw, parse_constant=lambda name: pytest.fail(f"{name} in JSON"))
+    assert result["request_id"] == "a\ufffdb"
+    assert result["meta"] == {"k\ufffd": 1}
+    assert result["timings_ms"] == {"x": None}
+    assert replies_on(client, reply_to) == [result]
