@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector
 
 from worker.engine.results import ScanResult
 from worker.metrics_env import multiprocess_enabled
+from worker.queue import names, persistence
 
 __all__ = ["multiprocess_enabled"]
 
@@ -95,10 +96,10 @@ class QueueCollector(Collector):
         try:
             with self.connection.pipeline(transaction=False) as pipe:
                 for queue in self.queues:
-                    pipe.llen(f"rq:queue:{queue}")
-                    pipe.zcard(f"rq:wip:{queue}")
-                    pipe.zcard(f"rq:failed:{queue}")
-                pipe.scard("rq:workers")
+                    pipe.llen(names.rq_queue_key(queue))
+                    pipe.zcard(names.rq_started_key(queue))
+                    pipe.zcard(names.rq_failed_key(queue))
+                pipe.scard(names.RQ_WORKERS)
                 values = pipe.execute()
         except Exception:  # Redis away: the scrape still answers, without these gauges
             return
@@ -108,6 +109,25 @@ class QueueCollector(Collector):
             failed.add_metric([queue], values[3 * index + 2])
         workers.add_metric([], values[-1])
         yield from (depth, started, failed, workers)
+
+
+class PersistenceCollector(Collector):
+    """Whether Redis would keep queued jobs across a restart, read per scrape (so a fix made
+    with CONFIG SET shows without restarting workers)."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+
+    def collect(self) -> Iterator[Metric]:
+        found = persistence.check(self.connection)
+        gauge = GaugeMetricFamily(
+            "qrw_redis_persistence",
+            "1: Redis persists (AOF or RDB save points), queued jobs survive a restart; "
+            "0: it does not, a restart loses them; -1: unknown (CONFIG GET refused).",
+            labels=["mode"],
+        )
+        gauge.add_metric([found.mode.value], found.gauge)
+        yield gauge
 
 
 def multiprocess_registry(extra: Iterable[Collector] = ()) -> CollectorRegistry:

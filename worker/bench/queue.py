@@ -31,7 +31,7 @@ import redis
 
 from models.synth import digital_invoice
 from worker.bench.report import machine_line, percentile, write_section
-from worker.queue import producer
+from worker.queue import names, producer
 from worker.queue.local_redis import local_redis
 
 COMMAND = "python -m worker.bench.queue"
@@ -57,7 +57,7 @@ def start_workers(
 
 def wait_ready(client: redis.Redis, queue: str, count: int) -> float:
     started = time.perf_counter()
-    while client.scard(f"rq:workers:{queue}") < count:
+    while client.scard(names.rq_queue_workers_key(queue)) < count:
         time.sleep(0.02)
         if time.perf_counter() - started > 60:
             raise TimeoutError("workers did not register")
@@ -77,7 +77,7 @@ def collect(client: redis.Redis, reply_to: str, count: int) -> list[dict[str, An
 def latency(client: redis.Redis, queue: str, refs: list[str], jobs: int) -> dict[str, float]:
     waits, overheads, trips = [], [], []
     for i in range(jobs):
-        reply_to = f"qrw:reply:{uuid.uuid4()}"
+        reply_to = names.reply_key(str(uuid.uuid4()))
         started = time.perf_counter()
         producer.enqueue(client, {"image": refs[i % len(refs)], "reply_to": reply_to}, queue=queue)
         result = collect(client, reply_to, 1)[0]
@@ -95,7 +95,7 @@ def latency(client: redis.Redis, queue: str, refs: list[str], jobs: int) -> dict
 
 
 def throughput(client: redis.Redis, queue: str, refs: list[str], images: int, batch: int) -> float:
-    reply_to = f"qrw:reply:{uuid.uuid4()}"
+    reply_to = names.reply_key(str(uuid.uuid4()))
     chunks = [
         [refs[(start + k) % len(refs)] for k in range(batch)] for start in range(0, images, batch)
     ]

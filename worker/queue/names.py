@@ -10,7 +10,8 @@ DEFAULT_QUEUE = "qr"
 JOB_FUNCTION = "jobs.scan"
 ALLOWED_FUNCTIONS = frozenset({JOB_FUNCTION})
 
-# Ours.
+# Ours: every key we write starts with this.
+PREFIX = "qrw:"
 RESULTS_STREAM = "qrw:results"
 # Jobs whose id is unusable as a key (so no result can be stored under it) and job hashes
 # that cannot be read at all: one entry each, so nothing a producer enqueues vanishes.
@@ -18,6 +19,11 @@ DEAD_LETTER_STREAM = "qrw:dead-letter"
 # Reply lists a producer may name in `reply_to` all live under this prefix, so a payload can
 # never make a worker write into another application's keys.
 REPLY_PREFIX = "qrw:reply:"
+
+
+def reply_key(name: str) -> str:
+    """A reply list in our namespace, e.g. reply_key(str(uuid4()))."""
+    return f"{REPLY_PREFIX}{name}"
 
 
 def result_key(job_id: str) -> str:
@@ -29,10 +35,14 @@ def delivery_key(job_id: str) -> str:
     return f"qrw:delivery:{job_id}"
 
 
-# RQ's (RQ >= 2.4, < 4; verified against 3.0.0). We write the first three as a producer does
-# and read the rest for status and metrics.
-RQ_QUEUES = "rq:queues"
-RQ_WORKERS = "rq:workers"
+# RQ's (RQ >= 2.4, < 4; verified against 3.0.0). We write the job hash, the queue list and
+# RQ_QUEUES as a producer does (worker.queue.producer) and read the rest for status and
+# metrics; RQ itself builds the same names inside its own code.
+RQ_PREFIX = "rq:"
+RQ_QUEUES = "rq:queues"  # a set of queue keys (rq:queue:<queue>)
+RQ_WORKERS = "rq:workers"  # a set of worker keys (rq:worker:<name>)
+RQ_QUEUE_PREFIX = "rq:queue:"
+RQ_WORKER_PREFIX = "rq:worker:"
 
 
 def rq_job_key(job_id: str) -> str:
@@ -40,7 +50,12 @@ def rq_job_key(job_id: str) -> str:
 
 
 def rq_queue_key(queue: str) -> str:
-    return f"rq:queue:{queue}"
+    return f"{RQ_QUEUE_PREFIX}{queue}"
+
+
+def rq_queue_name(key: str) -> str:
+    """The queue a member of RQ_QUEUES names."""
+    return key.removeprefix(RQ_QUEUE_PREFIX)
 
 
 def rq_started_key(queue: str) -> str:
@@ -57,4 +72,9 @@ def rq_queue_workers_key(queue: str) -> str:
 
 
 def rq_worker_key(name: str) -> str:
-    return f"rq:worker:{name}"
+    return f"{RQ_WORKER_PREFIX}{name}"
+
+
+def rq_worker_name(key: str) -> str:
+    """The worker a member of RQ_WORKERS names."""
+    return key.removeprefix(RQ_WORKER_PREFIX)

@@ -11,7 +11,8 @@ from typing import Any
 
 import redis
 
-from worker.queue.names import DEFAULT_QUEUE, JOB_FUNCTION, result_key
+from worker.queue import names
+from worker.queue.names import DEFAULT_QUEUE, JOB_FUNCTION
 
 
 def rq_timestamp(moment: datetime | None = None) -> str:
@@ -32,7 +33,7 @@ def enqueue(
     now = rq_timestamp()
     with connection.pipeline(transaction=True) as pipe:
         pipe.hset(
-            f"rq:job:{job_id}",
+            names.rq_job_key(job_id),
             mapping={
                 "data": json.dumps([function, None, [payload], {}], separators=(",", ":")),
                 "origin": queue,
@@ -43,8 +44,8 @@ def enqueue(
                 "description": f"{function}(...)",
             },
         )
-        pipe.rpush(f"rq:queue:{queue}", job_id)
-        pipe.sadd("rq:queues", f"rq:queue:{queue}")
+        pipe.rpush(names.rq_queue_key(queue), job_id)
+        pipe.sadd(names.RQ_QUEUES, names.rq_queue_key(queue))
         pipe.execute()
     return job_id
 
@@ -56,5 +57,5 @@ def wait_for_reply(connection: redis.Redis, reply_to: str, timeout: float) -> di
 
 
 def fetch_result(connection: redis.Redis, job_id: str) -> dict[str, Any] | None:
-    raw = connection.get(result_key(job_id))
+    raw = connection.get(names.result_key(job_id))
     return None if raw is None else json.loads(raw)

@@ -1,7 +1,8 @@
 """`qrw status`: what the fleet is doing, read from Redis alone.
 
-Queues with their depth, running and failed jobs; the workers RQ knows, each with its
-state and current job; and throughput over the last 1, 5 and 15 minutes, counted from
+Whether Redis would keep queued jobs across a restart (its persistence); queues with their
+depth, running and failed jobs; the workers RQ knows, each with its state and current job;
+and throughput over the last 1, 5 and 15 minutes, counted from
 the results stream (its entry ids are millisecond timestamps, so no extra bookkeeping).
 """
 
@@ -12,7 +13,7 @@ from typing import Any
 
 import redis
 
-from worker.queue.names import RESULTS_STREAM
+from worker.queue import names, persistence
 from worker.settings import Settings
 
 _WINDOWS_MIN = (1, 5, 15)
@@ -25,9 +26,16 @@ def collect(settings: Settings) -> dict[str, Any]:
     try:
         connection.ping()
     except redis.RedisError as exc:
-        return {"redis": f"unreachable: {exc}", "queues": [], "workers": [], "throughput": {}}
+        return {
+            "redis": f"unreachable: {exc}",
+            "persistence": None,
+            "queues": [],
+            "workers": [],
+            "throughput": {},
+        }
     return {
         "redis": "ok",
+        "persistence": persistence.check(connection).to_dict(),
         "queues": _queues(connection, settings),
         "workers": _workers(connection),
         "throughput": _throughput(connection),
@@ -36,14 +44,14 @@ def collect(settings: Settings) -> dict[str, Any]:
 
 def _queues(connection: redis.Redis, settings: Settings) -> list[dict[str, Any]]:
     known = {
-        key.decode().removeprefix("rq:queue:") for key in connection.smembers("rq:queues") or ()
+        names.rq_queue_name(key.decode()) for key in connection.smembers(names.RQ_QUEUES) or ()
     }
-    names = list(dict.fromkeys([*settings.queues, *sorted(known)]))
+    queues = list(dict.fromkeys([*settings.queues, *sorted(known)]))
     with connection.pipeline(transaction=False) as pipe:
-        for name in names:
-            pipe.llen(f"rq:queue:{name}")
-            pipe.zcard(f"rq:wip:{name}")
-            pipe.zcard(f"rq:failed:{name}")
+        for name in queues:
+            pipe.llen(names.rq_queue_key(name))
+            pipe.zcard(names.rq_started_key(name))
+            pipe.zcard(names.rq_failed_key(name))
         values = pipe.execute()
     return [
         {
@@ -52,12 +60,12 @@ def _queues(connection: redis.Redis, settings: Settings) -> list[dict[str, Any]]
             "started": values[3 * i + 1],
             "failed": values[3 * i + 2],
         }
-        for i, name in enumerate(names)
+        for i, name in enumerate(queues)
     ]
 
 
 def _workers(connection: redis.Redis) -> list[dict[str, Any]]:
-    keys = sorted(k.decode() for k in connection.smembers("rq:workers") or ())
+    keys = sorted(k.decode() for k in connection.smembers(names.RQ_WORKERS) or ())
     workers = []
     for key in keys:
         fields = {k.decode(): v.decode() for k, v in connection.hgetall(key).items()}
@@ -65,7 +73,7 @@ def _workers(connection: redis.Redis) -> list[dict[str, Any]]:
             continue  # expired between the two reads: it is gone
         workers.append(
             {
-                "name": key.removeprefix("rq:worker:"),
+                "name": names.rq_worker_name(key),
                 "state": fields.get("state", "?"),
                 "current_job": fields.get("current_job") or None,
                 "queues": fields.get("queues", ""),
@@ -80,7 +88,7 @@ def _workers(connection: redis.Redis) -> list[dict[str, Any]]:
 def _throughput(connection: redis.Redis) -> dict[str, Any]:
     now_ms = int(time.time() * 1000)
     oldest = now_ms - max(_WINDOWS_MIN) * 60_000
-    entries = connection.xrange(RESULTS_STREAM, min=f"{oldest}-0", count=_STREAM_SCAN_LIMIT)
+    entries = connection.xrange(names.RESULTS_STREAM, min=f"{oldest}-0", count=_STREAM_SCAN_LIMIT)
     stamps = [int(entry_id.decode().split("-")[0]) for entry_id, _ in entries]
     failed = [
         int(entry_id.decode().split("-")[0])
@@ -102,6 +110,8 @@ def _throughput(connection: redis.Redis) -> dict[str, Any]:
 
 def render(report: dict[str, Any]) -> str:
     lines = [f"redis: {report['redis']}"]
+    if report.get("persistence"):
+        lines.append(f"persistence: {_persistence_line(report['persistence'])}")
     if report["queues"]:
         lines += ["", f"{'queue':<20} {'queued':>8} {'started':>8} {'failed':>8}"]
         lines += [
@@ -124,3 +134,9 @@ def render(report: dict[str, Any]) -> str:
                 f"{row['failed']} failed"
             )
     return "\n".join(lines)
+
+
+def _persistence_line(found: dict[str, Any]) -> str:
+    return persistence.Persistence(
+        persistence.Mode(found["mode"]), found["appendonly"], found["save"], found["detail"]
+    ).summary()

@@ -1,24 +1,27 @@
 """`qrw worker`: N worker processes under RQ's WorkerPool, which respawns any that dies.
 
 SIGTERM or SIGINT asks every worker for a warm shutdown: each finishes its current job,
-then exits, and so does the pool.
+then exits, and so does the pool. Before any worker starts, the pool checks that Redis
+persists (see worker.queue.persistence) and logs an error when it does not.
 """
 
 from __future__ import annotations
 
+import redis
 import structlog
 from rq import Queue
 from rq.serializers import JSONSerializer
 from rq.worker_pool import WorkerPool
 
 from worker.metrics_env import prepare_multiprocess
-from worker.queue import runtime
+from worker.queue import persistence, runtime
 from worker.queue.rq_worker import QrJob, worker_class
 from worker.settings import Settings
 
 
 def run(settings: Settings, queues: tuple[str, ...], workers: int, *, burst: bool = False) -> int:
     connection = runtime.connect(settings.redis_url)
+    check_persistence(connection)
     if settings.metrics_port:
         serve_metrics(settings, connection, queues)
     pool = WorkerPool(
@@ -34,7 +37,24 @@ def run(settings: Settings, queues: tuple[str, ...], workers: int, *, burst: boo
     return 0
 
 
-def serve_metrics(settings: Settings, connection: object, queues: tuple[str, ...]) -> None:
+def check_persistence(connection: redis.Redis) -> persistence.Persistence:
+    """Say loudly when a Redis restart would lose every queued job; never stop the workers
+    for it (jobs still run, and ops may be fixing Redis as we speak)."""
+    found = persistence.check(connection)
+    log = structlog.get_logger("worker")
+    fields = {"mode": found.mode.value, "appendonly": found.appendonly, "save": found.save}
+    if found.mode is persistence.Mode.NONE:
+        log.error("redis_not_persistent", message=found.summary(), **fields)
+    elif found.mode is persistence.Mode.UNKNOWN:
+        log.warning("redis_persistence_unknown", message=found.summary(), **fields)
+    elif found.mode is persistence.Mode.RDB:
+        log.warning("redis_persistence_snapshots_only", message=found.summary(), **fields)
+    else:
+        log.info("redis_persistence", **fields)
+    return found
+
+
+def serve_metrics(settings: Settings, connection: redis.Redis, queues: tuple[str, ...]) -> None:
     """All worker processes' metrics and the queue gauges, on one port, from this parent.
 
     The multiprocess folder is set before any worker process exists, so every one of
@@ -45,7 +65,9 @@ def serve_metrics(settings: Settings, connection: object, queues: tuple[str, ...
 
     from worker import metrics
 
-    registry = metrics.multiprocess_registry([metrics.QueueCollector(connection, queues)])
+    registry = metrics.multiprocess_registry(
+        [metrics.QueueCollector(connection, queues), metrics.PersistenceCollector(connection)]
+    )
     log = structlog.get_logger("worker")
     try:
         start_http_server(settings.metrics_port, registry=registry)
