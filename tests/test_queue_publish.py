@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 import redis
 
-from tests.services import RedisServer
+from models.synth import digital_invoice
+from tests.services import RedisServer, wait_until
+from worker.queue import producer
 from worker.queue.replies import Publisher
 from worker.settings import Settings
 
@@ -206,3 +208,72 @@ def test_text_that_utf8_cannot_carry_is_published_as_replacement_characters(
     assert result["meta"] == {"k\ufffd": 1}
     assert result["timings_ms"] == {"x": None}
     assert replies_on(client, reply_to) == [result]
+
+
+# Through a real worker: jobs enqueued with raw Redis commands, as the Rust producer does.
+
+
+def enqueue_raw(
+    client: redis.Redis, queue: str, job_id: str, payload: dict[str, Any], **fields: str
+) -> None:
+    stamp = producer.rq_timestamp()
+    with client.pipeline(transaction=True) as pipe:
+        pipe.hset(
+            f"rq:job:{job_id}",
+            mapping={
+                "data": json.dumps(["jobs.scan", None, [payload], {}]),
+                "origin": queue,
+                "status": "queued",
+                "created_at": stamp,
+                "enqueued_at": stamp,
+                "timeout": "60",
+                **fields,
+            },
+        )
+        pipe.rpush(f"rq:queue:{queue}", job_id)
+        pipe.execute()
+
+
+@pytest.fixture(scope="module")
+def invoice(file_root: Path) -> str:
+    path = file_root / "publish.png"
+    path.write_bytes(digital_invoice(63).data)
+    return f"file://{path}"
+
+
+def test_a_job_whose_reply_key_holds_a_string_ends_once_with_its_result_stored(
+    redis_server: RedisServer, shared_queue: str, invoice: str
+) -> None:
+    """Defect 8 end to end: the publish failed half-way, the job failed (and, with retries,
+    ran again) and the reply never arrived. `retries_left 0` makes the old failure visible
+    as RQ's status."""
+    client = redis_server.client()
+    reply_to = f"qrw:reply:{fresh_id()}"
+    client.set(reply_to, "theirs")
+    job_id = fresh_id()
+    enqueue_raw(
+        client, shared_queue, job_id, {"image": invoice, "reply_to": reply_to}, retries_left="0"
+    )
+    wait_until(lambda: client.exists(f"qrw:result:{job_id}"), 60, "the result")
+    wait_until(lambda: client.hget(f"rq:job:{job_id}", "status") != b"started", 30, "job end")
+    assert client.hget(f"rq:job:{job_id}", "status") == b"finished"
+    result = stored(client, job_id)
+    assert result["ok"] is True
+    assert result["reply_error"]["code"] == "reply_not_a_list"
+    assert client.get(reply_to) == b"theirs"
+    assert len(stream_entries(client, job_id)) == 1
+
+
+def test_a_job_naming_another_applications_list_never_touches_it(
+    redis_server: RedisServer, shared_queue: str, invoice: str
+) -> None:
+    """Defect 8 end to end: an existing `app:list` got our result and an EXPIRE 86400."""
+    client = redis_server.client()
+    theirs = f"app:list:{fresh_id()}"
+    client.rpush(theirs, "owner-1")
+    job_id = fresh_id()
+    enqueue_raw(client, shared_queue, job_id, {"image": invoice, "reply_to": theirs})
+    wait_until(lambda: client.exists(f"qrw:result:{job_id}"), 60, "the result")
+    assert client.lrange(theirs, 0, -1) == [b"owner-1"]
+    assert client.ttl(theirs) == -1
+    assert len(stream_entries(client, job_id)) == 1
