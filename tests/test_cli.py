@@ -89,6 +89,11 @@ def test_a_named_file_is_scanned_whatever_its_extension(tmp_path: Path) -> None:
         ("scan", "--want", "some", "x.png"),
         ("scan", "--deadline-ms", "-3", "x.png"),
         ("frobnicate",),
+        # Options that override a setting keep to the setting's range.
+        ("worker", "--queues", "qr", "rq:queue:other"),
+        ("worker", "--workers", "100000"),
+        ("enqueue", "--queue", "a b", "s3://invoices/a.png"),
+        ("serve", "--port", "70000"),
     ],
 )
 def test_usage_errors_exit_with_2(args: tuple[str, ...]) -> None:
@@ -99,3 +104,58 @@ def test_a_bad_setting_is_a_usage_error(invoices: Path) -> None:
     out = qrw("scan", str(invoices), env={"QRW_MAX_PIXELS": "lots"})
     assert out.returncode == 2
     assert "QRW_MAX_PIXELS" in out.stderr
+
+
+# Each of these was accepted in issue 9 and then failed in production: `qrw worker` with
+# QRW_QUEUES=" , " crash-looped its pool, a bad log level or REDIS_URL exited 1 with a
+# traceback, and the rest passed silently.
+UNWORKABLE_SETTINGS = [
+    ("QRW_QUEUES", " , "),
+    ("QRW_JOB_TIMEOUT", "99999999999"),
+    ("QRW_LOG_LEVEL", "loud"),
+    ("REDIS_URL", "http://127.0.0.1:6379/0"),
+    ("QRW_FILE_ROOTS", "relative/folder"),
+    ("QRW_S3_BUCKETS", "*"),
+    ("QRW_PDF_DPI", "100000"),
+]
+
+
+def assert_one_line_usage_error(out: subprocess.CompletedProcess[str], variable: str) -> None:
+    assert out.returncode == 2, (out.returncode, out.stderr[-2000:])
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and variable in lines[0], out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize(("variable", "value"), UNWORKABLE_SETTINGS)
+def test_a_setting_that_cannot_work_stops_the_worker_with_one_line_and_status_2(
+    variable: str, value: str
+) -> None:
+    assert_one_line_usage_error(qrw("worker", "--burst", env={variable: value}), variable)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("scan", "x.png"),
+        ("worker", "--burst"),
+        ("serve",),
+        ("enqueue", "s3://invoices/a.png"),
+        ("status",),
+        ("demo", "--count", "1"),
+    ],
+)
+def test_every_command_refuses_an_unworkable_setting_the_same_way(command: tuple[str, ...]) -> None:
+    assert_one_line_usage_error(qrw(*command, env={"REDIS_URL": "redis://h:port/0"}), "REDIS_URL")
+
+
+@pytest.mark.parametrize("deadline", ["\uff15", "\u00b2", "0", "600001", "1e3", "9" * 5000])
+def test_deadline_ms_follows_the_same_rule_as_the_queue_and_the_shim(
+    invoices: Path, deadline: str
+) -> None:
+    # Full-width digits were accepted (int() reads them), and so was anything above the
+    # queue's and the shim's 600000 ms ceiling.
+    for command in (("scan", str(invoices / "a.png")), ("enqueue", "s3://invoices/a.png")):
+        out = qrw(*command, "--deadline-ms", deadline, env={"REDIS_URL": "redis://127.0.0.1:1/0"})
+        assert out.returncode == 2, (command, out.stderr[-2000:])
+        assert "deadline_ms" in out.stderr and "Traceback" not in out.stderr

@@ -5,21 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from worker.settings import Settings, SettingsError
+from worker import rules
+from worker.console import IMAGE_SUFFIXES, print_job_results, print_table
+from worker.queue import names
+from worker.settings import Settings, SettingsError, parse_one
 
 if TYPE_CHECKING:
     from worker.engine import Code
-
-# Walking a folder picks images by extension, so ground-truth sidecars and notes that
-# live beside them are not reported as unsupported inputs. Files named explicitly are
-# always scanned, whatever their name.
-IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".pdf"}
-)
 
 
 def _positive_int(text: str) -> int:
@@ -32,6 +28,36 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _rule(check: Callable[[str], object]) -> Callable[[str], object]:
+    """An argparse type from a worker.rules rule: the CLI refuses exactly what the queue
+    payload and the shim refuse, with the same message."""
+
+    def parse(text: str) -> object:
+        try:
+            return check(text)
+        except rules.RuleViolation as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
+
+
+def _setting(name: str) -> Callable[[str], object]:
+    """An argparse type for an option that overrides a setting: the setting's own range."""
+
+    def parse(text: str) -> object:
+        try:
+            value = parse_one(name, text)
+        except SettingsError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return value[0] if isinstance(value, tuple) and len(value) == 1 else value
+
+    return parse
+
+
+_want = _rule(rules.want)
+_deadline_ms = _rule(rules.deadline_ms_text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qrw", description="qr-worker: read the QR codes on invoice images."
@@ -41,22 +67,28 @@ def build_parser() -> argparse.ArgumentParser:
     scan = commands.add_parser("scan", help="scan image files or folders and print what they hold")
     scan.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     scan.add_argument("--json", action="store_true", help="one JSON object per input per line")
-    scan.add_argument("--want", choices=("first", "all"), default=None)
-    scan.add_argument("--deadline-ms", type=_positive_int, default=None, metavar="N")
+    scan.add_argument("--want", type=_want, default=None, metavar="first|all")
+    scan.add_argument("--deadline-ms", type=_deadline_ms, default=None, metavar="N")
     scan.set_defaults(needs_engine=True, handler=_cmd_scan)
 
     work = commands.add_parser("worker", help="run queue workers (RQ) until SIGTERM")
-    work.add_argument("--queues", nargs="+", default=None, help="default: QRW_QUEUES")
-    work.add_argument("--workers", type=_positive_int, default=None, help="default: QRW_WORKERS")
+    work.add_argument(
+        "--queues", nargs="+", type=_setting("queues"), default=None, help="default: QRW_QUEUES"
+    )
+    work.add_argument(
+        "--workers", type=_setting("workers"), default=None, help="default: QRW_WORKERS"
+    )
     work.add_argument("--burst", action="store_true", help="exit once the queues are empty")
     work.set_defaults(needs_engine=True, handler=_cmd_worker)
 
     enq = commands.add_parser("enqueue", help="enqueue scan jobs for image references")
     enq.add_argument("refs", nargs="+", metavar="IMAGE_REF", help="s3://bucket/key or file:///path")
-    enq.add_argument("--queue", default=None, help="default: the first of QRW_QUEUES")
+    enq.add_argument(
+        "--queue", type=_setting("queues"), default=None, help="default: the first of QRW_QUEUES"
+    )
     enq.add_argument("--batch", action="store_true", help="one job for all references")
-    enq.add_argument("--want", choices=("first", "all"), default=None)
-    enq.add_argument("--deadline-ms", type=_positive_int, default=None, metavar="N")
+    enq.add_argument("--want", type=_want, default=None, metavar="first|all")
+    enq.add_argument("--deadline-ms", type=_deadline_ms, default=None, metavar="N")
     enq.add_argument(
         "--wait",
         type=float,
@@ -70,12 +102,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="Redis, workers and sample invoices, end to end")
     demo.add_argument("--samples", type=Path, default=Path("build/samples"))
     demo.add_argument("--count", type=_positive_int, default=12)
-    demo.add_argument("--workers", type=_positive_int, default=2)
+    demo.add_argument("--workers", type=_setting("workers"), default=2)
     demo.set_defaults(needs_engine=True, handler=_cmd_demo)
 
     serve = commands.add_parser("serve", help="run the HTTP shim (POST /detect) until SIGTERM")
-    serve.add_argument("--host", default=None, help="default: QRW_HTTP_HOST")
-    serve.add_argument("--port", type=int, default=None, help="default: QRW_HTTP_PORT")
+    serve.add_argument(
+        "--host", type=_setting("http_host"), default=None, help="default: QRW_HTTP_HOST"
+    )
+    serve.add_argument(
+        "--port", type=_setting("http_port"), default=None, help="default: QRW_HTTP_PORT"
+    )
     serve.set_defaults(needs_engine=True, handler=_cmd_serve)
 
     status = commands.add_parser("status", help="queues, workers, failures and throughput")
@@ -92,20 +128,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         from worker.bench.accuracy import main as bench
 
         return bench(argv[1:])
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        if getattr(args, "needs_engine", False):
+            _check_models(settings)
+    except (SettingsError, ConfigurationError) as exc:
+        # A configuration that cannot work is a usage error: one line, status 2, before any
+        # process starts (a pool whose every process dies on it would only respawn forever).
+        print(f"qrw: error: {exc}", file=sys.stderr)
+        return 2
+    return int(args.handler(args, settings))
+
+
+class ConfigurationError(Exception):
+    """The deployment cannot run the engine (missing weights, PyTorch not installed)."""
+
+
+def _check_models(settings: Settings) -> None:
     from worker.engine.detector.detector import model_dir
     from worker.engine.detector.sessions import ModelUnavailable, check_models
 
     try:
-        settings = Settings.from_env()
-        # A worker pool whose every process dies loading a missing model would only
-        # respawn forever; say what is wrong once, before anything starts.
-        if getattr(args, "needs_engine", False):
-            check_models(settings.backend, settings.detector_models, model_dir(settings))
-    except (SettingsError, ModelUnavailable) as exc:
-        parser.error(str(exc))
-    return int(args.handler(args, settings))
+        check_models(settings.backend, settings.detector_models, model_dir(settings))
+    except ModelUnavailable as exc:
+        raise ConfigurationError(str(exc)) from exc
 
 
 def iter_inputs(paths: Sequence[Path]) -> Iterator[Path]:
@@ -152,7 +199,7 @@ def _cmd_scan(args: argparse.Namespace, settings: Settings) -> int:
                 ),
             )
     if not args.json:
-        _print_table(("source", "read by", "page", "ms", "text / error"), rows)
+        print_table(("source", "read by", "page", "ms", "text / error"), rows)
     return 1 if failed else 0
 
 
@@ -194,7 +241,7 @@ def _cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
     from worker.queue import producer, runtime
 
     connection = runtime.connect(settings.redis_url)
-    reply_to = f"qrw:reply:{uuid.uuid4()}" if args.wait else None
+    reply_to = f"{names.REPLY_PREFIX}{uuid.uuid4()}" if args.wait else None
     options = {
         key: value
         for key, value in (
@@ -232,64 +279,12 @@ def _cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if not missing and all(r.get("ok") for r in results) else 1
 
 
-def print_job_results(results: list[dict[str, object]]) -> None:
-    """Job results as a table: one row per image, with its outcome and timing breakdown."""
-    rows: list[tuple[str, ...]] = []
-    for result in results:
-        for item in result.get("items") or [result]:  # type: ignore[union-attr]
-            timings = item.get("timings_ms") or {}  # type: ignore[union-attr]
-            waited = (result.get("timings_ms") or {}).get("queue_wait")  # type: ignore[union-attr]
-            error = item.get("error")  # type: ignore[union-attr]
-            codes = item.get("codes") or []  # type: ignore[union-attr]
-            rows.append(
-                (
-                    str(item.get("image", "")).rsplit("/", 1)[-1],  # type: ignore[union-attr]
-                    error["code"] if error else f"{len(codes)} code(s)",
-                    ",".join(sorted({c["stage"] for c in codes})) or "-",
-                    _ms(waited),
-                    _ms(timings.get("fetch")),
-                    _ms(timings.get("decode_image")),
-                    _ms(timings.get("fast")),
-                    _ms(timings.get("detect_small")),
-                    _ms(timings.get("detect_medium")),
-                    _ms(timings.get("thorough")),
-                    _ms((result.get("timings_ms") or {}).get("total")),  # type: ignore[union-attr]
-                )
-            )
-    header = (
-        "image",
-        "outcome",
-        "stages",
-        "queue ms",
-        "fetch",
-        "decode",
-        "fast",
-        "detect_small",
-        "detect_medium",
-        "thorough",
-        "job total",
-    )
-    _print_table(header, rows)
-
-
-def _ms(value: object) -> str:
-    return f"{value:.1f}" if isinstance(value, int | float) else "-"
-
-
 def _shown(code: Code) -> str:
     """A one-line preview: binary payloads by size, control characters escaped."""
     if code.content_type == "Binary":
         return f"<binary, {len(code.data)} bytes>"
     text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in code.text)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    for row in [header, tuple("-" * w for w in widths), *rows]:
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        )
 
 
 if __name__ == "__main__":

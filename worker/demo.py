@@ -17,7 +17,8 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from worker.queue import producer, runtime
+from worker.console import IMAGE_SUFFIXES, print_job_results
+from worker.queue import names, producer, runtime
 from worker.queue.local_redis import local_redis
 from worker.settings import Settings
 
@@ -51,7 +52,7 @@ def run(settings: Settings, samples: Path, count: int, workers: int) -> int:
         connection = runtime.connect(url)
         _wait_for_workers(connection, queue, workers, pool)
         print(f"redis {url}, queue {queue}, {workers} worker(s), {len(refs)} invoices", flush=True)
-        reply_to = f"qrw:reply:{uuid.uuid4()}"
+        reply_to = f"{names.REPLY_PREFIX}{uuid.uuid4()}"
         for ref in refs:
             producer.enqueue(connection, {"image": ref, "reply_to": reply_to}, queue=queue)
         results: list[dict[str, Any]] = []
@@ -60,8 +61,6 @@ def run(settings: Settings, samples: Path, count: int, workers: int) -> int:
             reply = producer.wait_for_reply(connection, reply_to, timeout=5)
             if reply is not None:
                 results.append(reply)
-        from worker.cli import print_job_results
-
         print_job_results(sorted(results, key=lambda r: str(r.get("image"))))
         read = sum(len(r.get("codes") or []) for r in results)
         print(f"{len(results)}/{len(refs)} jobs answered, {read} codes read", flush=True)
@@ -69,8 +68,6 @@ def run(settings: Settings, samples: Path, count: int, workers: int) -> int:
 
 
 def _samples(folder: Path, count: int) -> list[str]:
-    from worker.cli import IMAGE_SUFFIXES
-
     existing = sorted(p for p in folder.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not existing:
         from models.synth import sample_set
@@ -86,7 +83,7 @@ def _wait_for_workers(
     connection: Any, queue: str, count: int, pool: subprocess.Popen[bytes]
 ) -> None:
     until = time.monotonic() + 60
-    while connection.scard(f"rq:workers:{queue}") < count:
+    while connection.scard(names.rq_queue_workers_key(queue)) < count:
         if pool.poll() is not None or time.monotonic() > until:
             raise SystemExit("the workers did not start")
         time.sleep(0.05)

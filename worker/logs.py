@@ -12,9 +12,8 @@ from worker.settings import Settings
 
 def configure(settings: Settings) -> None:
     """structlog for our events, and the same JSON lines for stdlib loggers (RQ's own)."""
-    level = logging.getLevelName(settings.log_level.upper())
-    if not isinstance(level, int):
-        level = logging.INFO
+    # Settings admit only the five standard names, so the lookup cannot miss.
+    level = logging.getLevelNamesMapping()[settings.log_level.upper()]
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer()
         if settings.log_format == "json"

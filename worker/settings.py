@@ -1,25 +1,192 @@
 """One settings object for the whole service, read from the environment.
 
 Every knob lives here so that the engine, the queue worker, the HTTP shim and the
-command line agree on one meaning per variable. Each field names its variable in
-its metadata, and a test keeps the README's configuration table in step with it.
+command line agree on one meaning per variable. Each field names its variable, its
+meaning and its range in its metadata; a value outside the range raises SettingsError
+with one line naming the variable, and `qrw` turns that into exit status 2. The README's
+configuration table is generated from the same metadata (`python -m worker.settings`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import math
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, get_type_hints
+
+from worker import rules
 
 
 class SettingsError(ValueError):
     """An environment variable holds a value its setting cannot take."""
 
 
-def _env(name: str, doc: str) -> dict[str, str]:
-    return {"env": name, "doc": doc}
+@dataclass(frozen=True, slots=True)
+class Range:
+    """The values one setting may take: `text` for people (the README's range column),
+    `check` for the code. `check` returns the value, normalised, or raises ValueError with
+    the rest of a sentence that starts with the variable's name ("must be ...")."""
+
+    text: str
+    check: Callable[[Any], Any]
+    low: int | float | None = None  # numeric bounds, inclusive, where there are any
+    high: int | float | None = None
+
+
+def _env(name: str, doc: str, rule: Range) -> dict[str, Any]:
+    return {"env": name, "doc": doc, "range": rule}
+
+
+def _number(low: int | float, high: int | float, unit: str = "") -> Range:
+    kind = int if isinstance(low, int) and isinstance(high, int) else float
+    text = f"{low}..{high}" + (f" {unit}" if unit else "")
+
+    def check(value: Any) -> Any:
+        # bool is an int to Python, never to an operator; NaN fails every comparison.
+        valid_type = isinstance(value, int) if kind is int else isinstance(value, int | float)
+        if isinstance(value, bool) or not valid_type or not low <= value <= high:
+            raise ValueError(f"must be {text}, got {rules.quote(value)}")
+        return value
+
+    return Range(text, check, low, high)
+
+
+def _one_of(*choices: str, fold_case: bool = False) -> Range:
+    def check(value: Any) -> Any:
+        folded = value.lower() if fold_case and isinstance(value, str) else value
+        if folded not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}; got {rules.quote(value)}")
+        return folded
+
+    return Range(", ".join(choices), check)
+
+
+# Queue names become Redis keys (rq:queue:<name>), so they keep to a key-safe alphabet.
+_QUEUE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+# S3's bucket naming rules (general purpose buckets): 3 to 63 lower-case letters, digits,
+# dots and hyphens, starting and ending with a letter or digit.
+_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_REDIS_DB = re.compile(r"/?[0-9]{0,5}")
+_HOST = re.compile(r"[A-Za-z0-9_.:%\[\]-]{1,253}")
+
+
+def _queues(value: Any) -> tuple[str, ...]:
+    names = tuple(value)
+    if not names:
+        raise ValueError("must name at least one queue")
+    for name in names:
+        if not isinstance(name, str) or not _QUEUE_NAME.fullmatch(name):
+            raise ValueError(
+                f"must hold queue names of letters, digits and - _ . only, got {rules.quote(name)}"
+            )
+    if len(set(names)) != len(names):
+        raise ValueError(f"names a queue twice: {rules.quote(','.join(names))}")
+    return names
+
+
+def _detector_models(value: Any) -> tuple[str, ...]:
+    sizes = tuple(value)
+    if not sizes or any(size not in ("small", "medium") for size in sizes):
+        raise ValueError(f"must be small, medium or both, got {rules.quote(','.join(sizes))}")
+    if len(set(sizes)) != len(sizes):
+        raise ValueError(f"names a size twice: {rules.quote(','.join(sizes))}")
+    return sizes
+
+
+def _s3_bucket(entry: Any) -> str:
+    """`bucket` or `bucket/folder/...`, normalised so that a folder ends with '/': the
+    storage layer then matches whole path segments (`in/` never admits `in-evil/`)."""
+    if not isinstance(entry, str):
+        raise ValueError(f"must hold bucket names, got {rules.quote(entry)}")
+    bucket, _, prefix = entry.partition("/")
+    try:
+        ipaddress.ip_address(bucket)
+        is_ip = True
+    except ValueError:
+        is_ip = False
+    if not _BUCKET_NAME.fullmatch(bucket) or ".." in bucket or is_ip:
+        raise ValueError(
+            f"must hold S3 bucket names (3-63 of a-z 0-9 . -), optionally with a /folder/, "
+            f"got {rules.quote(entry)}"
+        )
+    segments = prefix.split("/")
+    if segments and segments[-1] == "":
+        segments.pop()  # the trailing slash of a folder
+    for segment in segments:
+        if (
+            segment in ("", ".", "..")
+            or "*" in segment
+            or not rules.text_ok(segment)
+            or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in segment)
+        ):
+            raise ValueError(
+                f"must name a folder as bucket/folder/ (no empty, '.', '..' or '*' parts), "
+                f"got {rules.quote(entry)}"
+            )
+    return f"{bucket}/{'/'.join(segments)}/" if segments else bucket
+
+
+def _s3_buckets(value: Any) -> tuple[str, ...]:
+    return tuple(_s3_bucket(entry) for entry in value)
+
+
+def _file_roots(value: Any) -> tuple[str, ...]:
+    roots: list[str] = []
+    for root in value:
+        if not isinstance(root, str) or not os.path.isabs(root):
+            raise ValueError(f"must hold absolute folder paths, got {rules.quote(root)}")
+        if not os.path.isdir(root):
+            raise ValueError(f"names a folder that does not exist: {rules.quote(root)}")
+        if os.path.realpath(root) == "/":
+            raise ValueError("must not hold / (it would admit every file on the machine)")
+        roots.append(os.path.normpath(root))
+    return tuple(roots)
+
+
+def _redis_url(value: Any) -> str:
+    """redis-py's own URL rules (the ones `Redis.from_url` applies), plus a database number
+    that redis-py would silently ignore when it is not one."""
+    from redis.connection import parse_url
+
+    if not isinstance(value, str):
+        raise ValueError(f"must be a redis://, rediss:// or unix:// URL, got {rules.quote(value)}")
+    try:
+        parse_url(value)
+    except ValueError as exc:
+        raise ValueError(
+            f"must be a redis://, rediss:// or unix:// URL, got {rules.quote(value)} "
+            f"({str(exc).splitlines()[0][:120]})"
+        ) from None
+    if not value.startswith("unix://"):
+        path = value.split("://", 1)[1].split("?", 1)[0].partition("/")[1:]
+        if not _REDIS_DB.fullmatch("".join(path)):
+            raise ValueError(f"must end in a database number, got {rules.quote(value)}")
+    return value
+
+
+def _host(value: Any) -> str:
+    if not isinstance(value, str) or not _HOST.fullmatch(value):
+        raise ValueError(f"must be an address or a host name, got {rules.quote(value)}")
+    return value
+
+
+def _model_dir(value: Any) -> str:
+    if not isinstance(value, str) or "\0" in value or not rules.text_ok(value):
+        raise ValueError(f"must be a folder path or empty, got {rules.quote(value)}")
+    return value
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false, got {rules.quote(value)}")
+    return value
+
+
+ONE_GIB = 1024**3
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +194,12 @@ class Settings:
     # Input limits: checked before any pixel is decoded, so hostile files cost nothing.
     max_bytes: int = field(
         default=50 * 1024 * 1024,
-        metadata=_env("QRW_MAX_BYTES", "Largest accepted input file, in bytes."),
+        metadata=_env(
+            "QRW_MAX_BYTES",
+            "Largest accepted input file, in bytes.",
+            # The file is held in memory whole; past half the 1 GiB budget it cannot be decoded.
+            _number(1, ONE_GIB // 2, "bytes"),
+        ),
     )
     max_pixels: int = field(
         default=60_000_000,
@@ -35,11 +207,14 @@ class Settings:
             "QRW_MAX_PIXELS",
             "Largest accepted page, in pixels (width x height), checked from the header "
             "before decoding: a 48 MP phone photo fits, a decompression bomb does not.",
+            _number(1, 250_000_000),
         ),
     )
     max_pages: int = field(
         default=20,
-        metadata=_env("QRW_MAX_PAGES", "Most pages read from one TIFF, GIF or PDF."),
+        metadata=_env(
+            "QRW_MAX_PAGES", "Most pages read from one TIFF, GIF or PDF.", _number(1, 1000)
+        ),
     )
     max_document_pixels: int = field(
         default=150_000_000,
@@ -47,6 +222,7 @@ class Settings:
             "QRW_MAX_DOCUMENT_PIXELS",
             "Most pixels decoded from one document, all its pages and frames together: the "
             "memory and time of a scan are bounded per document, not per page.",
+            _number(1, 2_000_000_000),
         ),
     )
     max_job_bytes: int = field(
@@ -55,12 +231,15 @@ class Settings:
             "QRW_MAX_JOB_BYTES",
             "Largest job `data` accepted from the queue, in bytes, both as stored and after "
             "zlib inflation; a larger job fails with invalid_payload before it is parsed.",
+            _number(1024, 64 * 1024 * 1024, "bytes"),
         ),
     )
     pdf_dpi: int = field(
         default=200,
         metadata=_env(
-            "QRW_PDF_DPI", "Resolution PDF pages are rasterised at for the thorough pass."
+            "QRW_PDF_DPI",
+            "Resolution PDF pages are rasterised at for the thorough pass.",
+            _number(36, 1200),
         ),
     )
     fast_max_side: int = field(
@@ -69,6 +248,7 @@ class Settings:
             "QRW_FAST_MAX_SIDE",
             "The fast pass works on the page reduced until its longer side is at most this many "
             "pixels (JPEGs are decoded directly at that size).",
+            _number(256, 16_384, "px"),
         ),
     )
     thorough_max_side: int = field(
@@ -76,6 +256,7 @@ class Settings:
         metadata=_env(
             "QRW_THOROUGH_MAX_SIDE",
             "The thorough pass reduces larger pages to this longer side; tiles cover the detail.",
+            _number(256, 32_768, "px"),
         ),
     )
     deadline_ms: int = field(
@@ -83,11 +264,16 @@ class Settings:
         metadata=_env(
             "QRW_DEADLINE_MS",
             "Default time budget of one scan; a request may ask for less. 0 means no deadline.",
+            _number(0, rules.MAX_DEADLINE_MS, "ms"),
         ),
     )
     want: str = field(
         default="all",
-        metadata=_env("QRW_WANT", "Default request: 'all' codes on the page, or the 'first' one."),
+        metadata=_env(
+            "QRW_WANT",
+            "Default request: 'all' codes on the page, or the 'first' one.",
+            _one_of(*(w.value for w in rules.Want)),
+        ),
     )
     backend: str = field(
         default="onnx",
@@ -95,6 +281,7 @@ class Settings:
             "QRW_BACKEND",
             "Runtime of the QR detector: 'onnx' (ONNX Runtime), 'torch' (PyTorch, installed "
             "with the [torch] extra) or 'none' (the classical cascade only). Same weights.",
+            _one_of("onnx", "torch", "none"),
         ),
     )
     detector_models: tuple[str, ...] = field(
@@ -103,6 +290,7 @@ class Settings:
             "QRW_DETECTOR_MODELS",
             "Detector sizes the cascade runs, comma-separated, in order: 'medium' runs only "
             "on pages 'small' left unread.",
+            Range("small, medium, or both", _detector_models),
         ),
     )
     model_dir: str = field(
@@ -110,6 +298,7 @@ class Settings:
         metadata=_env(
             "QRW_MODEL_DIR",
             "Folder holding qr-det-<size>.onnx / .pt. Empty: the weights shipped in `models/`.",
+            Range("a folder, or empty", _model_dir),
         ),
     )
     model_threads: int = field(
@@ -118,6 +307,7 @@ class Settings:
             "QRW_MODEL_THREADS",
             "Intra-op threads of the detector session. One per worker process gives the most "
             "images per second per core; more lowers one image's latency (the HTTP shim).",
+            _number(1, 256),
         ),
     )
     detector_threshold: float = field(
@@ -125,22 +315,33 @@ class Settings:
         metadata=_env(
             "QRW_DETECTOR_THRESHOLD",
             "Least detector confidence for a region to be rectified and decoded.",
+            _number(0.01, 0.99),
         ),
     )
     redis_url: str = field(
         default="redis://127.0.0.1:6379/0",
-        metadata=_env("REDIS_URL", "The Redis that carries the queue and the results."),
+        metadata=_env(
+            "REDIS_URL",
+            "The Redis that carries the queue and the results.",
+            Range("redis://, rediss:// or unix:// URL (redis-py's rules)", _redis_url),
+        ),
     )
     queues: tuple[str, ...] = field(
         default=("qr",),
-        metadata=_env("QRW_QUEUES", "Queues a worker takes jobs from, comma-separated, in order."),
+        metadata=_env(
+            "QRW_QUEUES",
+            "Queues a worker takes jobs from, comma-separated, in order.",
+            Range("1+ names of A-Z a-z 0-9 - _ .", _queues),
+        ),
     )
     s3_buckets: tuple[str, ...] = field(
         default=(),
         metadata=_env(
             "QRW_S3_BUCKETS",
-            "Buckets images may be read from, comma-separated; `bucket/prefix/` limits a bucket "
-            "to keys under that folder. Empty: no s3:// reference is accepted.",
+            "Buckets images may be read from, comma-separated; `bucket/folder` limits a bucket "
+            "to keys under that folder (whole path segments: `in` never admits `in-evil/`). "
+            "Empty: no s3:// reference is accepted.",
+            Range("S3 bucket names, each with an optional /folder/; no *", _s3_buckets),
         ),
     )
     file_roots: tuple[str, ...] = field(
@@ -148,19 +349,30 @@ class Settings:
         metadata=_env(
             "QRW_FILE_ROOTS",
             "Folders file:// references may point into, colon-separated. Empty: none.",
+            Range("existing absolute folders, not /", _file_roots),
         ),
     )
     result_ttl: int = field(
         default=86_400,
-        metadata=_env("QRW_RESULT_TTL", "Seconds a result (and its reply list) stays in Redis."),
+        metadata=_env(
+            "QRW_RESULT_TTL",
+            "Seconds a result (and its reply list) stays in Redis.",
+            _number(1, 30 * 86_400, "s"),
+        ),
     )
     results_stream_maxlen: int = field(
         default=100_000,
-        metadata=_env("QRW_RESULTS_STREAM_MAXLEN", "Approximate cap of the qrw:results stream."),
+        metadata=_env(
+            "QRW_RESULTS_STREAM_MAXLEN",
+            "Approximate cap of the qrw:results stream.",
+            _number(100, 100_000_000),
+        ),
     )
     workers: int = field(
         default=1,
-        metadata=_env("QRW_WORKERS", "Worker processes `qrw worker` runs (one engine each)."),
+        metadata=_env(
+            "QRW_WORKERS", "Worker processes `qrw worker` runs (one engine each).", _number(1, 256)
+        ),
     )
     worker_class: str = field(
         default="simple",
@@ -169,6 +381,7 @@ class Settings:
             "'simple' (jobs run in the worker process; fastest) or 'fork' (a work-horse "
             "process per job, about 15 ms more each). Both keep a hard time limit. "
             "See docs/benchmarks.md.",
+            _one_of("simple", "fork"),
         ),
     )
     job_timeout: int = field(
@@ -177,6 +390,8 @@ class Settings:
             "QRW_JOB_TIMEOUT",
             "Hard limit in seconds for one job when the producer sets none: past it the "
             "work-horse process is killed, even inside native code.",
+            # One day: far beyond any batch, and far inside what signal timers can hold.
+            _number(1, 86_400, "s"),
         ),
     )
     max_attempts: int = field(
@@ -184,6 +399,7 @@ class Settings:
         metadata=_env(
             "QRW_MAX_ATTEMPTS",
             "Runs of a job before it fails for good when its worker dies or it crashes.",
+            _number(1, 20),
         ),
     )
     fetch_attempts: int = field(
@@ -192,6 +408,7 @@ class Settings:
             "QRW_FETCH_ATTEMPTS",
             "Tries to fetch one image on transient storage errors (5xx, timeouts, resets), "
             "with exponential backoff.",
+            _number(1, 10),
         ),
     )
     recovery_interval: int = field(
@@ -200,19 +417,27 @@ class Settings:
             "QRW_RECOVERY_INTERVAL",
             "Seconds between scans for jobs whose worker died; such a job runs again within "
             "about three times this.",
+            _number(1, 3600, "s"),
         ),
     )
     http_host: str = field(
         default="127.0.0.1",
-        metadata=_env("QRW_HTTP_HOST", "Address `qrw serve` listens on."),
+        metadata=_env(
+            "QRW_HTTP_HOST",
+            "Address `qrw serve` listens on.",
+            Range("an address or host name", _host),
+        ),
     )
     http_port: int = field(
-        default=8008, metadata=_env("QRW_HTTP_PORT", "Port `qrw serve` listens on.")
+        default=8008,
+        metadata=_env("QRW_HTTP_PORT", "Port `qrw serve` listens on.", _number(1, 65_535)),
     )
     http_processes: int = field(
         default=1,
         metadata=_env(
-            "QRW_HTTP_PROCESSES", "Processes `qrw serve` runs (each loads the engine once)."
+            "QRW_HTTP_PROCESSES",
+            "Processes `qrw serve` runs (each loads the engine once).",
+            _number(1, 256),
         ),
     )
     http_concurrency: int = field(
@@ -221,6 +446,7 @@ class Settings:
             "QRW_HTTP_CONCURRENCY",
             "Scans one shim process runs at once; a request beyond it gets 503 with "
             "Retry-After instead of waiting in an unbounded queue.",
+            _number(1, 256),
         ),
     )
     http_body_timeout: float = field(
@@ -228,6 +454,7 @@ class Settings:
         metadata=_env(
             "QRW_HTTP_BODY_TIMEOUT",
             "Seconds a client has to send a whole request body; a slower upload gets 408.",
+            _number(0.1, 3600.0, "s"),
         ),
     )
     http_min_body_rate: int = field(
@@ -236,6 +463,7 @@ class Settings:
             "QRW_HTTP_MIN_BODY_RATE",
             "Least average upload rate, bytes per second, after the first second; a client "
             "trickling slower is cut off with 408.",
+            _number(0, ONE_GIB, "bytes/s"),
         ),
     )
     http_slot_wait_ms: int = field(
@@ -244,6 +472,7 @@ class Settings:
             "QRW_HTTP_SLOT_WAIT_MS",
             "How long a request whose body is in waits for a free scan slot before 503; a "
             "short bounded wait keeps goodput near capacity under a burst.",
+            _number(0, 60_000, "ms"),
         ),
     )
     ready_needs_redis: bool = field(
@@ -251,6 +480,7 @@ class Settings:
         metadata=_env(
             "QRW_READY_NEEDS_REDIS",
             "When true, the shim's /readyz also requires REDIS_URL to answer PING.",
+            Range("true, false (or 1/0, yes/no, on/off)", _bool),
         ),
     )
     metrics_port: int = field(
@@ -259,65 +489,43 @@ class Settings:
             "QRW_METRICS_PORT",
             "Port of `qrw worker`'s Prometheus endpoint (all its processes and the queue "
             "gauges on one port); 0 turns it off.",
+            _number(0, 65_535),
         ),
     )
-    log_level: str = field(default="info", metadata=_env("QRW_LOG_LEVEL", "Log level."))
+    log_level: str = field(
+        default="info",
+        metadata=_env(
+            "QRW_LOG_LEVEL",
+            "Least level logged (any case).",
+            _one_of("debug", "info", "warning", "error", "critical", fold_case=True),
+        ),
+    )
     log_format: str = field(
         default="json",
-        metadata=_env("QRW_LOG_FORMAT", "'json' (one object per line) or 'console'."),
+        metadata=_env(
+            "QRW_LOG_FORMAT",
+            "'json' (one object per line) or 'console'.",
+            _one_of("json", "console"),
+        ),
     )
 
     def __post_init__(self) -> None:
-        for name in (
-            "max_bytes",
-            "max_pixels",
-            "max_pages",
-            "pdf_dpi",
-            "fast_max_side",
-            "result_ttl",
-            "workers",
-            "job_timeout",
-            "max_attempts",
-            "fetch_attempts",
-            "recovery_interval",
-            "model_threads",
-            "http_port",
-            "http_processes",
-            "http_concurrency",
-        ):
-            if getattr(self, name) <= 0:
-                raise SettingsError(f"{_var(name)} must be positive, got {getattr(self, name)}")
-        if not 0 <= self.metrics_port < 65536:
-            raise SettingsError(f"QRW_METRICS_PORT must be 0..65535, got {self.metrics_port}")
-        if self.deadline_ms < 0:
-            raise SettingsError(f"QRW_DEADLINE_MS must be 0 or more, got {self.deadline_ms}")
-        if self.want not in ("all", "first"):
-            raise SettingsError(f"QRW_WANT must be 'all' or 'first', got {self.want!r}")
-        if self.worker_class not in ("fork", "simple"):
-            raise SettingsError(
-                f"QRW_WORKER_CLASS must be 'fork' or 'simple', got {self.worker_class!r}"
-            )
-        if self.backend not in ("onnx", "torch", "none"):
-            raise SettingsError(
-                f"QRW_BACKEND must be 'onnx', 'torch' or 'none', got {self.backend!r}"
-            )
-        unknown = [m for m in self.detector_models if m not in ("small", "medium")]
-        if unknown:
-            raise SettingsError(f"QRW_DETECTOR_MODELS: unknown sizes {unknown}")
-        if not 0.0 < self.detector_threshold < 1.0:
-            raise SettingsError(
-                f"QRW_DETECTOR_THRESHOLD must be between 0 and 1, got {self.detector_threshold}"
-            )
-        if self.log_format not in ("json", "console"):
-            raise SettingsError(
-                f"QRW_LOG_FORMAT must be 'json' or 'console', got {self.log_format!r}"
-            )
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            try:
+                checked = f.metadata["range"].check(value)
+            except ValueError as exc:
+                raise SettingsError(f"{f.metadata['env']} {exc}") from None
+            if checked is not value:
+                # Frozen: normalising (a bucket folder's '/', a level's case) bypasses it once.
+                object.__setattr__(self, f.name, checked)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Build settings from `environ` (the process environment by default).
 
         Keyword overrides win over the environment; tests and embedders use them.
+        Raises SettingsError, one line naming the variable, for any value out of range.
         """
         environ = os.environ if environ is None else environ
         hints = get_type_hints(cls)
@@ -325,7 +533,7 @@ class Settings:
         for f in dataclasses.fields(cls):
             raw = environ.get(f.metadata["env"])
             if raw is not None and raw.strip() != "":
-                values[f.name] = _parse(f.metadata["env"], raw.strip(), hints[f.name])
+                values[f.name] = _parse(f, raw.strip(), hints[f.name])
         values.update(overrides)
         return cls(**values)
 
@@ -345,39 +553,69 @@ class Settings:
         return ",".join(f"qr-det-{size}" for size in self.detector_models)
 
 
-def _var(name: str) -> str:
-    return next(f.metadata["env"] for f in dataclasses.fields(Settings) if f.name == name)
+# ASCII only: int() and float() also take Arabic-Indic or full-width digits, and a setting
+# that reads differently to a person and to the service is a trap.
+_INT_TEXT = re.compile(r"[+-]?[0-9][0-9_]{0,30}")
+_FLOAT_TEXT = re.compile(r"[+-]?([0-9]{1,15}(\.[0-9]{0,15})?|\.[0-9]{1,15})([eE][+-]?[0-9]{1,3})?")
 
 
-def _parse(var: str, raw: str, hint: Any) -> Any:
+def _parse(f: dataclasses.Field[Any], raw: str, hint: Any) -> Any:
+    var = f.metadata["env"]
+    rule: Range = f.metadata["range"]
     if getattr(hint, "__origin__", None) is tuple:
         separator = ":" if var == "QRW_FILE_ROOTS" else ","
         return tuple(part.strip() for part in raw.split(separator) if part.strip())
     target = hint if isinstance(hint, type) else str
+    if target is bool:
+        lowered = raw.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+    elif target is int and _INT_TEXT.fullmatch(raw):
+        return int(raw.replace("_", ""))
+    elif target is float and _FLOAT_TEXT.fullmatch(raw):
+        value = float(raw)
+        if math.isfinite(value):
+            return value
+    elif target is str:
+        return raw
+    raise SettingsError(f"{var} must be {rule.text}, got {rules.quote(raw)}")
+
+
+def parse_one(name: str, raw: str) -> Any:
+    """One setting's value from text, checked against its range: for command-line options
+    that override a setting (`qrw worker --workers 4`). Raises SettingsError."""
+    f = next(f for f in dataclasses.fields(Settings) if f.name == name)
+    value = _parse(f, raw.strip(), get_type_hints(Settings)[name])
     try:
-        if target is bool:
-            lowered = raw.lower()
-            if lowered in ("1", "true", "yes", "on"):
-                return True
-            if lowered in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(raw)
-        if target is int:
-            return int(raw.replace("_", ""))
-        if target is float:
-            return float(raw)
+        return f.metadata["range"].check(value)
     except ValueError as exc:
-        raise SettingsError(f"{var}={raw!r} is not a valid {target.__name__}") from exc
-    return raw
+        raise SettingsError(f"{f.metadata['env']} {exc}") from None
 
 
 def describe() -> list[tuple[str, str, str]]:
-    """(variable, default, meaning) for every setting: the README's configuration table."""
+    """(variable, default, meaning) for every setting."""
+    return [(variable, default, doc) for variable, default, _range, doc in _rows()]
 
+
+def _rows() -> list[tuple[str, str, str, str]]:
     def shown(value: object) -> str:
         return ",".join(value) if isinstance(value, tuple) else str(value)
 
     return [
-        (f.metadata["env"], shown(f.default), f.metadata["doc"])
+        (f.metadata["env"], shown(f.default), f.metadata["range"].text, f.metadata["doc"])
         for f in dataclasses.fields(Settings)
     ]
+
+
+def markdown_table() -> str:
+    """The README's configuration table: variable, default, range and meaning of each setting."""
+    lines = ["| variable | default | range | meaning |", "|---|---|---|---|"]
+    for variable, default, text, doc in _rows():
+        lines.append(f"| `{variable}` | `{default}` | {text} | {doc} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown_table(), end="")

@@ -1,0 +1,71 @@
+"""What the command line shows and picks up, shared by `qrw` (worker.cli) and `qrw demo`
+(worker.demo): plain-text tables, the job-result table, and which files count as images
+when a folder is walked. Its own module so that the CLI and the demo both depend on it and
+never on each other."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+# Walking a folder picks images by extension, so ground-truth sidecars and notes that
+# live beside them are not reported as unsupported inputs. Files named explicitly are
+# always scanned, whatever their name.
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".pdf"}
+)
+
+JOB_RESULT_HEADER = (
+    "image",
+    "outcome",
+    "stages",
+    "queue ms",
+    "fetch",
+    "decode",
+    "fast",
+    "detect_small",
+    "detect_medium",
+    "thorough",
+    "job total",
+)
+
+
+def print_table(header: tuple[str, ...], rows: Iterable[tuple[str, ...]]) -> None:
+    """Left-aligned columns, two spaces apart, a dashed rule under the header."""
+    rows = list(rows)
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, tuple("-" * w for w in widths), *rows]:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+
+
+def print_job_results(results: Iterable[Mapping[str, Any]]) -> None:
+    """Job results as a table: one row per image, with its outcome and timing breakdown."""
+    rows: list[tuple[str, ...]] = []
+    for result in results:
+        job_timings = result.get("timings_ms") or {}
+        for item in result.get("items") or [result]:
+            timings = item.get("timings_ms") or {}
+            error = item.get("error")
+            codes = item.get("codes") or []
+            rows.append(
+                (
+                    str(item.get("image", "")).rsplit("/", 1)[-1],
+                    error["code"] if error else f"{len(codes)} code(s)",
+                    ",".join(sorted({c["stage"] for c in codes})) or "-",
+                    ms(job_timings.get("queue_wait")),
+                    ms(timings.get("fetch")),
+                    ms(timings.get("decode_image")),
+                    ms(timings.get("fast")),
+                    ms(timings.get("detect_small")),
+                    ms(timings.get("detect_medium")),
+                    ms(timings.get("thorough")),
+                    ms(job_timings.get("total")),
+                )
+            )
+    print_table(JOB_RESULT_HEADER, rows)
+
+
+def ms(value: object) -> str:
+    return f"{value:.1f}" if isinstance(value, int | float) else "-"
