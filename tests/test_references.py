@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -9,19 +12,29 @@ import pytest
 from worker.engine.errors import ScanFailed
 from worker.queue import payloads
 from worker.settings import Settings
-from worker.storage import parse_reference
+from worker.storage import fetch, parse_reference
 
 
 @pytest.fixture
 def policy(tmp_path: Path) -> Settings:
+    (tmp_path / "second-root").mkdir()
     return Settings.from_env(
-        {"QRW_S3_BUCKETS": "invoices,archive/2024/", "QRW_FILE_ROOTS": f"{tmp_path}:/nonexistent"}
+        {
+            "QRW_S3_BUCKETS": "invoices,archive/2024/,scans/in",
+            "QRW_FILE_ROOTS": f"{tmp_path}:{tmp_path / 'second-root'}",
+        }
     )
 
 
 @pytest.mark.parametrize(
     "ref",
-    ["s3://invoices/a/b.jpg", "s3://invoices/x.pdf", "s3://archive/2024/q1/x.png"],
+    [
+        "s3://invoices/a/b.jpg",
+        "s3://invoices/x.pdf",
+        "s3://archive/2024/q1/x.png",
+        "s3://scans/in/x.png",
+        "s3://scans/in/deeper/x.png",
+    ],
 )
 def test_allowed_s3_references(policy: Settings, ref: str) -> None:
     assert str(parse_reference(ref, policy)) == ref
@@ -42,6 +55,23 @@ def test_allowed_s3_references(policy: Settings, ref: str) -> None:
         ("file:///etc/passwd", "refused_reference"),
         ("file://remote-host/share/a.jpg", "invalid_payload"),
         ("", "invalid_payload"),
+        # Issue 9, defect 10: a folder given without its trailing slash (scans/in) is still a
+        # folder: whole path segments only.
+        ("s3://scans/in-evil/a.png", "refused_reference"),
+        ("s3://scans/inside.png", "refused_reference"),
+        ("s3://scans/in", "refused_reference"),
+        ("s3://archive/2024-evil/a.png", "refused_reference"),
+        # Issue 9, defect 13: a NUL byte or a lone surrogate cannot name a file or a key.
+        ("s3://invoices/a\x00.png", "invalid_payload"),
+        ("s3://invoices/a%00.png", "invalid_payload"),
+        ("s3://invoices/\ud800.png", "invalid_payload"),
+        ("s3://invoices/a%ff.png", "invalid_payload"),
+        ("file:///tmp/a\x00.png", "invalid_payload"),
+        ("file:///tmp/a%00.png", "invalid_payload"),
+        ("file:///tmp/\ud800.png", "invalid_payload"),
+        ("file:///tmp/b\udcff.png", "invalid_payload"),
+        ("file:///tmp/%ff.png", "invalid_payload"),
+        ("s3://invoices\x00/a.png", "invalid_payload"),
     ],
 )
 def test_refused_references(policy: Settings, ref: str, code: str) -> None:
@@ -86,3 +116,58 @@ def test_a_valid_payload_becomes_a_typed_request() -> None:
 def test_reply_lists_that_could_clobber_other_keys_are_refused(reply_to: str) -> None:
     with pytest.raises(ScanFailed):
         payloads.parse({"image": "s3://a/b", "reply_to": reply_to})
+
+
+def _fetch_within(ref: str, policy: Settings, seconds: float = 20) -> ScanFailed:
+    """fetch() in a thread, so a read that blocks fails the test instead of hanging it."""
+    outcome: list[BaseException | bytes] = []
+
+    def read() -> None:
+        try:
+            outcome.append(fetch(parse_reference(ref, policy), policy))
+        except BaseException as exc:  # handed to the test thread
+            outcome.append(exc)
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert outcome, f"fetch({ref}) still blocked after {seconds} s"
+    assert isinstance(outcome[0], ScanFailed), outcome[0]
+    return outcome[0]
+
+
+def test_a_fifo_under_a_root_is_refused_without_blocking(policy: Settings, tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe.png")
+    failure = _fetch_within(f"file://{tmp_path}/pipe.png", policy)
+    assert failure.code == "read_failed" and "not a regular file" in failure.message
+
+
+def test_a_socket_or_a_folder_under_a_root_is_not_read(policy: Settings, tmp_path: Path) -> None:
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(tmp_path / "sock.png"))
+    (tmp_path / "folder.png").mkdir()
+    try:
+        for name in ("sock.png", "folder.png"):
+            assert _fetch_within(f"file://{tmp_path}/{name}", policy).code == "read_failed"
+    finally:
+        server.close()
+
+
+def test_a_file_swapped_for_a_symlink_after_the_check_is_not_followed(
+    policy: Settings, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    outside = tmp_path_factory.mktemp("outside") / "secret.png"
+    outside.write_bytes(b"secret")
+    inside = tmp_path / "a.png"
+    inside.write_bytes(b"x")
+    ref = parse_reference(f"file://{inside}", policy)
+    inside.unlink()
+    inside.symlink_to(outside)
+    with pytest.raises(ScanFailed) as caught:
+        fetch(ref, policy)
+    assert caught.value.code == "read_failed"
+
+
+def test_a_regular_file_under_a_root_is_read(policy: Settings, tmp_path: Path) -> None:
+    (tmp_path / "a.png").write_bytes(b"png bytes")
+    assert fetch(parse_reference(f"file://{tmp_path}/a.png", policy), policy) == b"png bytes"

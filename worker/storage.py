@@ -4,12 +4,19 @@
 AWS_* variables, so AWS S3, MinIO, Ceph and R2 all work) from the buckets, or bucket
 folders, in QRW_S3_BUCKETS; `file:///path` only from under QRW_FILE_ROOTS. Nothing
 else is fetched: no URL a producer writes can make a worker reach an arbitrary host.
+
+A reference is checked whole before any byte is fetched: a NUL byte, a lone surrogate or
+percent-encoding that is not UTF-8 makes it `invalid_payload`; a place outside the
+allow-lists (folders match whole path segments) makes it `refused_reference`. Under a file
+root only regular files are read, opened without blocking and without following a link
+swapped in after the check: a FIFO, socket, device or folder is `read_failed`.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from worker import rules
 from worker.engine.errors import ErrorCode, ScanFailed
 from worker.settings import Settings
 
@@ -56,14 +64,38 @@ def parse_reference(ref: object, settings: Settings) -> Reference:
             ErrorCode.INVALID_PAYLOAD, f"an image reference must be a string, got {ref!r}"
         )
     parts = urlsplit(ref)
-    if parts.scheme == "s3":
-        return _s3_reference(ref, parts.netloc, unquote(parts.path.lstrip("/")), settings)
-    if parts.scheme == "file":
-        return _file_reference(ref, parts.netloc, unquote(parts.path), settings)
+    if parts.scheme in ("s3", "file"):
+        host, path = _text(ref, parts.netloc), _text(ref, parts.path)
+        if parts.scheme == "s3":
+            return _s3_reference(ref, host, path.lstrip("/"), settings)
+        return _file_reference(ref, host, path, settings)
     raise ScanFailed(
         ErrorCode.REFUSED_REFERENCE,
         f"{_short(ref)}: only s3:// and file:// references are accepted",
     )
+
+
+def _text(ref: str, component: str) -> str:
+    """A URL component decoded to text a path or key can hold, or invalid_payload.
+
+    A NUL byte ends a C string early, a lone surrogate (valid in JSON as \\ud800) cannot be
+    encoded, and \\udc80-\\udcff would silently become raw bytes in a file name; none of
+    them can name a file or a key we were meant to read. Retrying cannot help, so this is
+    an input error, answered at once.
+    """
+    try:
+        decoded = unquote(component, errors="strict")
+    except UnicodeDecodeError:
+        raise ScanFailed(
+            ErrorCode.INVALID_PAYLOAD,
+            f"{_short(ref)}: percent-encoding must be UTF-8",
+        ) from None
+    if "\0" in decoded or not rules.text_ok(decoded):
+        raise ScanFailed(
+            ErrorCode.INVALID_PAYLOAD,
+            f"{_short(ref)}: a reference must not hold a NUL byte or a lone surrogate",
+        )
+    return decoded
 
 
 def _s3_reference(ref: str, bucket: str, key: str, settings: Settings) -> Reference:
@@ -73,7 +105,9 @@ def _s3_reference(ref: str, bucket: str, key: str, settings: Settings) -> Refere
         raise ScanFailed(ErrorCode.REFUSED_REFERENCE, f"{_short(ref)}: '..' is not allowed in keys")
     for allowed in settings.s3_buckets:
         allowed_bucket, _, prefix = allowed.partition("/")
-        if bucket == allowed_bucket and key.startswith(prefix):
+        # A folder matches whole path segments: `in` admits `in/x`, never `in-evil/x`.
+        folder = prefix if not prefix or prefix.endswith("/") else prefix + "/"
+        if bucket == allowed_bucket and key.startswith(folder):
             return Reference("s3", bucket, key)
     raise ScanFailed(
         ErrorCode.REFUSED_REFERENCE,
@@ -97,7 +131,8 @@ def _file_reference(ref: str, host: str, path: str, settings: Settings) -> Refer
 
 
 def _short(ref: str) -> str:
-    return ref if len(ref) <= 200 else ref[:197] + "..."
+    # repr, cut short: a hostile reference may hold control characters or be megabytes long.
+    return rules.quote(ref)
 
 
 def fetch(
@@ -130,17 +165,30 @@ def _too_large(ref: Reference, size: int, settings: Settings) -> ScanFailed:
     )
 
 
+# O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, for as long as
+# the job's hard timeout, whatever its deadline. O_NOFOLLOW: the path was resolved when the
+# reference was checked; a symlink swapped in since then is refused, not followed.
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
 def _read_file(ref: Reference, settings: Settings) -> bytes:
     try:
-        with open(ref.key, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            if size > settings.max_bytes:
-                raise _too_large(ref, size, settings)
-            data = handle.read(settings.max_bytes + 1)
+        fd = os.open(ref.key, _OPEN_FLAGS)
     except FileNotFoundError as exc:
         raise ScanFailed(ErrorCode.NOT_FOUND, f"{ref} does not exist") from exc
-    except IsADirectoryError as exc:
-        raise ScanFailed(ErrorCode.READ_FAILED, f"{ref} is a directory") from exc
+    except OSError as exc:
+        raise ScanFailed(ErrorCode.READ_FAILED, f"{ref} cannot be read: {exc.strerror}") from exc
+    try:
+        # What was opened, not what the path named a moment earlier, decides.
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            kind = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+            raise ScanFailed(ErrorCode.READ_FAILED, f"{ref} is {kind}: not read")
+        with os.fdopen(fd, "rb") as handle:
+            if info.st_size > settings.max_bytes:
+                raise _too_large(ref, info.st_size, settings)
+            data = handle.read(settings.max_bytes + 1)
     except OSError as exc:
         raise ScanFailed(ErrorCode.READ_FAILED, f"{ref} cannot be read: {exc.strerror}") from exc
     if len(data) > settings.max_bytes:  # the file grew while we read it

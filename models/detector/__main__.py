@@ -31,7 +31,7 @@ def update_metrics(name: str, **sections: object) -> Path:
     import torch
 
     from models.detector.export import artefact_paths
-    from models.detector.net import CONFIGS, build, parameter_count
+    from worker.engine.detector.net import CONFIGS, build, parameter_count
 
     path = artefact_paths(name)["metrics"]
     metrics = json.loads(path.read_text()) if path.exists() else {}
@@ -147,7 +147,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from models.detector.evaluate import evaluate_model, torch_runner
     from models.detector.export import artefact_paths, load_model
-    from models.detector.net import CONFIGS
+    from worker.engine.detector.net import CONFIGS
 
     paths = artefact_paths(args.model)
     size = CONFIGS[args.model].input_size

@@ -15,8 +15,8 @@ import torch
 
 from models.detector import data
 from models.detector.evaluate import onnx_runner, torch_runner
-from models.detector.net import QRDetector, build
 from worker.engine.detector.geometry import letterbox
+from worker.engine.detector.net import QRDetector, build
 
 MODELS_DIR = data.ROOT / "models"
 OPSET = 17

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from models.detector import data
 from models.detector.evaluate import evaluate_items, torch_runner
-from models.detector.net import STRIDE, QRDetector, build
+from worker.engine.detector.net import STRIDE, QRDetector, build
 
 CHECKPOINTS = data.ROOT / "build" / "detector-train"
 

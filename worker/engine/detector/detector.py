@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from models.detector.configs import CONFIGS
 from worker.engine.detector import geometry
+from worker.engine.detector.configs import CONFIGS
 from worker.engine.detector.sessions import Session, default_model_dir, open_session
 from worker.settings import Settings
 

@@ -1,7 +1,7 @@
 """The numpy half of the detector, shared by both runtimes and by training's evaluation.
 
 `letterbox` turns a grayscale page into the network's square input; `decode` turns the
-network's three maps (see `models.detector.net`) into detections in page pixels.
+network's three maps (see `worker.engine.detector.net`) into detections in page pixels.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-STRIDE = 4
+from worker.engine.detector.configs import STRIDE
+
 # Neutral grey for the padding: no edges, so no false centres along the border.
 PAD_VALUE = 0.5
 

@@ -65,7 +65,7 @@ class TorchSession:
     def __init__(self, path: Path, size: str, threads: int) -> None:
         import torch
 
-        from models.detector.net import build
+        from worker.engine.detector.net import build
 
         torch.set_num_threads(threads)
         self._torch = torch

@@ -1,10 +1,11 @@
-"""The detector's sizes, without importing torch (the ONNX worker needs them too)."""
+"""The detector's sizes, without importing torch: the ONNX runtime needs them, and so do
+training, export and evaluation (models/detector), which import them from here."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-STRIDE = 4  # output cells per input pixel side; geometry.STRIDE must agree
+STRIDE = 4  # input pixels per output cell side; geometry decodes the maps with it
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,8 +8,12 @@ One grayscale image in, three maps out at stride 4:
                           in canonical order (see `canonical_corners`).
 
 The decoding of those maps (peaks, boxes, quads, NMS) is plain numpy in
-`worker.engine.detector.decode`, shared by both runtimes, so the exported ONNX graph
+`worker.engine.detector.geometry`, shared by both runtimes, so the exported ONNX graph
 and the PyTorch module are the same function and parity is a tensor comparison.
+
+The network belongs to the engine (the PyTorch runtime builds it to load the shipped
+`.pt` weights); training, export and evaluation in `models/detector` import it from here,
+so the runtime never imports training code.
 Depthwise-separable blocks and ReLU only: the operators ONNX Runtime's CPU provider
 runs fastest, and nothing a quantiser trips on.
 """
@@ -20,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from models.detector.configs import CONFIGS, STRIDE, NetConfig
+from worker.engine.detector.configs import CONFIGS, STRIDE, NetConfig
 
 # Sigmoid prior of the heat logits at initialisation (CenterNet): few cells hold a centre.
 _HEAT_PRIOR_BIAS = -4.6
