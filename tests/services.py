@@ -88,7 +88,7 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_until(self._ping, 10, "redis-server to answer")
+        wait_until(self._ping, 30, "redis-server to answer")  # a loaded CI machine
 
     def _ping(self) -> bool:
         try:

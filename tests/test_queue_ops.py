@@ -15,7 +15,7 @@ import pytest
 from models.synth import digital_invoice
 from tests.conftest import reply_list, wait_results
 from tests.services import RedisServer, free_port, wait_until
-from worker.queue import producer
+from worker.queue import persistence, producer
 
 
 @pytest.fixture
@@ -119,6 +119,21 @@ def test_status_says_whether_queued_jobs_would_survive_a_redis_restart(
     }
     text = qrw("status", redis_url=forgetful_redis.url).stdout
     assert "persistence: NONE: queued jobs and results are lost when Redis restarts" in text
+
+
+def test_the_persistence_check_follows_config_changes_made_at_runtime(
+    forgetful_redis: RedisServer,
+) -> None:
+    client = forgetful_redis.client()
+    assert persistence.check(client).mode is persistence.Mode.NONE
+    client.config_set("save", "3600 1")
+    snapshots = persistence.check(client)
+    assert (snapshots.mode, snapshots.survives_restart) == (persistence.Mode.RDB, True)
+    assert "a crash loses jobs" in snapshots.summary()
+    client.config_set("appendonly", "yes")
+    assert persistence.check(client).mode is persistence.Mode.AOF_RDB
+    client.config_set("save", "")
+    assert persistence.check(client).gauge == 1
 
 
 def test_status_reports_persistence_as_unknown_where_config_is_disabled(tmp_path: Path) -> None:
