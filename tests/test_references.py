@@ -72,6 +72,11 @@ def test_allowed_s3_references(policy: Settings, ref: str) -> None:
         ("file:///tmp/b\udcff.png", "invalid_payload"),
         ("file:///tmp/%ff.png", "invalid_payload"),
         ("s3://invoices\x00/a.png", "invalid_payload"),
+        # urlsplit silently drops tabs and newlines, so these would name another object.
+        ("s3://invoices/a\nb.png", "invalid_payload"),
+        ("file:///tmp/a\tb.png", "invalid_payload"),
+        ("s3://invoices/a\x7fb.png", "invalid_payload"),
+        ("s3://invoices/a%0Ab.png", "invalid_payload"),
     ],
 )
 def test_refused_references(policy: Settings, ref: str, code: str) -> None:

@@ -5,17 +5,19 @@ AWS_* variables, so AWS S3, MinIO, Ceph and R2 all work) from the buckets, or bu
 folders, in QRW_S3_BUCKETS; `file:///path` only from under QRW_FILE_ROOTS. Nothing
 else is fetched: no URL a producer writes can make a worker reach an arbitrary host.
 
-A reference is checked whole before any byte is fetched: a NUL byte, a lone surrogate or
-percent-encoding that is not UTF-8 makes it `invalid_payload`; a place outside the
-allow-lists (folders match whole path segments) makes it `refused_reference`. Under a file
-root only regular files are read, opened without blocking and without following a link
-swapped in after the check: a FIFO, socket, device or folder is `read_failed`.
+A reference is checked whole before any byte is fetched: a control character (NUL, tab,
+newline...), a lone surrogate or percent-encoding that is not UTF-8 makes it
+`invalid_payload`; a place outside the allow-lists (folders match whole path segments)
+makes it `refused_reference`. Under a file root only regular files are read, opened
+without blocking and without following a link swapped in after the check: a FIFO, socket,
+device or folder is `read_failed`.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import re
 import stat
 import time
 from collections.abc import Callable
@@ -43,6 +45,9 @@ _TRANSIENT_S3_CODES = frozenset(
 _MISSING_S3_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "404", "NotFound"})
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 class TransientFetchError(Exception):
     """Storage failed in a way that may pass: a retry is worth it."""
 
@@ -63,6 +68,12 @@ def parse_reference(ref: object, settings: Settings) -> Reference:
         raise ScanFailed(
             ErrorCode.INVALID_PAYLOAD, f"an image reference must be a string, got {ref!r}"
         )
+    if _CONTROL.search(ref):
+        # urlsplit silently drops tabs and newlines: the key read would not be the key named.
+        raise ScanFailed(
+            ErrorCode.INVALID_PAYLOAD,
+            f"{_short(ref)}: a reference must not hold control characters",
+        )
     parts = urlsplit(ref)
     if parts.scheme in ("s3", "file"):
         host, path = _text(ref, parts.netloc), _text(ref, parts.path)
@@ -78,7 +89,8 @@ def parse_reference(ref: object, settings: Settings) -> Reference:
 def _text(ref: str, component: str) -> str:
     """A URL component decoded to text a path or key can hold, or invalid_payload.
 
-    A NUL byte ends a C string early, a lone surrogate (valid in JSON as \\ud800) cannot be
+    A NUL byte ends a C string early (and, like every control character, has no place in
+    a key or a file name we would read), a lone surrogate (valid in JSON as \\ud800) cannot be
     encoded, and \\udc80-\\udcff would silently become raw bytes in a file name; none of
     them can name a file or a key we were meant to read. Retrying cannot help, so this is
     an input error, answered at once.
@@ -90,10 +102,10 @@ def _text(ref: str, component: str) -> str:
             ErrorCode.INVALID_PAYLOAD,
             f"{_short(ref)}: percent-encoding must be UTF-8",
         ) from None
-    if "\0" in decoded or not rules.text_ok(decoded):
+    if _CONTROL.search(decoded) or not rules.text_ok(decoded):
         raise ScanFailed(
             ErrorCode.INVALID_PAYLOAD,
-            f"{_short(ref)}: a reference must not hold a NUL byte or a lone surrogate",
+            f"{_short(ref)}: a reference must not hold a control character or a lone surrogate",
         )
     return decoded
 
