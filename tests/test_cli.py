@@ -94,6 +94,9 @@ def test_a_named_file_is_scanned_whatever_its_extension(tmp_path: Path) -> None:
         ("worker", "--workers", "100000"),
         ("enqueue", "--queue", "a b", "s3://invoices/a.png"),
         ("serve", "--port", "70000"),
+        ("enqueue", "--wait", "nan", "s3://invoices/a.png"),
+        ("enqueue", "--wait", "-1", "s3://invoices/a.png"),
+        ("demo", "--count", "0"),
     ],
 )
 def test_usage_errors_exit_with_2(args: tuple[str, ...]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -18,13 +19,21 @@ if TYPE_CHECKING:
     from worker.engine import Code
 
 
-def _positive_int(text: str) -> int:
+def _sample_count(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 1000:
+        raise argparse.ArgumentTypeError(f"must be a whole number 1..1000, got {rules.quote(text)}")
+    return int(text)
+
+
+def _wait_seconds(text: str) -> float:
     try:
-        value = int(text)
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+        value = math.nan
+    if not 0 < value <= 86_400:  # NaN fails this too
+        raise argparse.ArgumentTypeError(
+            f"must be seconds, 0 < S <= 86400, got {rules.quote(text)}"
+        )
     return value
 
 
@@ -91,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     enq.add_argument("--deadline-ms", type=_deadline_ms, default=None, metavar="N")
     enq.add_argument(
         "--wait",
-        type=float,
+        type=_wait_seconds,
         default=None,
         metavar="SECONDS",
         help="wait for the results (on a reply list, no polling) and print them",
@@ -101,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="Redis, workers and sample invoices, end to end")
     demo.add_argument("--samples", type=Path, default=Path("build/samples"))
-    demo.add_argument("--count", type=_positive_int, default=12)
+    demo.add_argument("--count", type=_sample_count, default=12)
     demo.add_argument("--workers", type=_setting("workers"), default=2)
     demo.set_defaults(needs_engine=True, handler=_cmd_demo)
 
