@@ -1,6 +1,7 @@
 """Load test of the HTTP shim on loopback: requests per second and latency, 1 vs 2 processes.
 
-    python -m worker.bench.http_load [--seconds 20] [--images 40] [--out docs/benchmarks.md]
+    python -m worker.bench.http_load [--seconds 20] [--images 40] [--flood 32]
+                                     [--out docs/benchmarks.md]
 
 For each process count, `qrw serve` is started as ops run it (QRW_HTTP_PROCESSES), and
 a bounded closed loop of client threads (two per process, so the shim is kept busy
@@ -8,6 +9,11 @@ without being asked for more than its slots) posts generated digital invoices fo
 fixed time. Each request opens its own connection, so the kernel spreads them over the
 processes. The one-process run is the baseline the two-process run is compared with,
 in the same command.
+
+`--flood N` adds a run of N clients against one process with its default slots (far more
+clients than slots, each posting again as soon as it is answered, 503s included): its
+successful requests per second, against the one-process closed loop, is the goodput the
+shim keeps under a burst.
 """
 
 from __future__ import annotations
@@ -38,14 +44,11 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _start(processes: int, concurrency: int) -> tuple[subprocess.Popen[bytes], str]:
+def _start(processes: int, concurrency: int | None) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
-    env = {
-        **os.environ,
-        "QRW_HTTP_PROCESSES": str(processes),
-        "QRW_HTTP_CONCURRENCY": str(concurrency),
-        "QRW_LOG_LEVEL": "warning",
-    }
+    env = {**os.environ, "QRW_HTTP_PROCESSES": str(processes), "QRW_LOG_LEVEL": "warning"}
+    if concurrency is not None:
+        env["QRW_HTTP_CONCURRENCY"] = str(concurrency)
     process = subprocess.Popen(
         [sys.executable, "-m", "worker.cli", "serve", "--port", str(port)],
         env=env,
@@ -75,10 +78,15 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
-def run(processes: int, images: list[bytes], seconds: float) -> dict[str, Any]:
-    clients = _CLIENTS_PER_PROCESS * processes
-    # Slots for every client in each process: the kernel may send several to one process.
-    process, url = _start(processes, concurrency=clients)
+def run(
+    processes: int, images: list[bytes], seconds: float, flood: int | None = None
+) -> dict[str, Any]:
+    """A closed loop of two clients per process, or, with `flood`, that many clients
+    against the shim's default slots."""
+    clients = flood or _CLIENTS_PER_PROCESS * processes
+    # Closed loop: slots for every client in each process, as the kernel may send several
+    # to one process. Flood: the slots ops get by default, far fewer than the clients.
+    process, url = _start(processes, concurrency=None if flood else clients)
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     lock = threading.Lock()
@@ -91,11 +99,14 @@ def run(processes: int, images: list[bytes], seconds: float) -> dict[str, Any]:
                 body = images[index % len(images)]
                 index += clients
                 started = time.perf_counter()
-                response = http.post(f"{url}/detect", content=body)
+                try:
+                    status = http.post(f"{url}/detect", content=body).status_code
+                except httpx.TransportError:
+                    status = 0  # reset or refused under the flood: counted, not fatal
                 elapsed = (time.perf_counter() - started) * 1000.0
                 with lock:
-                    statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
-                    if response.status_code == 200:
+                    statuses[status] = statuses.get(status, 0) + 1
+                    if status == 200:
                         latencies.append(elapsed)
 
     try:
@@ -112,6 +123,7 @@ def run(processes: int, images: list[bytes], seconds: float) -> dict[str, Any]:
     finally:
         _stop(process)
     return {
+        "mode": "flood" if flood else "closed loop",
         "processes": processes,
         "clients": clients,
         "seconds": wall,
@@ -150,6 +162,21 @@ def render(rows: list[dict[str, Any]], command: str, images: int) -> str:
     return "\n".join(lines)
 
 
+def render_flood(base: dict[str, Any], flood: dict[str, Any]) -> str:
+    """Goodput under a flood, against the one-process closed loop of the same command."""
+    lines = [
+        "| run | clients | requests/s answered 200 | vs closed loop | statuses |",
+        "|---|---|---|---|---|",
+    ]
+    for row in (base, flood):
+        statuses = ", ".join(f"{k}: {v}" for k, v in sorted(row["statuses"].items()))
+        lines.append(
+            f"| {row['mode']}, {row['processes']} process | {row['clients']} | {row['rps']:.1f} "
+            f"| {row['rps'] / base['rps']:.2f}x | {statuses} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     from models.synth import digital_invoice
 
@@ -157,14 +184,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--images", type=int, default=40)
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2])
+    parser.add_argument(
+        "--flood", type=int, default=0, help="also run this many clients against one process"
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.flood and 1 not in args.processes:
+        parser.error("--flood is compared with the one-process closed loop: keep 1 in --processes")
     images = [
         digital_invoice(5000 + k, fmt="png" if k % 2 else "jpeg").data for k in range(args.images)
     ]
     rows = [run(count, images, args.seconds) for count in args.processes]
     command = "python -m worker.bench.http_load " + " ".join(argv or sys.argv[1:])
     text = render(rows, command.strip(), args.images)
+    if args.flood:
+        flood = run(1, images, args.seconds, flood=args.flood)
+        base = next(row for row in rows if row["processes"] == 1)
+        text += "\n\n" + render_flood(base, flood)
+        rows.append(flood)
     print(text)
     if args.out:
         write_section(args.out, "http", text)

@@ -27,6 +27,7 @@ class ErrorCode(StrEnum):
     # Raised by the HTTP shim.
     INVALID_REQUEST = "invalid_request"
     BUSY = "busy"
+    REQUEST_TIMEOUT = "request_timeout"
 
 
 class ScanFailed(Exception):

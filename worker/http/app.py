@@ -3,7 +3,9 @@
 The engine is built and warmed in the lifespan, before uvicorn accepts a connection, so
 a process that answers at all is ready. Scans run in worker threads (the engine holds
 no per-scan state and releases the GIL in its native decoders), at most
-QRW_HTTP_CONCURRENCY at once; beyond that a request is refused, never queued.
+QRW_HTTP_CONCURRENCY at once. A request takes a scan slot only once its whole body is in
+(bounded in time and rate, `body.py`), and waits for one at most QRW_HTTP_SLOT_WAIT_MS
+(`limits.py`). Every answer from /detect is JSON, a bug included.
 """
 
 from __future__ import annotations
@@ -11,20 +13,21 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import anyio
 import structlog
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from worker import metrics
+from worker import metrics, rules
 from worker.engine import Engine, ScanResult
 from worker.engine.errors import ErrorCode, ScanFailed
-from worker.http.body import read_image
-from worker.http.limits import Busy, Slots
+from worker.http.body import ClientClosed, Pace, read_image
+from worker.http.limits import Busy, Slots, Uploads
 from worker.http.openapi import DOCUMENT
 from worker.settings import Settings
 
@@ -33,19 +36,29 @@ log = structlog.get_logger("http")
 STATUS = {
     ErrorCode.EMPTY_INPUT: 400,
     ErrorCode.INVALID_REQUEST: 400,
+    ErrorCode.REQUEST_TIMEOUT: 408,
     ErrorCode.IMAGE_TOO_LARGE: 413,
     ErrorCode.UNSUPPORTED_FORMAT: 415,
     ErrorCode.CORRUPT_IMAGE: 422,
     ErrorCode.BUSY: 503,
     ErrorCode.DEADLINE_EXCEEDED: 504,
 }
-_MAX_DEADLINE_MS = 600_000
 _PREPROCESS = ("read", "decode_image")
+# nginx's name for "the client closed the connection before the answer": such requests are
+# counted under it, though no response reaches anyone.
+_CLIENT_CLOSED = 499
+# Bodies held at once: one per scan slot, and room for two more arriving or waiting.
+_BODIES_BEYOND_SLOTS = 2
 
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> Starlette:
     settings = settings or Settings.from_env()
-    slots = Slots(settings.http_concurrency)
+    slots = Slots(settings.http_concurrency, settings.http_slot_wait_ms / 1000.0)
+    uploads = Uploads((settings.http_concurrency + _BODIES_BEYOND_SLOTS) * settings.max_bytes)
+    pace = Pace(settings.http_body_timeout, settings.http_min_body_rate)
+    # Threads for the scans the slots admit: anyio's shared default (40) would otherwise
+    # queue scans past it while they hold their slots.
+    scan_threads = anyio.CapacityLimiter(settings.http_concurrency)
     state: dict[str, Any] = {"engine": engine}
 
     @asynccontextmanager
@@ -61,46 +74,67 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
     async def detect(request: Request) -> Response:
         started = time.perf_counter()
+        holding = uploads.hold()
+        body_in = False
         try:
             want, deadline_ms = _parameters(request, settings)
-            with slots.take():
+            data = await read_image(request, settings.max_bytes, pace, holding)
+            body_in = True
+            async with slots.take():
                 metrics.HTTP_IN_FLIGHT.inc()
                 try:
-                    data = await read_image(request, settings.max_bytes)
                     result: ScanResult = await anyio.to_thread.run_sync(
-                        lambda: state["engine"].scan(data, deadline_ms=deadline_ms, want=want)
+                        partial(state["engine"].scan, data, deadline_ms=deadline_ms, want=want),
+                        limiter=scan_threads,
                     )
                 finally:
                     metrics.HTTP_IN_FLIGHT.dec()
+            return _answer(result, settings, started)
         except Busy as exc:
-            return _error(ErrorCode.BUSY, str(exc), headers={"Retry-After": "1"})
+            return _error(ErrorCode.BUSY, str(exc), close=not body_in, retry_after=True)
         except ScanFailed as failure:
-            return _error(failure.code, failure.message)
-        metrics.observe_scan(result, "http")
-        body = _shape(result, settings, started)
-        status = STATUS.get(result.error.code, 500) if result.error else 200
-        metrics.HTTP_REQUESTS.labels("/detect", str(status)).inc()
-        log.info(
-            "detect",
-            status=status,
-            codes=len(result.codes),
-            error=result.error.code.value if result.error else None,
-            ms=body["latency_ms"],
-        )
-        return JSONResponse(body, status_code=status)
+            return _error(failure.code, failure.message, close=not body_in)
+        except ClientDisconnect as exc:
+            return _client_closed(exc, started)
+        except Exception as exc:  # a bug: still one JSON answer, and one event with its trace
+            return _internal_error(exc, close=not body_in)
+        finally:
+            holding.release()
 
     async def healthz(_: Request) -> Response:
         return JSONResponse({"alive": True})
 
     async def readyz(_: Request) -> Response:
+        """Ready: the engine loaded, Redis answering when required, and room for more work.
+
+        A saturated shim (every slot taken and requests waiting, or no room left for another
+        upload of QRW_MAX_BYTES) says 503 with the reason, so a load balancer routes
+        elsewhere; /healthz stays a pure liveness check.
+        """
         checks: dict[str, Any] = {"engine": state["engine"] is not None}
         if settings.ready_needs_redis:
             checks["redis"] = await anyio.to_thread.run_sync(_redis_answers, settings.redis_url)
-        ready = all(checks.values())
-        return JSONResponse(
-            {"ready": ready, "model": _model_name(settings), **checks},
-            status_code=200 if ready else 503,
-        )
+        reasons = [_NOT_READY[name] for name, ok in checks.items() if not ok]
+        if slots.saturated:
+            reasons.append(
+                f"saturated: all {slots.limit} scan slots are taken and {slots.waiting} "
+                "requests wait for one"
+            )
+        if uploads.free() < settings.max_bytes:
+            reasons.append(
+                f"saturated: {uploads.bytes} bytes of uploads are held, no room for another "
+                f"upload of QRW_MAX_BYTES within {uploads.limit_bytes}"
+            )
+        document: dict[str, Any] = {
+            "ready": not reasons,
+            "model": _model_name(settings),
+            **checks,
+            "slots": slots.describe(),
+            "uploads": uploads.describe(),
+        }
+        if reasons:
+            document["reason"] = "; ".join(reasons)
+        return JSONResponse(document, status_code=503 if reasons else 200)
 
     async def metrics_endpoint(_: Request) -> Response:
         registry = metrics.multiprocess_registry() if metrics.multiprocess_enabled() else None
@@ -123,19 +157,36 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     )
 
 
-def _parameters(request: Request, settings: Settings) -> tuple[str, int | None]:
-    want = request.query_params.get("want", settings.want)
-    if want not in ("all", "first"):
-        raise ScanFailed(ErrorCode.INVALID_REQUEST, f"want must be 'all' or 'first', not {want!r}")
-    raw = request.query_params.get("deadline_ms")
-    if raw is None:
-        return want, None
-    if not raw.isdigit() or int(raw) > _MAX_DEADLINE_MS:
-        raise ScanFailed(
-            ErrorCode.INVALID_REQUEST,
-            f"deadline_ms must be an integer from 0 to {_MAX_DEADLINE_MS}, not {raw!r}",
-        )
-    return want, int(raw)
+_NOT_READY = {
+    "engine": "the engine is not loaded yet",
+    "redis": "REDIS_URL does not answer PING (QRW_READY_NEEDS_REDIS)",
+}
+
+
+def _parameters(request: Request, settings: Settings) -> tuple[rules.Want, int | None]:
+    """The query parameters, by the request rules every edge shares (`worker.rules`)."""
+    try:
+        want = rules.want(request.query_params.get("want", settings.want))
+        raw = request.query_params.get("deadline_ms")
+        return want, None if raw is None else rules.deadline_ms_text(raw)
+    except rules.RuleViolation as exc:
+        raise ScanFailed(ErrorCode.INVALID_REQUEST, str(exc)) from exc
+
+
+def _answer(result: ScanResult, settings: Settings, started: float) -> Response:
+    metrics.observe_scan(result, "http")
+    body = _shape(result, settings, started)
+    status = STATUS.get(result.error.code, 500) if result.error else 200
+    response = JSONResponse(body, status_code=status)
+    metrics.HTTP_REQUESTS.labels("/detect", str(status)).inc()
+    log.info(
+        "detect",
+        status=status,
+        codes=len(result.codes),
+        error=result.error.code.value if result.error else None,
+        ms=body["latency_ms"],
+    )
+    return response
 
 
 def _shape(result: ScanResult, settings: Settings, started: float) -> dict[str, Any]:
@@ -159,15 +210,43 @@ def _shape(result: ScanResult, settings: Settings, started: float) -> dict[str, 
     }
 
 
-def _error(code: ErrorCode, message: str, headers: dict[str, str] | None = None) -> Response:
+def _error(code: ErrorCode, message: str, *, close: bool, retry_after: bool = False) -> Response:
+    """A failure answer. `close`: the body was not read to its end, so the connection
+    cannot carry another request and is closed after this answer."""
     status = STATUS.get(code, 500)
     metrics.HTTP_REQUESTS.labels("/detect", str(status)).inc()
     log.info("detect", status=status, error=code.value, message=message[:200])
+    return _error_response(status, code, message, close=close, retry_after=retry_after)
+
+
+def _error_response(
+    status: int, code: ErrorCode, message: str, *, close: bool, retry_after: bool = False
+) -> Response:
+    headers = {"Retry-After": "1"} if retry_after else {}
+    if close:
+        headers["Connection"] = "close"
     return JSONResponse(
         {"success": False, "error": {"code": code.value, "message": message}},
         status_code=status,
         headers=headers,
     )
+
+
+def _client_closed(exc: ClientDisconnect, started: float) -> Response:
+    """Not an error of ours: one event, counted, and an answer nobody will read."""
+    received = exc.received if isinstance(exc, ClientClosed) else None
+    metrics.HTTP_REQUESTS.labels("/detect", str(_CLIENT_CLOSED)).inc()
+    log.info(
+        "detect", status=_CLIENT_CLOSED, error="client_closed", received=received, ms=_ms(started)
+    )
+    return Response(status_code=_CLIENT_CLOSED)
+
+
+def _internal_error(exc: Exception, *, close: bool) -> Response:
+    metrics.HTTP_REQUESTS.labels("/detect", "500").inc()
+    log.error("detect", status=500, error=ErrorCode.INTERNAL_ERROR.value, exc_info=exc)
+    message = f"internal error ({type(exc).__name__}); the shim's log holds the details"
+    return _error_response(500, ErrorCode.INTERNAL_ERROR, message, close=close)
 
 
 def _redis_answers(url: str) -> bool:

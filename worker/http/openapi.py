@@ -113,7 +113,9 @@ DOCUMENT: dict[str, Any] = {
                         "name": "deadline_ms",
                         "in": "query",
                         "required": False,
-                        "schema": {"type": "integer", "minimum": 0, "maximum": 600000},
+                        "description": "Time budget of the scan in milliseconds, ASCII digits "
+                        "only; QRW_DEADLINE_MS when absent.",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 600000},
                     },
                 ],
                 "requestBody": {
@@ -135,11 +137,20 @@ DOCUMENT: dict[str, Any] = {
                 "responses": {
                     "200": _json(DETECT_RESPONSE, "Scanned; `codes` may be empty."),
                     "400": _json(ERROR_RESPONSE, "Bad parameters or an empty body."),
+                    "408": _json(
+                        ERROR_RESPONSE,
+                        "request_timeout: the body did not arrive within QRW_HTTP_BODY_TIMEOUT, "
+                        "or slower than QRW_HTTP_MIN_BODY_RATE; the connection is closed.",
+                    ),
                     "413": _json(ERROR_RESPONSE, "Over the byte or pixel limit."),
                     "415": _json(ERROR_RESPONSE, "Not an image or PDF format we read."),
                     "422": _json(ERROR_RESPONSE, "An image that cannot be decoded."),
                     "500": _json(ERROR_RESPONSE, "A bug; the message says which."),
-                    "503": _json(ERROR_RESPONSE, "Every scan slot is busy; see Retry-After."),
+                    "503": _json(
+                        ERROR_RESPONSE,
+                        "busy: every scan slot stayed taken for QRW_HTTP_SLOT_WAIT_MS, or the "
+                        "uploads held are at their limit; see Retry-After.",
+                    ),
                     "504": _json(ERROR_RESPONSE, "The deadline passed before any code was read."),
                 },
             }
@@ -154,8 +165,15 @@ DOCUMENT: dict[str, Any] = {
             "get": {
                 "operationId": "readyz",
                 "responses": {
-                    "200": _json({"type": "object"}, "Engine loaded (and Redis reachable)."),
-                    "503": _json({"type": "object"}, "Not ready."),
+                    "200": _json(
+                        {"type": "object"},
+                        "Engine loaded (and Redis reachable), with room for more work.",
+                    ),
+                    "503": _json(
+                        {"type": "object", "required": ["ready", "reason"]},
+                        "Not ready, or saturated (every scan slot taken and requests waiting, "
+                        "or no room for another upload): `reason` says which.",
+                    ),
                 },
             }
         },
