@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 QRW := $(VENV)/bin/qrw
 SAMPLES ?= build/samples
 
-.PHONY: setup run test lint train bench bench-quick bench-setup bench-speed bench-queue clean
+.PHONY: setup run test lint train bench bench-quick bench-setup bench-speed bench-queue bench-hostile clean
 
 setup: $(VENV)/.installed
 
@@ -62,6 +62,11 @@ bench-speed: setup
 
 bench-queue: setup
 	$(PY) -m worker.bench.queue --out docs/benchmarks.md
+
+# Issue 9's measurement: hostile files and jobs against a real worker pool and shim
+# (outcome, seconds, peak memory per input, and the promises as PASS/FAIL). About 6 min.
+bench-hostile: setup
+	$(PY) -m worker.bench.hostile --out docs/reliability.md
 
 clean:
 	rm -rf $(VENV) build .pytest_cache
