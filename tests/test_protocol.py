@@ -132,3 +132,69 @@ def test_bulk_consumers_read_the_results_stream_without_polling(
         return None
 
     assert wait_until(mine, 60, "the stream entry")["ok"] is True
+
+
+def test_a_job_that_fails_the_envelope_checks_is_answered_at_once(
+    redis_server: RedisServer, shared_queue: str
+) -> None:
+    job_id = str(uuid.uuid4())
+    reply_to = f"qrw:reply:{uuid.uuid4()}"
+    data = json.dumps(["jobs.scan", None, [{"image": "s3://x/y.png", "reply_to": reply_to}], {}])
+    stamp = now()
+    redis_cli(
+        redis_server,
+        stdin="\n".join(
+            [
+                "MULTI",
+                f"HSET rq:job:{job_id} data '{data}' origin {shared_queue} status queued "
+                f"created_at {stamp} enqueued_at {stamp} timeout 1.5",
+                f"RPUSH rq:queue:{shared_queue} {job_id}",
+                "EXEC",
+                "",
+            ]
+        ),
+    )
+    _, body = redis_cli(redis_server, "BLPOP", reply_to, "60").splitlines()
+    result = json.loads(body)
+    assert (result["job_id"], result["ok"]) == (job_id, False)
+    assert result["error"]["code"] == "invalid_payload"
+    assert "timeout" in result["error"]["message"]
+    assert redis_cli(redis_server, "HGET", f"rq:job:{job_id}", "status").strip() == "failed"
+
+
+def test_a_job_whose_id_cannot_name_a_result_lands_on_the_dead_letter_stream(
+    redis_server: RedisServer, shared_queue: str
+) -> None:
+    last = redis_cli(redis_server, "XREVRANGE", "qrw:dead-letter", "+", "-", "COUNT", "1")
+    start = last.splitlines()[0] if last.strip() else "0"
+    marker = uuid.uuid4().hex[:12]
+    job_id = f"invoice:{marker}"  # ':' is outside [A-Za-z0-9_-]
+    data = json.dumps(["jobs.scan", None, [{"image": "s3://x/y.png"}], {}])
+    redis_cli(
+        redis_server,
+        stdin="\n".join(
+            [
+                "MULTI",
+                f"HSET rq:job:{job_id} data '{data}' origin {shared_queue} status queued "
+                f"created_at {now()} enqueued_at {now()} timeout 60",
+                f"RPUSH rq:queue:{shared_queue} {job_id}",
+                "EXEC",
+                "",
+            ]
+        ),
+    )
+
+    def entry() -> list[str] | None:
+        out = redis_cli(
+            redis_server, "XREAD", "BLOCK", "2000", "STREAMS", "qrw:dead-letter", start
+        ).splitlines()
+        return out if any(marker in line for line in out) else None
+
+    lines = wait_until(entry, 60, "the dead-letter entry")
+    # --raw prints each entry's fields and values one per line, in the order written,
+    # starting with job_id.
+    at = next(i for i, line in enumerate(lines) if marker in line) - 1
+    fields = dict(zip(lines[at::2][:6], lines[at + 1 :: 2][:6], strict=True))
+    assert marker in fields["job_id"]
+    assert fields["code"] == "invalid_payload"
+    assert fields["queue"] == shared_queue

@@ -1,18 +1,22 @@
-"""The job payload: validated into a typed request before anything is fetched."""
+"""The job payload (docs/protocol.md, Payload): validated into a typed request before
+anything is fetched. The request fields follow worker.rules, as they do at every edge."""
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
-from worker.engine import Want
+from worker import rules
 from worker.engine.errors import ErrorCode, ScanFailed
+from worker.queue.names import REPLY_PREFIX
 
 MAX_BATCH = 100
-MAX_META_BYTES = 16_384
-_REPLY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:_.\-]{0,199}$")
+# Longer than any S3 key (1024 bytes) or Linux path (4096 bytes) a reference can name.
+MAX_REFERENCE_CHARS = 4096
+MAX_REPLY_TO_CHARS = 200
+# What follows the prefix: a UUID or any other name of these characters.
+_REPLY_NAME = re.compile(r"[A-Za-z0-9:_.\-]+")
 _KNOWN = frozenset({"image", "images", "request_id", "want", "deadline_ms", "reply_to", "meta"})
 
 
@@ -21,33 +25,59 @@ class ScanRequest:
     images: tuple[str, ...]
     batch: bool
     request_id: str | None = None
-    want: Want | None = None
+    want: rules.Want | None = None
     deadline_ms: int | None = None
     reply_to: str | None = None
     meta: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Echo:
+    """What a failed job's result may carry back from its payload: each field only if it
+    passes its own rule, so a rejected 20 MB `meta` is never stored or pushed."""
+
+    request_id: str | None = None
+    meta: Any = None
+    reply_to: str | None = None
 
 
 def _invalid(message: str) -> ScanFailed:
     return ScanFailed(ErrorCode.INVALID_PAYLOAD, message)
 
 
-def peek_reply_to(payload: object) -> str | None:
-    """The reply list of a payload too broken to parse, if it names a safe one."""
-    if isinstance(payload, dict):
-        reply_to = payload.get("reply_to")
-        if isinstance(reply_to, str) and _reply_name_ok(reply_to):
-            return reply_to
-    return None
-
-
-def _reply_name_ok(name: str) -> bool:
-    # A reply list must never alias RQ's or our own keys: an RPUSH onto rq:queue:qr would
-    # smuggle a job id into the queue.
-    if not _REPLY_NAME.match(name):
-        return False
-    return not (
-        name.startswith("rq:") or (name.startswith("qrw:") and not name.startswith("qrw:reply:"))
+def reply_to(value: object) -> str | None:
+    """A reply list: a key under REPLY_PREFIX, so a payload never names another
+    application's keys (nor RQ's, nor our own results)."""
+    if value is None:
+        return None
+    if (
+        isinstance(value, str)
+        and value.startswith(REPLY_PREFIX)
+        and len(value) <= MAX_REPLY_TO_CHARS
+        and _REPLY_NAME.fullmatch(value, len(REPLY_PREFIX))
+    ):
+        return value
+    raise rules.RuleViolation(
+        f"'reply_to' must be a list name starting with {REPLY_PREFIX!r} followed by letters, "
+        f"digits or :_.- (at most {MAX_REPLY_TO_CHARS} characters), not {rules.quote(value)}"
     )
+
+
+def echo(payload: object) -> Echo:
+    """The fields of a payload (valid or not) that may be echoed in its failure result."""
+    if not isinstance(payload, dict):
+        return Echo()
+    found: dict[str, Any] = {}
+    for name, rule in (("request_id", rules.request_id), ("meta", rules.meta)):
+        try:
+            found[name] = rule(payload.get(name))
+        except rules.RuleViolation:
+            found[name] = None
+    try:
+        found["reply_to"] = reply_to(payload.get("reply_to"))
+    except rules.RuleViolation:
+        found["reply_to"] = None
+    return Echo(**found)
 
 
 def parse(payload: object) -> ScanRequest:
@@ -55,41 +85,45 @@ def parse(payload: object) -> ScanRequest:
         raise _invalid(f"the payload must be a JSON object, got {type(payload).__name__}")
     unknown = set(payload) - _KNOWN
     if unknown:
-        raise _invalid(f"unknown payload fields: {', '.join(sorted(map(str, unknown)))}")
+        listed = ", ".join(sorted(rules.quote(name) for name in unknown)[:10])
+        raise _invalid(f"unknown payload fields: {listed}")
     if ("image" in payload) == ("images" in payload):
         raise _invalid("the payload needs exactly one of 'image' or 'images'")
     if "image" in payload:
         images: tuple[str, ...] = (payload["image"],)
         batch = False
     else:
-        listed = payload["images"]
-        if not isinstance(listed, list) or not listed or len(listed) > MAX_BATCH:
+        listed_images = payload["images"]
+        if not isinstance(listed_images, list) or not 1 <= len(listed_images) <= MAX_BATCH:
             raise _invalid(f"'images' must be a list of 1 to {MAX_BATCH} references")
-        images, batch = tuple(listed), True
+        images, batch = tuple(listed_images), True
     for ref in images:
-        if not isinstance(ref, str) or not ref:
-            raise _invalid(f"an image reference must be a non-empty string, got {ref!r}")
-
-    request_id = payload.get("request_id")
-    if request_id is not None and (not isinstance(request_id, str) or len(request_id) > 200):
-        raise _invalid("'request_id' must be a string of at most 200 characters")
-    want = payload.get("want")
-    if want is not None and want not in ("first", "all"):
-        raise _invalid("'want' must be 'first' or 'all'")
-    deadline_ms = payload.get("deadline_ms")
-    if deadline_ms is not None and (
-        isinstance(deadline_ms, bool)
-        or not isinstance(deadline_ms, int)
-        or not 0 < deadline_ms <= 600_000
-    ):
-        raise _invalid("'deadline_ms' must be a whole number from 1 to 600000")
-    reply_to = payload.get("reply_to")
-    if reply_to is not None and (not isinstance(reply_to, str) or not _reply_name_ok(reply_to)):
-        raise _invalid(
-            "'reply_to' must be a Redis key name of letters, digits and :_.- (at most 200), "
-            "not under rq: or qrw: (qrw:reply: is fine)"
+        _reference(ref)
+    try:
+        return ScanRequest(
+            images=images,
+            batch=batch,
+            request_id=rules.request_id(payload.get("request_id")),
+            want=None if payload.get("want") is None else rules.want(payload["want"]),
+            deadline_ms=(
+                None
+                if payload.get("deadline_ms") is None
+                else rules.deadline_ms(payload["deadline_ms"])
+            ),
+            reply_to=reply_to(payload.get("reply_to")),
+            meta=rules.meta(payload.get("meta")),
         )
-    meta = payload.get("meta")
-    if len(json.dumps(meta)) > MAX_META_BYTES:
-        raise _invalid(f"'meta' must serialise to at most {MAX_META_BYTES} bytes")
-    return ScanRequest(images, batch, request_id, want, deadline_ms, reply_to, meta)
+    except rules.RuleViolation as violation:
+        raise _invalid(str(violation)) from None
+
+
+def _reference(ref: object) -> None:
+    if not isinstance(ref, str) or not ref:
+        raise _invalid(f"an image reference must be a non-empty string, not {rules.quote(ref)}")
+    if len(ref) > MAX_REFERENCE_CHARS:
+        raise _invalid(
+            f"an image reference may have at most {MAX_REFERENCE_CHARS} characters, "
+            f"not {len(ref)}: {rules.quote(ref)}"
+        )
+    if not rules.text_ok(ref):
+        raise _invalid(f"an image reference must be valid Unicode text, not {rules.quote(ref)}")

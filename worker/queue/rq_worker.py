@@ -1,13 +1,14 @@
-"""RQ, configured for this service: JSON only, our job functions only, fast recovery.
+"""RQ, configured for this service: the worker keeps only the transport.
 
-- Jobs are (de)serialised as JSON; pickle never touches the queue.
-- `QrJob.func` refuses any function but ours before anything is imported, so a
-  producer naming `os.system` gets a `refused_job` result and nothing runs.
-- Every job ends in a published result: final failures (exceptions, timeouts, a killed
-  work-horse, a worker that vanished) are reported with a stable error code.
-- Dead workers are noticed within seconds, not RQ's default ten minutes or more:
-  short heartbeats, a short maintenance interval, and a retry budget on every job so
-  an abandoned one is queued again instead of only being marked failed.
+- Intake (worker.queue.intake): every job's envelope is checked before RQ prepares it;
+  a bad job is answered there and never reaches RQ. Jobs are JSON; pickle never loads.
+- The job context (worker.queue.context) is built once, here, at worker start: settings,
+  the warmed engine, Redis and the publisher. `jobs.scan` runs over it.
+- Lease, heartbeat and watchdog: dead workers are noticed within seconds, not RQ's default
+  ten minutes or more (short heartbeats, a short maintenance interval), and a retry budget
+  on every job so an abandoned one is queued again instead of only being marked failed.
+- Final failures (exceptions, timeouts, a killed work-horse, a worker that vanished) are
+  published with a stable error code chosen by the exception's type, never its text.
 """
 
 from __future__ import annotations
@@ -22,11 +23,16 @@ from rq import Queue, SimpleWorker, Worker
 from rq.exceptions import AbandonedJobError, DeserializationError
 from rq.job import Job
 from rq.serializers import JSONSerializer
+from rq.timeouts import JobTimeoutException
 
-from worker.engine.errors import ErrorCode
-from worker.queue import replies, runtime
-from worker.queue.names import ALLOWED_FUNCTIONS
-from worker.queue.payloads import peek_reply_to
+from worker.engine.errors import ErrorCode, ScanFailed
+from worker.queue import context, payloads, runtime
+from worker.queue.envelope import JobRejected
+from worker.queue.intake import QrJob, QrQueue, delivery_of
+from worker.queue.results import JobResult, clip
+from worker.settings import Settings
+
+__all__ = ["QrJob", "QrQueue", "QrSimpleWorker", "QrWorker", "worker_class"]
 
 log = structlog.get_logger("worker")
 
@@ -35,21 +41,10 @@ log = structlog.get_logger("worker")
 HEARTBEAT_GRACE = 10
 JOB_MONITORING_INTERVAL = 5
 WATCHDOG_GRACE = 5
-
-
-class RefusedJob(Exception):
-    """The job names a function that is not one of ours."""
-
-
-class QrJob(Job):
-    @property
-    def func(self) -> Any:
-        name = self.func_name
-        if name not in ALLOWED_FUNCTIONS:
-            raise RefusedJob(
-                f"job function {name!r} is not allowed; allowed: {sorted(ALLOWED_FUNCTIONS)}"
-            )
-        return super().func
+# Running these again cannot help: the input or the job itself is the problem.
+NOT_RETRIED = frozenset(
+    {ErrorCode.REFUSED_JOB, ErrorCode.INVALID_PAYLOAD, ErrorCode.DEADLINE_EXCEEDED}
+)
 
 
 class QrWorkerMixin:
@@ -57,34 +52,38 @@ class QrWorkerMixin:
 
     job_monitoring_interval: int
     connection: Any
+    name: str
     _stopped_job_id: str | None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        settings = runtime.settings()
+        settings = Settings.from_env()
         kwargs["serializer"] = JSONSerializer
         kwargs["job_class"] = QrJob
+        kwargs["queue_class"] = QrQueue
         kwargs["maintenance_interval"] = settings.recovery_interval
         kwargs["job_monitoring_interval"] = JOB_MONITORING_INTERVAL
         # The dequeue timeout is worker_ttl - 15: keep it short so maintenance runs often.
         kwargs["worker_ttl"] = settings.recovery_interval + 15
-        kwargs["exception_handlers"] = [report_abandoned]
+        kwargs["exception_handlers"] = [record_failure]
         super().__init__(*args, **kwargs)  # type: ignore[call-arg]
         started = time.perf_counter()
-        runtime.engine().warm_up()  # loaded and warmed before the first job; horses inherit it
+        ctx = context.build(settings, runtime.connect(settings.redis_url), self.name)
+        ctx.engine.warm_up()  # loaded and warmed before the first job; horses inherit it
+        context.install(ctx)
         log.info(
             "engine_ready",
-            backend=runtime.backend(),
-            model=runtime.model(),
+            backend=ctx.backend,
+            model=ctx.model,
             model_threads=settings.model_threads,
-            stages=[stage.name for stage in runtime.engine().stages],
+            stages=[stage.name for stage in ctx.engine.stages],
             ms=round((time.perf_counter() - started) * 1000.0, 1),
         )
         from worker import metrics  # here, in the worker process: see worker.metrics_env
 
-        metrics.set_model(runtime.backend(), runtime.model())
+        metrics.set_model(ctx.backend, ctx.model)
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
-        remaining = (job.timeout or runtime.settings().job_timeout) - working_time
+        remaining = (job.timeout or context.current().settings.job_timeout) - working_time
         return int(max(1, min(remaining, self.job_monitoring_interval))) + HEARTBEAT_GRACE
 
     def prepare_execution(self, job: Job) -> Any:
@@ -95,7 +94,7 @@ class QrWorkerMixin:
                 job.key, mapping={"retries_left": job.retries_left, "retry_intervals": "[0]"}
             )
         if job.timeout is None:
-            job.timeout = runtime.settings().job_timeout
+            job.timeout = context.current().settings.job_timeout
         return super().prepare_execution(job)  # type: ignore[misc]
 
     def perform_job(self, job: Job, queue: Queue, execution: Any) -> bool:
@@ -104,7 +103,7 @@ class QrWorkerMixin:
         # handles as a failed run (retried while the budget lasts).
         # RQ's own timeout (a Python-level alarm) fires first and fails the job cleanly;
         # the watchdog, a little later, only ends a process stuck where Python cannot run.
-        timeout = job.timeout or runtime.settings().job_timeout
+        timeout = job.timeout or context.current().settings.job_timeout
         faulthandler.dump_traceback_later(timeout + WATCHDOG_GRACE, exit=True)
         # RQ's SimpleWorker sends no heartbeats while a job runs; without them a long job
         # would look abandoned, and a dead worker's job could only be recovered after its
@@ -138,14 +137,14 @@ class QrWorkerMixin:
         exc_string: str = "",
         execution: Any = None,
     ) -> None:
-        code = failure_code(exc_string)
+        code, message = failure_of(job, exc_string, stopped=self._stopped_job_id == job.id)
         # A job can fail before it ever started (RQ's intermediate-queue cleanup after a
         # worker lost Redis mid-dequeue); it still deserves its retries.
         give_retry_budget(job)
-        if code in (ErrorCode.REFUSED_JOB, ErrorCode.INVALID_PAYLOAD, ErrorCode.DEADLINE_EXCEEDED):
-            job.retries_left = 0  # running it again cannot help
+        if code in NOT_RETRIED:
+            job.retries_left = 0
         if not (job.should_retry and self._stopped_job_id != job.id):
-            publish_failure(job, code, exc_string)
+            publish_failure(job, code, message)
         else:
             log.warning("job_retry", job_id=job.id, error=code, retries_left=job.retries_left)
         super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)  # type: ignore[misc]
@@ -178,55 +177,74 @@ def give_retry_budget(job: Job) -> bool:
     """Give a job the configured retries if its producer set none; True if it had none."""
     if job.retries_left is not None:
         return False
-    job.retries_left = max(0, runtime.settings().max_attempts - 1)
+    job.retries_left = max(0, context.current().settings.max_attempts - 1)
     job.retry_intervals = [0]
     return True
 
 
-def failure_code(exc_string: str) -> ErrorCode:
-    # Classify by the exception itself (the last line), never by traceback source lines,
-    # which quote RQ's own code (`JobTimeoutException` appears in its timeout wrapper).
-    lines = [line for line in exc_string.strip().splitlines() if line.strip()]
-    exc_string = lines[-1] if lines else ""
-    if "RefusedJob" in exc_string:
-        return ErrorCode.REFUSED_JOB
-    if "DeserializationError" in exc_string or "JSONDecodeError" in exc_string:
-        return ErrorCode.INVALID_PAYLOAD
-    if "JobTimeoutException" in exc_string:
+def failure_code(exc_type: type[BaseException], exc_value: BaseException | None) -> ErrorCode:
+    """The error code of a failed run, by the exception's type alone."""
+    if isinstance(exc_value, JobRejected | ScanFailed):
+        return exc_value.code
+    if issubclass(exc_type, JobTimeoutException):
         return ErrorCode.DEADLINE_EXCEEDED
-    if "Work-horse terminated" in exc_string or "AbandonedJobError" in exc_string:
+    if issubclass(exc_type, DeserializationError):
+        return ErrorCode.INVALID_PAYLOAD
+    if issubclass(exc_type, AbandonedJobError):
         return ErrorCode.WORKER_LOST
     return ErrorCode.INTERNAL_ERROR
 
 
-def publish_failure(job: Job, code: ErrorCode, detail: str) -> None:
+def failure_message(exc_type: type[BaseException], exc_value: BaseException | None) -> str:
+    if isinstance(exc_value, JobRejected | ScanFailed):
+        return exc_value.message
+    if issubclass(exc_type, JobTimeoutException):
+        return "the job ran past its timeout"
+    if issubclass(exc_type, AbandonedJobError):
+        return "the worker running this job died"
+    return f"{exc_type.__name__}: {exc_value}" if str(exc_value) else exc_type.__name__
+
+
+def record_failure(job: Job, exc_type: type, exc_value: BaseException, tb: Any) -> bool:
+    """RQ exception handler: it alone sees the exception object, so the failure is
+    classified here and kept on the job for handle_job_failure (or, for a job whose
+    worker vanished, published here: RQ's maintenance calls no worker method for it)."""
+    code = failure_code(exc_type, exc_value)
+    if isinstance(job, QrJob):
+        job.failure_code = code
+        job.failure_message = failure_message(exc_type, exc_value)
+    if issubclass(exc_type, AbandonedJobError):
+        # RQ reads the budget after this handler returns, so one given here is used.
+        give_retry_budget(job)
+        if job.retries_left and job.retries_left > 0:
+            log.warning(
+                "job_requeued_after_worker_loss", job_id=job.id, retries_left=job.retries_left
+            )
+        else:
+            publish_failure(job, code, failure_message(exc_type, exc_value))
+    return True  # let RQ's own handlers run too
+
+
+def failure_of(job: Job, exc_string: str, *, stopped: bool) -> tuple[ErrorCode, str]:
+    """The code and message of a failed run. Without an exception (a work-horse killed,
+    a job stuck in RQ's intermediate list, a stop request) the worker lost the job."""
+    if isinstance(job, QrJob) and job.failure_code is not None:
+        return job.failure_code, job.failure_message
+    if stopped:
+        return ErrorCode.WORKER_LOST, "the job was stopped on request"
+    lines = exc_string.strip().splitlines()
+    return ErrorCode.WORKER_LOST, lines[-1] if lines else "the job's run ended without a result"
+
+
+def publish_failure(job: Job, code: ErrorCode, message: str) -> None:
+    ctx = context.current()
     try:
         payload = job.args[0] if job.args else None
     except DeserializationError:
         payload = None
-    last_line = detail.strip().splitlines()[-1] if detail.strip() else code.value
-    document = {
-        "job_id": job.id,
-        "request_id": payload.get("request_id") if isinstance(payload, dict) else None,
-        "meta": payload.get("meta") if isinstance(payload, dict) else None,
-        "worker": runtime.worker_name(job.worker_name),
-        "backend": runtime.backend(),
-        "model": runtime.model(),
-        "ok": False,
-        "codes": [],
-        "error": {"code": code.value, "message": last_line[:500]},
-        "timings_ms": {},
-    }
-    replies.publish(runtime.connection(), document, runtime.settings(), peek_reply_to(payload))
-    log.error("job_failed", job_id=job.id, error=code.value, detail=last_line[:500])
-
-
-def report_abandoned(job: Job, exc_type: type, exc_value: BaseException, tb: Any) -> bool:
-    """RQ exception handler: the final word on a job whose worker vanished."""
-    # RQ reads the budget after this handler returns, so one given here is used.
-    give_retry_budget(job)
-    if exc_type is AbandonedJobError and not (job.retries_left and job.retries_left > 0):
-        publish_failure(job, ErrorCode.WORKER_LOST, "the worker running this job died")
-    elif exc_type is AbandonedJobError:
-        log.warning("job_requeued_after_worker_loss", job_id=job.id, retries_left=job.retries_left)
-    return True  # let RQ's own handlers run too
+    echo = payloads.echo(payload)
+    result = JobResult.failed(
+        ctx, job.id, code, message, request_id=echo.request_id, meta=echo.meta
+    )
+    ctx.publisher.publish(result.to_dict(), echo.reply_to, delivery_of(job))
+    log.error("job_failed", job_id=job.id, error=code.value, detail=clip(message, 500))

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import redis
 import structlog
-from rq import Queue
 from rq.serializers import JSONSerializer
 from rq.worker_pool import WorkerPool
 
 from worker.metrics_env import prepare_multiprocess
 from worker.queue import persistence, runtime
-from worker.queue.rq_worker import QrJob, worker_class
+from worker.queue.rq_worker import QrJob, QrQueue, worker_class
 from worker.settings import Settings
 
 
@@ -31,7 +30,7 @@ def run(settings: Settings, queues: tuple[str, ...], workers: int, *, burst: boo
         worker_class=worker_class(settings.worker_class),
         serializer=JSONSerializer,
         job_class=QrJob,
-        queue_class=Queue,
+        queue_class=QrQueue,
     )
     pool.start(burst=burst, logging_level=settings.log_level.upper())
     return 0

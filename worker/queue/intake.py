@@ -1,0 +1,303 @@
+"""Taking a job off the queue: the envelope is checked before RQ prepares anything.
+
+`QrQueue.dequeue_any` pops an id as RQ does (LMOVE to RQ's intermediate list, or LPOP),
+then reads the job hash once (its sizes first, so an oversized job is never loaded),
+checks it (worker.queue.envelope) and only then lets RQ build its Job from the same
+fields. A job that fails a check never reaches RQ: it gets one published failure result
+under its id (a dead-letter entry when the id cannot name one), its hash is marked
+failed and taken off RQ's lists, and the worker pops the next id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import redis
+import structlog
+from rq import Queue
+from rq.job import Job
+from rq.utils import get_version, now, utcformat
+
+from worker.engine.errors import ErrorCode
+from worker.queue import context, envelope, names, payloads
+from worker.queue.context import JobRun
+from worker.queue.envelope import JobRejected, UnusableJobId
+from worker.queue.results import JobResult, clip
+from worker.rules import quote
+from worker.settings import Settings
+
+log = structlog.get_logger("worker")
+
+DEAD_LETTER_MAXLEN = 10_000
+
+
+class QrJob(Job):
+    """A job as RQ sees it, restricted to what this service runs.
+
+    - `func` refuses any function but ours before anything is imported (intake already
+      refused such jobs; this holds for any path that builds a Job from a hash).
+    - `restore` inflates `data` with the job limit, wherever RQ reads a job hash.
+    - The job function runs arq-style: `jobs.scan(ctx, run, payload)`.
+    - The failure handler records the failure's code here, by the exception's type, for
+      the worker to publish (see worker.queue.rq_worker).
+    """
+
+    failure_code: ErrorCode | None = None
+    failure_message: str = ""
+
+    @property
+    def func(self) -> Any:
+        name = self.func_name
+        if name not in names.ALLOWED_FUNCTIONS:
+            raise envelope.RefusedJob(
+                f"job function {quote(name)} is not allowed; the only one is {names.JOB_FUNCTION!r}"
+            )
+        return super().func
+
+    def restore(self, raw_data: Any) -> Any:
+        # RQ inflates `data` and `exc_info` with zlib.decompress, without a limit (and a
+        # doubly compressed field twice): both are inflated here, once, with the job
+        # limit, and RQ is handed a placeholder it cannot inflate.
+        limit = _job_limit()
+        fields = {_text(k): v for k, v in dict(raw_data).items()}
+        data, exc_info = fields.get("data"), fields.pop("exc_info", None)
+        if isinstance(data, bytes):
+            fields["data"] = b"[]"
+        restored = super().restore(fields)
+        if isinstance(data, bytes):
+            self.data = envelope.inflate(data, limit)
+        if isinstance(exc_info, bytes):
+            text = envelope.inflate(exc_info, limit)
+            self._exc_info = text.decode("utf-8", errors="replace")
+        return restored
+
+    @property
+    def delivery(self) -> str:
+        return delivery_of(self)
+
+    def run(self) -> JobRun:
+        return JobRun(self.id, self.delivery, self.enqueued_at)
+
+    def _execute(self) -> Any:
+        return self.func(context.current(), self.run(), *self.args, **self.kwargs)
+
+
+def delivery_of(job: Job) -> str:
+    """Which enqueue of its id `job` is: the same token for every run of it."""
+    return envelope.delivery(utcformat(job.created_at), job.data)
+
+
+def _job_limit() -> int:
+    ctx = context.get()
+    return ctx.settings.max_job_bytes if ctx else Settings().max_job_bytes
+
+
+class QrQueue(Queue):
+    # Queues built from a name alone (RQ's pool does that) still build our jobs.
+    job_class = QrJob
+
+    @classmethod
+    def dequeue_any(  # type: ignore[override]
+        cls,
+        queues: Iterable[Queue],
+        timeout: int | None,
+        connection: redis.Redis,
+        job_class: type[Job] | None = None,
+        serializer: Any = None,
+        death_penalty_class: Any = None,
+    ) -> tuple[Job, Queue] | None:
+        queue_keys = [queue.key for queue in queues]
+        while True:
+            # RQ's own pop, unchanged: one queue moves the id to its intermediate list
+            # (recovered by RQ's maintenance if this process dies right now).
+            if len(queue_keys) == 1 and get_version(connection) >= (6, 2, 0):
+                popped = cls.lmove(connection, queue_keys[0], timeout)
+            else:
+                popped = cls.lpop(queue_keys, timeout, connection=connection)
+            if popped is None:
+                return None
+            queue_key = _text(popped[0])
+            raw_id = popped[1] if isinstance(popped[1], bytes) else str(popped[1]).encode()
+            queue = cls.from_queue_key(
+                queue_key,
+                connection=connection,
+                job_class=job_class,
+                serializer=serializer,
+                death_penalty_class=death_penalty_class,
+            )
+            try:
+                job = admit(connection, queue, raw_id)
+            except (redis.ConnectionError, redis.TimeoutError):
+                raise  # RQ's dequeue loop backs off and reconnects
+            except Exception as exc:
+                # A bug in the checks must not cost the worker: the job is answered anyway.
+                log.exception("job_admission_failed", job_id=envelope.quote_id(raw_id))
+                reject_unusable(
+                    connection,
+                    queue,
+                    raw_id,
+                    JobRejected(
+                        ErrorCode.INTERNAL_ERROR,
+                        clip(f"admission failed: {type(exc).__name__}: {exc}", 300),
+                    ),
+                )
+                continue
+            if job is not None:
+                return job, queue
+
+
+def admit(connection: redis.Redis, queue: Queue, raw_id: bytes) -> Job | None:
+    """The popped job as our Job, or None once a rejected one has been answered."""
+    ctx = context.current()
+    limit = ctx.settings.max_job_bytes
+    try:
+        job_id = envelope.job_id(raw_id)
+    except UnusableJobId as rejected:
+        reject_unusable(connection, queue, raw_id, rejected)
+        return None
+    key = names.rq_job_key(job_id)
+    data_bytes, hash_bytes = _sizes(connection, key)
+    try:
+        envelope.stored_size(data_bytes, hash_bytes, limit)
+    except JobRejected as rejected:
+        # Never loaded: the delivery is told by the creation time and the size alone.
+        reject(connection, queue, job_id, raw_id, _identity(connection, key, data_bytes), rejected)
+        return None
+    fields: dict[bytes, bytes] = {}
+    try:
+        fields = connection.hgetall(key)
+        checked = envelope.check(fields, job_id, limit)
+        origin = fields.get(b"origin", b"").decode("utf-8", errors="replace")
+        if origin != queue.name:
+            raise envelope.InvalidJob(
+                f"the job's origin must be the queue it is on ({queue.name!r}), not {quote(origin)}"
+            )
+        if not fields.get(b"created_at"):
+            # RQ would stamp a new time at every read; one stamp keeps every run of this
+            # enqueue the same delivery.
+            stamp = utcformat(now()).encode()
+            connection.hsetnx(key, "created_at", stamp)
+            fields[b"created_at"] = connection.hget(key, "created_at") or stamp
+        job = QrJob(job_id, connection=connection, serializer=queue.serializer)
+        try:
+            job.restore({**fields, b"data": checked.data})
+        except Exception as exc:
+            raise envelope.InvalidJob(
+                clip(f"RQ cannot read the job hash: {type(exc).__name__}: {exc}", 300)
+            ) from None
+    except JobRejected as rejected:
+        reject(connection, queue, job_id, raw_id, fields, rejected)
+        return None
+    return job
+
+
+def reject(
+    connection: redis.Redis,
+    queue: Queue,
+    job_id: str,
+    raw_id: bytes,
+    fields: dict[bytes, bytes],
+    rejected: JobRejected,
+) -> None:
+    """One failure result under the job's id; the hash failed and out of RQ's lists."""
+    ctx = context.current()
+    echo = payloads.echo(envelope.salvage_payload(fields, ctx.settings.max_job_bytes))
+    result = JobResult.failed(
+        ctx,
+        job_id,
+        rejected.code,
+        rejected.message,
+        request_id=echo.request_id,
+        meta=echo.meta,
+    )
+    if fields:  # a hash was there: never create one for an id nobody enqueued
+        key = names.rq_job_key(job_id)
+        with connection.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping={"status": "failed", "ended_at": utcformat(now())})
+            pipe.expire(key, ctx.settings.result_ttl)
+            pipe.execute()
+    delivered = ctx.publisher.publish(
+        result.to_dict(), echo.reply_to, envelope.raw_delivery(fields)
+    )
+    # Only now off RQ's intermediate list: had the publish failed, RQ's maintenance would
+    # still find the job there and fail it with a result.
+    connection.lrem(queue.intermediate_queue_key, 1, raw_id)
+    _count(rejected.code.value)
+    log.error(
+        "job_rejected",
+        job_id=job_id,
+        queue=queue.name,
+        error=rejected.code.value,
+        detail=rejected.message,
+        delivered=delivered,
+    )
+
+
+def reject_unusable(
+    connection: redis.Redis, queue: Queue, raw_id: bytes, rejected: JobRejected
+) -> None:
+    """A job whose id cannot name a result: one entry on the dead-letter stream."""
+    ctx = context.current()
+    quoted = envelope.quote_id(raw_id)
+    key = names.rq_job_key("").encode() + raw_id  # raw: the id may not even be UTF-8
+    # The hash first, the entry last: whoever reads the entry finds the hash settled.
+    if connection.exists(key):  # never create a hash for an id nobody enqueued
+        with connection.pipeline(transaction=True) as pipe:
+            pipe.hset(key, "status", "failed")
+            pipe.expire(key, ctx.settings.result_ttl)
+            pipe.execute()
+    with connection.pipeline(transaction=True) as pipe:
+        pipe.xadd(
+            names.DEAD_LETTER_STREAM,
+            {
+                "job_id": quoted,
+                "queue": queue.name,
+                "code": rejected.code.value,
+                "message": rejected.message,
+                "worker": ctx.worker,
+                "at": utcformat(now()),
+            },
+            maxlen=DEAD_LETTER_MAXLEN,
+            approximate=True,
+        )
+        pipe.lrem(queue.intermediate_queue_key, 1, raw_id)
+        pipe.execute()
+    _count(rejected.code.value)
+    log.error(
+        "job_dead_lettered",
+        job_id=quoted,
+        queue=queue.name,
+        error=rejected.code.value,
+        detail=rejected.message,
+    )
+
+
+def _sizes(connection: redis.Redis, key: str) -> tuple[int, int | None]:
+    """The stored `data` length and, where Redis answers MEMORY USAGE, the whole hash's."""
+    with connection.pipeline(transaction=False) as pipe:
+        pipe.hstrlen(key, "data")
+        pipe.memory_usage(key, samples=0)
+        data_bytes, hash_bytes = pipe.execute(raise_on_error=False)
+    if isinstance(hash_bytes, Exception):
+        hash_bytes = None  # MEMORY is renamed away on some managed Redis services
+    return int(data_bytes), (int(hash_bytes) if hash_bytes is not None else None)
+
+
+def _identity(connection: redis.Redis, key: str, data_bytes: int) -> dict[bytes, bytes]:
+    """Stand-in fields of a hash too large to read: its `created_at` (when of a sane
+    length) and the size of its `data`, enough to tell one enqueue from another."""
+    created_at = b""
+    if connection.hstrlen(key, "created_at") <= 64:
+        created_at = connection.hget(key, "created_at") or b""
+    return {b"created_at": created_at, b"data": b"%d bytes, not read" % data_bytes}
+
+
+def _count(code: str) -> None:
+    from worker import metrics  # imported in the worker process: see worker.metrics_env
+
+    metrics.JOBS.labels(code).inc()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
