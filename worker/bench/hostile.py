@@ -388,6 +388,13 @@ def file_cases() -> list[FileCase]:
             False,
         ),
         FileCase(
+            "pages2.tiff",
+            "TIFF, 2 deflated pages of 7745x7745 (inside the document budget)",
+            frozenset({"ok", "deadline_exceeded"}),
+            lambda: _hf().tiff_pages(2, 7745),
+            False,
+        ),
+        FileCase(
             "rgba.png",
             "RGBA PNG, 7745x7745",
             frozenset({"ok", "deadline_exceeded"}),
