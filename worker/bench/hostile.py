@@ -183,7 +183,7 @@ class Guard(threading.Thread):
 class Pool:
     """`qrw worker --workers N` as ops run it, in its own session."""
 
-    def __init__(self, env: dict[str, str], workers: int, log: Path) -> None:
+    def __init__(self, env: dict[str, str], workers: int, log: Path, cwd: Path | None) -> None:
         self.log = log
         self.workers = workers
         with open(log, "wb") as handle:
@@ -199,6 +199,7 @@ class Pool:
                     str(workers),
                 ],
                 env=env,
+                cwd=cwd,
                 stdout=handle,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -239,8 +240,9 @@ class Pool:
 class Shim:
     """`qrw serve` (one process, default concurrency) on a free loopback port."""
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(self, env: dict[str, str], log: Path, cwd: Path | None) -> None:
         self.env = env
+        self.cwd = cwd
         self.log = log
         self.port = free_port()
         self.starts = 0
@@ -252,6 +254,7 @@ class Shim:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "worker.cli", "serve", "--port", str(self.port)],
                 env=self.env,
+                cwd=self.cwd,
                 stdout=handle,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -1343,8 +1346,13 @@ def measure(args: argparse.Namespace) -> Run:
         }
         needs_pool = bool(sections & {"queue-files", "queue-jobs"})
         needs_shim = bool(sections & {"shim-files", "shim-params", "slow-clients"})
-        pool = Pool(env, args.workers, folder / "worker.log") if needs_pool else None
-        shim = Shim(env, folder / "shim.log")
+        if args.code_root:
+            # The pool and the shim run another checkout's code (a before/after comparison).
+            env["PYTHONPATH"] = str(args.code_root)
+        pool = (
+            Pool(env, args.workers, folder / "worker.log", args.code_root) if needs_pool else None
+        )
+        shim = Shim(env, folder / "shim.log", args.code_root)
         if needs_shim:
             shim.start()
         try:
@@ -1501,38 +1509,57 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ").strip(" ;")
 
 
-def _git() -> str:
+def _git(cwd: Path | None) -> str:
     try:
         head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=cwd,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
             capture_output=True,
             text=True,
             check=True,
+            cwd=cwd,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "not run from a git checkout"
     return f"commit {head}" + (" with uncommitted changes" if dirty else "")
 
 
+def _options(args: argparse.Namespace) -> str:
+    """The options of this run as they would be typed, defaults left out."""
+    shown = [
+        ("--quick", args.quick is True),
+        (f"--sections {args.sections}", bool(args.sections)),
+        (f"--cases '{args.cases}'", bool(args.cases)),
+        (f"--workers {args.workers}", args.workers != 2),
+        (f"--plain-mb {args.plain_mb}", args.plain_mb != 200),
+        (
+            f"--slow-seconds {args.slow_seconds:g}",
+            args.slow_seconds != (6.0 if args.quick else 12.0),
+        ),
+        (f"--code-root {args.code_root}", args.code_root is not None),
+        (f"--out {args.out}", args.out is not None),
+    ]
+    return "".join(f" {text}" for text, present in shown if present)
+
+
 def render(run: Run) -> str:
     args = run.args
-    command = (
-        COMMAND + (" --quick" if args.quick else "") + (f" --out {args.out}" if args.out else "")
-    )
-    if args.cases or args.sections:
-        command += "".join(
-            f" --{k} {v}" for k, v in (("sections", args.sections), ("cases", args.cases)) if v
-        )
+    command = COMMAND + _options(args)
+    target = " (`make bench-hostile`)" if _options(args) == " --out docs/reliability.md" else ""
     lines = [
         "# Reliability under hostile input",
         "",
-        f"Produced by `{command}` (`make bench-hostile`), {run.started:%Y-%m-%d %H:%M} UTC, "
+        f"Produced by `{command}`{target}, {run.started:%Y-%m-%d %H:%M} UTC, "
         f"in {run.wall_s / 60:.1f} min.  ",
         f"Machine: {os.cpu_count()} cores (nproc {len(os.sched_getaffinity(0))}), Python "
-        f"{platform.python_version()}, {platform.system()} {platform.release()}; {_git()}.",
+        f"{platform.python_version()}, {platform.system()} {platform.release()}.  ",
+        f"Code under test: {args.code_root or 'this checkout'}, {_git(args.code_root)}.",
         "",
     ]
     if args.note:
@@ -1728,6 +1755,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="MiB of RSS past which the guard kills a process (default 4096)",
     )
     parser.add_argument("--note", default="", help="a line for the report's header")
+    parser.add_argument(
+        "--code-root",
+        type=Path,
+        default=None,
+        help="run the worker pool and the shim from this checkout (default: this one)",
+    )
     parser.add_argument(
         "--keep-logs", type=Path, default=None, help="copy the worker and shim logs to this folder"
     )
