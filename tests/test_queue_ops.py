@@ -134,6 +134,7 @@ def test_the_persistence_check_follows_config_changes_made_at_runtime(
     assert persistence.check(client).mode is persistence.Mode.AOF_RDB
     client.config_set("save", "")
     assert persistence.check(client).gauge == 1
+    client.config_set("appendonly", "no")  # ends the AOF rewrite it started, for a quick stop
 
 
 def test_status_reports_persistence_as_unknown_where_config_is_disabled(tmp_path: Path) -> None:

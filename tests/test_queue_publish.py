@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -192,6 +193,25 @@ def test_the_script_is_loaded_again_when_redis_has_forgotten_it(
     assert stored(client, job_id)["job_id"] == job_id
 
 
+def test_a_redis_restart_during_a_publish_is_ridden_out_and_the_script_loaded_again(
+    tmp_path: Path, settings: Settings
+) -> None:
+    server = RedisServer(tmp_path / "restarting")
+    try:
+        client = server.client()
+        publisher = Publisher(client, settings)
+        publisher.publish(document(fresh_id()), None, "enqueue-1")
+        server.stop()  # and with it the script cache
+        restart = threading.Timer(1.0, server.start)
+        restart.start()
+        job_id = fresh_id()
+        assert publisher.publish(document(job_id), None, "enqueue-1") is True
+        restart.join()
+        assert stored(client, job_id)["job_id"] == job_id
+    finally:
+        server.stop()
+
+
 def test_text_that_utf8_cannot_carry_is_published_as_replacement_characters(
     publisher: Publisher, client: redis.Redis
 ) -> None:
@@ -214,10 +234,18 @@ def test_text_that_utf8_cannot_carry_is_published_as_replacement_characters(
 
 
 def enqueue_raw(
-    client: redis.Redis, queue: str, job_id: str, payload: dict[str, Any], **fields: str
+    client: redis.Redis,
+    queue: str,
+    job_id: str,
+    payload: dict[str, Any],
+    *,
+    reuse: bool = False,
+    **fields: str,
 ) -> None:
     stamp = producer.rq_timestamp()
     with client.pipeline(transaction=True) as pipe:
+        if reuse:  # as docs/protocol.md says: the finished hash goes, with its TTL
+            pipe.delete(f"rq:job:{job_id}")
         pipe.hset(
             f"rq:job:{job_id}",
             mapping={
@@ -277,3 +305,26 @@ def test_a_job_naming_another_applications_list_never_touches_it(
     assert client.lrange(theirs, 0, -1) == [b"owner-1"]
     assert client.ttl(theirs) == -1
     assert len(stream_entries(client, job_id)) == 1
+
+
+def test_two_jobs_enqueued_one_after_the_other_under_one_id_both_get_their_result(
+    redis_server: RedisServer, shared_queue: str, invoice: str
+) -> None:
+    """Defect 9 end to end: the second job under a reused id was taken for a re-run of the
+    first (SET NX) and its result silently dropped. The producer reuses the id once RQ has
+    finished with the first job (docs/protocol.md, Result: the reply comes a moment earlier)."""
+    client = redis_server.client()
+    patient = redis.Redis(port=redis_server.port, socket_timeout=90)
+    job_id, reply_to = fresh_id(), f"qrw:reply:{fresh_id()}"
+    for run in ("first", "second"):
+        payload = {"image": invoice, "reply_to": reply_to, "request_id": run}
+        enqueue_raw(client, shared_queue, job_id, payload, reuse=run == "second")
+        popped = patient.blpop([reply_to], timeout=60)
+        assert popped is not None, f"no result for the {run} job under {job_id}"
+        result = json.loads(popped[1])
+        assert (result["job_id"], result["request_id"]) == (job_id, run)
+        wait_until(
+            lambda: client.hget(f"rq:job:{job_id}", "status") == b"finished", 30, "RQ to finish"
+        )
+    assert stored(client, job_id)["request_id"] == "second"
+    assert len(stream_entries(client, job_id)) == 2

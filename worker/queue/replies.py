@@ -114,14 +114,6 @@ class Publisher:
         return published
 
 
-def publish(
-    connection: redis.Redis, document: dict[str, Any], settings: Settings, reply_to: str | None
-) -> bool:
-    """One-off publish without a delivery token: the first result under a job id stays.
-    Workers use their context's `Publisher` instead."""
-    return Publisher(connection, settings).publish(document, reply_to)
-
-
 def encode(document: dict[str, Any]) -> bytes:
     """The document as strict UTF-8 JSON, whatever it holds.
 
