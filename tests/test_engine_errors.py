@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from models.synth import digital_invoice, no_code_invoice
-from tests.bombs import png_bomb
+from worker.bench.hostile_files import png_bomb
 from worker.engine import Engine, ErrorCode
 from worker.settings import Settings
 

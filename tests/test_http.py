@@ -15,8 +15,8 @@ import pytest
 from hypothesis import strategies as st
 
 from models.synth import digital_invoice, no_code_invoice
-from tests.bombs import png_bomb
 from tests.services import ShimProcess, wait_until
+from worker.bench.hostile_files import png_bomb
 
 MAX_BYTES = 3_000_000
 # Short enough that a request waiting behind the slow photo (seconds) gives up first.

@@ -37,3 +37,8 @@ class ScanFailed(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class DeadlineReached(Exception):
+    """Raised by the decoding of a document when the scan's deadline passes between two
+    pages or frames; the engine stops the cascade there and keeps the codes already read."""

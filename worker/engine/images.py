@@ -1,11 +1,24 @@
-"""Turning input bytes into grayscale pages, cheaply and safely.
+"""Turning input bytes into grayscale pages, cheaply, safely and within a memory budget.
 
-Three rules shape this module:
+Four rules shape this module:
 - Sizes are read from the file header and checked against the settings *before* any
   pixel is decoded, so a decompression bomb is refused at the cost of a header parse.
+  Three limits apply: pixels per page (QRW_MAX_PIXELS), pages per document
+  (QRW_MAX_PAGES; every frame of an animated GIF, PNG or WebP is a page) and pixels per
+  document, all pages together (QRW_MAX_DOCUMENT_PIXELS).
+- Memory is budgeted per document, not per page. Only one page at a time keeps its large
+  images: when a stage moves on to another page, the previous page's full-size and
+  thorough-size copies are released and only its small fast-pass copy stays. Pillow
+  frames are decoded from a fresh handle and converted to gray a band of rows at a time,
+  so no full-size RGB/RGBA copy is made next to the decoded frame, and the decoder is
+  gone before the stages work on the page. Each decoding path is charged the bytes per
+  pixel its decoder really holds (an animated WebP keeps several RGBA canvases), and a
+  page whose decoding would take more than PAGE_BYTES_PER_PIXEL bytes per pixel of
+  QRW_MAX_PIXELS is refused from its header.
 - Pages are decoded lazily and at the resolution a stage asks for: the fast pass asks
   for a reduced page, and a JPEG is then decoded directly at 1/2, 1/4 or 1/8 size by
   libjpeg's DCT scaling, which is where most of the time of a scan would otherwise go.
+  The deadline is checked before each page and between the frames of an animation.
 - Every coordinate a stage reports is mapped back to the page's own pixel grid through
   the scale returned with each image.
 """
@@ -21,9 +34,10 @@ from typing import TypeVar
 
 import cv2
 import numpy as np
-from PIL import Image, ImageSequence, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
-from worker.engine.errors import ErrorCode, ScanFailed
+from worker.engine.deadline import Deadline
+from worker.engine.errors import DeadlineReached, ErrorCode, ScanFailed
 from worker.settings import Settings
 
 # Our own pixel limit (a setting) is checked at the same point Pillow's would be, with a
@@ -47,12 +61,40 @@ _MAGIC: tuple[tuple[bytes, int, str], ...] = (
 
 # Formats OpenCV decodes straight from memory, faster than Pillow; the rest go through Pillow.
 _CV2_FORMATS = frozenset({"jpeg", "png", "webp", "bmp"})
+# Formats whose frames Pillow can only reach by decoding every frame before them.
+_ANIMATED_FORMATS = frozenset({"gif", "png", "webp"})
 # Smallest reduction first: the fast pass wants the largest image that fits its budget.
 _JPEG_REDUCTIONS = (
     (2, cv2.IMREAD_REDUCED_GRAYSCALE_2),
     (4, cv2.IMREAD_REDUCED_GRAYSCALE_4),
     (8, cv2.IMREAD_REDUCED_GRAYSCALE_8),
 )
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "La", "RGBa"})
+_WIDE_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
+
+# What one page may cost while it is decoded, in bytes per pixel of QRW_MAX_PIXELS: an
+# RGBA PNG of the largest accepted size fits, an animated canvas of that size does not.
+PAGE_BYTES_PER_PIXEL = 5.5
+# Bytes per pixel each decoding path holds at its peak: the decoder's buffers, the gray
+# page and the reduced copies derived from it (measured in a fresh process, as
+# tests/test_engine_memory.py does). libjpeg, libpng and the BMP reader convert to gray
+# row by row; OpenCV's WebP reader decodes to BGR first, and with alpha to a BGRA canvas
+# that it then copies.
+_GRAY_PATH_COST = 2.1
+_WEBP_PATH_COST = 4.5
+_WEBP_ALPHA_PATH_COST = 8.5
+# Pillow keeps 1-bit, L and P frames in one byte per pixel, 16-bit ones in two, and
+# everything else (RGB included) in four; the gray page and its copies add 1.3.
+_PILLOW_STORAGE = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
+_PILLOW_GRAY_COST = 1.3
+# Animations hold more than their frame: GIF and APNG keep the previous frame for
+# disposal and blending, libwebp two canvases plus the copy it hands to Pillow.
+_ANIMATION_COST = {"gif": 9.5, "png": 12.5, "webp": 16.5}
+# Gray rows converted at once from a Pillow frame or a BGRA array: a few MB at most.
+_BAND_ROWS = 64
+# The small fast-pass copies that pages other than the current one keep, all together: 20
+# pages at the default QRW_FAST_MAX_SIDE fit; past it, pages are decoded again when needed.
+_KEPT_SMALL_BYTES = 64 * 2**20
 
 
 def sniff(data: bytes) -> str | None:
@@ -86,6 +128,51 @@ class DecodeClock:
 
 
 @dataclass
+class _Pool:
+    """What the pages of one document share: the clock, the deadline, the sizes the
+    cascade asks for, and the rule that one page at a time keeps large images."""
+
+    clock: DecodeClock
+    deadline: Deadline | None
+    sides: tuple[int, ...]
+    small_pixels: int
+    decoded_pixels: int = 0
+    _current: dict[int | None, tuple[np.ndarray, float]] | None = None
+    _kept: dict[int, int] = field(default_factory=dict)
+
+    def enter(self, cache: dict[int | None, tuple[np.ndarray, float]]) -> None:
+        """Make `cache` the page that may hold large images, releasing the previous one's.
+
+        The pages left behind keep their small copies, up to _KEPT_SMALL_BYTES for the
+        whole document. Only cache dicts are remembered, not pages: pages and the pool
+        hold no reference cycle, so a finished document is freed at once, not by the
+        collector.
+        """
+        previous = self._current
+        if previous is not None and previous is not cache:
+            kept = sum(self._kept.values()) - self._kept.pop(id(previous), 0)
+            mine = 0
+            for key in list(previous):
+                image = previous[key][0]
+                if image.size > self.small_pixels or kept + mine + image.nbytes > _KEPT_SMALL_BYTES:
+                    del previous[key]
+                else:
+                    mine += image.nbytes
+            self._kept[id(previous)] = mine
+        self._current = cache
+
+    def check_deadline(self) -> None:
+        if self.deadline is not None and self.deadline.expired():
+            raise DeadlineReached(f"the deadline of {self.deadline.budget_ms:g} ms passed")
+
+    def decode(self, fn: Callable[[], np.ndarray]) -> np.ndarray:
+        self.check_deadline()
+        image = self.clock.timed(fn)
+        self.decoded_pixels += image.size
+        return image
+
+
+@dataclass
 class Page:
     """One page of a document, decoded on demand at the resolutions stages ask for.
 
@@ -95,19 +182,43 @@ class Page:
     index: int
     width: int
     height: int
-    _render: Callable[[int | None], tuple[np.ndarray, float]]
+    _decode: Callable[[], np.ndarray]
+    _pool: _Pool
+    # Straight to a reduced size (JPEG DCT scaling, PDF rasterising), when the format can.
+    _decode_reduced: Callable[[int], np.ndarray] | None = None
     _cache: dict[int | None, tuple[np.ndarray, float]] = field(default_factory=dict)
 
     def gray(self, max_side: int | None = None) -> tuple[np.ndarray, float]:
         """The page as uint8 grayscale with its longer side at most `max_side`.
 
         Returns the image and its scale (image pixels per page pixel, at most 1).
+        Raises DeadlineReached when the page must be decoded after the deadline.
         """
-        if max_side is not None and max(self.width, self.height) <= max_side:
-            max_side = None
-        if max_side not in self._cache:
-            self._cache[max_side] = self._render(max_side)
-        return self._cache[max_side]
+        long_side = max(self.width, self.height)
+        key = None if max_side is None or long_side <= max_side else max_side
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        self._pool.enter(self._cache)
+        if key is not None and self._decode_reduced is not None:
+            side = key
+            image = self._pool.decode(lambda: self._decode_reduced(side))  # type: ignore[misc]
+            self._cache[key] = (image, image.shape[1] / self.width)
+            return self._cache[key]
+        full = self._pool.decode(self._decode)
+        # A page is decoded at full size only to be reduced: derive every size the cascade
+        # asks for now, so the page is not decoded again, and keep the full page only
+        # when it is itself one of those sizes.
+        wanted = {key, *(None if long_side <= s else s for s in self._pool.sides)}
+        for side in sorted(wanted, key=lambda s: -1 if s is None else s):
+            if side in self._cache:
+                continue
+            if side is None:
+                self._cache[None] = (full, 1.0)
+            else:
+                small = self._pool.clock.timed(lambda: _reduce(full, side))  # noqa: B023
+                self._cache[side] = (small, small.shape[1] / self.width)
+        return self._cache[key]
 
 
 @dataclass
@@ -115,6 +226,7 @@ class Document:
     format: str
     pages: list[Page]
     clock: DecodeClock
+    _pool: _Pool | None = None
 
     @property
     def width(self) -> int:
@@ -124,9 +236,27 @@ class Document:
     def height(self) -> int:
         return self.pages[0].height if self.pages else 0
 
+    @property
+    def decoded_pixels(self) -> int:
+        """Pixels decoded so far, every page and re-decode counted: what the scan cost."""
+        return self._pool.decoded_pixels if self._pool else 0
 
-def open_document(data: bytes, settings: Settings, clock: DecodeClock | None = None) -> Document:
-    """Check `data` and prepare its pages; raises ScanFailed with a stable code."""
+
+def _pool(settings: Settings, clock: DecodeClock, deadline: Deadline | None) -> _Pool:
+    sides = (settings.fast_max_side, settings.thorough_max_side)
+    return _Pool(clock, deadline, sides, settings.fast_max_side**2)
+
+
+def open_document(
+    data: bytes,
+    settings: Settings,
+    clock: DecodeClock | None = None,
+    deadline: Deadline | None = None,
+) -> Document:
+    """Check `data` and prepare its pages; raises ScanFailed with a stable code.
+
+    With a `deadline`, decoding a page after it has passed raises DeadlineReached.
+    """
     clock = clock or DecodeClock()
     if not data:
         raise ScanFailed(ErrorCode.EMPTY_INPUT, "the input is empty (0 bytes)")
@@ -142,9 +272,10 @@ def open_document(data: bytes, settings: Settings, clock: DecodeClock | None = N
             "not a supported image: expected JPEG, PNG, WebP, BMP, GIF, TIFF or PDF "
             f"(first bytes {data[:8].hex(' ')})",
         )
+    pool = _pool(settings, clock, deadline)
     if fmt == "pdf":
-        return Document("pdf", _pdf_pages(data, settings, clock), clock)
-    return Document(fmt, _raster_pages(data, fmt, settings, clock), clock)
+        return Document("pdf", _pdf_pages(data, settings, pool), clock, pool)
+    return Document(fmt, _raster_pages(data, fmt, settings, pool), clock, pool)
 
 
 def document_from_array(array: np.ndarray, settings: Settings) -> Document:
@@ -157,7 +288,7 @@ def document_from_array(array: np.ndarray, settings: Settings) -> Document:
             f"expected a uint8 grayscale, BGR or BGRA array, got {array.dtype} {array.shape}",
         )
     height, width = array.shape[:2]
-    _check_pixels(width, height, settings, what="the image")
+    _check_page(width, height, _GRAY_PATH_COST, settings, what="the image")
     clock = DecodeClock()
 
     def full() -> np.ndarray:
@@ -167,50 +298,150 @@ def document_from_array(array: np.ndarray, settings: Settings) -> Document:
         if channels == 1:
             return np.ascontiguousarray(array[:, :, 0])
         if channels == 4:
-            return _flatten_alpha(array[:, :, :3], array[:, :, 3], bgr=True)
+            return _flatten_bands(array, bgr=True)
         return cv2.cvtColor(array, cv2.COLOR_BGR2GRAY)
 
-    page = Page(0, width, height, _resizing(lambda: clock.timed(full), width, height, clock))
-    return Document("array", [page], clock)
+    pool = _pool(settings, clock, None)
+    return Document("array", [Page(0, width, height, full, pool)], clock, pool)
 
 
-def _check_pixels(width: int, height: int, settings: Settings, *, what: str) -> None:
+def _check_page(width: int, height: int, cost: float, settings: Settings, *, what: str) -> None:
+    """Refuse a page larger than QRW_MAX_PIXELS, or one whose decoding path (`cost` bytes
+    per pixel at its peak) would take more memory than a page may."""
     if width <= 0 or height <= 0:
         raise ScanFailed(ErrorCode.CORRUPT_IMAGE, f"{what} declares an empty size {width}x{height}")
-    if width * height > settings.max_pixels:
+    pixels = width * height
+    if pixels > settings.max_pixels:
         raise ScanFailed(
             ErrorCode.IMAGE_TOO_LARGE,
-            f"{what} is {width}x{height} = {width * height} pixels; the limit is "
+            f"{what} is {width}x{height} = {pixels} pixels; the limit is "
             f"{settings.max_pixels} (QRW_MAX_PIXELS)",
         )
-
-
-def _raster_pages(data: bytes, fmt: str, settings: Settings, clock: DecodeClock) -> list[Page]:
-    # Pillow parses headers lazily: opening reads sizes and frame tables, not pixels.
-    try:
-        image = Image.open(io.BytesIO(data))
-        frames = getattr(image, "n_frames", 1) if fmt in ("gif", "tiff") else 1
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise ScanFailed(
-            ErrorCode.CORRUPT_IMAGE, f"the {fmt.upper()} header cannot be read: {exc}"
-        ) from exc
-    if frames > settings.max_pages:
+    budget = settings.max_pixels * PAGE_BYTES_PER_PIXEL
+    if pixels * cost > budget:
         raise ScanFailed(
             ErrorCode.IMAGE_TOO_LARGE,
-            f"the {fmt.upper()} has {frames} pages; "
-            f"the limit is {settings.max_pages} (QRW_MAX_PAGES)",
+            f"{what} is {width}x{height} and decoding it holds {cost:g} bytes per pixel: "
+            f"{pixels * cost / 2**20:.0f} MiB, more than the {budget / 2**20:.0f} MiB a page "
+            f"may take ({PAGE_BYTES_PER_PIXEL:g} bytes per pixel of QRW_MAX_PIXELS)",
         )
-    has_alpha = image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info
+
+
+def _check_document(sizes: list[tuple[int, int]], settings: Settings, *, what: str) -> None:
+    total = sum(w * h for w, h in sizes)
+    if total > settings.max_document_pixels:
+        raise ScanFailed(
+            ErrorCode.IMAGE_TOO_LARGE,
+            f"{what} has {len(sizes)} pages of {total} pixels in all; the limit is "
+            f"{settings.max_document_pixels} (QRW_MAX_DOCUMENT_PIXELS)",
+        )
+
+
+def _check_page_count(pages: int, settings: Settings, *, what: str, more: bool = False) -> None:
+    if pages > settings.max_pages:
+        count = f"more than {settings.max_pages}" if more else str(pages)
+        raise ScanFailed(
+            ErrorCode.IMAGE_TOO_LARGE,
+            f"{what} has {count} pages; the limit is {settings.max_pages} (QRW_MAX_PAGES)",
+        )
+
+
+def _corrupt(what: str, exc: BaseException) -> ScanFailed:
+    return ScanFailed(ErrorCode.CORRUPT_IMAGE, f"{what} cannot be decoded: {exc}")
+
+
+_PILLOW_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError)
+
+
+def _raster_pages(data: bytes, fmt: str, settings: Settings, pool: _Pool) -> list[Page]:
+    name = f"the {fmt.upper()}"
+    # Pillow parses headers lazily: opening reads sizes and frame tables, not pixels.
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            frames, more = _frame_count(image, fmt, settings.max_pages)
+            _check_page_count(frames, settings, what=name, more=more)
+            mode, size, info = image.mode, image.size, image.info
+            # TIFF pages each have their own size and mode; reading an IFD decodes nothing.
+            tiff_pages = [_tiff_page(image, i) for i in range(frames)] if fmt == "tiff" else []
+    except ScanFailed:
+        raise
+    except _PILLOW_ERRORS as exc:
+        raise ScanFailed(ErrorCode.CORRUPT_IMAGE, f"{name} header cannot be read: {exc}") from exc
+    if fmt == "tiff":
+        _check_document([s for s, _ in tiff_pages], settings, what=name)
+        pages = []
+        for index, ((width, height), page_mode) in enumerate(tiff_pages):
+            what = f"page {index + 1} of {name}"
+            _check_page(width, height, _pillow_cost(page_mode), settings, what=what)
+            decode = _pillow_frame(data, index, what, sequential=False, pool=pool)
+            pages.append(Page(index, width, height, decode, pool))
+        return pages
+    width, height = size
+    if frames > 1 and fmt in _ANIMATED_FORMATS:
+        # Every frame is a page the size of the canvas, reached by decoding those before it.
+        _check_document([size] * frames, settings, what=name)
+        cost = _ANIMATION_COST[fmt]
+        pages = []
+        for index in range(frames):
+            what = f"frame {index + 1} of {name}"
+            _check_page(width, height, cost, settings, what=what)
+            decode = _pillow_frame(data, index, what, sequential=True, pool=pool)
+            pages.append(Page(index, width, height, decode, pool))
+        return pages
+    has_alpha = mode in _ALPHA_MODES or "transparency" in info
     if fmt in _CV2_FORMATS and not has_alpha:
-        width, height = image.size
-        _check_pixels(width, height, settings, what=f"the {fmt.upper()}")
-        return [Page(0, width, height, _cv2_renderer(data, fmt, width, height, clock))]
-    return _pillow_pages(image, fmt, frames, settings, clock)
+        cost = _WEBP_PATH_COST if fmt == "webp" else _GRAY_PATH_COST
+        _check_page(width, height, cost, settings, what=name)
+        decode, reduced = _cv2_decoders(data, fmt, width, height, cv2.IMREAD_GRAYSCALE)
+        return [Page(0, width, height, decode, pool, reduced)]
+    if fmt == "webp":
+        # A still WebP with alpha: OpenCV's BGRA into a band-wise flattening costs less
+        # than Pillow's animation decoder with its extra canvases.
+        _check_page(width, height, _WEBP_ALPHA_PATH_COST, settings, what=name)
+        decode, _ = _cv2_decoders(data, fmt, width, height, cv2.IMREAD_UNCHANGED)
+        return [Page(0, width, height, decode, pool)]
+    _check_page(width, height, _pillow_cost(mode), settings, what=name)
+    decode = _pillow_frame(data, 0, name, sequential=False, pool=pool)
+    return [Page(0, width, height, decode, pool)]
 
 
-def _cv2_renderer(
-    data: bytes, fmt: str, width: int, height: int, clock: DecodeClock
-) -> Callable[[int | None], tuple[np.ndarray, float]]:
+def _frame_count(image: Image.Image, fmt: str, limit: int) -> tuple[int, bool]:
+    """How many frames (pages) the image has, and whether that is only a lower bound.
+
+    APNG and WebP declare their frame count; GIF frames are counted by skipping their
+    data. A TIFF is walked IFD by IFD only up to the page limit, so a file with a
+    million tiny IFDs costs no more than one with `limit + 1`.
+    """
+    if fmt == "tiff":
+        # One IFD at a time: Pillow's n_frames would read them all, and a failed long
+        # seek leaves its count wrong.
+        count = 1
+        while count <= limit:
+            try:
+                image.seek(count)
+            except EOFError:
+                break
+            count += 1
+        image.seek(0)
+        return count, count > limit
+    if fmt in _ANIMATED_FORMATS:
+        return getattr(image, "n_frames", 1), False
+    return 1, False
+
+
+def _tiff_page(image: Image.Image, index: int) -> tuple[tuple[int, int], str]:
+    image.seek(index)
+    return image.size, image.mode
+
+
+def _pillow_cost(mode: str) -> float:
+    return _PILLOW_STORAGE.get(mode, 4) + _PILLOW_GRAY_COST
+
+
+def _cv2_decoders(
+    data: bytes, fmt: str, width: int, height: int, flag: int
+) -> tuple[Callable[[], np.ndarray], Callable[[int], np.ndarray] | None]:
+    """The whole-page decoder and, for JPEG, the DCT-scaled one."""
     buffer = np.frombuffer(data, np.uint8)
 
     def decode(flag: int) -> np.ndarray:
@@ -223,70 +454,88 @@ def _cv2_renderer(
         return image
 
     def full() -> np.ndarray:
-        return clock.timed(lambda: decode(cv2.IMREAD_GRAYSCALE))
+        image = decode(flag)
+        if image.ndim == 2:
+            return image
+        if image.shape[2] == 4:
+            return _flatten_bands(image, bgr=True)
+        return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
 
-    resize = _resizing(full, width, height, clock)
-
-    def render(max_side: int | None) -> tuple[np.ndarray, float]:
-        if fmt == "jpeg" and max_side is not None:
-            long_side = max(width, height)
-            flag = next(
-                (fl for f, fl in _JPEG_REDUCTIONS if long_side / f <= max_side),
-                _JPEG_REDUCTIONS[-1][1],
+    def reduced(max_side: int) -> np.ndarray:
+        long_side = max(width, height)
+        scaled = next(
+            (fl for f, fl in _JPEG_REDUCTIONS if long_side / f <= max_side),
+            _JPEG_REDUCTIONS[-1][1],
+        )
+        image = decode(scaled)
+        if max(image.shape) > max_side:
+            size = (
+                max(1, round(width * max_side / long_side)),
+                max(1, round(height * max_side / long_side)),
             )
-            image = clock.timed(lambda: decode(flag))
-            if max(image.shape) > max_side:
-                size = (
-                    max(1, round(width * max_side / long_side)),
-                    max(1, round(height * max_side / long_side)),
-                )
-                image = clock.timed(lambda: cv2.resize(image, size, interpolation=cv2.INTER_AREA))
-            return image, image.shape[1] / width
-        return resize(max_side)
+            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        return image
 
-    return render
+    return full, (reduced if fmt == "jpeg" and flag == cv2.IMREAD_GRAYSCALE else None)
 
 
-def _pillow_pages(
-    image: Image.Image, fmt: str, frames: int, settings: Settings, clock: DecodeClock
-) -> list[Page]:
-    sizes: list[tuple[int, int]] = []
-    try:
-        for frame in ImageSequence.Iterator(image):
-            sizes.append(frame.size)
-            _check_pixels(*frame.size, settings, what=f"page {len(sizes)} of the {fmt.upper()}")
-    except (OSError, ValueError, EOFError) as exc:
-        raise ScanFailed(ErrorCode.CORRUPT_IMAGE, f"the {fmt.upper()} is corrupt: {exc}") from exc
+def _pillow_frame(
+    data: bytes, index: int, what: str, *, sequential: bool, pool: _Pool
+) -> Callable[[], np.ndarray]:
+    """Decode frame `index` from a fresh handle, so that the decoder, its frame and the
+    frames before it are all released once the gray page is made."""
 
-    def frame_loader(index: int) -> Callable[[], np.ndarray]:
-        def load() -> np.ndarray:
-            try:
-                image.seek(index)
-                return _pil_to_gray(image)
-            except (OSError, ValueError, EOFError, SyntaxError) as exc:
-                raise ScanFailed(
-                    ErrorCode.CORRUPT_IMAGE,
-                    f"page {index + 1} of the {fmt.upper()} cannot be decoded: {exc}",
-                ) from exc
+    def decode() -> np.ndarray:
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                if sequential:
+                    for frame in range(1, index + 1):
+                        pool.check_deadline()
+                        image.seek(frame)
+                elif index:
+                    image.seek(index)
+                return _pillow_gray(image)
+        except _PILLOW_ERRORS as exc:
+            raise _corrupt(what, exc) from exc
 
-        return lambda: clock.timed(load)
-
-    return [
-        Page(i, w, h, _resizing(frame_loader(i), w, h, clock)) for i, (w, h) in enumerate(sizes)
-    ]
+    return decode
 
 
-def _pil_to_gray(image: Image.Image) -> np.ndarray:
-    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
-        rgba = np.asarray(image.convert("RGBA"))
-        return _flatten_alpha(rgba[:, :, :3], rgba[:, :, 3], bgr=False)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+def _pillow_gray(image: Image.Image) -> np.ndarray:
+    """The current frame as uint8 gray, converted a band of rows at a time: the decoded
+    frame is the only full-size copy, never an RGB, RGBA or float one beside it."""
+    width, height = image.size
+    image.load()
+    mode = image.mode
+    bands = [(top, min(height, top + _BAND_ROWS)) for top in range(0, height, _BAND_ROWS)]
+    out = np.empty((height, width), np.uint8)
+    if mode in _ALPHA_MODES or "transparency" in image.info:
+        for top, bottom in bands:
+            rgba = np.asarray(image.crop((0, top, width, bottom)).convert("RGBA"))
+            out[top:bottom] = _flatten_alpha(rgba[:, :, :3], rgba[:, :, 3], bgr=False)
+    elif mode in _WIDE_MODES:
         # 16-bit and float scans: stretch to 8 bits instead of clipping to white.
-        wide = np.asarray(image, dtype=np.float32)
-        low, high = float(wide.min()), float(wide.max())
-        span = high - low or 1.0
-        return ((wide - low) * (255.0 / span)).astype(np.uint8)
-    return np.ascontiguousarray(np.asarray(image.convert("L")))
+        low, high = math.inf, -math.inf
+        for top, bottom in bands:
+            wide = np.asarray(image.crop((0, top, width, bottom)), dtype=np.float32)
+            low, high = min(low, float(wide.min())), max(high, float(wide.max()))
+        factor = 255.0 / ((high - low) or 1.0)
+        for top, bottom in bands:
+            wide = np.asarray(image.crop((0, top, width, bottom)), dtype=np.float32)
+            out[top:bottom] = ((wide - low) * factor).astype(np.uint8)
+    else:
+        for top, bottom in bands:
+            out[top:bottom] = np.asarray(image.crop((0, top, width, bottom)).convert("L"))
+    return out
+
+
+def _flatten_bands(bgra: np.ndarray, *, bgr: bool) -> np.ndarray:
+    height, width = bgra.shape[:2]
+    out = np.empty((height, width), np.uint8)
+    for top in range(0, height, _BAND_ROWS):
+        band = bgra[top : top + _BAND_ROWS]
+        out[top : top + _BAND_ROWS] = _flatten_alpha(band[:, :, :3], band[:, :, 3], bgr=bgr)
+    return out
 
 
 def _flatten_alpha(color: np.ndarray, alpha: np.ndarray, *, bgr: bool) -> np.ndarray:
@@ -295,23 +544,6 @@ def _flatten_alpha(color: np.ndarray, alpha: np.ndarray, *, bgr: bool) -> np.nda
     gray = cv2.cvtColor(np.ascontiguousarray(color), code).astype(np.uint16)
     a = alpha.astype(np.uint16)
     return ((gray * a + 255 * (255 - a)) // 255).astype(np.uint8)
-
-
-def _resizing(
-    full: Callable[[], np.ndarray], width: int, height: int, clock: DecodeClock
-) -> Callable[[int | None], tuple[np.ndarray, float]]:
-    cache: list[np.ndarray] = []
-
-    def render(max_side: int | None) -> tuple[np.ndarray, float]:
-        if not cache:
-            cache.append(full())
-        image = cache[0]
-        if max_side is None:
-            return image, 1.0
-        small = clock.timed(lambda: _reduce(image, max_side))
-        return small, small.shape[1] / width
-
-    return render
 
 
 def _reduce(image: np.ndarray, max_side: int) -> np.ndarray:
@@ -330,7 +562,7 @@ def _reduce(image: np.ndarray, max_side: int) -> np.ndarray:
     return image
 
 
-def _pdf_pages(data: bytes, settings: Settings, clock: DecodeClock) -> list[Page]:
+def _pdf_pages(data: bytes, settings: Settings, pool: _Pool) -> list[Page]:
     import pypdfium2 as pdfium  # only PDF inputs pay for loading PDFium
 
     try:
@@ -340,46 +572,41 @@ def _pdf_pages(data: bytes, settings: Settings, clock: DecodeClock) -> list[Page
     count = len(pdf)
     if count == 0:
         raise ScanFailed(ErrorCode.CORRUPT_IMAGE, "the PDF has no pages")
-    if count > settings.max_pages:
-        raise ScanFailed(
-            ErrorCode.IMAGE_TOO_LARGE,
-            f"the PDF has {count} pages; the limit is {settings.max_pages} (QRW_MAX_PAGES)",
-        )
-    pages: list[Page] = []
+    _check_page_count(count, settings, what="the PDF")
+    sizes = []
     for index in range(count):
         points_w, points_h = pdf[index].get_size()
-        if points_w <= 0 or points_h <= 0:
+        if not (points_w > 0 and points_h > 0):
             raise ScanFailed(ErrorCode.CORRUPT_IMAGE, f"PDF page {index + 1} has no area")
-        # Posters and drawings can be huge in points: lower the resolution to fit the pixel
-        # budget rather than refuse a legitimate document.
-        scale = min(settings.pdf_dpi / 72.0, math.sqrt(settings.max_pixels / (points_w * points_h)))
-        width, height = math.floor(points_w * scale), math.floor(points_h * scale)
-        pages.append(
-            Page(index, width, height, _pdf_renderer(pdf, index, scale, width, height, clock))
-        )
+        sizes.append((points_w, points_h))
+    # Posters and drawings can be huge in points: lower the resolution to fit the page and
+    # document pixel budgets rather than refuse a legitimate document.
+    fit_document = math.sqrt(settings.max_document_pixels / sum(w * h for w, h in sizes))
+    pages: list[Page] = []
+    for index, (points_w, points_h) in enumerate(sizes):
+        fit_page = math.sqrt(settings.max_pixels / (points_w * points_h))
+        scale = min(settings.pdf_dpi / 72.0, fit_page, fit_document)
+        width, height = max(1, math.floor(points_w * scale)), max(1, math.floor(points_h * scale))
+        render = _pdf_renderer(pdf, index, scale, width, height)
+        pages.append(Page(index, width, height, lambda r=render: r(None), pool, render))
     return pages
 
 
 def _pdf_renderer(
-    pdf: object, index: int, scale: float, width: int, height: int, clock: DecodeClock
-) -> Callable[[int | None], tuple[np.ndarray, float]]:
+    pdf: object, index: int, scale: float, width: int, height: int
+) -> Callable[[int | None], np.ndarray]:
     import pypdfium2 as pdfium
 
-    def render(max_side: int | None) -> tuple[np.ndarray, float]:
+    def render(max_side: int | None) -> np.ndarray:
         # Rasterising at the reduced size is the PDF analogue of JPEG DCT scaling.
         factor = 1.0 if max_side is None else max_side / max(width, height)
-
-        def draw() -> np.ndarray:
-            try:
-                bitmap = pdf[index].render(scale=scale * factor, grayscale=True)  # type: ignore[index]
-                array = bitmap.to_numpy()
-            except pdfium.PdfiumError as exc:
-                raise ScanFailed(
-                    ErrorCode.CORRUPT_IMAGE, f"PDF page {index + 1} cannot be rendered: {exc}"
-                ) from exc
-            return np.ascontiguousarray(array if array.ndim == 2 else array[:, :, 0])
-
-        image = clock.timed(draw)
-        return image, image.shape[1] / width
+        try:
+            bitmap = pdf[index].render(scale=scale * factor, grayscale=True)  # type: ignore[index]
+            array = bitmap.to_numpy()
+        except pdfium.PdfiumError as exc:
+            raise ScanFailed(
+                ErrorCode.CORRUPT_IMAGE, f"PDF page {index + 1} cannot be rendered: {exc}"
+            ) from exc
+        return np.ascontiguousarray(array if array.ndim == 2 else array[:, :, 0])
 
     return render

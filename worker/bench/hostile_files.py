@@ -1,0 +1,225 @@
+"""Hostile image files, built on the fly so that none has to live in the repository.
+
+Each generator returns the bytes of a valid file that is small on disk and expensive to
+decode: the inputs the red-team pass of issue 9 used against the engine, rebuilt exactly
+(same container, compression, sizes and frame counts). They are written chunk by chunk
+with `struct` and `zlib`, so building one costs a few megabytes, never the pixels it
+declares. Only `animated_webp` needs an encoder (libwebp, through Pillow).
+
+`code` arguments take a module matrix (2-D bool array, True = dark module, quiet zone
+included by the caller or not) drawn dark on the page, so a test can also assert that a
+large page is still read, not merely survived.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+
+# A side whose square is just under the default QRW_MAX_PIXELS (60,000,000): the largest
+# square page the engine accepts, as the red-team files used.
+MAX_SIDE = 7745
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _rows(
+    side: int, channels: int, paper: bytes, ink: bytes, code: np.ndarray | None
+) -> Iterator[bytes]:
+    """Yield the raw rows of a side x side page: `paper` everywhere, `ink` on the dark
+    modules of `code`, centred, each module side // (2 * code width) pixels."""
+    blank = paper * side
+    if code is None:
+        for _ in range(side):
+            yield blank
+        return
+    modules = code.shape[0]
+    module = max(1, side // (2 * modules))
+    top = (side - modules * module) // 2
+    page_row = np.frombuffer(blank, np.uint8).reshape(side, channels)
+    inked = np.frombuffer(ink, np.uint8)
+    for y in range(side):
+        m = (y - top) // module
+        if not 0 <= m < modules:
+            yield blank
+            continue
+        row = page_row.copy()
+        dark = np.repeat(code[m].astype(bool), module)
+        row[top : top + dark.size][dark] = inked
+        yield row.tobytes()
+
+
+def _deflate(rows: Iterable[bytes], *, prefix: bytes = b"", level: int = 9) -> bytes:
+    packer = zlib.compressobj(level)
+    parts = [packer.compress(prefix + row) for row in rows]
+    parts.append(packer.flush())
+    return b"".join(parts)
+
+
+def png_bomb(side: int = 20_000) -> bytes:
+    """A valid 1-bit PNG of side x side white pixels: a few dozen KB that would inflate
+    to side * side bytes of grayscale if anyone decoded it (400 MP at the default)."""
+    row = b"\x00" + b"\xff" * ((side + 7) // 8)
+    packer = zlib.compressobj(9)
+    body = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", body)
+        + _chunk(b"IEND", b"")
+    )
+
+
+def rgba_png(side: int = MAX_SIDE, code: np.ndarray | None = None) -> bytes:
+    """An 8-bit RGBA PNG of side x side, fully transparent except for the dark modules of
+    `code` (opaque black). About 248 KB at the default side; 240 MB as decoded RGBA."""
+    rows = _rows(side, 4, b"\x00\x00\x00\x00", b"\x00\x00\x00\xff", code)
+    header = struct.pack(">IIBBBBB", side, side, 8, 6, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", _deflate(rows, prefix=b"\x00"))
+        + _chunk(b"IEND", b"")
+    )
+
+
+def apng(frames: int = 1000, side: int = 1000, code: np.ndarray | None = None) -> bytes:
+    """An animated PNG of `frames` RGBA frames of side x side, each fully repainted
+    (APNG_DISPOSE_OP_NONE, APNG_BLEND_OP_SOURCE) with the same picture. The red-team file
+    had 1,000 frames: about 4 MB decoded per frame, a few KB each on disk."""
+    rows = _rows(side, 4, b"\xff\xff\xff\xff", b"\x00\x00\x00\xff", code)
+    data = _deflate(rows, prefix=b"\x00")
+    header = struct.pack(">IIBBBBB", side, side, 8, 6, 0, 0, 0)
+    parts = [
+        b"\x89PNG\r\n\x1a\n",
+        _chunk(b"IHDR", header),
+        _chunk(b"acTL", struct.pack(">II", frames, 0)),
+    ]
+    sequence = 0
+    for index in range(frames):
+        # fcTL: sequence, size, offset, delay 1/10 s, dispose none, blend source.
+        control = struct.pack(">IIIIIHHBB", sequence, side, side, 0, 0, 1, 10, 0, 0)
+        parts.append(_chunk(b"fcTL", control))
+        sequence += 1
+        if index == 0:
+            parts.append(_chunk(b"IDAT", data))
+        else:
+            parts.append(_chunk(b"fdAT", struct.pack(">I", sequence) + data))
+            sequence += 1
+    parts.append(_chunk(b"IEND", b""))
+    return b"".join(parts)
+
+
+def tiff_pages(pages: int = 20, side: int = MAX_SIDE, code: np.ndarray | None = None) -> bytes:
+    """A little-endian TIFF of `pages` 8-bit grayscale side x side pages, each one
+    deflate-compressed strip: about 1.7 MB at the defaults, 60 MP (60 MB) per page decoded."""
+    strip = _deflate(_rows(side, 1, b"\xff", b"\x00", code), level=6)
+    out = bytearray(b"II*\x00\x00\x00\x00\x00")  # the first IFD offset is patched below
+    previous_link = 4
+    for _ in range(pages):
+        strip_offset = len(out)
+        out += strip
+        if len(out) % 2:
+            out += b"\x00"
+        ifd_offset = len(out)
+        struct.pack_into("<I", out, previous_link, ifd_offset)
+        tags = [
+            (256, 4, side),  # ImageWidth, LONG
+            (257, 4, side),  # ImageLength
+            (258, 3, 8),  # BitsPerSample, SHORT
+            (259, 3, 8),  # Compression: Adobe deflate
+            (262, 3, 1),  # PhotometricInterpretation: BlackIsZero
+            (273, 4, strip_offset),  # StripOffsets
+            (277, 3, 1),  # SamplesPerPixel
+            (278, 4, side),  # RowsPerStrip: one strip per page
+            (279, 4, len(strip)),  # StripByteCounts
+        ]
+        out += struct.pack("<H", len(tags))
+        for tag, kind, value in tags:
+            packed = struct.pack("<HI", value, 0)[:4] if kind == 3 else struct.pack("<I", value)
+            out += struct.pack("<HHI", tag, kind, 1) + packed
+        previous_link = len(out)
+        out += b"\x00\x00\x00\x00"  # next IFD: none, unless another page follows
+    return bytes(out)
+
+
+def _riff_chunks(data: bytes) -> dict[bytes, bytes]:
+    chunks, offset = {}, 12
+    while offset + 8 <= len(data):
+        kind, size = (
+            data[offset : offset + 4],
+            struct.unpack("<I", data[offset + 4 : offset + 8])[0],
+        )
+        chunks[kind] = data[offset + 8 : offset + 8 + size]
+        offset += 8 + size + (size & 1)
+    return chunks
+
+
+def _riff_chunk(kind: bytes, body: bytes) -> bytes:
+    return kind + struct.pack("<I", len(body)) + body + (b"\x00" if len(body) % 2 else b"")
+
+
+def _u24(value: int) -> bytes:
+    return struct.pack("<I", value)[:3]
+
+
+def animated_webp(frames: int = 20, side: int = MAX_SIDE, code: np.ndarray | None = None) -> bytes:
+    """An animated WebP with a side x side canvas and `frames` frames, each a small
+    lossless tile placed somewhere on the canvas: about 15 KB at the defaults, while a
+    decoder composes every frame onto the whole canvas (240 MB of RGBA at the default).
+
+    With `code`, the first frame is that code (opaque black on opaque white) at the
+    canvas centre; the others are 32 x 32 tiles of noise along the diagonal.
+    """
+    from PIL import Image  # libwebp's encoder, for the tiles only
+
+    def lossless(pixels: np.ndarray) -> bytes:
+        buffer = io.BytesIO()
+        Image.fromarray(pixels, "RGBA").save(
+            buffer, format="WEBP", lossless=True, quality=0, method=0
+        )
+        return _riff_chunk(b"VP8L", _riff_chunks(buffer.getvalue())[b"VP8L"])
+
+    rng = np.random.default_rng(9)
+    body = [
+        _riff_chunk(b"VP8X", bytes([0x12, 0, 0, 0]) + _u24(side - 1) + _u24(side - 1)),
+        _riff_chunk(b"ANIM", b"\xff\xff\xff\x00" + struct.pack("<H", 0)),
+    ]
+    for index in range(frames):
+        if index == 0 and code is not None:
+            module = max(1, side // (2 * code.shape[0]))
+            dark = np.kron(code, np.ones((module, module), bool))
+            gray = np.where(dark, np.uint8(0), np.uint8(255))
+            pixels = np.dstack([gray, gray, gray, np.full_like(gray, 255)])
+            x = y = (side - gray.shape[0]) // 2
+        else:
+            # Four grey levels: incompressible enough to be a real frame, small on disk.
+            pixels = (rng.integers(0, 4, (32, 32, 4)) * 85).astype(np.uint8)
+            x = y = index * (side - 32) // max(1, frames - 1)
+        height, width = pixels.shape[:2]
+        # Offsets are stored halved (frames sit on even pixels); flags 0: alpha-blend
+        # onto the canvas, no disposal.
+        header = _u24(x // 2) + _u24(y // 2) + _u24(width - 1) + _u24(height - 1) + _u24(100)
+        body.append(_riff_chunk(b"ANMF", header + b"\x00" + lossless(pixels)))
+    payload = b"WEBP" + b"".join(body)
+    return b"RIFF" + struct.pack("<I", len(payload)) + payload
+
+
+def qr_modules(text: str, quiet_zone: int = 4) -> np.ndarray:
+    """The module matrix of a QR code holding `text` (True = dark), with its quiet zone."""
+    import zxingcpp
+
+    symbol = np.asarray(
+        zxingcpp.create_barcode(text, zxingcpp.BarcodeFormat.QRCode).to_image(
+            scale=1, add_quiet_zones=False
+        )
+    )
+    dark = symbol < 128
+    return np.pad(dark, quiet_zone, constant_values=False)
