@@ -16,6 +16,7 @@ from typing import Any
 import redis
 import structlog
 from rq import Queue
+from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job
 from rq.utils import get_version, now, utcformat
 
@@ -93,9 +94,30 @@ def _job_limit() -> int:
     return ctx.settings.max_job_bytes if ctx else Settings().max_job_bytes
 
 
+class QrIntermediateQueue(IntermediateQueue):
+    """RQ's list of popped, not yet started ids, as its maintenance sweeps it.
+
+    An id left there by a worker that died right after popping it may be one RQ cannot
+    parse (RQ raises on it in every worker's maintenance, for good): those are
+    dead-lettered first, and RQ sweeps the rest as it always does.
+    """
+
+    def cleanup(self, worker: Any, queue: Queue) -> None:
+        for raw_id in self.connection.lrange(self.key, 0, -1):
+            try:
+                envelope.job_id(raw_id)
+            except UnusableJobId as rejected:
+                reject_unusable(self.connection, queue, raw_id, rejected)
+        super().cleanup(worker, queue)
+
+
 class QrQueue(Queue):
     # Queues built from a name alone (RQ's pool does that) still build our jobs.
     job_class = QrJob
+
+    @property
+    def intermediate_queue(self) -> IntermediateQueue:
+        return QrIntermediateQueue(self.key, connection=self.connection)
 
     @classmethod
     def dequeue_any(  # type: ignore[override]
