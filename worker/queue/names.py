@@ -41,12 +41,13 @@ def delivery_key(job_id: str) -> str:
 RQ_PREFIX = "rq:"
 RQ_QUEUES = "rq:queues"  # a set of queue keys (rq:queue:<queue>)
 RQ_WORKERS = "rq:workers"  # a set of worker keys (rq:worker:<name>)
+RQ_JOB_PREFIX = "rq:job:"  # + the id; as bytes for ids that are not text (hostile tests)
 RQ_QUEUE_PREFIX = "rq:queue:"
 RQ_WORKER_PREFIX = "rq:worker:"
 
 
 def rq_job_key(job_id: str) -> str:
-    return f"rq:job:{job_id}"
+    return f"{RQ_JOB_PREFIX}{job_id}"
 
 
 def rq_queue_key(queue: str) -> str:
