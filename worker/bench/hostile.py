@@ -1049,6 +1049,9 @@ def final_sweep(bench: QueueBench, rows: list[Row]) -> None:
         evaluate(bench, row, row.extra["case"])
         if row.results != before:
             row.note += f" {row.results - (before or 0)} more result(s) by the end of the run;"
+        if not row.results:
+            waited = time.time() - row.enqueued_at
+            row.note += f" still none at the end of the run, {waited:.0f} s after the enqueue;"
 
 
 # --------------------------------------------------------------------------- the shim
