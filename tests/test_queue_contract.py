@@ -82,7 +82,7 @@ def job_data(payload: Any, *, function: str = "jobs.scan", instance: Any = None)
     return json.dumps([function, instance, [payload], {}])
 
 
-def push(client: redis.Redis, job_id: str | bytes, **fields: Any) -> None:
+def push(client: redis.Redis, job_id: str | bytes, *, enqueue: bool = True, **fields: Any) -> None:
     """HSET the job hash (the protocol's fields unless overridden; None leaves one out),
     then RPUSH its id, in one transaction, exactly as docs/protocol.md tells a producer."""
     stamp = rq_timestamp()
@@ -98,7 +98,8 @@ def push(client: redis.Redis, job_id: str | bytes, **fields: Any) -> None:
     key = b"rq:job:" + (job_id if isinstance(job_id, bytes) else job_id.encode())
     with client.pipeline(transaction=True) as pipe:
         pipe.hset(key, mapping={k: v for k, v in mapping.items() if v is not None})
-        pipe.rpush(names.rq_queue_key(QUEUE), job_id)
+        if enqueue:
+            pipe.rpush(names.rq_queue_key(QUEUE), job_id)
         pipe.execute()
 
 
@@ -356,6 +357,42 @@ def test_an_unreadable_rq_field_is_invalid_rather_than_a_crash(contract: Contrac
     job_id = new_id()
     push(contract.client, job_id, created_at="yesterday", result_ttl="forever")
     assert_answered_once_and_never_run(contract, job_id, "invalid_payload")
+
+
+class _Shell:
+    """What a pickle-speaking attacker writes: unpickling it runs a shell command."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        import os
+
+        return (os.system, (self.command,))
+
+
+@pytest.mark.parametrize("field", ["meta", "result"])
+def test_a_pickle_in_an_rq_field_is_never_loaded_even_by_rqs_maintenance(
+    contract: Contract, tmp_path: Path, field: str
+) -> None:
+    import pickle
+
+    marker = tmp_path / "pwned"
+    job_id = new_id()
+    # A job that looks abandoned (in RQ's started registry, its lease long expired): RQ's
+    # maintenance reads the hash back with the queue's serializer, which is RQ's pickle
+    # unless every queue the worker builds is JSON-only.
+    shell = pickle.dumps(_Shell(f"touch {marker}"))
+    push(contract.client, job_id, enqueue=False, status="started", **{field: shell})
+    contract.client.zadd(names.rq_started_key(QUEUE), {f"{job_id}:abandoned": 1})
+    wait_until(
+        lambda: not contract.client.zscore(names.rq_started_key(QUEUE), f"{job_id}:abandoned"),
+        60,
+        "maintenance to handle the abandoned job",
+    )
+    result_of(contract, job_id)  # it was run again (a worker died, as far as RQ knows)
+    assert not marker.exists()
+    contract.assert_worker_survived()
 
 
 # -- defects 3 and 7: only what passed validation is echoed --------------------------------

@@ -18,6 +18,7 @@ import structlog
 from rq import Queue
 from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job
+from rq.serializers import JSONSerializer
 from rq.utils import get_version, now, utcformat
 
 from worker.engine.errors import ErrorCode
@@ -36,9 +37,11 @@ DEAD_LETTER_MAXLEN = 10_000
 class QrJob(Job):
     """A job as RQ sees it, restricted to what this service runs.
 
+    - JSON only: no field of a job hash is ever unpickled, on any path.
     - `func` refuses any function but ours before anything is imported (intake already
       refused such jobs; this holds for any path that builds a Job from a hash).
-    - `restore` inflates `data` with the job limit, wherever RQ reads a job hash.
+    - `restore` inflates `data` and `exc_info` with the job limit, wherever RQ reads a
+      job hash.
     - The job function runs arq-style: `jobs.scan(ctx, run, payload)`.
     - The failure handler records the failure's code here, by the exception's type, for
       the worker to publish (see worker.queue.rq_worker).
@@ -46,6 +49,13 @@ class QrJob(Job):
 
     failure_code: ErrorCode | None = None
     failure_message: str = ""
+
+    def __init__(
+        self, id: str | None = None, connection: Any = None, serializer: Any = None
+    ) -> None:
+        # JSON whoever builds the job: RQ's registries and maintenance pass the queue's
+        # serializer, and RQ's default is pickle (loaded from the hash's meta and result).
+        super().__init__(id, connection=connection, serializer=JSONSerializer)
 
     @property
     def func(self) -> Any:
@@ -112,8 +122,13 @@ class QrIntermediateQueue(IntermediateQueue):
 
 
 class QrQueue(Queue):
-    # Queues built from a name alone (RQ's pool does that) still build our jobs.
+    # Queues built from a name alone (RQ's pool does that) still build our jobs, and
+    # read them as JSON: RQ's default serializer is pickle.
     job_class = QrJob
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["serializer"] = JSONSerializer
+        super().__init__(*args, **kwargs)
 
     @property
     def intermediate_queue(self) -> IntermediateQueue:
