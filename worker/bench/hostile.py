@@ -1306,6 +1306,7 @@ class Run:
     shim: dict[str, Any] = field(default_factory=dict)
     kills: list[dict[str, Any]] = field(default_factory=list)
     wall_s: float = 0.0
+    code: str = ""
 
 
 def select(items: list[Any], args: argparse.Namespace) -> list[Any]:
@@ -1316,7 +1317,7 @@ def select(items: list[Any], args: argparse.Namespace) -> list[Any]:
 
 
 def measure(args: argparse.Namespace) -> Run:
-    run = Run(args, datetime.now(UTC))
+    run = Run(args, datetime.now(UTC), code=_git(args.code_root))
     started = time.perf_counter()
     sections = set(args.sections.split(",")) if args.sections else set(SECTIONS)
     unknown = sections - set(SECTIONS)
@@ -1562,7 +1563,7 @@ def render(run: Run) -> str:
         f"in {run.wall_s / 60:.1f} min.  ",
         f"Machine: {os.cpu_count()} cores (nproc {len(os.sched_getaffinity(0))}), Python "
         f"{platform.python_version()}, {platform.system()} {platform.release()}.  ",
-        f"Code under test: {args.code_root or 'this checkout'}, {_git(args.code_root)}.",
+        f"Code under test: {args.code_root or 'this checkout'}, {run.code} (at the start).",
         "",
     ]
     if args.note:
