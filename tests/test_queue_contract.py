@@ -95,7 +95,7 @@ def push(client: redis.Redis, job_id: str | bytes, *, enqueue: bool = True, **fi
         "timeout": "60",
         **fields,
     }
-    key = b"rq:job:" + (job_id if isinstance(job_id, bytes) else job_id.encode())
+    key = names.RQ_JOB_PREFIX.encode() + (job_id if isinstance(job_id, bytes) else job_id.encode())
     with client.pipeline(transaction=True) as pipe:
         pipe.hset(key, mapping={k: v for k, v in mapping.items() if v is not None})
         if enqueue:
@@ -172,7 +172,7 @@ def test_a_job_id_outside_the_allowed_characters_goes_to_the_dead_letter_stream(
     assert entry[b"queue"] == QUEUE.encode()
     assert b"job id" in entry[b"message"]
     assert len(entry[b"job_id"]) <= 100  # quoted, and cut short when long
-    assert contract.client.hget(f"rq:job:{job_id}", "status") == b"failed"
+    assert contract.client.hget(names.rq_job_key(job_id), "status") == b"failed"
     assert contract.client.llen(f"{names.rq_queue_key(QUEUE)}:intermediate") == 0
     contract.assert_worker_survived()
 
@@ -330,6 +330,17 @@ def test_a_queued_id_without_a_job_hash_gets_a_result(contract: Contract) -> Non
     result = result_of(contract, job_id)
     assert result["error"]["code"] == "invalid_payload"
     assert "no job hash" in result["error"]["message"]
+    contract.assert_worker_survived()
+
+
+def test_a_job_key_that_is_not_a_hash_gets_a_result(contract: Contract) -> None:
+    job_id = new_id()
+    contract.client.set(names.rq_job_key(job_id), "a string, not a hash")
+    contract.client.rpush(names.rq_queue_key(QUEUE), job_id)
+    result = result_of(contract, job_id)
+    assert result["error"]["code"] == "invalid_payload"
+    assert "not a job hash" in result["error"]["message"]
+    assert contract.client.get(names.rq_job_key(job_id)) == b"a string, not a hash"
     contract.assert_worker_survived()
 
 

@@ -194,7 +194,11 @@ def admit(connection: redis.Redis, queue: Queue, raw_id: bytes) -> Job | None:
         reject_unusable(connection, queue, raw_id, rejected)
         return None
     key = names.rq_job_key(job_id)
-    data_bytes, hash_bytes = _sizes(connection, key)
+    kind, data_bytes, hash_bytes = _sizes(connection, key)
+    if kind not in (b"hash", b"none"):
+        rejected = envelope.InvalidJob(f"{key} is a {kind.decode()}, not a job hash")
+        reject(connection, queue, job_id, raw_id, {}, rejected)
+        return None
     try:
         envelope.stored_size(data_bytes, hash_bytes, limit)
     except JobRejected as rejected:
@@ -277,7 +281,7 @@ def reject_unusable(
     """A job whose id cannot name a result: one entry on the dead-letter stream."""
     ctx = context.current()
     quoted = envelope.quote_id(raw_id)
-    key = names.rq_job_key("").encode() + raw_id  # raw: the id may not even be UTF-8
+    key = names.RQ_JOB_PREFIX.encode() + raw_id  # raw: the id may not even be UTF-8
     # The hash first, the entry last: whoever reads the entry finds the hash settled.
     if connection.exists(key):  # never create a hash for an id nobody enqueued
         with connection.pipeline(transaction=True) as pipe:
@@ -310,15 +314,22 @@ def reject_unusable(
     )
 
 
-def _sizes(connection: redis.Redis, key: str) -> tuple[int, int | None]:
-    """The stored `data` length and, where Redis answers MEMORY USAGE, the whole hash's."""
+def _sizes(connection: redis.Redis, key: str) -> tuple[bytes, int, int | None]:
+    """The key's type, the stored `data` length and, where Redis answers MEMORY USAGE,
+    the whole hash's size: one round trip, nothing of the job loaded yet."""
     with connection.pipeline(transaction=False) as pipe:
+        pipe.type(key)
         pipe.hstrlen(key, "data")
         pipe.memory_usage(key, samples=0)
-        data_bytes, hash_bytes = pipe.execute(raise_on_error=False)
+        kind, data_bytes, hash_bytes = pipe.execute(raise_on_error=False)
+    if isinstance(kind, Exception):
+        raise kind
+    kind = kind if isinstance(kind, bytes) else str(kind).encode()
+    if kind != b"hash":
+        return kind, 0, None
     if isinstance(hash_bytes, Exception):
         hash_bytes = None  # MEMORY is renamed away on some managed Redis services
-    return int(data_bytes), (int(hash_bytes) if hash_bytes is not None else None)
+    return kind, int(data_bytes), (int(hash_bytes) if hash_bytes is not None else None)
 
 
 def _identity(connection: redis.Redis, key: str, data_bytes: int) -> dict[bytes, bytes]:
