@@ -1018,6 +1018,12 @@ def evaluate(bench: QueueBench, row: Row, case: JobCase) -> None:
             notes.append("the control's code was NOT read")
     if case.max_seconds is not None and (row.seconds or 0.0) > case.max_seconds:
         notes.append(f"slower than {case.max_seconds:.0f} s")
+    # A job consumed but left "queued" looks pending forever to RQ's tools (defect 15).
+    if deliveries and any(
+        bench.client.hget(b"rq:job:" + job_id, "status") == b"queued" for job_id in row.job_ids
+    ):
+        good = False
+        notes.append("its job hash still says queued")
     row.as_expected = good
     row.extra["verdict_note"] = "; ".join(notes)
 
