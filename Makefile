@@ -64,7 +64,7 @@ bench-queue: setup
 	$(PY) -m worker.bench.queue --out docs/benchmarks.md
 
 # Issue 9's measurement: hostile files and jobs against a real worker pool and shim
-# (outcome, seconds, peak memory per input, and the promises as PASS/FAIL). About 6 min.
+# (outcome, seconds, peak memory per input, and the promises as PASS/FAIL). About a minute.
 bench-hostile: setup
 	$(PY) -m worker.bench.hostile --out docs/reliability.md
 
