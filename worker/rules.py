@@ -26,6 +26,10 @@ class Want(StrEnum):
 
 MIN_DEADLINE_MS = 1
 MAX_DEADLINE_MS = 600_000
+# A job's hard limit, whether the job names it (`timeout`) or QRW_JOB_TIMEOUT does: one
+# range, so a default that a job could not itself ask for is refused at start.
+MIN_JOB_TIMEOUT_S = 1
+MAX_JOB_TIMEOUT_S = 3_600
 MAX_REQUEST_ID_CHARS = 200
 MAX_META_BYTES = 16_384
 # How much of an offending value a message quotes: errors are published and logged, and a

@@ -390,8 +390,9 @@ class Settings:
             "QRW_JOB_TIMEOUT",
             "Hard limit in seconds for one job when the producer sets none: past it the "
             "work-horse process is killed, even inside native code.",
-            # One day: far beyond any batch, and far inside what signal timers can hold.
-            _number(1, 86_400, "s"),
+            # The range a job's own `timeout` field has (worker/rules.py): an hour is far
+            # beyond any batch of 100 images, and far inside what signal timers can hold.
+            _number(rules.MIN_JOB_TIMEOUT_S, rules.MAX_JOB_TIMEOUT_S, "s"),
         ),
     )
     max_attempts: int = field(

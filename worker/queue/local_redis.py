@@ -21,7 +21,12 @@ def free_port() -> int:
 
 @contextmanager
 def local_redis() -> Iterator[str]:
-    """Start redis-server (no persistence), yield its URL, stop it on exit."""
+    """Start redis-server, yield its URL, stop it on exit.
+
+    It keeps an append-only file in its throwaway folder, as production Redis must
+    (docs/operations.md): workers check persistence at start and would otherwise,
+    rightly, log an error on every demo and benchmark run.
+    """
     if shutil.which("redis-server") is None:
         raise RuntimeError("redis-server is not installed (make setup installs it)")
     port = free_port()
@@ -36,7 +41,9 @@ def local_redis() -> Iterator[str]:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes",
+                "--appendfsync",
+                "everysec",
                 "--dir",
                 folder,
             ],
