@@ -1341,7 +1341,8 @@ def measure(args: argparse.Namespace) -> Run:
         root = folder / "files"
         root.mkdir()
         client = redis.Redis.from_url(url, socket_timeout=60)
-        # Production runs Redis with persistence (docs/operations.md); so does this run.
+        # Production runs Redis with persistence (docs/operations.md), and so does this run,
+        # whatever local_redis's own default is.
         client.config_set("appendonly", "yes")
         cases = file_cases()
         files = select(cases, args)
