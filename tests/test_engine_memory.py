@@ -152,8 +152,9 @@ def test_an_animated_webp_is_read_frame_by_frame_and_its_memory_given_back(
     tmp_path: Path,
 ) -> None:
     # The red-team file (15 KB, 20 frames on a 7745x7745 canvas) left the shim at 1.1 GB
-    # RSS; this one is the largest animation the defaults accept: 8 frames of 4096x4096.
-    report = probe(tmp_path, hf.animated_webp(8, 4096, code=hf.qr_modules(CODE)))
+    # RSS; this one is near the largest animation the defaults accept: 8 frames of
+    # 3600x3600 (libwebp's canvases make each frame cost about 19 bytes per pixel).
+    report = probe(tmp_path, hf.animated_webp(8, 3600, code=hf.qr_modules(CODE)))
     assert report["result"]["pages"] == 8
     assert texts(report) == [CODE] * 8  # the first frame's code stays on the canvas
     assert report["peak_above_mib"] < share_of_headroom(report), report
@@ -201,6 +202,16 @@ def test_pdf_pages_are_rasterised_to_fit_the_document_pixel_limit() -> None:
 
 
 # Defect 5: animated PNG and WebP ignored the page limit and the deadline.
+
+
+def test_a_gif_of_200_000_frames_is_refused_without_counting_them_all() -> None:
+    # The GIF analogue of the red-team APNG: 4.6 MB of one-pixel frames.
+    engine = Engine(Settings(backend="none"))
+    started = time.perf_counter()
+    result = engine.scan(hf.gif_frames(200_000))
+    assert result.error is not None and result.error.code == ErrorCode.IMAGE_TOO_LARGE
+    assert "more than 20 pages" in result.error.message
+    assert time.perf_counter() - started < 2.0
 
 
 def test_every_frame_of_an_animated_png_counts_against_the_page_limit() -> None:

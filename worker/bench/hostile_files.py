@@ -212,6 +212,15 @@ def animated_webp(frames: int = 20, side: int = MAX_SIDE, code: np.ndarray | Non
     return b"RIFF" + struct.pack("<I", len(payload)) + payload
 
 
+def gif_frames(frames: int = 200_000) -> bytes:
+    """A GIF89a of `frames` one-pixel frames, each with its graphic control extension:
+    23 bytes a frame (4.6 MB at the default), all to be walked to count its pages."""
+    header = b"GIF89a" + struct.pack("<HHBBB", 1, 1, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff"
+    control = b"\x21\xf9\x04\x00\x01\x00\x00\x00"
+    image = b"\x2c" + struct.pack("<HHHHB", 0, 0, 1, 1, 0) + b"\x02\x02\x44\x01\x00"
+    return header + (control + image) * frames + b"\x3b"
+
+
 def qr_modules(text: str, quiet_zone: int = 4) -> np.ndarray:
     """The module matrix of a QR code holding `text` (True = dark), with its quiet zone."""
     import zxingcpp

@@ -151,9 +151,10 @@ class Engine:
             )
 
 
-# A scan that decoded this many pixels (a 16 MP page, or a few pages) has grown the heap
-# by tens of MB; below it, giving memory back would cost more than it returns.
-_RETURN_MEMORY_AFTER_PIXELS = 16_000_000
+# A scan that decoded this many pixels (a phone photo at full size) has grown the heap by
+# tens of MB. The shim scans in many threads, each with its own glibc arena that would
+# keep its share; trimming when there is nothing to give back costs microseconds.
+_RETURN_MEMORY_AFTER_PIXELS = 4_000_000
 
 
 def _load_malloc_trim() -> ctypes._CFuncPtr | None:

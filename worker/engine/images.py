@@ -25,6 +25,7 @@ Four rules shape this module:
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import time
@@ -87,9 +88,10 @@ _WEBP_ALPHA_PATH_COST = 8.5
 # everything else (RGB included) in four; the gray page and its copies add 1.3.
 _PILLOW_STORAGE = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
 _PILLOW_GRAY_COST = 1.3
-# Animations hold more than their frame: GIF and APNG keep the previous frame for
-# disposal and blending, libwebp two canvases plus the copy it hands to Pillow.
-_ANIMATION_COST = {"gif": 9.5, "png": 12.5, "webp": 16.5}
+# Animations hold more than their frame: Pillow keeps GIF and APNG frames in RGBA with
+# the previous one for disposal and blending, libwebp two canvases plus the copy it
+# hands to Pillow; the walk that reaches a frame also makes the others' small copies.
+_ANIMATION_COST = {"gif": 19.0, "png": 15.0, "webp": 19.5}
 # Gray rows converted at once from a Pillow frame or a BGRA array: a few MB at most.
 _BAND_ROWS = 64
 # The small fast-pass copies that pages other than the current one keep, all together: 20
@@ -161,6 +163,14 @@ class _Pool:
             self._kept[id(previous)] = mine
         self._current = cache
 
+    def keep_room(self) -> bool:
+        """Whether pages other than the current one may keep more small copies."""
+        return sum(self._kept.values()) < _KEPT_SMALL_BYTES
+
+    def kept_small(self, cache: dict[int | None, tuple[np.ndarray, float]], nbytes: int) -> None:
+        """Count a small copy stored in a page other than the current one."""
+        self._kept[id(cache)] = self._kept.get(id(cache), 0) + nbytes
+
     def check_deadline(self) -> None:
         if self.deadline is not None and self.deadline.expired():
             raise DeadlineReached(f"the deadline of {self.deadline.budget_ms:g} ms passed")
@@ -195,7 +205,7 @@ class Page:
         Raises DeadlineReached when the page must be decoded after the deadline.
         """
         long_side = max(self.width, self.height)
-        key = None if max_side is None or long_side <= max_side else max_side
+        key = _size_key(long_side, max_side)
         cached = self._cache.get(key)
         if cached is not None:
             return cached
@@ -209,7 +219,7 @@ class Page:
         # A page is decoded at full size only to be reduced: derive every size the cascade
         # asks for now, so the page is not decoded again, and keep the full page only
         # when it is itself one of those sizes.
-        wanted = {key, *(None if long_side <= s else s for s in self._pool.sides)}
+        wanted = {key, *(_size_key(long_side, s) for s in self._pool.sides)}
         for side in sorted(wanted, key=lambda s: -1 if s is None else s):
             if side in self._cache:
                 continue
@@ -219,6 +229,15 @@ class Page:
                 small = self._pool.clock.timed(lambda: _reduce(full, side))  # noqa: B023
                 self._cache[side] = (small, small.shape[1] / self.width)
         return self._cache[key]
+
+
+def _size_key(long_side: int, max_side: int | None) -> int | None:
+    """The cache key of a page reduced to `max_side`: None when that is the page itself."""
+    return None if max_side is None or long_side <= max_side else max_side
+
+
+def _fast_key(width: int, height: int, settings: Settings) -> int | None:
+    return _size_key(max(width, height), settings.fast_max_side)
 
 
 @dataclass
@@ -373,20 +392,20 @@ def _raster_pages(data: bytes, fmt: str, settings: Settings, pool: _Pool) -> lis
         for index, ((width, height), page_mode) in enumerate(tiff_pages):
             what = f"page {index + 1} of {name}"
             _check_page(width, height, _pillow_cost(page_mode), settings, what=what)
-            decode = _pillow_frame(data, index, what, sequential=False, pool=pool)
+            decode = _pillow_frame(data, index, what)
             pages.append(Page(index, width, height, decode, pool))
         return pages
     width, height = size
     if frames > 1 and fmt in _ANIMATED_FORMATS:
         # Every frame is a page the size of the canvas, reached by decoding those before it.
         _check_document([size] * frames, settings, what=name)
-        cost = _ANIMATION_COST[fmt]
-        pages = []
-        for index in range(frames):
-            what = f"frame {index + 1} of {name}"
-            _check_page(width, height, cost, settings, what=what)
-            decode = _pillow_frame(data, index, what, sequential=True, pool=pool)
-            pages.append(Page(index, width, height, decode, pool))
+        _check_page(width, height, _ANIMATION_COST[fmt], settings, what=f"each frame of {name}")
+        animation = _Animation(data, name, pool, _fast_key(width, height, settings), [])
+        pages = [
+            Page(index, width, height, functools.partial(animation.frame, index), pool)
+            for index in range(frames)
+        ]
+        animation.caches = [page._cache for page in pages]
         return pages
     has_alpha = mode in _ALPHA_MODES or "transparency" in info
     if fmt in _CV2_FORMATS and not has_alpha:
@@ -401,16 +420,16 @@ def _raster_pages(data: bytes, fmt: str, settings: Settings, pool: _Pool) -> lis
         decode, _ = _cv2_decoders(data, fmt, width, height, cv2.IMREAD_UNCHANGED)
         return [Page(0, width, height, decode, pool)]
     _check_page(width, height, _pillow_cost(mode), settings, what=name)
-    decode = _pillow_frame(data, 0, name, sequential=False, pool=pool)
+    decode = _pillow_frame(data, 0, name)
     return [Page(0, width, height, decode, pool)]
 
 
 def _frame_count(image: Image.Image, fmt: str, limit: int) -> tuple[int, bool]:
     """How many frames (pages) the image has, and whether that is only a lower bound.
 
-    APNG and WebP declare their frame count; GIF frames are counted by skipping their
-    data. A TIFF is walked IFD by IFD only up to the page limit, so a file with a
-    million tiny IFDs costs no more than one with `limit + 1`.
+    APNG and WebP declare their frame count. GIF and TIFF frames are counted only up to
+    the page limit, so a file of a million tiny frames costs no more than one of
+    `limit + 1`.
     """
     if fmt == "tiff":
         # One IFD at a time: Pillow's n_frames would read them all, and a failed long
@@ -424,9 +443,43 @@ def _frame_count(image: Image.Image, fmt: str, limit: int) -> tuple[int, bool]:
             count += 1
         image.seek(0)
         return count, count > limit
+    if fmt == "gif":
+        count = _gif_frames(image, limit)
+        return count, count > limit
     if fmt in _ANIMATED_FORMATS:
         return getattr(image, "n_frames", 1), False
     return 1, False
+
+
+def _gif_frames(image: Image.Image, limit: int) -> int:
+    """The GIF's image descriptors, counted by skipping blocks and only up to `limit + 1`:
+    Pillow's n_frames walks them all, seconds for the millions a 50 MB file can hold."""
+    fp = image.fp
+    assert fp is not None
+    fp.seek(0)
+    header = fp.read(13)
+    if len(header) < 13:
+        raise SyntaxError("truncated GIF header")
+    if header[10] & 0x80:
+        fp.seek(3 << ((header[10] & 7) + 1), io.SEEK_CUR)  # global colour table
+    count = 0
+    while count <= limit:
+        kind = fp.read(1)
+        if kind == b"!":
+            fp.read(1)  # extension label
+        elif kind == b",":
+            descriptor = fp.read(9)
+            if len(descriptor) < 9:
+                break
+            count += 1
+            if descriptor[8] & 0x80:
+                fp.seek(3 << ((descriptor[8] & 7) + 1), io.SEEK_CUR)  # local colour table
+            fp.read(1)  # LZW minimum code size
+        else:  # the trailer, the end of the data, or junk Pillow stops at too
+            break
+        while (size := fp.read(1)) and size[0]:
+            fp.seek(size[0], io.SEEK_CUR)
+    return max(count, 1)
 
 
 def _tiff_page(image: Image.Image, index: int) -> tuple[tuple[int, int], str]:
@@ -479,26 +532,77 @@ def _cv2_decoders(
     return full, (reduced if fmt == "jpeg" and flag == cv2.IMREAD_GRAYSCALE else None)
 
 
-def _pillow_frame(
-    data: bytes, index: int, what: str, *, sequential: bool, pool: _Pool
-) -> Callable[[], np.ndarray]:
-    """Decode frame `index` from a fresh handle, so that the decoder, its frame and the
-    frames before it are all released once the gray page is made."""
+def _pillow_frame(data: bytes, index: int, what: str) -> Callable[[], np.ndarray]:
+    """Decode page `index` from a fresh handle, so that the decoder and its frame are
+    released once the gray page is made."""
 
     def decode() -> np.ndarray:
         try:
             with Image.open(io.BytesIO(data)) as image:
-                if sequential:
-                    for frame in range(1, index + 1):
-                        pool.check_deadline()
-                        image.seek(frame)
-                elif index:
+                if index:
                     image.seek(index)
                 return _pillow_gray(image)
         except _PILLOW_ERRORS as exc:
             raise _corrupt(what, exc) from exc
 
     return decode
+
+
+@dataclass
+class _Animation:
+    """The frames of an animated GIF, PNG or WebP, which Pillow reaches only by decoding
+    every frame before them.
+
+    Each decode walks from the first frame on a fresh handle (released when done) and
+    gives every frame it passes, and every frame after the one asked for, its small
+    fast-pass copy. The fast pass and the detectors then find every page ready after one
+    walk, and only pages that need their large images cost another walk: linear, not
+    quadratic, in the frame count for the cheap stages.
+    """
+
+    data: bytes
+    what: str
+    pool: _Pool
+    small_key: int | None
+    caches: list[dict[int | None, tuple[np.ndarray, float]]]
+
+    def frame(self, index: int) -> np.ndarray:
+        try:
+            with Image.open(io.BytesIO(self.data)) as image:
+                wanted: np.ndarray | None = None
+                for frame, cache in enumerate(self.caches):
+                    if frame > index and not self._prefetching(frame):
+                        break
+                    if frame:
+                        if frame <= index:
+                            self.pool.check_deadline()
+                        image.seek(frame)
+                    if frame != index:  # the frame asked for is counted by the pool
+                        self.pool.decoded_pixels += image.width * image.height
+                    if frame == index:
+                        wanted = _pillow_gray(image)
+                    elif self.small_key not in cache and self.pool.keep_room():
+                        self._keep_small(cache, _pillow_gray(image))
+                assert wanted is not None
+                return wanted
+        except _PILLOW_ERRORS as exc:
+            raise _corrupt(f"frame {index + 1} of {self.what}", exc) from exc
+
+    def _prefetching(self, frame: int) -> bool:
+        """Whether the walk should go on past the frame asked for, to `frame`."""
+        if self.pool.deadline is not None and self.pool.deadline.expired():
+            return False
+        if not self.pool.keep_room():
+            return False
+        return any(self.small_key not in cache for cache in self.caches[frame:])
+
+    def _keep_small(
+        self, cache: dict[int | None, tuple[np.ndarray, float]], gray: np.ndarray
+    ) -> None:
+        width = gray.shape[1]
+        small = gray if self.small_key is None else _reduce(gray, self.small_key)
+        cache[self.small_key] = (small, small.shape[1] / width)
+        self.pool.kept_small(cache, small.nbytes)
 
 
 def _pillow_gray(image: Image.Image) -> np.ndarray:
