@@ -573,20 +573,36 @@ class _Animation:
                 for frame, cache in enumerate(self.caches):
                     if frame > index and not self._prefetching(frame):
                         break
-                    if frame:
+                    try:
+                        self._step(image, frame, index, cache)
+                    except _PILLOW_ERRORS:
                         if frame <= index:
-                            self.pool.check_deadline()
-                        image.seek(frame)
-                    if frame != index:  # the frame asked for is counted by the pool
-                        self.pool.decoded_pixels += image.width * image.height
+                            raise
+                        break  # a broken later frame fails when its own page is asked for
                     if frame == index:
                         wanted = _pillow_gray(image)
-                    elif self.small_key not in cache and self.pool.keep_room():
-                        self._keep_small(cache, _pillow_gray(image))
                 assert wanted is not None
                 return wanted
         except _PILLOW_ERRORS as exc:
             raise _corrupt(f"frame {index + 1} of {self.what}", exc) from exc
+
+    def _step(
+        self,
+        image: Image.Image,
+        frame: int,
+        index: int,
+        cache: dict[int | None, tuple[np.ndarray, float]],
+    ) -> None:
+        """Move the walk to `frame`, giving it its small copy on the way when it lacks one."""
+        if frame:
+            if frame <= index:
+                self.pool.check_deadline()
+            image.seek(frame)
+        if frame == index:
+            return  # decoded by the caller, and counted by the pool
+        self.pool.decoded_pixels += image.width * image.height
+        if self.small_key not in cache and self.pool.keep_room():
+            self._keep_small(cache, _pillow_gray(image))
 
     def _prefetching(self, frame: int) -> bool:
         """Whether the walk should go on past the frame asked for, to `frame`."""
