@@ -25,7 +25,7 @@ import redis
 from models.synth import digital_invoice
 from tests.conftest import BUCKET, reply_list, s3_client, worker_env
 from tests.services import RedisServer, WorkerProcess, wait_until
-from worker.queue import names
+from worker.queue import envelope, names
 from worker.queue.producer import rq_timestamp
 
 QUEUE = "qr-contract"
@@ -495,6 +495,67 @@ def test_a_reply_list_outside_the_reply_namespace_is_refused_and_left_alone(
     assert "reply_to" in result["error"]["message"]
     assert client.lrange(owner_key, 0, -1) == [b"the owner's item"]
     assert client.ttl(owner_key) == -1
+
+
+# -- defect 9: a new job reusing an id, and a job popped again ----------------------------
+
+
+def test_a_job_reusing_an_id_right_after_the_first_reply_gets_its_own_result(
+    contract: Contract, redis_server: RedisServer
+) -> None:
+    """Defect 9, the race left once results carried a delivery token: the result is published
+    before RQ's own bookkeeping, which rewrote the whole job hash (the first job's data and
+    created_at, status finished, a 500 s TTL). A producer that reused the id as soon as the
+    reply arrived lost its new job to that rewrite: popped with the first job's token, it was
+    taken for a re-run and nothing was published (10 of 10 times with one worker). Here the
+    producer never waits for RQ's status; the second reuse replaces the hash with DEL, the
+    third writes over it with a plain HSET."""
+    patient = redis.Redis(port=redis_server.port, socket_timeout=90)
+    reply_to, job_id = reply_list(), new_id()
+    ref = f"s3://{BUCKET}/in/contract-good.png"
+    for run in ("first", "second", "third"):
+        if run == "second":
+            contract.client.delete(names.rq_job_key(job_id))
+        payload = {"image": ref, "reply_to": reply_to, "request_id": run}
+        push(contract.client, job_id, data=job_data(payload))
+        popped = patient.blpop([reply_to], timeout=ANSWER_S)
+        assert popped is not None, f"no result for the {run} job under {job_id}\n" + (
+            contract.log_tail()
+        )
+        result = json.loads(popped[1])
+        assert (result["job_id"], result["request_id"], result["ok"]) == (job_id, run, True)
+    job_key = names.rq_job_key(job_id)
+    wait_until(lambda: contract.client.hget(job_key, "status") == b"finished", 30, "RQ's end")
+    stored = envelope.inflate(contract.client.hget(job_key, "data"), 1 << 20)
+    assert json.loads(stored)[2][0]["request_id"] == "third"  # the last job's, not clobbered
+    assert contract.client.llen(reply_to) == 0
+    assert not dead_letters(contract.client, job_id)
+    contract.assert_worker_survived()
+
+
+@pytest.mark.parametrize("status", ["finished", "failed", "started"])
+def test_an_id_popped_again_while_its_hash_is_not_waiting_is_dead_lettered_not_run(
+    contract: Contract, status: str
+) -> None:
+    """A second RPUSH of one enqueue (a producer retrying its push, a clobbered reuse): its
+    result was delivered, or a worker is running it and will deliver one, so it is not run
+    again. A second result would reach a producer that already has its one; instead one
+    `duplicate_job` entry goes to the dead-letter stream and the hash is left alone."""
+    job_id, reply_to = new_id(), reply_list()
+    data = job_data({"image": f"s3://{BUCKET}/in/contract-good.png", "reply_to": reply_to})
+    push(contract.client, job_id, data=data, status=status)
+    job_key = names.rq_job_key(job_id)
+    before = contract.client.hgetall(job_key)
+    (entry,) = wait_until(
+        lambda: dead_letters(contract.client, job_id), ANSWER_S, "the dead-letter entry"
+    )
+    assert entry[b"job_id"] == job_id.encode()
+    assert entry[b"code"] == b"duplicate_job"
+    assert status.encode() in entry[b"message"]
+    assert contract.client.hgetall(job_key) == before
+    assert contract.client.exists(names.result_key(job_id), reply_to) == 0
+    assert contract.client.llen(f"{names.rq_queue_key(QUEUE)}:intermediate") == 0
+    contract.assert_worker_survived()
 
 
 # -- and after all that, the same worker still serves good jobs ----------------------------

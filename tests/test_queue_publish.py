@@ -8,15 +8,19 @@ import json
 import math
 import threading
 import uuid
+import zlib
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+from rq.job import JobStatus
 
 from models.synth import digital_invoice
 from tests.services import RedisServer, wait_until
 from worker.queue import producer
+from worker.queue.intake import QrJob
 from worker.queue.replies import Publisher
 from worker.settings import Settings
 
@@ -307,12 +311,77 @@ def test_a_job_naming_another_applications_list_never_touches_it(
     assert len(stream_entries(client, job_id)) == 1
 
 
+# RQ's bookkeeping after a run, against a hash a new job under the same id has taken.
+
+GUARD_QUEUE = "qr-guard-nobody-pops"  # jobs written here are only read, never run
+
+
+def bookkeeping_after_success(job: QrJob, result_ttl: int = 500) -> None:
+    """What RQ's handle_job_success writes to the job hash, after the result is out
+    (`result_ttl` 0: it deletes the hash instead)."""
+    job.heartbeat(datetime.now(UTC), 60)  # RQ's handle_execution_ended, unpipelined
+    with job.connection.pipeline() as pipe:
+        if result_ttl:
+            job.set_status(JobStatus.FINISHED, pipeline=pipe)
+            job.save(pipeline=pipe, include_meta=False, include_result=False)
+        job.cleanup(result_ttl, pipeline=pipe, remove_from_queue=False)
+        pipe.execute()
+
+
+@pytest.mark.parametrize("result_ttl", [500, 0])
+def test_rqs_writes_after_a_run_leave_a_new_job_under_the_same_id_alone(
+    client: redis.Redis, result_ttl: int
+) -> None:
+    """Defect 9: RQ's bookkeeping rewrote the whole hash after the reply was out, so a job
+    written under the id in between became the old one again (its data, created_at, status
+    finished, a 500 s TTL) and was never run."""
+    job_id = fresh_id()
+    enqueue_raw(client, GUARD_QUEUE, job_id, {"image": "file:///a.png", "request_id": "first"})
+    job = QrJob.fetch(job_id, connection=client)
+    enqueue_raw(client, GUARD_QUEUE, job_id, {"image": "file:///a.png", "request_id": "second"})
+    new_job = client.hgetall(f"rq:job:{job_id}")
+    assert job.holds_hash() is False
+    bookkeeping_after_success(job, result_ttl)
+    assert client.hgetall(f"rq:job:{job_id}") == new_job
+    assert client.ttl(f"rq:job:{job_id}") == -1
+
+
+def test_rqs_writes_after_a_run_land_on_the_hash_the_job_was_read_from(
+    client: redis.Redis,
+) -> None:
+    job_id = fresh_id()
+    enqueue_raw(client, GUARD_QUEUE, job_id, {"image": "file:///a.png", "request_id": "only"})
+    job = QrJob.fetch(job_id, connection=client)
+    bookkeeping_after_success(job)
+    key = f"rq:job:{job_id}"
+    assert client.hget(key, "status") == b"finished"
+    assert 0 < client.ttl(key) <= 500
+    assert client.hget(key, "last_heartbeat")
+    # RQ's save stored `data` compressed; the job still holds its hash, so later writes land.
+    assert json.loads(zlib.decompress(client.hget(key, "data")))[2][0]["request_id"] == "only"
+    assert job.holds_hash() is True
+    job.set_status(JobStatus.FAILED)
+    assert client.hget(key, "status") == b"failed"
+    bookkeeping_after_success(job, result_ttl=0)
+    assert client.exists(key) == 0
+
+
+def test_rqs_writes_never_bring_back_a_deleted_job_hash(client: redis.Redis) -> None:
+    job_id = fresh_id()
+    enqueue_raw(client, GUARD_QUEUE, job_id, {"image": "file:///a.png"})
+    job = QrJob.fetch(job_id, connection=client)
+    client.delete(f"rq:job:{job_id}")
+    bookkeeping_after_success(job)
+    assert client.exists(f"rq:job:{job_id}") == 0
+
+
 def test_two_jobs_enqueued_one_after_the_other_under_one_id_both_get_their_result(
     redis_server: RedisServer, shared_queue: str, invoice: str
 ) -> None:
     """Defect 9 end to end: the second job under a reused id was taken for a re-run of the
-    first (SET NX) and its result silently dropped. The producer reuses the id once RQ has
-    finished with the first job (docs/protocol.md, Result: the reply comes a moment earlier)."""
+    first (SET NX) and its result silently dropped; later, when the producer reused the id as
+    soon as the reply arrived, RQ's bookkeeping (after the publish) overwrote the new job.
+    The producer here waits for nothing but the reply (docs/protocol.md, Result)."""
     client = redis_server.client()
     patient = redis.Redis(port=redis_server.port, socket_timeout=90)
     job_id, reply_to = fresh_id(), f"qrw:reply:{fresh_id()}"
@@ -323,8 +392,6 @@ def test_two_jobs_enqueued_one_after_the_other_under_one_id_both_get_their_resul
         assert popped is not None, f"no result for the {run} job under {job_id}"
         result = json.loads(popped[1])
         assert (result["job_id"], result["request_id"]) == (job_id, run)
-        wait_until(
-            lambda: client.hget(f"rq:job:{job_id}", "status") == b"finished", 30, "RQ to finish"
-        )
+    wait_until(lambda: client.hget(f"rq:job:{job_id}", "status") == b"finished", 30, "RQ to finish")
     assert stored(client, job_id)["request_id"] == "second"
     assert len(stream_entries(client, job_id)) == 2

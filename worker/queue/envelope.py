@@ -225,3 +225,27 @@ def raw_delivery(fields: dict[bytes, bytes]) -> str:
     digest.update(b"\0")
     digest.update(fields.get(b"data", b""))
     return digest.hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Stamp:
+    """Which enqueue a job hash holds, byte for byte as stored: its `created_at` and a SHA-1
+    of its `data`. A worker writes to a job hash only while it still holds the stamp the
+    worker read (worker/queue/job_hash.lua checks it atomically): a producer that reuses the
+    id writes a new `created_at` or new `data`, and its job is then left alone."""
+
+    created_at: bytes
+    data_sha1: str
+
+    @classmethod
+    def of(cls, created_at: bytes | str | None, data: bytes | str | None) -> Stamp | None:
+        """The stamp of these stored fields; None when a field is missing (nothing to hold)."""
+        if created_at is None or data is None:
+            return None
+        created = created_at.encode() if isinstance(created_at, str) else created_at
+        return cls(created, cls.digest(data.encode() if isinstance(data, str) else data))
+
+    @staticmethod
+    def digest(data: bytes) -> str:
+        """What job_hash.lua compares: redis.sha1hex of the stored bytes."""
+        return hashlib.sha1(data, usedforsecurity=False).hexdigest()

@@ -5,19 +5,25 @@ then reads the job hash once (its sizes first, so an oversized job is never load
 checks it (worker.queue.envelope) and only then lets RQ build its Job from the same
 fields. A job that fails a check never reaches RQ: it gets one published failure result
 under its id (a dead-letter entry when the id cannot name one), its hash is marked
-failed and taken off RQ's lists, and the worker pops the next id.
+failed and taken off RQ's lists, and the worker pops the next id. An id whose hash is not
+waiting to run (started, finished or failed: the same enqueue pushed twice) is not run
+again: one `duplicate_job` dead-letter entry, the hash left alone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from datetime import datetime
+from pathlib import Path
+from typing import Any, ClassVar
 
 import redis
 import structlog
+from redis.client import Pipeline
+from redis.commands.core import Script
 from rq import Queue
 from rq.intermediate_queue import IntermediateQueue
-from rq.job import Job
+from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 from rq.utils import get_version, now, utcformat
 
@@ -32,6 +38,17 @@ from worker.settings import Settings
 log = structlog.get_logger("worker")
 
 DEAD_LETTER_MAXLEN = 10_000
+# The dead-letter code of an id popped again after its enqueue was answered, or while it
+# runs: no result carries it (the enqueue has, or will have, its own), so it is no ErrorCode.
+DUPLICATE_JOB = "duplicate_job"
+# A hash in one of these states is not waiting to run: popping its id again is a duplicate.
+# RQ's own requeues (a retry, an abandoned job) set `queued` first, in the same transaction.
+NOT_WAITING = {
+    JobStatus.STARTED.value.encode(): "another worker is running it",
+    JobStatus.FINISHED.value.encode(): "its result was already delivered",
+    JobStatus.FAILED.value.encode(): "its result was already delivered",
+}
+_JOB_HASH_SCRIPT = Path(__file__).with_name("job_hash.lua").read_text()
 
 
 class QrJob(Job):
@@ -45,10 +62,19 @@ class QrJob(Job):
     - The job function runs arq-style: `jobs.scan(ctx, run, payload)`.
     - The failure handler records the failure's code here, by the exception's type, for
       the worker to publish (see worker.queue.rq_worker).
+    - RQ writes the job's hash (status, a save of the whole job, heartbeats, its expiry)
+      only while the hash still holds the enqueue this object was read from (`stamp`,
+      checked atomically by job_hash.lua): the result is published before RQ's bookkeeping,
+      and a producer that reuses the id as soon as the reply arrives must not have its new
+      job overwritten by the old one (defect 9).
     """
 
     failure_code: ErrorCode | None = None
     failure_message: str = ""
+    # The enqueue this object was read from; None for a job built in memory (RQ's own
+    # enqueue API), whose writes stay RQ's, unguarded.
+    stamp: envelope.Stamp | None = None
+    _job_hash: ClassVar[Script | None] = None
 
     def __init__(
         self, id: str | None = None, connection: Any = None, serializer: Any = None
@@ -76,6 +102,7 @@ class QrJob(Job):
         if isinstance(data, bytes):
             fields["data"] = b"[]"
         restored = super().restore(fields)
+        self.stamp = envelope.Stamp.of(fields.get("created_at"), data)
         if isinstance(data, bytes):
             self.data = envelope.inflate(data, limit)
         if isinstance(exc_info, bytes):
@@ -92,6 +119,133 @@ class QrJob(Job):
 
     def _execute(self) -> Any:
         return self.func(context.current(), self.run(), *self.args, **self.kwargs)
+
+    # RQ's writes to the job hash, each made through _GuardedWrites.
+
+    def set_status(self, status: JobStatus, pipeline: Pipeline | None = None) -> None:
+        super().set_status(status, pipeline=self._guarded(pipeline))
+
+    def save(
+        self,
+        pipeline: Pipeline | None = None,
+        include_meta: bool = True,
+        include_result: bool = True,
+    ) -> None:
+        super().save(
+            pipeline=self._guarded(pipeline),
+            include_meta=include_meta,
+            include_result=include_result,
+        )
+
+    def heartbeat(
+        self, timestamp: datetime, ttl: int, pipeline: Pipeline | None = None, xx: bool = False
+    ) -> None:
+        super().heartbeat(timestamp, ttl, pipeline=self._guarded(pipeline), xx=xx)
+
+    def cleanup(
+        self,
+        ttl: int | None = None,
+        pipeline: Pipeline | None = None,
+        remove_from_queue: bool = True,
+    ) -> None:
+        if ttl == 0 and not self.holds_hash():
+            # `result_ttl 0`: RQ would delete the hash and every execution under the id,
+            # a new job's by now (a running one would lose its lease).
+            return
+        super().cleanup(ttl, pipeline=self._guarded(pipeline), remove_from_queue=remove_from_queue)
+
+    def prepare_for_execution(self, worker_name: str, pipeline: Pipeline) -> None:
+        super().prepare_for_execution(worker_name, self._guarded(pipeline))  # type: ignore[arg-type]
+
+    def write_fields(self, mapping: dict[str, Any]) -> None:
+        """HSET fields of this job's hash, if it still holds this enqueue."""
+        self._guarded(None).hset(self.key, mapping=mapping)
+
+    def holds_hash(self) -> bool:
+        """Whether the job hash still holds the enqueue this job was read from (True for
+        a job not read from Redis)."""
+        return self.stamp is None or self.guard(self.connection, "check") == 1
+
+    def guard(self, client: Any, op: str, *args: Any) -> Any:
+        """Run one write of job_hash.lua on `client` (a connection or a pipeline)."""
+        assert self.stamp is not None
+        script = type(self)._job_hash
+        if script is None:  # registered once per process, run by its digest from then on
+            script = type(self)._job_hash = self.connection.register_script(_JOB_HASH_SCRIPT)
+        stamp = self.stamp
+        return script(
+            keys=[self.key], args=[stamp.created_at, stamp.data_sha1, op, *args], client=client
+        )
+
+    def _guarded(self, pipeline: Any) -> Any:
+        client = pipeline if pipeline is not None else self.connection
+        if isinstance(client, _GuardedWrites):  # RQ handing our wrapper back in (delete)
+            client = client.client
+        return client if self.stamp is None else _GuardedWrites(self, client)
+
+
+class _GuardedWrites:
+    """The connection or pipeline RQ writes a job through: every write to the job's own
+    hash goes through job_hash.lua, conditional on the hash still holding the job's stamp;
+    everything else (registries, RQ's result stream) passes through unchanged.
+
+    RQ decides what to write, as in every version; only where it lands is checked. A save
+    rewrites `created_at` and `data` (RQ stores `data` zlib-compressed), so the stamp moves
+    on with it: the writes queued after it in the same pipeline check the new bytes.
+    """
+
+    def __init__(self, job: QrJob, client: Any) -> None:
+        self._job = job
+        self.client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    def __len__(self) -> int:
+        return len(self.client)
+
+    def hset(
+        self,
+        name: str,
+        key: Any = None,
+        value: Any = None,
+        mapping: dict[Any, Any] | None = None,
+        items: list[Any] | None = None,
+    ) -> Any:
+        if name != self._job.key:
+            return self.client.hset(name, key, value, mapping, items)
+        pieces: list[Any] = [] if key is None else [key, value]
+        for pair in (mapping or {}).items():
+            pieces.extend(pair)
+        pieces.extend(items or ())
+        reply = self._job.guard(self.client, "hset", *pieces)
+        written = dict(zip(pieces[::2], pieces[1::2], strict=True))
+        stamp = self._job.stamp
+        if stamp is not None and written.keys() & {"created_at", "data"}:
+            self._job.stamp = envelope.Stamp(
+                _bytes(written.get("created_at", stamp.created_at)),
+                envelope.Stamp.digest(_bytes(written["data"]))
+                if "data" in written
+                else stamp.data_sha1,
+            )
+        return reply
+
+    def expire(self, name: str, time: int, **options: Any) -> Any:
+        if name != self._job.key or options:
+            return self.client.expire(name, time, **options)
+        return self._job.guard(self.client, "expire", int(time))
+
+    def persist(self, name: str) -> Any:
+        if name != self._job.key:
+            return self.client.persist(name)
+        return self._job.guard(self.client, "persist")
+
+    def delete(self, *names: str) -> Any:
+        others = [name for name in names if name != self._job.key]
+        reply = self.client.delete(*others) if others else None
+        if len(others) < len(names):
+            reply = self._job.guard(self.client, "del")
+        return reply
 
 
 def delivery_of(job: Job) -> str:
@@ -208,6 +362,10 @@ def admit(connection: redis.Redis, queue: Queue, raw_id: bytes) -> Job | None:
     fields: dict[bytes, bytes] = {}
     try:
         fields = connection.hgetall(key)
+        status = fields.get(b"status", b"")
+        if status in NOT_WAITING:
+            dead_letter_duplicate(connection, queue, job_id, raw_id, status)
+            return None
         checked = envelope.check(fields, job_id, limit)
         origin = fields.get(b"origin", b"").decode("utf-8", errors="replace")
         if origin != queue.name:
@@ -227,6 +385,9 @@ def admit(connection: redis.Redis, queue: Queue, raw_id: bytes) -> Job | None:
             raise envelope.InvalidJob(
                 clip(f"RQ cannot read the job hash: {type(exc).__name__}: {exc}", 300)
             ) from None
+        # What the hash held when read (restore saw the inflated data): RQ's writes to it
+        # are made only while it still holds exactly this.
+        job.stamp = envelope.Stamp.of(fields[b"created_at"], fields[b"data"])
     except JobRejected as rejected:
         reject(connection, queue, job_id, raw_id, fields, rejected)
         return None
@@ -280,7 +441,6 @@ def reject_unusable(
 ) -> None:
     """A job whose id cannot name a result: one entry on the dead-letter stream."""
     ctx = context.current()
-    quoted = envelope.quote_id(raw_id)
     key = names.RQ_JOB_PREFIX.encode() + raw_id  # raw: the id may not even be UTF-8
     # The hash first, the entry last: whoever reads the entry finds the hash settled.
     if connection.exists(key):  # never create a hash for an id nobody enqueued
@@ -288,14 +448,51 @@ def reject_unusable(
             pipe.hset(key, "status", "failed")
             pipe.expire(key, ctx.settings.result_ttl)
             pipe.execute()
+    quoted = envelope.quote_id(raw_id)
+    _dead_letter(connection, queue, raw_id, quoted, rejected.code.value, rejected.message)
+    log.error(
+        "job_dead_lettered",
+        job_id=quoted,
+        queue=queue.name,
+        error=rejected.code.value,
+        detail=rejected.message,
+    )
+
+
+def dead_letter_duplicate(
+    connection: redis.Redis, queue: Queue, job_id: str, raw_id: bytes, status: bytes
+) -> None:
+    """An id popped while its hash is not waiting to run (a second RPUSH of one enqueue):
+    not run again, since that enqueue has its result or a worker that will give it one,
+    and a second result would reach a producer that already has its one. The hash is left
+    as it is; one entry on the dead-letter stream says what happened."""
+    message = (
+        f"the job was popped again while its hash says {status.decode()}: "
+        f"{NOT_WAITING[status]}, so it is not run twice"
+    )
+    _dead_letter(connection, queue, raw_id, job_id, DUPLICATE_JOB, message)
+    log.warning(
+        "job_duplicate",
+        job_id=job_id,
+        queue=queue.name,
+        status=status.decode(),
+        detail=message,
+    )
+
+
+def _dead_letter(
+    connection: redis.Redis, queue: Queue, raw_id: bytes, job_id: str, code: str, message: str
+) -> None:
+    """One entry on the dead-letter stream, and the id off RQ's intermediate list."""
+    ctx = context.current()
     with connection.pipeline(transaction=True) as pipe:
         pipe.xadd(
             names.DEAD_LETTER_STREAM,
             {
-                "job_id": quoted,
+                "job_id": job_id,
                 "queue": queue.name,
-                "code": rejected.code.value,
-                "message": rejected.message,
+                "code": code,
+                "message": message,
                 "worker": ctx.worker,
                 "at": utcformat(now()),
             },
@@ -304,14 +501,7 @@ def reject_unusable(
         )
         pipe.lrem(queue.intermediate_queue_key, 1, raw_id)
         pipe.execute()
-    _count(rejected.code.value)
-    log.error(
-        "job_dead_lettered",
-        job_id=quoted,
-        queue=queue.name,
-        error=rejected.code.value,
-        detail=rejected.message,
-    )
+    _count(code)
 
 
 def _sizes(connection: redis.Redis, key: str) -> tuple[bytes, int, int | None]:
@@ -349,3 +539,12 @@ def _count(code: str) -> None:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _bytes(value: Any) -> bytes:
+    """A value as redis-py sends it."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    return repr(value).encode()

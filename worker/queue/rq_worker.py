@@ -18,6 +18,7 @@ import threading
 import time
 from typing import Any
 
+import redis
 import structlog
 from rq import Queue, SimpleWorker, Worker
 from rq.exceptions import AbandonedJobError, DeserializationError
@@ -41,6 +42,10 @@ log = structlog.get_logger("worker")
 HEARTBEAT_GRACE = 10
 JOB_MONITORING_INTERVAL = 5
 WATCHDOG_GRACE = 5
+REUSED = (
+    "the job hash holds another enqueue now (a new job reusing the id, or RQ's requeue of "
+    "this one): RQ's writes after this run leave it alone"
+)
 # Running these again cannot help: the input or the job itself is the problem.
 NOT_RETRIED = frozenset(
     {ErrorCode.REFUSED_JOB, ErrorCode.INVALID_PAYLOAD, ErrorCode.DEADLINE_EXCEEDED}
@@ -90,9 +95,11 @@ class QrWorkerMixin:
         # Producers in other languages set no retry budget; give every job one, so a
         # job whose worker died is run again rather than only marked failed.
         if give_retry_budget(job):
-            self.connection.hset(
-                job.key, mapping={"retries_left": job.retries_left, "retry_intervals": "[0]"}
-            )
+            budget = {"retries_left": job.retries_left, "retry_intervals": "[0]"}
+            if isinstance(job, QrJob):
+                job.write_fields(budget)
+            else:
+                self.connection.hset(job.key, mapping=budget)
         if job.timeout is None:
             job.timeout = context.current().settings.job_timeout
         return super().prepare_execution(job)  # type: ignore[misc]
@@ -129,6 +136,15 @@ class QrWorkerMixin:
         threading.Thread(target=beat, name=f"heartbeat-{job.id}", daemon=True).start()
         return stop
 
+    def handle_job_success(
+        self, job: Job, queue: Queue, started_job_registry: Any, execution: Any
+    ) -> None:
+        # The result is out already; RQ's bookkeeping follows, and QrJob makes its writes
+        # to the job hash only while the hash still holds this enqueue. Said here once:
+        if hash_reused(job):
+            log.info("job_hash_reused", job_id=job.id, detail=REUSED)
+        super().handle_job_success(job, queue, started_job_registry, execution)  # type: ignore[misc]
+
     def handle_job_failure(
         self,
         job: Job,
@@ -143,6 +159,12 @@ class QrWorkerMixin:
         give_retry_budget(job)
         if code in NOT_RETRIED:
             job.retries_left = 0
+        if hash_reused(job):
+            # The hash, data included, holds another enqueue now (usually a new job reusing
+            # the id). This one cannot be run again (RQ's retry would write it back over the
+            # new job), so it gets its result now (a no-op if delivered before it failed).
+            job.retries_left = 0
+            log.warning("job_hash_reused", job_id=job.id, detail=REUSED, error=code.value)
         if not (job.should_retry and self._stopped_job_id != job.id):
             publish_failure(job, code, message)
         else:
@@ -171,6 +193,18 @@ class QrSimpleWorker(QrWorkerMixin, SimpleWorker):
 
 def worker_class(name: str) -> type[Worker] | type[SimpleWorker]:
     return QrWorker if name == "fork" else QrSimpleWorker
+
+
+def hash_reused(job: Job) -> bool:
+    """Whether the job's hash holds another enqueue than the one that ran. Redis away: no
+    (RQ's writes stay guarded anyway; the publish that follows rides the outage out)."""
+    if not isinstance(job, QrJob):
+        return False
+    try:
+        return not job.holds_hash()
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        log.warning("job_hash_unchecked", job_id=job.id, error=repr(exc))
+        return False
 
 
 def give_retry_budget(job: Job) -> bool:
