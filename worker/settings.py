@@ -206,14 +206,20 @@ class Settings:
         metadata=_env(
             "QRW_MAX_PIXELS",
             "Largest accepted page, in pixels (width x height), checked from the header "
-            "before decoding: a 48 MP phone photo fits, a decompression bomb does not.",
-            _number(1, 250_000_000),
+            "before decoding: a 48 MP phone photo fits, a decompression bomb does not. A page "
+            "may cost up to 5.5 bytes per pixel of this while it is decoded.",
+            # 75 MP x 5.5 bytes is about 410 MiB: two scans at once (the shim's default)
+            # still fit the 1 GiB a process is given in ops/k8s.
+            _number(1, 75_000_000),
         ),
     )
     max_pages: int = field(
         default=20,
         metadata=_env(
-            "QRW_MAX_PAGES", "Most pages read from one TIFF, GIF or PDF.", _number(1, 1000)
+            "QRW_MAX_PAGES",
+            "Most pages read from one document: TIFF and PDF pages, and every frame of an "
+            "animated GIF, PNG or WebP.",
+            _number(1, 1000),
         ),
     )
     max_document_pixels: int = field(
@@ -256,7 +262,9 @@ class Settings:
         metadata=_env(
             "QRW_THOROUGH_MAX_SIDE",
             "The thorough pass reduces larger pages to this longer side; tiles cover the detail.",
-            _number(256, 32_768, "px"),
+            # The stages use about 9 bytes per pixel of the thorough image: 5800 px a side
+            # is about 300 MiB, the most that keeps two scans inside 1 GiB.
+            _number(256, 5_800, "px"),
         ),
     )
     deadline_ms: int = field(
@@ -445,8 +453,9 @@ class Settings:
         default=2,
         metadata=_env(
             "QRW_HTTP_CONCURRENCY",
-            "Scans one shim process runs at once; a request beyond it gets 503 with "
-            "Retry-After instead of waiting in an unbounded queue.",
+            "Scans one shim process runs at once; a request beyond it waits up to "
+            "QRW_HTTP_SLOT_WAIT_MS for a slot, then gets 503 with Retry-After, never an "
+            "unbounded queue. Each scan may take ~400 MiB at the default limits.",
             _number(1, 256),
         ),
     )
@@ -463,7 +472,7 @@ class Settings:
         metadata=_env(
             "QRW_HTTP_MIN_BODY_RATE",
             "Least average upload rate, bytes per second, after the first second; a client "
-            "trickling slower is cut off with 408.",
+            "trickling slower is cut off with 408. 0 turns the rate check off.",
             _number(0, ONE_GIB, "bytes/s"),
         ),
     )
