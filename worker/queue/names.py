@@ -13,8 +13,9 @@ ALLOWED_FUNCTIONS = frozenset({JOB_FUNCTION})
 # Ours: every key we write starts with this.
 PREFIX = "qrw:"
 RESULTS_STREAM = "qrw:results"
-# Jobs whose id is unusable as a key (so no result can be stored under it) and job hashes
-# that cannot be read at all: one entry each, so nothing a producer enqueues vanishes.
+# Jobs whose id is unusable as a key (so no result can be stored under it), job hashes
+# that cannot be read at all, and ids popped again after their job started or ended
+# (`duplicate_job`): one entry each, so nothing a producer enqueues vanishes silently.
 DEAD_LETTER_STREAM = "qrw:dead-letter"
 # Reply lists a producer may name in `reply_to` all live under this prefix, so a payload can
 # never make a worker write into another application's keys.
