@@ -80,3 +80,28 @@ def rq_worker_key(name: str) -> str:
 def rq_worker_name(key: str) -> str:
     """The worker a member of RQ_WORKERS names."""
     return key.removeprefix(RQ_WORKER_PREFIX)
+
+
+# Backfills (worker/backfill): one hash of state per run, the jobs it has in Redis, and the
+# reply list its workers push results to (under REPLY_PREFIX, like every reply list).
+BACKFILLS = "qrw:backfills"  # a set of run names
+
+
+def backfill_key(name: str) -> str:
+    """The run's state: a hash (see worker.backfill.state for its fields)."""
+    return f"qrw:backfill:{name}"
+
+
+def backfill_lease_key(name: str) -> str:
+    """Who is driving the run now: one backfill process at a time holds it (a TTL lease)."""
+    return f"qrw:backfill:{name}:lease"
+
+
+def backfill_inflight_key(name: str) -> str:
+    """job id -> the objects of that job (JSON), for every job of the run still in Redis."""
+    return f"qrw:backfill:{name}:inflight"
+
+
+def backfill_reply_key(name: str) -> str:
+    """Where the run's workers push results; drained into the output as they arrive."""
+    return f"{REPLY_PREFIX}backfill:{name}"
