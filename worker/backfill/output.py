@@ -1,0 +1,595 @@
+"""What a backfill writes: JSONL.gz part files, `summary.json` and `index.csv` (docs/backfill.md,
+Output).
+
+An output is a local folder (`file:///dir`) or an S3 prefix (`s3://bucket/prefix/`). The
+output is chosen by whoever starts the run, on the command line, and only the backfill process
+writes it, so it need not be in QRW_S3_BUCKETS / QRW_FILE_ROOTS: those allow-lists bound what a
+*job* may make a worker read, and a producer writes job payloads. Any other scheme is refused.
+
+Every file is written whole or not at all: locally to a temp file in the same folder, fsynced,
+then renamed over the name; on S3 as one PutObject (a multipart upload, completed atomically,
+only for a file larger than one upload chunk: a huge index.csv). A reader never sees half a
+part, and rewriting a part (the runner does after a crash between writing a part and recording
+it) replaces it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import gzip
+import io
+import json
+import os
+import random
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any, TypeVar
+from urllib.parse import unquote, urlsplit
+
+from worker import storage
+from worker.backfill import BackfillError, StoredObject
+from worker.engine import ScanResult
+from worker.queue.results import ECHO_REFERENCE_CHARS, clip
+from worker.settings import Settings
+
+PART = re.compile(r"part-(\d{6,})\.jsonl\.gz")
+SUMMARY = "summary.json"
+INDEX = "index.csv"
+INDEX_COLUMNS = ("key", "ok", "codes", "first_code_text", "error_code", "stages", "total_ms")
+
+# The job-level fields of a result every line keeps: which job, worker and model read it.
+JOB_FIELDS = ("job_id", "worker", "backend", "model", "finished_at")
+
+# S3 writes and reads are retried this many times on a transient failure (the shared client
+# retries nothing itself: storage.s3_client).
+S3_ATTEMPTS = 5
+# A file larger than this goes up as a multipart upload of chunks this size (S3's minimum
+# chunk is 5 MiB); parts are far smaller and always go up as one PutObject.
+UPLOAD_CHUNK = 16 * 1024 * 1024
+
+# A spreadsheet runs a cell starting with one of these as a formula (OWASP, CSV injection);
+# QR payloads and object keys are text an outsider chose.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# Control characters other than tab and line breaks have no place in a spreadsheet cell.
+_CELL_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CELL_CHARS = 32_767  # Excel's limit per cell
+
+T = TypeVar("T")
+
+
+def part_name(seq: int) -> str:
+    if seq < 0:
+        raise ValueError(f"a part's sequence number is 0 or more, got {seq}")
+    return f"part-{seq:06d}.jsonl.gz"
+
+
+def open_output(url: str, settings: Settings) -> Output:
+    """The output `url` names: `file:///dir` or `s3://bucket/prefix/`. Nothing is written yet
+    (check_writable writes a probe)."""
+    if not isinstance(url, str) or not url:
+        raise BackfillError("--out: expected file:///dir or s3://bucket/prefix/")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+        raise BackfillError(f"--out {url!r}: must not hold control characters")
+    parts = urlsplit(url)
+    if parts.query or parts.fragment:
+        raise BackfillError(f"--out {url}: no ?query or #fragment")
+    if parts.scheme == "file":
+        path = unquote(parts.path)
+        if parts.netloc not in ("", "localhost") or not path.startswith("/"):
+            raise BackfillError(f"--out {url}: expected file:///absolute/dir")
+        if ".." in path.split("/"):
+            raise BackfillError(f"--out {url}: '..' is not allowed")
+        return LocalOutput(Path(path))
+    if parts.scheme == "s3":
+        bucket, prefix = parts.netloc, unquote(parts.path).lstrip("/")
+        if not bucket:
+            raise BackfillError(f"--out {url}: expected s3://bucket/prefix/")
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"  # a prefix names a folder: s3://b/run1 writes s3://b/run1/part-...
+        if "//" in prefix or ".." in prefix.split("/"):
+            raise BackfillError(f"--out {url}: empty or '..' folders are not allowed")
+        return S3Output(bucket, prefix, settings)
+    raise BackfillError(f"--out {url}: only file:///dir and s3://bucket/prefix/ are accepted")
+
+
+class Output:
+    """One run's output folder. Subclasses supply the storage primitives."""
+
+    url: str
+
+    # Storage primitives --------------------------------------------------------------------
+
+    def _writer(self, name: str) -> contextlib.AbstractContextManager[IO[bytes]]:
+        """A binary file that becomes `name` whole when the block ends, and nothing if it
+        raises."""
+        raise NotImplementedError
+
+    def _reader(self, name: str) -> contextlib.AbstractContextManager[IO[bytes]]:
+        raise NotImplementedError
+
+    def _names(self, prefix: str) -> Iterator[str]:
+        """Names directly in the output starting with `prefix`."""
+        raise NotImplementedError
+
+    def _delete(self, name: str) -> None:
+        raise NotImplementedError
+
+    def _retrying(self, what: str, action: Callable[[], T], attempts: int = 1) -> T:
+        return action()
+
+    def _exists(self, name: str) -> bool:
+        return name in self._names(name)
+
+    # What a backfill does with them ---------------------------------------------------------
+
+    def check_writable(self, *, fresh: bool = False) -> None:
+        """Write and delete a probe; BackfillError with one line when that fails.
+
+        `fresh`: also refuse an output that already holds a run's parts or summary (`start`
+        passes it; `resume` does not), so two runs never mix their lines.
+        """
+        probe = f".qrw-probe-{uuid.uuid4().hex}"
+        try:
+            with self._writer(probe) as handle:
+                handle.write(b"probe\n")
+            self._delete(probe)
+        except BackfillError as exc:
+            raise BackfillError(f"--out {self.url} is not writable: {exc}") from None
+        except OSError as exc:
+            raise BackfillError(f"--out {self.url} is not writable: {_reason(exc)}") from None
+        if fresh:
+            taken = next(iter(self.parts()), None)
+            if taken is not None or self._exists(SUMMARY):
+                found = part_name(taken) if taken is not None else SUMMARY
+                raise BackfillError(
+                    f"--out {self.url} already holds a backfill's output ({found}): "
+                    "give each run its own folder"
+                )
+
+    def parts(self) -> list[int]:
+        """The sequence numbers of the parts written, in order (temp files are not parts)."""
+        found = (PART.fullmatch(name) for name in self._names("part-"))
+        return sorted(int(match.group(1)) for match in found if match)
+
+    def write_part(self, seq: int, lines: list[dict[str, Any]]) -> None:
+        """`part-<seq:06d>.jsonl.gz`, one JSON object per line, all or nothing; a part already
+        under that name is replaced."""
+        name = part_name(seq)
+        with self._writer(name) as raw, _gzip_writer(raw) as packed:
+            for line in lines:
+                packed.write(encode_line(line))
+
+    def iter_lines(self, below: int | None = None) -> Iterator[dict[str, Any]]:
+        """Every line of every part in sequence order, streamed (one part's buffer at a time).
+
+        `below`: only parts with a smaller sequence number (the ones the run has recorded), so a
+        part written just before a crash and not yet recorded is left out."""
+        for seq in self.parts():
+            if below is not None and seq >= below:
+                break
+            yield from self._part_lines(part_name(seq))
+
+    def _part_lines(self, name: str) -> Iterator[dict[str, Any]]:
+        # A read cut off half-way (an S3 connection reset) starts the part again and skips
+        # what was already yielded.
+        done = 0
+        for attempt in range(S3_ATTEMPTS):
+            try:
+                with self._reader(name) as raw, _gzip_reader(raw) as text:
+                    for number, text_line in enumerate(text):
+                        if number < done:
+                            continue
+                        try:
+                            line = json.loads(text_line)
+                        except ValueError as exc:
+                            raise BackfillError(
+                                f"{self.url}{name} line {number + 1} is not JSON: {exc}"
+                            ) from None
+                        done += 1
+                        yield line
+                return
+            except _TransientRead as exc:
+                if attempt == S3_ATTEMPTS - 1:
+                    raise BackfillError(f"{self.url}{name} cannot be read: {exc}") from None
+                _backoff(attempt)
+            except (OSError, EOFError) as exc:  # a missing or truncated part: not transient
+                raise BackfillError(f"{self.url}{name} cannot be read: {exc}") from None
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        data = json.dumps(summary, ensure_ascii=False, indent=2, allow_nan=False) + "\n"
+        with self._writer(SUMMARY) as raw:
+            raw.write(data.encode("utf-8", "replace"))
+
+    def read_summary(self) -> dict[str, Any] | None:
+        """summary.json as written, or None when the run has not written one."""
+        if not self._exists(SUMMARY):
+            return None
+        with self._reader(SUMMARY) as raw:
+            return json.loads(raw.read())
+
+    def write_index(self, below: int | None = None) -> int:
+        """index.csv from the parts, streamed; returns the rows written (header not counted)."""
+        rows = 0
+        with self._writer(INDEX) as raw:
+            # UTF-8 with a byte-order mark: without one, Excel reads a CSV as the machine's
+            # legacy code page and mangles every non-ASCII payload.
+            text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")
+            try:
+                writer = csv.writer(text, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n")
+                writer.writerow(INDEX_COLUMNS)
+                for line in self.iter_lines(below):
+                    writer.writerow(index_row(line))
+                    rows += 1
+                text.flush()
+            finally:
+                text.detach()  # the writer, not the wrapper, closes (and commits) the file
+        return rows
+
+    def __str__(self) -> str:
+        return self.url
+
+
+class LocalOutput(Output):
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.url = f"file://{folder.as_posix().rstrip('/')}/"
+
+    def _ensure_folder(self) -> None:
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise BackfillError(f"{self.folder} exists and is not a folder") from None
+        except OSError as exc:
+            raise BackfillError(f"{self.folder} cannot be created: {_reason(exc)}") from None
+
+    @contextlib.contextmanager
+    def _writer(self, name: str) -> Iterator[IO[bytes]]:
+        self._ensure_folder()
+        # Same folder, so the rename is atomic; a leading dot and a suffix no part name has,
+        # so a temp file left by a crash is never read as a part.
+        temp = self.folder / f".{name}.{uuid.uuid4().hex}.tmp"
+        # Not a `with`: the file must be closed before the rename, and removed on failure.
+        handle = open(temp, "xb")  # noqa: SIM115
+        try:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+            handle.close()
+            os.replace(temp, self.folder / name)
+        except BaseException:
+            handle.close()
+            temp.unlink(missing_ok=True)
+            raise
+        _fsync_folder(self.folder)
+
+    @contextlib.contextmanager
+    def _reader(self, name: str) -> Iterator[IO[bytes]]:
+        with open(self.folder / name, "rb") as handle:
+            yield handle
+
+    def _names(self, prefix: str) -> Iterator[str]:
+        try:
+            entries = os.scandir(self.folder)
+        except FileNotFoundError:
+            return
+        with entries:
+            for entry in entries:
+                if entry.name.startswith(prefix) and entry.is_file(follow_symlinks=False):
+                    yield entry.name
+
+    def _delete(self, name: str) -> None:
+        (self.folder / name).unlink(missing_ok=True)
+
+
+class S3Output(Output):
+    def __init__(self, bucket: str, prefix: str, settings: Settings) -> None:
+        self.bucket, self.prefix, self.settings = bucket, prefix, settings
+        self.url = f"s3://{bucket}/{prefix}"
+
+    def _retrying(self, what: str, action: Callable[[], T], attempts: int = S3_ATTEMPTS) -> T:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        for attempt in range(attempts):
+            try:
+                return action()
+            except ClientError as exc:
+                if not _transient_client_error(exc) or attempt == attempts - 1:
+                    raise BackfillError(f"{what} {self.url}: {_s3_reason(exc)}") from None
+            except BotoCoreError as exc:
+                if attempt == attempts - 1:
+                    raise BackfillError(f"{what} {self.url}: {exc}") from None
+            _backoff(attempt)
+        raise AssertionError("unreachable")
+
+    @contextlib.contextmanager
+    def _writer(self, name: str) -> Iterator[IO[bytes]]:
+        upload = _S3Upload(self, self.prefix + name)
+        try:
+            yield upload
+            upload.finish()
+        except BaseException:
+            upload.abort()
+            raise
+
+    @contextlib.contextmanager
+    def _reader(self, name: str) -> Iterator[IO[bytes]]:
+        key = self.prefix + name
+        response = self._retrying(
+            "reading", lambda: storage.s3_client().get_object(Bucket=self.bucket, Key=key)
+        )
+        body = _S3Body(response["Body"])
+        try:
+            yield body  # type: ignore[misc]
+        finally:
+            body.close()
+
+    def _names(self, prefix: str) -> Iterator[str]:
+        # Paginated by hand: a page that fails is asked for again, where a failed paginator
+        # would just end, and the listing would look shorter than it is.
+        request: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Prefix": self.prefix + prefix,
+            "Delimiter": "/",
+        }
+        while True:
+            page = self._retrying("listing", lambda: storage.s3_client().list_objects_v2(**request))
+            for item in page.get("Contents", []):
+                yield item["Key"][len(self.prefix) :]
+            if not page.get("IsTruncated"):
+                return
+            request["ContinuationToken"] = page["NextContinuationToken"]
+
+    def _delete(self, name: str) -> None:
+        key = self.prefix + name
+        self._retrying(
+            "deleting from", lambda: storage.s3_client().delete_object(Bucket=self.bucket, Key=key)
+        )
+
+
+class _S3Upload(io.RawIOBase):
+    """A write-only file that becomes one S3 object: one PutObject when it stays under
+    UPLOAD_CHUNK, a multipart upload (completed at the end, aborted on failure) otherwise."""
+
+    def __init__(self, output: S3Output, key: str) -> None:
+        self.output, self.key = output, key
+        self.buffer = bytearray()
+        self.upload_id: str | None = None
+        self.etags: list[dict[str, Any]] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.buffer += data
+        while len(self.buffer) >= UPLOAD_CHUNK:
+            self._send_chunk(bytes(self.buffer[:UPLOAD_CHUNK]))
+            del self.buffer[:UPLOAD_CHUNK]
+        return len(data)
+
+    def _client(self) -> Any:
+        return storage.s3_client()
+
+    def _send_chunk(self, chunk: bytes) -> None:
+        out = self.output
+        if self.upload_id is None:
+            created = out._retrying(
+                "writing to",
+                lambda: self._client().create_multipart_upload(Bucket=out.bucket, Key=self.key),
+            )
+            self.upload_id = created["UploadId"]
+        number = len(self.etags) + 1
+        sent = out._retrying(
+            "writing to",
+            lambda: self._client().upload_part(
+                Bucket=out.bucket,
+                Key=self.key,
+                UploadId=self.upload_id,
+                PartNumber=number,
+                Body=chunk,
+            ),
+        )
+        self.etags.append({"PartNumber": number, "ETag": sent["ETag"]})
+
+    def finish(self) -> None:
+        out = self.output
+        if self.upload_id is None:
+            body = bytes(self.buffer)
+            out._retrying(
+                "writing to",
+                lambda: self._client().put_object(Bucket=out.bucket, Key=self.key, Body=body),
+            )
+        else:
+            if self.buffer:
+                self._send_chunk(bytes(self.buffer))
+            out._retrying(
+                "writing to",
+                lambda: self._client().complete_multipart_upload(
+                    Bucket=out.bucket,
+                    Key=self.key,
+                    UploadId=self.upload_id,
+                    MultipartUpload={"Parts": self.etags},
+                ),
+            )
+        self.buffer = bytearray()
+
+    def abort(self) -> None:
+        if self.upload_id is not None:
+            # Best effort: an upload left open costs storage until a lifecycle rule ends it.
+            with contextlib.suppress(Exception):
+                self._client().abort_multipart_upload(
+                    Bucket=self.output.bucket, Key=self.key, UploadId=self.upload_id
+                )
+        self.buffer = bytearray()
+
+
+class _TransientRead(Exception):
+    """An S3 body read failed half-way; the part is read again."""
+
+
+class _S3Body(io.RawIOBase):
+    """botocore's streaming body as a file gzip can read; read errors become _TransientRead."""
+
+    def __init__(self, body: Any) -> None:
+        self.body = body
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        from botocore.exceptions import BotoCoreError
+
+        try:
+            data = self.body.read(len(buffer))
+        except (BotoCoreError, OSError) as exc:
+            raise _TransientRead(str(exc)) from exc
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.body.close()
+        super().close()
+
+
+# Lines -------------------------------------------------------------------------------------
+
+
+def encode_line(line: dict[str, Any]) -> bytes:
+    # Compact, UTF-8 as is; json escapes every line break inside a string, so one line is one
+    # object. A lone surrogate (never in a published result) becomes "?", not a crash.
+    text = json.dumps(line, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return text.encode("utf-8", "replace") + b"\n"
+
+
+def _empty_item() -> dict[str, Any]:
+    # The fields of an item that was never scanned, as the engine would write them.
+    return ScanResult().to_dict()
+
+
+def object_lines(result: dict[str, Any], objects: list[StoredObject]) -> list[dict[str, Any]]:
+    """One output line per object from a job's published result document.
+
+    A batch result's items are matched to the objects by position, and each item's `image`
+    must be the object's reference (a mismatch is a bug and raises ResultMismatch). A job that
+    failed before scanning (no `items`: invalid_payload, worker_lost, deadline_exceeded by the
+    job's hard limit...) gives every object a line with the job's error and no codes.
+    """
+    job = {name: result.get(name) for name in JOB_FIELDS}
+    items = result.get("items")
+    if items is None:
+        error = result.get("error")
+        if not isinstance(error, dict) or "image" in result:
+            raise ResultMismatch(
+                f"job {result.get('job_id')}: a result with neither items nor a job-level error"
+            )
+        items = [{**_empty_item(), "ok": False, "error": error} for _ in objects]
+        for item, stored in zip(items, objects, strict=True):
+            item["image"] = stored.ref
+    if not isinstance(items, list) or len(items) != len(objects):
+        count = len(items) if isinstance(items, list) else type(items).__name__
+        raise ResultMismatch(
+            f"job {result.get('job_id')}: {count} items for {len(objects)} objects"
+        )
+    lines = []
+    for number, (item, stored) in enumerate(zip(items, objects, strict=True)):
+        echoed = item.get("image") if isinstance(item, dict) else None
+        if echoed != clip(stored.ref, ECHO_REFERENCE_CHARS):
+            raise ResultMismatch(
+                f"job {result.get('job_id')}: item {number} is {echoed!r}, expected {stored.ref!r}"
+            )
+        line: dict[str, Any] = {"key": stored.key, "etag": stored.etag, "size": stored.size}
+        line.update(item)
+        line["image"] = stored.ref  # whole, where the echo may be cut at 1024 characters
+        line.update(job)
+        lines.append(line)
+    return lines
+
+
+class ResultMismatch(BackfillError):
+    """A result whose items do not answer the objects its job was enqueued for: a bug."""
+
+
+# index.csv ---------------------------------------------------------------------------------
+
+
+def index_row(line: dict[str, Any]) -> list[str]:
+    codes = line.get("codes") or []
+    first = codes[0].get("text", "") if codes and isinstance(codes[0], dict) else ""
+    error = line.get("error")
+    total = (line.get("timings_ms") or {}).get("total")
+    return [
+        cell(str(line.get("key", ""))),
+        "true" if line.get("ok") else "false",
+        str(len(codes)),
+        cell(first if isinstance(first, str) else str(first)),
+        cell(str(error.get("code", ""))) if isinstance(error, dict) else "",
+        cell("+".join(str(stage) for stage in line.get("stages_run") or [])),
+        f"{total:.1f}" if isinstance(total, int | float) and not isinstance(total, bool) else "",
+    ]
+
+
+def cell(text: str) -> str:
+    """Text a spreadsheet shows as text: never run as a formula, no control characters,
+    within one cell's limit."""
+    text = _CELL_CONTROL.sub("\ufffd", text)
+    if text.startswith(_FORMULA_START):
+        text = "'" + text
+    return text[:_CELL_CHARS]
+
+
+# Helpers -----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _gzip_writer(raw: IO[bytes]) -> Iterator[IO[bytes]]:
+    # mtime 0: the same lines make the same bytes, so a rewritten part is byte-identical.
+    with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as packed:
+        yield packed  # type: ignore[misc]
+
+
+@contextlib.contextmanager
+def _gzip_reader(raw: IO[bytes]) -> Iterator[IO[str]]:
+    packed = gzip.GzipFile(fileobj=raw, mode="rb")
+    # newline="\n": a line is what encode_line ended with "\n", whatever else a string holds.
+    text = io.TextIOWrapper(packed, encoding="utf-8", newline="\n")  # type: ignore[arg-type]
+    try:
+        yield text
+    finally:
+        text.close()
+
+
+def _fsync_folder(folder: Path) -> None:
+    # The rename is durable only once the folder's entry is on disk.
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _backoff(attempt: int) -> None:
+    time.sleep(min(4.0, 0.25 * 2**attempt) * (0.5 + random.random()))
+
+
+def _transient_client_error(exc: Any) -> bool:
+    error = exc.response.get("Error", {})
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+    return error.get("Code") in storage._TRANSIENT_S3_CODES or int(status) >= 500
+
+
+def _s3_reason(exc: Any) -> str:
+    error = exc.response.get("Error", {})
+    return f"{error.get('Code', 'error')}: {error.get('Message', '')}".rstrip(": ")
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)

@@ -1,0 +1,195 @@
+"""The numbers of a backfill run, computed in one pass over its output lines.
+
+`build(lines, state)` is what `summary.json` holds and `qrw backfill report` prints. Memory
+stays flat whatever the run's size: counters, and for the per-image timings a logarithmic
+histogram (1 % wide buckets: a percentile is within 0.5 % of the exact value, from a few
+hundred buckets whatever the number of images), not the values themselves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections import Counter
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+# Each bucket spans a factor of 1.01; its midpoint (geometric) is within 0.5 % of any value in it.
+_STEP = math.log(1.01)
+
+# The state fields copied into the report as they are, when the state has them.
+STATE_FIELDS = ("name", "state", "source", "out", "started_at", "finished_at")
+
+
+class Histogram:
+    """Percentiles of positive numbers in bounded memory, with bounded relative error."""
+
+    def __init__(self) -> None:
+        self.buckets: Counter[int] = Counter()
+        self.zeros = 0
+        self.count = 0
+        self.sum = 0.0
+        self.min = math.inf
+        self.max = -math.inf
+
+    def add(self, value: float) -> None:
+        if not math.isfinite(value) or value < 0:
+            return
+        self.count += 1
+        self.sum += value
+        self.min, self.max = min(self.min, value), max(self.max, value)
+        if value == 0:
+            self.zeros += 1
+        else:
+            self.buckets[math.floor(math.log(value) / _STEP)] += 1
+
+    def percentile(self, p: float) -> float | None:
+        """The nearest-rank p-th percentile (0 < p <= 100), or None without values."""
+        if not self.count:
+            return None
+        rank = max(1, math.ceil(p / 100 * self.count))
+        if rank <= self.zeros:
+            return 0.0
+        seen = self.zeros
+        for index in sorted(self.buckets):
+            seen += self.buckets[index]
+            if seen >= rank:
+                middle = math.exp((index + 0.5) * _STEP)
+                return min(self.max, max(self.min, middle))
+        return self.max
+
+    def summary(self) -> dict[str, Any]:
+        if not self.count:
+            return {"count": 0, "p50": None, "p95": None, "mean": None, "max": None}
+        return {
+            "count": self.count,
+            "p50": _round(self.percentile(50)),
+            "p95": _round(self.percentile(95)),
+            "mean": _round(self.sum / self.count),
+            "max": _round(self.max),
+        }
+
+
+def build(lines: Iterable[dict[str, Any]], state: dict[str, Any]) -> dict[str, Any]:
+    """The report of a run from its output lines (streamed) and its state.
+
+    `state` is the run's state as a dict; the fields used, when present: name, state, source,
+    out (copied), started_at and finished_at (ISO 8601 or Unix seconds; images/s is measured
+    between them, or up to the last line's finished_at while a run has not finished).
+    """
+    objects = read = no_code = failed = codes = size_bytes = size_unknown = 0
+    failed_by_code: Counter[str] = Counter()
+    codes_by_stage: Counter[str] = Counter()
+    totals, fetches = Histogram(), Histogram()
+    first_finished: datetime | None = None
+    last_finished: datetime | None = None
+    for line in lines:
+        objects += 1
+        found = line.get("codes") or []
+        if line.get("ok"):
+            if found:
+                read += 1
+            else:
+                no_code += 1
+        else:
+            failed += 1
+            error = line.get("error")
+            code = error.get("code") if isinstance(error, dict) else None
+            failed_by_code[str(code or "unknown")] += 1
+        codes += len(found)
+        for item in found:
+            stage = item.get("stage") if isinstance(item, dict) else None
+            codes_by_stage[str(stage or "unknown")] += 1
+        size = line.get("size")
+        if isinstance(size, int) and size >= 0:
+            size_bytes += size
+        else:
+            size_unknown += 1
+        timings = line.get("timings_ms") or {}
+        for histogram, name in ((totals, "total"), (fetches, "fetch")):
+            value = timings.get(name)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                histogram.add(float(value))
+        finished = _time(line.get("finished_at"))
+        if finished is not None:
+            first_finished = min(first_finished or finished, finished)
+            last_finished = max(last_finished or finished, finished)
+
+    started = _time(state.get("started_at")) or first_finished
+    ended = _time(state.get("finished_at")) or last_finished
+    elapsed = (ended - started).total_seconds() if started and ended else None
+    report: dict[str, Any] = {name: state[name] for name in STATE_FIELDS if name in state}
+    report.update(
+        {
+            "objects": objects,
+            "read": read,
+            "no_code": no_code,
+            "failed": failed,
+            "failed_by_code": dict(failed_by_code.most_common()),
+            "codes": codes,
+            "codes_by_stage": dict(codes_by_stage.most_common()),
+            "bytes": size_bytes,
+            "objects_without_size": size_unknown,
+            "elapsed_s": _round(elapsed) if elapsed is not None else None,
+            "images_per_s": _round(objects / elapsed) if elapsed and elapsed > 0 else None,
+            "timings_ms": {"total": totals.summary(), "fetch": fetches.summary()},
+            "percentiles": "nearest rank over a log histogram with 1% buckets (within 0.5%)",
+        }
+    )
+    return report
+
+
+def render(report: dict[str, Any]) -> str:
+    """The report as a few lines of text, for `qrw backfill report`."""
+    objects = report.get("objects", 0)
+
+    def share(n: int) -> str:
+        return f"{n} ({100 * n / objects:.1f}%)" if objects else str(n)
+
+    total = report.get("timings_ms", {}).get("total", {})
+    lines = [
+        f"run        {report.get('name', '?')} ({report.get('state', '?')})",
+        f"objects    {objects}  ({report.get('bytes', 0)} bytes)",
+        f"read       {share(report.get('read', 0))}",
+        f"no code    {share(report.get('no_code', 0))}",
+        f"failed     {share(report.get('failed', 0))}",
+    ]
+    lines += [f"  {code:<24}{n}" for code, n in report.get("failed_by_code", {}).items()]
+    lines.append(f"codes      {report.get('codes', 0)}")
+    lines += [f"  {stage:<24}{n}" for stage, n in report.get("codes_by_stage", {}).items()]
+    rate = report.get("images_per_s")
+    lines.append(f"images/s   {rate if rate is not None else '-'}")
+    lines.append(
+        f"per image  p50 {_ms(total.get('p50'))}  p95 {_ms(total.get('p95'))}  (timings_ms.total)"
+    )
+    return "\n".join(lines)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} ms"
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def _time(value: Any) -> datetime | None:
+    """An instant from ISO 8601 text or Unix seconds (a number or its text); None otherwise."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = float(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            return datetime.fromtimestamp(value, UTC)
+        except (ValueError, OverflowError, OSError):  # NaN, infinity, far out of range
+            return None
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
