@@ -534,7 +534,27 @@ def test_the_report_counts_reads_misses_failures_codes_by_stage_and_bytes():
     assert total["max"] == 97.0
     assert summary["timings_ms"]["fetch"]["p50"] == pytest.approx(1.5, rel=0.005)
     json.dumps(summary, allow_nan=False)  # summary.json is plain JSON
-    assert "p95" in report.render(summary)
+    text = report.render(summary)
+    assert "p95" in text and "corrupt_image" in text
+
+
+def test_the_report_keeps_what_the_run_skipped_or_cancelled_from_its_state():
+    state = {
+        "name": "r",
+        "state": "cancelled",
+        "skipped": 4,
+        "skipped_by": {"include": 4},
+        "cancelled": 20,
+        "bad_lines": 1,
+        "bad_line_list": [[7, "not a reference"]],
+        "position": "{}",
+        "driver": None,
+    }
+    summary = report.build(synthetic_lines(), state)
+    assert summary["skipped_by"] == {"include": 4} and summary["cancelled"] == 20
+    assert summary["bad_line_list"] == [[7, "not a reference"]]
+    assert "position" not in summary and "driver" not in summary
+    assert "cancelled  20" in report.render(summary)
 
 
 def test_images_per_second_falls_back_to_the_lines_when_the_run_has_no_end_yet():

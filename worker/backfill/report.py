@@ -18,8 +18,25 @@ from typing import Any
 # Each bucket spans a factor of 1.01; its midpoint (geometric) is within 0.5 % of any value in it.
 _STEP = math.log(1.01)
 
-# The state fields copied into the report as they are, when the state has them.
-STATE_FIELDS = ("name", "state", "source", "out", "started_at", "finished_at")
+# The state fields (worker.backfill.state.Run.to_dict) copied into the report as they are,
+# when the state has them: what was read, and what never became an output line.
+STATE_FIELDS = (
+    "name",
+    "state",
+    "source",
+    "out",
+    "queue",
+    "batch",
+    "started_at",
+    "finished_at",
+    "error",
+    "listed",
+    "skipped",
+    "skipped_by",
+    "bad_lines",
+    "bad_line_list",
+    "cancelled",
+)
 
 
 class Histogram:
@@ -74,9 +91,9 @@ class Histogram:
 def build(lines: Iterable[dict[str, Any]], state: dict[str, Any]) -> dict[str, Any]:
     """The report of a run from its output lines (streamed) and its state.
 
-    `state` is the run's state as a dict; the fields used, when present: name, state, source,
-    out (copied), started_at and finished_at (ISO 8601 or Unix seconds; images/s is measured
-    between them, or up to the last line's finished_at while a run has not finished).
+    `state` is the run's state as a dict (worker.backfill.state.Run.to_dict); STATE_FIELDS are
+    copied when present. images/s is measured between started_at and finished_at (ISO 8601
+    or Unix seconds), or up to the last line's finished_at while the run has not finished.
     """
     objects = read = no_code = failed = codes = size_bytes = size_unknown = 0
     failed_by_code: Counter[str] = Counter()
@@ -156,6 +173,13 @@ def render(report: dict[str, Any]) -> str:
         f"failed     {share(report.get('failed', 0))}",
     ]
     lines += [f"  {code:<24}{n}" for code, n in report.get("failed_by_code", {}).items()]
+    for name, label in (
+        ("skipped", "skipped by the filters"),
+        ("bad_lines", "manifest lines that are not references"),
+        ("cancelled", "taken off the queue by cancel: no line"),
+    ):
+        if report.get(name):
+            lines.append(f"{name:<11}{report[name]}  ({label})")
     lines.append(f"codes      {report.get('codes', 0)}")
     lines += [f"  {stage:<24}{n}" for stage, n in report.get("codes_by_stage", {}).items()]
     rate = report.get("images_per_s")
