@@ -1,0 +1,810 @@
+"""Backfill at scale, measured end to end: real Redis, real workers, moto's S3 over HTTP.
+
+    python -m worker.bench.backfill [--quick] [--out docs/benchmarks.md]
+
+Every run starts its own redis-server (worker.queue.local_redis), `qrw worker` processes
+serving `qr,qr-backfill`, and drives `qrw backfill` as a subprocess, the way an operator
+does. It measures:
+1. throughput: the same generated digital invoices (hard links of a few dozen 2 MP JPEGs
+   in a file root), processed as plain queue jobs of K images (worker.queue.producer) and
+   as a backfill with the same two workers and K, runs interleaved and repeated;
+2. listing and enqueue alone, with the workers stopped, over 10,000 and 100,000 objects in
+   moto's S3 server: listing alone (`--dry-run`), then the whole run with a stand-in that
+   answers each job at once (no fetch, no decode) so only the backfill's own cost is left:
+   objects/s, the backfill process's peak RSS (VmHWM) and Redis's `used_memory` peak;
+   and with nothing answering, how much the run put in Redis before `--max-in-flight`
+   stopped it;
+3. resume: the backfill killed with SIGKILL half-way, then `qrw backfill resume`: seconds
+   until it enqueues again, and the output checked to hold every object exactly once;
+4. live jobs while a backfill keeps every worker busy: round trip and queue wait p50/p95
+   of single-image jobs on `qr`, without a backfill and with backfills of two `--batch`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gzip
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from models.synth import digital_invoice
+from worker.backfill import Options
+from worker.bench.report import machine_line, percentile, write_section
+from worker.queue import names, producer
+from worker.queue.local_redis import free_port, local_redis
+
+COMMAND = "python -m worker.bench.backfill"
+LIVE_QUEUE = names.DEFAULT_QUEUE
+BACKFILL_QUEUE = Options().queue
+WORKERS = 2
+BUCKET = "archive"
+DISTINCT_IMAGES = 40  # generated once; every object is a hard link to one of them
+
+
+@dataclass(frozen=True)
+class Scale:
+    images: int  # objects per throughput run
+    pairs: int  # throughput: (queue, backfill) pairs, interleaved
+    small: int  # objects in the small S3 archive
+    large: int  # objects in the large one
+    resume_objects: int
+    live_jobs: int  # live jobs sampled per latency scenario
+    live_objects: int  # objects of the backfill that keeps the workers busy
+
+
+FULL = Scale(10_000, 3, 10_000, 100_000, 3000, 60, 12_000)
+QUICK = Scale(1000, 1, 1_000, 10_000, 400, 12, 3000)
+
+
+@dataclass
+class Bench:
+    """One throwaway Redis, the folders, and the environment every subprocess gets."""
+
+    url: str
+    base: Path
+    endpoint: str | None = None
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def files(self) -> Path:
+        return self.base / "files"
+
+    @property
+    def out(self) -> Path:
+        return self.base / "out"
+
+    @property
+    def logs(self) -> Path:
+        return self.base / "logs"
+
+    @property
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {
+            **os.environ,
+            "REDIS_URL": self.url,
+            "QRW_FILE_ROOTS": f"{self.files}:{self.out}",
+            "QRW_S3_BUCKETS": BUCKET,
+            "QRW_QUEUES": f"{LIVE_QUEUE},{BACKFILL_QUEUE}",
+            "QRW_LOG_LEVEL": "warning",
+            "QRW_LOG_FORMAT": "json",
+            "PYTHONUNBUFFERED": "1",
+        }
+        if self.endpoint:
+            env |= {
+                "AWS_ENDPOINT_URL": self.endpoint,
+                "AWS_ACCESS_KEY_ID": "bench",
+                "AWS_SECRET_ACCESS_KEY": "bench",
+                "AWS_DEFAULT_REGION": "us-east-1",
+            }
+        return env | extra
+
+    def spawn(self, label: str, argv: list[str], **env: str) -> subprocess.Popen[bytes]:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        with (self.logs / f"{label}.log").open("ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, *argv], env=self.env(**env), stdout=log, stderr=log
+            )
+        self.procs.append(process)
+        return process
+
+    def log_tail(self, label: str, lines: int = 15) -> str:
+        path = self.logs / f"{label}.log"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop_all(self) -> None:
+        for process in reversed(self.procs):
+            if process.poll() is None:
+                process.terminate()
+        for process in self.procs:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+        self.procs.clear()
+
+
+@contextlib.contextmanager
+def bench_redis(base: Path, endpoint: str | None = None) -> Iterator[Bench]:
+    """A fresh Redis for each measurement: its `used_memory_peak` is then the run's."""
+    with local_redis() as url:
+        bench = Bench(url, base, endpoint)
+        bench.out.mkdir(parents=True, exist_ok=True)
+        bench.files.mkdir(exist_ok=True)
+        try:
+            yield bench
+        finally:
+            bench.stop_all()
+
+
+def start_workers(bench: Bench, count: int = WORKERS) -> subprocess.Popen[bytes]:
+    process = bench.spawn("workers", ["-m", "worker.cli", "worker", "--workers", str(count)])
+    client, started = bench.client, time.perf_counter()
+    while client.scard(names.rq_queue_workers_key(BACKFILL_QUEUE)) < count:
+        if process.poll() is not None or time.perf_counter() - started > 90:
+            raise RuntimeError(f"workers did not start:\n{bench.log_tail('workers')}")
+        time.sleep(0.05)
+    return process
+
+
+def backfill(bench: Bench, label: str, *args: str) -> subprocess.Popen[bytes]:
+    return bench.spawn(label, ["-m", "worker.cli", "backfill", *args])
+
+
+def finish(bench: Bench, process: subprocess.Popen[bytes], label: str, timeout: float) -> None:
+    try:
+        rc = process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise RuntimeError(f"{label} ran past {timeout:.0f} s:\n{bench.log_tail(label)}") from None
+    if rc != 0:
+        raise RuntimeError(f"{label} exited {rc}:\n{bench.log_tail(label)}")
+
+
+def status(bench: Bench, name: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "backfill", "status", name, "--json"],
+        env=bench.env(),
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    return json.loads(done.stdout)
+
+
+# -- inputs --------------------------------------------------------------------------------
+
+
+def make_images(bench: Bench, count: int, folder: str) -> list[str]:
+    """`count` distinct objects: hard links (distinct paths, hence distinct keys and job
+    ids) to a few generated invoices, so thousands of objects cost seconds to make."""
+    originals = bench.base / "originals"
+    if not originals.exists():
+        originals.mkdir()
+        for seed in range(DISTINCT_IMAGES):
+            data = digital_invoice(7000 + seed, fmt="jpeg").data
+            (originals / f"invoice-{seed}.jpg").write_bytes(data)
+    target = bench.files / folder
+    target.mkdir(parents=True, exist_ok=True)
+    refs = []
+    for i in range(count):
+        path = target / f"{i:07d}.jpg"
+        if not path.exists():
+            os.link(originals / f"invoice-{i % DISTINCT_IMAGES}.jpg", path)
+        refs.append(f"file://{path}")
+    return refs
+
+
+def manifest(bench: Bench, refs: list[str], label: str) -> Path:
+    path = bench.base / f"{label}.txt"
+    path.write_text("".join(f"{ref}\n" for ref in refs))
+    return path
+
+
+# -- sampling a run ------------------------------------------------------------------------
+
+
+class Sampler:
+    """Polls, every 50 ms, Redis's used memory and a process's peak RSS (VmHWM, which
+    the kernel keeps: the last read before the process exits is its lifetime peak)."""
+
+    def __init__(self, client: redis.Redis, pid: int | None = None) -> None:
+        self.client, self.pid = client, pid
+        self.redis_peak = self.redis_base = int(client.info("memory")["used_memory"])
+        self.rss_peak_kb = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+    def sample(self) -> None:
+        with contextlib.suppress(redis.RedisError):
+            self.redis_peak = max(self.redis_peak, int(self.client.info("memory")["used_memory"]))
+        if self.pid is not None:
+            self.rss_peak_kb = max(self.rss_peak_kb, vm_hwm_kb(self.pid))
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            self.sample()
+
+
+def vm_hwm_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def output_keys(out: Path) -> Counter[str]:
+    """The object keys of every output line, with multiplicity, read back the way users
+    read them (worker.backfill.output)."""
+    from worker.backfill.output import open_output
+    from worker.settings import Settings
+
+    lines = open_output(f"file://{out}", Settings.from_env({})).iter_lines()
+    return Counter(line["key"] for line in lines)
+
+
+def lines_written(out: Path) -> int:
+    """Lines in the parts written so far (each part appears whole: written then renamed)."""
+    count = 0
+    for part in out.glob("part-*.jsonl.gz"):
+        with contextlib.suppress(OSError, EOFError), gzip.open(part, "rb") as data:
+            count += sum(1 for line in data if line.strip())
+    return count
+
+
+def expected_key(ref: str) -> str:
+    return ref.removeprefix("file://") if ref.startswith("file://") else ref.split("/", 3)[3]
+
+
+# -- 1. throughput -------------------------------------------------------------------------
+
+
+def queue_run(bench: Bench, refs: list[str], batch: int) -> tuple[float, list[float]]:
+    """The plain producer: every job enqueued at once, seconds to the last reply, and the
+    scan time of every image (for the latency bound)."""
+    client = bench.client
+    reply_to = names.reply_key(str(uuid.uuid4()))
+    chunks = [refs[i : i + batch] for i in range(0, len(refs), batch)]
+    started = time.perf_counter()
+    for chunk in chunks:
+        producer.enqueue(client, {"images": chunk, "reply_to": reply_to}, queue=LIVE_QUEUE)
+    per_image = []
+    for _ in chunks:
+        popped = client.blpop([reply_to], timeout=120)
+        if popped is None:
+            raise TimeoutError("a queue job got no result")
+        result = json.loads(popped[1])
+        if not result["ok"]:
+            raise RuntimeError(f"a queue job failed: {result['error']}")
+        per_image += [item["timings_ms"]["total"] for item in result["items"]]
+    return time.perf_counter() - started, per_image
+
+
+def backfill_run(
+    bench: Bench, name: str, source: list[str], objects: int, *tuning: str, timeout: float = 600
+) -> float:
+    out = bench.out / name
+    started = time.perf_counter()
+    process = backfill(bench, name, "start", name, *source, "--out", f"file://{out}", *tuning)
+    finish(bench, process, name, timeout)
+    seconds = time.perf_counter() - started
+    keys = output_keys(out)
+    if sum(keys.values()) != objects or len(keys) != objects:
+        raise RuntimeError(f"{name}: {sum(keys.values())} lines, {len(keys)} keys, not {objects}")
+    return seconds
+
+
+def throughput(base: Path, scale: Scale, batch: int) -> dict[str, Any]:
+    with bench_redis(base) as bench:
+        refs = make_images(bench, scale.images, "throughput")
+        listed = manifest(bench, refs, "throughput")
+        start_workers(bench)
+        queue_run(bench, refs[: min(200, len(refs))], batch)  # warm both workers
+        runs: list[dict[str, Any]] = []
+        per_image: list[float] = []
+        for pair in range(scale.pairs):
+            # Alternate which goes first, so a drift in the machine's load hits both.
+            order = ("queue", "backfill") if pair % 2 == 0 else ("backfill", "queue")
+            for kind in order:
+                if kind == "queue":
+                    seconds, times = queue_run(bench, refs, batch)
+                    per_image += times
+                else:
+                    seconds = backfill_run(
+                        bench,
+                        f"throughput-{pair}",
+                        ["--manifest", str(listed)],
+                        len(refs),
+                        "--batch",
+                        str(batch),
+                    )
+                runs.append({"pair": pair, "kind": kind, "seconds": seconds})
+                print(json.dumps(runs[-1] | {"images_per_s": len(refs) / seconds}), flush=True)
+    rate = {
+        kind: sorted(len(refs) / r["seconds"] for r in runs if r["kind"] == kind)
+        for kind in ("queue", "backfill")
+    }
+    median = {kind: float(percentile(values, 50)) for kind, values in rate.items()}
+    return {
+        "images": len(refs),
+        "batch": batch,
+        "runs": runs,
+        "rates": rate,
+        "median": median,
+        "ratio": median["backfill"] / median["queue"],
+        "ratios": [
+            (len(refs) / b["seconds"]) / (len(refs) / q["seconds"])
+            for q, b in zip(
+                [r for r in runs if r["kind"] == "queue"],
+                [r for r in runs if r["kind"] == "backfill"],
+                strict=True,
+            )
+        ],
+        "scan_ms_median": percentile(per_image, 50),
+        "scan_ms_p95": percentile(per_image, 95),
+    }
+
+
+# -- 2. listing and enqueue, workers stopped ----------------------------------------------
+
+
+@contextlib.contextmanager
+def moto_s3() -> Iterator[tuple[str, Any]]:
+    """moto's S3 server on a free port in this process, and its in-memory backend."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        backend = s3_backends[DEFAULT_ACCOUNT_ID]["global"]
+        backend.create_bucket(BUCKET, "us-east-1")
+        yield f"http://127.0.0.1:{port}", backend
+    finally:
+        server.stop()
+
+
+def make_objects(backend: Any, prefix: str, count: int) -> float:
+    """Tiny objects written straight into the server's backend, from threads: the same
+    objects a PUT makes, about 100x faster than PUTs through the server (which a 2-core
+    machine serves at ~300/s); the backfill still lists them over HTTP."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    started = time.perf_counter()
+
+    def put(first: int) -> None:
+        for i in range(first, min(first + 1000, count)):
+            backend.put_object(BUCKET, f"{prefix}{i:08d}.png", b"tiny-invoice-%08d" % i)
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(put, range(0, count, 1000)))
+    return time.perf_counter() - started
+
+
+def stand_in(url: str) -> int:
+    """Answers each backfill job at once with the result a worker publishes for images
+    in which no code was found, through the worker's own Publisher; no fetch, no decode."""
+    from worker.engine import ScanResult
+    from worker.queue.replies import Publisher
+    from worker.queue.results import ImageResult, JobResult
+    from worker.settings import Settings
+
+    client = redis.Redis.from_url(url)
+    publisher = Publisher(client, Settings.from_env())
+    queue = names.rq_queue_key(BACKFILL_QUEUE)
+    while True:
+        popped = client.blpop([queue], timeout=1)
+        if popped is None:
+            continue
+        job_id = popped[1].decode()
+        data = client.hget(names.rq_job_key(job_id), "data")
+        if data is None:
+            continue
+        payload = json.loads(data)[2][0]
+        result = JobResult(job_id, "stand-in", "none", None, request_id=payload.get("request_id"))
+        result.batch = True
+        result.images = [
+            ImageResult(ref, ScanResult(format="png", width=1, height=1, pages=1), 0.0)
+            for ref in payload["images"]
+        ]
+        result.timings_ms = {"queue_wait": 0.0, "total": 0.0}
+        publisher.publish(result.to_dict(), payload["reply_to"], job_id)
+        client.delete(names.rq_job_key(job_id))
+
+
+def listing(base: Path, scale: Scale, batch: int, max_in_flight: int) -> dict[str, Any]:
+    tuning = ["--batch", str(batch), "--max-in-flight", str(max_in_flight)]
+    rows: list[dict[str, Any]] = []
+    with moto_s3() as (endpoint, backend):
+        created = {
+            count: make_objects(backend, f"objects-{count}/", count)
+            for count in (scale.small, scale.large)
+        }
+        for count in (scale.small, scale.large):
+            source = ["--source", f"s3://{BUCKET}/objects-{count}/"]
+            row: dict[str, Any] = {"objects": count, "create_s": created[count]}
+            with bench_redis(base, endpoint) as bench:
+                name = f"dry-{count}"
+                started = time.perf_counter()
+                dry = backfill(
+                    bench,
+                    name,
+                    "start",
+                    name,
+                    *source,
+                    "--dry-run",
+                    "--out",
+                    f"file://{bench.out / name}",
+                )
+                finish(bench, dry, name, 900)
+                row["dry_run_s"] = time.perf_counter() - started
+            with bench_redis(base, endpoint) as bench:
+                bench.spawn("stand-in", ["-m", "worker.bench.backfill", "--stand-in", bench.url])
+                name = f"listing-{count}"
+                out = bench.out / name
+                with Sampler(bench.client) as sampler:
+                    started = time.perf_counter()
+                    process = backfill(
+                        bench, name, "start", name, *source, "--out", f"file://{out}", *tuning
+                    )
+                    sampler.pid = process.pid
+                    finish(bench, process, name, 1800)
+                    row["run_s"] = time.perf_counter() - started
+                keys = output_keys(out)
+                row["lines"], row["distinct"] = sum(keys.values()), len(keys)
+                row["rss_peak_mb"] = sampler.rss_peak_kb / 1024
+                row["redis_peak_mb"] = (sampler.redis_peak - sampler.redis_base) / 2**20
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        stalled = stopped_workers(base, endpoint, scale.large, tuning, max_in_flight)
+    return {"batch": batch, "max_in_flight": max_in_flight, "rows": rows, "stalled": stalled}
+
+
+def stopped_workers(
+    base: Path, endpoint: str, count: int, tuning: list[str], max_in_flight: int
+) -> dict[str, Any]:
+    """Nothing answers: the run must stop enqueueing at `--max-in-flight` jobs."""
+    with bench_redis(base, endpoint) as bench:
+        name = "stalled"
+        client = bench.client
+        inflight = names.backfill_inflight_key(name)
+        with Sampler(client) as sampler:
+            started = time.perf_counter()
+            process = backfill(
+                bench,
+                name,
+                "start",
+                name,
+                "--source",
+                f"s3://{BUCKET}/objects-{count}/",
+                "--out",
+                f"file://{bench.out / name}",
+                *tuning,
+            )
+            sampler.pid = process.pid
+            while client.hlen(inflight) < max_in_flight:
+                if process.poll() is not None or time.perf_counter() - started > 300:
+                    raise RuntimeError(f"the run did not fill: \n{bench.log_tail(name)}")
+                time.sleep(0.05)
+            filled_s = time.perf_counter() - started
+            time.sleep(5)  # it must now wait, not go on listing into Redis
+            jobs = client.hlen(inflight)
+            queued = client.llen(names.rq_queue_key(BACKFILL_QUEUE))
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+    return {
+        "objects": count,
+        "filled_s": filled_s,
+        "jobs": jobs,
+        "queued": queued,
+        "redis_mb": (sampler.redis_peak - sampler.redis_base) / 2**20,
+        "rss_peak_mb": sampler.rss_peak_kb / 1024,
+    }
+
+
+# -- 3. resume -----------------------------------------------------------------------------
+
+
+def resume(base: Path, scale: Scale, batch: int) -> dict[str, Any]:
+    with bench_redis(base) as bench:
+        refs = make_images(bench, scale.resume_objects, "resume")
+        listed = manifest(bench, refs, "resume")
+        start_workers(bench)
+        client, name = bench.client, "resume"
+        out = bench.out / name
+        first = backfill(
+            bench,
+            name,
+            "start",
+            name,
+            "--manifest",
+            str(listed),
+            "--out",
+            f"file://{out}",
+            "--batch",
+            str(batch),
+        )
+        started = time.perf_counter()
+        while lines_written(out) < len(refs) // 2:
+            if first.poll() is not None or time.perf_counter() - started > 600:
+                raise RuntimeError(f"the run ended before half-way:\n{bench.log_tail(name)}")
+            time.sleep(0.05)
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        killed_at = lines_written(out)
+        inflight = names.backfill_inflight_key(name)
+        before = set(client.hkeys(inflight))
+        resumed_at = time.perf_counter()
+        again = backfill(bench, f"{name}-resume", "resume", name)
+        while not set(client.hkeys(inflight)) - before:
+            if again.poll() is not None or time.perf_counter() - resumed_at > 120:
+                break  # finished (or failed) without a new enqueue: `finish` tells which
+            time.sleep(0.02)
+        enqueueing_s = time.perf_counter() - resumed_at
+        finish(bench, again, f"{name}-resume", 600)
+        keys = output_keys(out)
+        expected = Counter(expected_key(ref) for ref in refs)
+        state = status(bench, name)
+    return {
+        "objects": len(refs),
+        "batch": batch,
+        "killed_at_lines": killed_at,
+        "enqueueing_again_s": enqueueing_s,
+        "resume_total_s": time.perf_counter() - resumed_at,
+        "lines": sum(keys.values()),
+        "missing": sum((expected - keys).values()),
+        "duplicates": sum(n - 1 for n in keys.values() if n > 1),
+        "unexpected": sum((keys - expected).values()),
+        "state": state.get("state"),
+    }
+
+
+# -- 4. live jobs while a backfill runs ---------------------------------------------------
+
+
+def live_jobs(bench: Bench, ref: str, count: int) -> dict[str, float]:
+    client, trips, waits, behind = bench.client, [], [], []
+    for i in range(count):
+        reply_to = names.reply_key(str(uuid.uuid4()))
+        behind.append(client.llen(names.rq_queue_key(BACKFILL_QUEUE)))
+        started = time.perf_counter()
+        producer.enqueue(client, {"image": ref, "reply_to": reply_to}, queue=LIVE_QUEUE)
+        reply = producer.wait_for_reply(client, reply_to, 120)
+        if reply is None or not reply["ok"]:
+            raise RuntimeError(f"live job {i}: {reply}")
+        trips.append((time.perf_counter() - started) * 1000.0)
+        waits.append(reply["timings_ms"]["queue_wait"])
+        time.sleep(0.1 + 0.1 * (i % 3))  # live traffic arrives at its own pace
+    return {
+        "jobs": count,
+        "round_trip_p50_ms": percentile(trips, 50),
+        "round_trip_p95_ms": percentile(trips, 95),
+        "round_trip_max_ms": max(trips),
+        "queue_wait_p50_ms": percentile(waits, 50),
+        "queue_wait_p95_ms": percentile(waits, 95),
+        # Backfill jobs waiting when each live job came: above 0 means every worker was busy.
+        "backfill_queued_min": min(behind),
+    }
+
+
+def latency(base: Path, scale: Scale, batches: tuple[int, ...]) -> list[dict[str, Any]]:
+    rows = []
+    for batch in (None, *batches):
+        with bench_redis(base) as bench:
+            refs = make_images(bench, scale.live_objects, "live")
+            live_ref = make_images(bench, 1, "live-traffic")[0]
+            start_workers(bench)
+            row: dict[str, Any] = {"batch": batch}
+            if batch is not None:
+                name = f"live-{batch}"
+                listed = manifest(bench, refs, name)
+                # Enough in flight to keep both workers busy between collections.
+                process = backfill(
+                    bench,
+                    name,
+                    "start",
+                    name,
+                    "--manifest",
+                    str(listed),
+                    "--out",
+                    f"file://{bench.out / name}",
+                    "--batch",
+                    str(batch),
+                    "--max-in-flight",
+                    str(max(8, 4 * WORKERS)),
+                )
+                client, started = bench.client, time.perf_counter()
+                while client.llen(names.rq_queue_key(BACKFILL_QUEUE)) < WORKERS:
+                    if process.poll() is not None or time.perf_counter() - started > 120:
+                        raise RuntimeError(f"backfill did not fill: {bench.log_tail(name)}")
+                    time.sleep(0.05)
+            row |= live_jobs(bench, live_ref, scale.live_jobs)
+            if batch is not None:
+                row["backfill_still_running"] = process.poll() is None
+                row["backfill_objects_done"] = lines_written(bench.out / name)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
+
+
+# -- the report ----------------------------------------------------------------------------
+
+
+def render(results: dict[str, Any], args: argparse.Namespace) -> str:
+    tp, ls, rs, lv = (results[k] for k in ("throughput", "listing", "resume", "latency"))
+    quick = " --quick" if args.quick else ""
+    lines = [
+        "## Backfill: throughput against plain queue jobs, listing, resume, live jobs",
+        "",
+        f"Command: `{COMMAND}{quick}`  ",
+        f"Machine: {machine_line()}",
+        "",
+        "Everything runs on the one machine: a loopback redis-server started per measurement,",
+        f"{WORKERS} `qrw worker` processes serving `{LIVE_QUEUE},{BACKFILL_QUEUE}`, `qrw backfill` "
+        "as a subprocess, moto's S3 server in the benchmark's process. On a 2-core machine the",
+        "backfill process, the workers, Redis and moto share the same two cores.",
+        "",
+        f"### Throughput: {tp['images']} digital 2 MP JPEG invoices, {tp['batch']} per job",
+        "",
+        "Plain queue = every job enqueued at once with the project's producer, timed from the",
+        "first enqueue to the last reply. Backfill = `qrw backfill start --manifest` over the "
+        "same files, timed from the command's start to its exit (listing, enqueue, collecting, "
+        "writing the parts, `summary.json` and `index.csv` all included). Runs alternate.",
+        "",
+        "| run | kind | seconds | images/s |",
+        "|---|---|---|---|",
+    ]
+    for i, run in enumerate(tp["runs"]):
+        lines.append(
+            f"| {i + 1} | {run['kind']} | {run['seconds']:.1f} "
+            f"| {tp['images'] / run['seconds']:.1f} |"
+        )
+    verdict = "meets" if tp["ratio"] >= 0.95 else "misses"
+    lines += [
+        "",
+        f"Median images/s: plain queue {tp['median']['queue']:.1f}, backfill "
+        f"{tp['median']['backfill']:.1f}: **{tp['ratio']:.2f}x** ({verdict} the 0.95x target); "
+        "per pair: " + ", ".join(f"{r:.2f}x" for r in tp["ratios"]) + ". Scan time per image: "
+        f"median {tp['scan_ms_median']:.1f} ms, p95 {tp['scan_ms_p95']:.1f} ms.",
+        "",
+        f"### Listing and enqueue, workers stopped (`--batch {ls['batch']} "
+        f"--max-in-flight {ls['max_in_flight']}`)",
+        "",
+        "Tiny objects in moto's S3 server (written into its backend from threads: "
+        + ", ".join(f"{r['objects']:,} in {r['create_s']:.1f} s" for r in ls["rows"])
+        + "), listed over HTTP. `--dry-run` = listing alone. The full run's jobs are answered "
+        "at once by a stand-in for the workers (the worker's own result publisher, no fetch, "
+        "no decode), so the seconds are the backfill's own: listing, enqueue, collecting, "
+        "writing the output. Peak RSS = VmHWM of the `qrw backfill` process; Redis = the "
+        "peak of `used_memory` during the run, over the empty server's.",
+        "",
+        "| objects | dry-run s | objects/s listed | full run s | objects/s | lines (distinct) "
+        "| backfill peak RSS MB | Redis used_memory peak MB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in ls["rows"]:
+        lines.append(
+            f"| {r['objects']:,} | {r['dry_run_s']:.1f} | {r['objects'] / r['dry_run_s']:,.0f} "
+            f"| {r['run_s']:.1f} | {r['objects'] / r['run_s']:,.0f} "
+            f"| {r['lines']:,} ({r['distinct']:,}) | {r['rss_peak_mb']:.0f} "
+            f"| {r['redis_peak_mb']:.1f} |"
+        )
+    st = ls["stalled"]
+    lines += [
+        "",
+        f"With nothing answering, over the {st['objects']:,}-object archive: the run had "
+        f"{st['jobs']} jobs in Redis after {st['filled_s']:.1f} s and stayed there "
+        f"({st['queued']} queued, {st['jobs'] * ls['batch']:,} objects); Redis held "
+        f"{st['redis_mb']:.1f} MB more than empty, about "
+        f"{st['redis_mb'] * 2**20 / max(1, st['jobs']) / 1024:.1f} KB per job of "
+        f"{ls['batch']} references; backfill peak RSS {st['rss_peak_mb']:.0f} MB.",
+        "",
+        f"### Resume after SIGKILL ({rs['objects']} objects, `--batch {rs['batch']}`, "
+        f"{WORKERS} workers)",
+        "",
+        f"Killed with {rs['killed_at_lines']} lines written; `qrw backfill resume` enqueued "
+        f"again after **{rs['enqueueing_again_s']:.1f} s** (the dead process's lease has to "
+        f"lapse first) and finished {rs['resume_total_s']:.1f} s after it started. Output: "
+        f"{rs['lines']} lines for {rs['objects']} objects, {rs['missing']} missing, "
+        f"{rs['duplicates']} duplicated, {rs['unexpected']} unexpected; state "
+        f"`{rs['state']}`.",
+        "",
+        "### Live jobs while a backfill keeps every worker busy",
+        "",
+        "Single-image live jobs on `qr`, one at a time, 0.1-0.3 s apart; the backfill's queue "
+        "never empty while they were sampled. Bound: a live job waits at most for the "
+        "backfill job each worker is running, i.e. about `--batch` x the scan time per image "
+        f"({tp['scan_ms_median']:.1f} ms median here), then its own scan.",
+        "",
+        "| backfill | live jobs | round trip p50 / p95 / max ms | queue wait p50 / p95 ms "
+        "| bound: batch x median scan ms |",
+        "|---|---|---|---|---|",
+    ]
+    for r in lv:
+        label = "none" if r["batch"] is None else f"`--batch {r['batch']}`"
+        bound = "-" if r["batch"] is None else f"{r['batch'] * tp['scan_ms_median']:.0f}"
+        lines.append(
+            f"| {label} | {r['jobs']} | {r['round_trip_p50_ms']:.1f} / "
+            f"{r['round_trip_p95_ms']:.1f} / {r['round_trip_max_ms']:.1f} "
+            f"| {r['queue_wait_p50_ms']:.1f} / {r['queue_wait_p95_ms']:.1f} | {bound} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller runs: a smoke test")
+    parser.add_argument("--out", type=Path, default=None, help="docs/benchmarks.md")
+    parser.add_argument("--batch", type=int, default=10, help="images per job (throughput)")
+    parser.add_argument(
+        "--only", choices=("throughput", "listing", "resume", "latency"), action="append"
+    )
+    parser.add_argument("--stand-in", metavar="REDIS_URL", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.stand_in:
+        return stand_in(args.stand_in)
+    if shutil.which("redis-server") is None:
+        print("redis-server is required", file=sys.stderr)
+        return 2
+    scale = QUICK if args.quick else FULL
+    only = set(args.only or ("throughput", "listing", "resume", "latency"))
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="qrw-bench-backfill-") as tmp:
+        base = Path(tmp)
+        if "throughput" in only:
+            results["throughput"] = throughput(base / "throughput", scale, args.batch)
+        if "listing" in only:
+            results["listing"] = listing(base / "listing", scale, 100, 64)
+        if "resume" in only:
+            results["resume"] = resume(base / "resume", scale, args.batch)
+        if "latency" in only:
+            results["latency"] = latency(base / "latency", scale, (1, 10))
+    print(json.dumps(results, indent=2, default=str))
+    if len(results) == 4:
+        text = render(results, args)
+        print(text)
+        if args.out:
+            write_section(args.out, "backfill", text)
+            path = args.out.with_name("benchmarks-backfill.json")
+            path.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
