@@ -10,6 +10,7 @@ import gzip
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -580,3 +581,33 @@ def test_percentiles_stay_within_half_a_percent_in_a_few_hundred_buckets():
         exact = ordered[max(0, -(-p * len(values) // 100) - 1)]
         assert histogram.percentile(p) == pytest.approx(exact, rel=0.005)
     assert len(histogram.buckets) < 1500
+
+
+# The documentation ---------------------------------------------------------------------------
+
+
+def documented(heading: str) -> set[str]:
+    """The backticked names in the first column of the table under `heading` in the Output
+    section of docs/backfill.md (`timings_ms.total` names `timings_ms`)."""
+    text = (ROOT / "docs" / "backfill.md").read_text()
+    section = text[text.index("<!-- begin:output -->") : text.index("<!-- end:output -->")]
+    table = section[section.index(heading) :].split("\n###")[0]
+    names: set[str] = set()
+    for row in table.splitlines():
+        if row.startswith("| `"):
+            first = row.split("|")[1]
+            names.update(name.split(".")[0] for name in re.findall(r"`([^`]+)`", first))
+    return names
+
+
+def test_the_documented_line_fields_are_the_fields_a_line_has():
+    objects = [obj(1)]
+    line = object_lines(batch_result([item(objects[0].ref, codes=[code("x")])]), objects)[0]
+    real_item = output.ScanResult().to_dict()
+    assert documented("### One line per object") == set(line) | set(real_item)
+
+
+def test_the_documented_summary_and_index_fields_are_the_ones_written():
+    state = {name: None for name in report.STATE_FIELDS}
+    assert documented("### summary.json") == set(report.build([], state))
+    assert documented("### index.csv") == set(output.INDEX_COLUMNS)
