@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 QRW := $(VENV)/bin/qrw
 SAMPLES ?= build/samples
 
-.PHONY: setup run test lint train bench bench-quick bench-setup bench-speed bench-queue bench-hostile clean
+.PHONY: setup run test lint train bench bench-quick bench-setup bench-speed bench-queue bench-hostile bench-backfill clean
 
 setup: $(VENV)/.installed
 
@@ -67,6 +67,11 @@ bench-queue: setup
 # (outcome, seconds, peak memory per input, and the promises as PASS/FAIL). About a minute.
 bench-hostile: setup
 	$(PY) -m worker.bench.hostile --out docs/reliability.md
+
+# Issue 10's measurement: backfill throughput against plain queue jobs, listing and enqueue
+# over 100,000 objects in moto's S3, resume after SIGKILL, live-job latency under a backfill.
+bench-backfill: setup
+	$(PY) -m worker.bench.backfill --out docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) build .pytest_cache
