@@ -43,16 +43,18 @@ def scan(ctx: JobContext, run: JobRun, payload: object) -> dict[str, Any]:
             request_id=echo.request_id,
             meta=echo.meta,
         )
-        reply_to = echo.reply_to
+        reply_to, result_ttl, stream = echo.reply_to, echo.result_ttl, echo.stream
     else:
         result = JobResult.of(ctx, run.job_id)
         result.request_id, result.meta = request.request_id, request.meta
         result.batch = request.batch
         result.images = [_scan_one(ctx, ref, request, started) for ref in request.images]
-        reply_to = request.reply_to
+        reply_to, result_ttl, stream = request.reply_to, request.result_ttl, request.stream
     result.timings_ms = {"queue_wait": queue_wait, "total": (time.perf_counter() - started) * 1e3}
     document = result.to_dict()
-    delivered = ctx.publisher.publish(document, reply_to, run.delivery)
+    delivered = ctx.publisher.publish(
+        document, reply_to, run.delivery, result_ttl=result_ttl, stream=stream
+    )
     _observe(document)
     error = result.error
     log.info(

@@ -111,6 +111,86 @@ class QueueCollector(Collector):
         yield from (depth, started, failed, workers)
 
 
+# A run's state hash (worker.backfill.state, whose COUNTERS and RunState these follow; a
+# test holds them equal): its `state` and its counters.
+BACKFILL_STATES = ("running", "paused", "done", "cancelled", "failed")
+BACKFILL_COUNTS = {
+    "listed": "Objects the run's listing went past (taken or skipped).",
+    "skipped": "Objects the run's filters left out.",
+    "enqueued": "Objects in the jobs the run enqueued.",
+    "jobs": "Jobs the run enqueued.",
+    "done": "Jobs whose result the run has collected.",
+    "failed": "Collected jobs whose result was not ok.",
+    "objects_ok": "Output lines of objects read without error.",
+    "objects_failed": "Output lines of objects that ended with an error code.",
+    "parts": "Output part files written.",
+    "cancelled": "Objects taken off the queue by a cancel.",
+    "bad_lines": "Manifest lines that are not references.",
+}
+# Every run ever started stays in the set; a scrape reads at most this many of them.
+_MAX_BACKFILLS = 500
+
+
+class BackfillCollector(Collector):
+    """Each backfill run's state and counts, read from its state hash in Redis per scrape,
+    labelled with the run's name: the pool shows every run, whichever machine drives it."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            runs = sorted(_text(name) for name in self.connection.smembers(names.BACKFILLS))
+            runs = runs[:_MAX_BACKFILLS]
+            with self.connection.pipeline(transaction=False) as pipe:
+                for run in runs:
+                    pipe.hgetall(names.backfill_key(run))
+                    pipe.hlen(names.backfill_inflight_key(run))
+                values = pipe.execute()
+        except Exception:  # Redis away: the scrape still answers, without these gauges
+            return
+        state = GaugeMetricFamily(
+            "qrw_backfill_state",
+            "1 for the state each backfill run is in, 0 for the others.",
+            labels=["run", "state"],
+        )
+        counts = {
+            field: GaugeMetricFamily(f"qrw_backfill_{field}", text, labels=["run"])
+            for field, text in BACKFILL_COUNTS.items()
+        }
+        in_flight = GaugeMetricFamily(
+            "qrw_backfill_in_flight",
+            "Jobs of the run in Redis now (queued, running or with a result not yet written).",
+            labels=["run"],
+        )
+        for index, run in enumerate(runs):
+            fields = {_text(k): _text(v) for k, v in values[2 * index].items()}
+            if not fields:
+                continue  # named in the set, its state gone (deleted by hand)
+            current = fields.get("state", "")
+            for name in BACKFILL_STATES:
+                state.add_metric([run, name], 1.0 if current == name else 0.0)
+            for field, family in counts.items():
+                number = _number(fields.get(field))
+                if number is not None:
+                    family.add_metric([run], number)
+            in_flight.add_metric([run], values[2 * index + 1])
+        yield state
+        yield from counts.values()
+        yield in_flight
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _number(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
 class PersistenceCollector(Collector):
     """Whether Redis would keep queued jobs across a restart, read per scrape (so a fix made
     with CONFIG SET shows without restarting workers)."""

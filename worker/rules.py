@@ -30,6 +30,9 @@ MAX_DEADLINE_MS = 600_000
 # range, so a default that a job could not itself ask for is refused at start.
 MIN_JOB_TIMEOUT_S = 1
 MAX_JOB_TIMEOUT_S = 3_600
+# How long a result stays in Redis: QRW_RESULT_TTL's range and a payload's `result_ttl`
+# share this maximum, so a job can never ask for more than the setting could be given.
+MAX_RESULT_TTL_S = 30 * 86_400
 MAX_REQUEST_ID_CHARS = 200
 MAX_META_BYTES = 16_384
 # How much of an offending value a message quotes: errors are published and logged, and a

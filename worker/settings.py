@@ -335,10 +335,12 @@ class Settings:
         ),
     )
     queues: tuple[str, ...] = field(
-        default=("qr",),
+        default=("qr", "qr-backfill"),
         metadata=_env(
             "QRW_QUEUES",
-            "Queues a worker takes jobs from, comma-separated, in order.",
+            "Queues a worker takes jobs from, comma-separated, in order: each job is the next "
+            "one of the first queue that has any, so live jobs (`qr`) go ahead of queued "
+            "backfill jobs (`qr-backfill`). The first is also where `qrw enqueue` puts jobs.",
             Range("1+ names of A-Z a-z 0-9 - _ .", _queues),
         ),
     )
@@ -364,8 +366,9 @@ class Settings:
         default=86_400,
         metadata=_env(
             "QRW_RESULT_TTL",
-            "Seconds a result (and its reply list) stays in Redis.",
-            _number(1, 30 * 86_400, "s"),
+            "Seconds a result (and its reply list) stays in Redis; a job's payload may give "
+            "its result another (`result_ttl`, docs/protocol.md).",
+            _number(1, rules.MAX_RESULT_TTL_S, "s"),
         ),
     )
     results_stream_maxlen: int = field(

@@ -420,7 +420,11 @@ def reject(
             pipe.expire(key, ctx.settings.result_ttl)
             pipe.execute()
     delivered = ctx.publisher.publish(
-        result.to_dict(), echo.reply_to, envelope.raw_delivery(fields)
+        result.to_dict(),
+        echo.reply_to,
+        envelope.raw_delivery(fields),
+        result_ttl=echo.result_ttl,
+        stream=echo.stream,
     )
     # Only now off RQ's intermediate list: had the publish failed, RQ's maintenance would
     # still find the job there and fail it with a result.

@@ -3,6 +3,7 @@ anything is fetched. The request fields follow worker.rules, as they do at every
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,23 @@ MAX_REFERENCE_CHARS = 4096
 MAX_REPLY_TO_CHARS = 200
 # What follows the prefix: a UUID or any other name of these characters.
 _REPLY_NAME = re.compile(r"[A-Za-z0-9:_.\-]+")
-_KNOWN = frozenset({"image", "images", "request_id", "want", "deadline_ms", "reply_to", "meta"})
+# A result kept for at least a minute: long enough for a collector to read it late, and its
+# delivery token (which lives as long) outlasts the quick reruns after a worker loss.
+MIN_RESULT_TTL_S = 60
+MAX_RESULT_TTL_S = rules.MAX_RESULT_TTL_S
+_KNOWN = frozenset(
+    {
+        "image",
+        "images",
+        "request_id",
+        "want",
+        "deadline_ms",
+        "reply_to",
+        "meta",
+        "result_ttl",
+        "stream",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,16 +46,22 @@ class ScanRequest:
     deadline_ms: int | None = None
     reply_to: str | None = None
     meta: Any = None
+    # How the result is delivered, never echoed in it: None keeps QRW_RESULT_TTL.
+    result_ttl: int | None = None
+    stream: bool = True
 
 
 @dataclass(frozen=True, slots=True)
 class Echo:
-    """What a failed job's result may carry back from its payload: each field only if it
-    passes its own rule, so a rejected 20 MB `meta` is never stored or pushed."""
+    """What a failed job's result may carry back from its payload, and how it is delivered:
+    each field only if it passes its own rule, so a rejected 20 MB `meta` is never stored
+    or pushed, and a backfill job that fails still stays out of the results stream."""
 
     request_id: str | None = None
     meta: Any = None
     reply_to: str | None = None
+    result_ttl: int | None = None
+    stream: bool = True
 
 
 def _invalid(message: str) -> ScanFailed:
@@ -63,20 +86,50 @@ def reply_to(value: object) -> str | None:
     )
 
 
+def result_ttl(value: object) -> int | None:
+    """Seconds the result and its delivery token stay in Redis, instead of QRW_RESULT_TTL:
+    a producer that drains its reply list at once (a backfill) need not keep a day of
+    results. The reply list keeps QRW_RESULT_TTL."""
+    if value is None:
+        return None
+    if (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and MIN_RESULT_TTL_S <= value <= MAX_RESULT_TTL_S
+    ):
+        return value
+    raise rules.RuleViolation(
+        f"'result_ttl' must be a whole number of seconds from {MIN_RESULT_TTL_S} to "
+        f"{MAX_RESULT_TTL_S}, not {rules.quote(value)}"
+    )
+
+
+def stream(value: object) -> bool:
+    """False keeps the result out of the capped results stream: a producer collecting from
+    its own reply list (a backfill) neither floods the stream's readers nor loses results
+    to its cap."""
+    if value is None:
+        return True
+    if isinstance(value, bool):
+        return value
+    raise rules.RuleViolation(f"'stream' must be true or false, not {rules.quote(value)}")
+
+
 def echo(payload: object) -> Echo:
-    """The fields of a payload (valid or not) that may be echoed in its failure result."""
+    """The fields of a payload (valid or not) that may be echoed in its failure result,
+    and its delivery fields: each one that passes its rule, the default otherwise."""
     if not isinstance(payload, dict):
         return Echo()
     found: dict[str, Any] = {}
-    for name, rule in (("request_id", rules.request_id), ("meta", rules.meta)):
-        try:
+    for name, rule in (
+        ("request_id", rules.request_id),
+        ("meta", rules.meta),
+        ("reply_to", reply_to),
+        ("result_ttl", result_ttl),
+        ("stream", stream),
+    ):
+        with contextlib.suppress(rules.RuleViolation):  # broken: the field's default
             found[name] = rule(payload.get(name))
-        except rules.RuleViolation:
-            found[name] = None
-    try:
-        found["reply_to"] = reply_to(payload.get("reply_to"))
-    except rules.RuleViolation:
-        found["reply_to"] = None
     return Echo(**found)
 
 
@@ -112,6 +165,8 @@ def parse(payload: object) -> ScanRequest:
             ),
             reply_to=reply_to(payload.get("reply_to")),
             meta=rules.meta(payload.get("meta")),
+            result_ttl=result_ttl(payload.get("result_ttl")),
+            stream=stream(payload.get("stream")),
         )
     except rules.RuleViolation as violation:
         raise _invalid(str(violation)) from None

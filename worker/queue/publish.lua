@@ -1,5 +1,5 @@
--- Deliver one job result: store it, stream it and push it to the producer's reply list,
--- all or nothing, once per enqueue. Registered once per worker process and run by its
+-- Deliver one job result: store it, stream it (unless its payload said `stream: false`) and
+-- push it to the producer's reply list, all or nothing, once per enqueue. Registered once per worker process and run by its
 -- digest (EVALSHA); see worker/queue/replies.py.
 --
 -- KEYS[1] result key          qrw:result:<job_id>
@@ -7,12 +7,17 @@
 -- KEYS[3] delivery key        qrw:delivery:<job_id>
 -- KEYS[4] reply list          (optional) the payload's reply_to
 -- ARGV[1] result JSON (an object with at least one member)
--- ARGV[2] TTL seconds of the result, its delivery token and the reply list
+-- ARGV[2] TTL seconds of the result and its delivery token (the payload's result_ttl, or
+--         QRW_RESULT_TTL)
 -- ARGV[3] approximate cap of the results stream
 -- ARGV[4] job id
 -- ARGV[5] "1" or "0": the result's ok
 -- ARGV[6] delivery token: one per enqueue of the job, "" when the caller has none
 -- ARGV[7] the prefix every reply list must start with (qrw:reply:)
+-- ARGV[8] TTL seconds of the reply list (QRW_RESULT_TTL: a list many jobs share outlives
+--         any one of their results)
+-- ARGV[9] "1" to add the result to the results stream, "0" to leave it out (a producer
+--         collecting from its own reply list, as a backfill does)
 --
 -- Returns {1, reply_error} when delivered ("" when the reply was pushed or none was asked
 -- for), {0, ""} when this enqueue's result was already delivered.
@@ -21,8 +26,8 @@
 -- half-way, so everything that could fail is checked before the first write.
 
 local result_key, stream, delivery_key, reply = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local body, ttl, cap, job_id, ok, token, prefix =
-  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local body, ttl, cap, job_id, ok, token, prefix, reply_ttl, streamed =
+  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9] == '1'
 
 -- Once per enqueue. A job run again after its worker died carries the same token and is a
 -- no-op; a new job reusing the id carries another token and replaces the old result.
@@ -35,10 +40,12 @@ elseif redis.call('GET', delivery_key) == token then
   return {0, ''}
 end
 
-local stream_type = redis.call('TYPE', stream).ok
-if stream_type ~= 'none' and stream_type ~= 'stream' then
-  return redis.error_reply('the results stream ' .. stream .. ' holds a ' .. stream_type ..
-    ', not a stream: nothing was written')
+if streamed then
+  local stream_type = redis.call('TYPE', stream).ok
+  if stream_type ~= 'none' and stream_type ~= 'stream' then
+    return redis.error_reply('the results stream ' .. stream .. ' holds a ' .. stream_type ..
+      ', not a stream: nothing was written')
+  end
 end
 
 -- The reply list is the only key a producer names. It must be ours (under the prefix) and
@@ -69,13 +76,17 @@ if token ~= '' then
   redis.call('SET', delivery_key, token, 'EX', ttl)
 end
 if reply_error ~= '' then
-  redis.call('XADD', stream, 'MAXLEN', '~', cap, '*',
-    'job_id', job_id, 'ok', ok, 'result', body, 'reply_error', reply_error)
+  if streamed then
+    redis.call('XADD', stream, 'MAXLEN', '~', cap, '*',
+      'job_id', job_id, 'ok', ok, 'result', body, 'reply_error', reply_error)
+  end
 else
-  redis.call('XADD', stream, 'MAXLEN', '~', cap, '*', 'job_id', job_id, 'ok', ok, 'result', body)
+  if streamed then
+    redis.call('XADD', stream, 'MAXLEN', '~', cap, '*', 'job_id', job_id, 'ok', ok, 'result', body)
+  end
   if reply then
     redis.call('RPUSH', reply, body)
-    redis.call('EXPIRE', reply, ttl)
+    redis.call('EXPIRE', reply, reply_ttl)
   end
 end
 return {1, reply_error}

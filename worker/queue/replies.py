@@ -1,9 +1,10 @@
 """Writing a finished job's result where the producer collects it (docs/protocol.md, Result).
 
 One Lua script (publish.lua) stores, streams and pushes the result all or nothing, once
-per enqueue of the job. A `Publisher` is built once per worker process, into the job
-context; it registers the script once and runs it by its digest, loading it again when
-Redis has forgotten it (a restart, SCRIPT FLUSH).
+per enqueue of the job (the payload may shorten how long the result is kept, and keep it
+out of the stream: `result_ttl`, `stream`). A `Publisher` is built once per worker process,
+into the job context; it registers the script once and runs it by its digest, loading it
+again when Redis has forgotten it (a restart, SCRIPT FLUSH).
 """
 
 from __future__ import annotations
@@ -67,14 +68,30 @@ class Publisher:
         self._script = connection.register_script(_SCRIPT)
 
     def publish(
-        self, document: dict[str, Any], reply_to: str | None, delivery: str | None = None
+        self,
+        document: dict[str, Any],
+        reply_to: str | None,
+        delivery: str | None = None,
+        *,
+        result_ttl: int | None = None,
+        stream: bool = True,
     ) -> bool:
         """Deliver the result; False if this enqueue's result was already delivered."""
-        return self.deliver(document, reply_to, delivery).delivered
+        return self.deliver(
+            document, reply_to, delivery, result_ttl=result_ttl, stream=stream
+        ).delivered
 
     def deliver(
-        self, document: dict[str, Any], reply_to: str | None, delivery: str | None = None
+        self,
+        document: dict[str, Any],
+        reply_to: str | None,
+        delivery: str | None = None,
+        *,
+        result_ttl: int | None = None,
+        stream: bool = True,
     ) -> Published:
+        """`result_ttl` (the payload's, already checked) replaces QRW_RESULT_TTL for the
+        result key and its delivery token; `stream=False` leaves the results stream out."""
         job_id = str(document["job_id"])
         keys = [
             names.result_key(job_id),
@@ -84,12 +101,14 @@ class Publisher:
         ]
         args = [
             encode(document),
-            self.settings.result_ttl,
+            result_ttl or self.settings.result_ttl,
             self.settings.results_stream_maxlen,
             job_id,
             "1" if document.get("ok") else "0",
             delivery or "",
             names.REPLY_PREFIX,
+            self.settings.result_ttl,
+            "1" if stream else "0",
         ]
         for attempt in range(_ATTEMPTS):
             try:

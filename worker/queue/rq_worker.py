@@ -280,5 +280,11 @@ def publish_failure(job: Job, code: ErrorCode, message: str) -> None:
     result = JobResult.failed(
         ctx, job.id, code, message, request_id=echo.request_id, meta=echo.meta
     )
-    ctx.publisher.publish(result.to_dict(), echo.reply_to, delivery_of(job))
+    ctx.publisher.publish(
+        result.to_dict(),
+        echo.reply_to,
+        delivery_of(job),
+        result_ttl=echo.result_ttl,
+        stream=echo.stream,
+    )
     log.error("job_failed", job_id=job.id, error=code.value, detail=clip(message, 500))

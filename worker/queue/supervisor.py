@@ -65,7 +65,11 @@ def serve_metrics(settings: Settings, connection: redis.Redis, queues: tuple[str
     from worker import metrics
 
     registry = metrics.multiprocess_registry(
-        [metrics.QueueCollector(connection, queues), metrics.PersistenceCollector(connection)]
+        [
+            metrics.QueueCollector(connection, queues),
+            metrics.BackfillCollector(connection),
+            metrics.PersistenceCollector(connection),
+        ]
     )
     log = structlog.get_logger("worker")
     try:
