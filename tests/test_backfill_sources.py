@@ -286,25 +286,20 @@ def test_an_allowed_folder_lists_only_what_lies_inside_it(s3: str, policy: Setti
     assert [obj.ref for obj, _ in pairs] == [f"s3://{PART}/allowed/a.png"]
 
 
-def test_a_bucket_that_cannot_be_listed_is_refused_at_once_without_retries(
-    s3: str, policy: Settings
-) -> None:
-    with pytest.raises(BackfillError, match="NoSuchBucket"):
-        check_source(prefix("x/", MISSING), policy, retry=Retry(attempts=50, base_s=10))
-
-
 # --- S3 failing under the listing -------------------------------------------------------
 
 
 class FaultyS3:
     """A real HTTP server in front of moto: answers requests with the next fault in its
-    list ("503": SlowDown, "500": InternalError, "cut": half the body, then the connection
-    closed; "pass": untouched) and proxies everything once the list is used up."""
+    list ("503": SlowDown, "500": InternalError, "403": AccessDenied, "cut": half the body,
+    then the connection closed; "pass": untouched) and proxies everything once the list is
+    used up."""
 
     def __init__(self, upstream: str, faults: list[str]) -> None:
         self.upstream = urlsplit(upstream)
         self.faults = list(faults)
         self.requests = 0
+        self.ranges: list[str | None] = []  # the Range header of each request
         self.lock = threading.Lock()
         outer = self
 
@@ -326,9 +321,10 @@ class FaultyS3:
         body = handler.rfile.read(length) if length else b""
         with self.lock:
             self.requests += 1
+            self.ranges.append(handler.headers.get("Range"))
             fault = self.faults.pop(0) if self.faults else "pass"
-        if fault in ("503", "500"):
-            code = "SlowDown" if fault == "503" else "InternalError"
+        if fault in ("503", "500", "403"):
+            code = {"503": "SlowDown", "500": "InternalError", "403": "AccessDenied"}[fault]
             error = f"<Error><Code>{code}</Code><Message>try again</Message></Error>".encode()
             handler.send_response(int(fault))
             handler.send_header("Content-Type", "application/xml")
@@ -405,6 +401,20 @@ def test_a_listing_that_keeps_failing_ends_in_a_clear_error_after_the_retries(
     with pytest.raises(BackfillError, match=r"failed 3 times.*SlowDown"):
         check_source(prefix("scans/2024/"), policy, retry=FAST)
     assert proxy.requests == 3
+
+
+def test_a_bucket_that_cannot_be_listed_is_refused_at_once_without_retries(
+    faulty: Any, policy: Settings
+) -> None:
+    proxy = faulty([])
+    with pytest.raises(BackfillError, match="NoSuchBucket"):
+        check_source(prefix("x/", MISSING), policy, retry=FAST)
+    assert proxy.requests == 1
+
+    proxy = faulty(["403"])
+    with pytest.raises(BackfillError, match="AccessDenied"):
+        check_source(prefix("scans/2024/"), policy, retry=FAST)
+    assert proxy.requests == 1
 
 
 def test_an_unreachable_s3_ends_in_a_clear_error_after_the_retries(
@@ -521,12 +531,16 @@ def test_a_manifest_in_s3_outside_the_allow_list_or_missing_is_refused(
         check_source(SourceSpec(prefixes=(f"s3://{SRC}/scans/",), manifest=str(tmp_path)), policy)
 
 
+@pytest.mark.parametrize("zipped", [False, True], ids=["plain", "gzip"])
 def test_a_manifest_stream_cut_off_midway_is_opened_again_and_read_on_from_where_it_stopped(
-    faulty: Any, policy: Settings
+    faulty: Any, policy: Settings, zipped: bool
 ) -> None:
     refs = [f"s3://{SRC}/scans/2024/many-{i:05d}.png" for i in range(3000)]
+    body = "\n".join(refs).encode()
     proxy = faulty([])
-    s3_client(proxy.url).put_object(Bucket=INV, Key="lists/long.txt", Body="\n".join(refs).encode())
+    s3_client(proxy.url).put_object(
+        Bucket=INV, Key="lists/long.txt", Body=gzip.compress(body) if zipped else body
+    )
     # The first GET reads the beginning (which kind of manifest?); the second is cut.
     proxy.faults = ["pass", "cut"]
     pairs, counts = take(SourceSpec(manifest=f"s3://{INV}/lists/long.txt"), policy)
@@ -536,6 +550,26 @@ def test_a_manifest_stream_cut_off_midway_is_opened_again_and_read_on_from_where
     assert counts == Counts()
     assert proxy.faults == []
     assert proxy.requests == 4  # the put, the beginning read, the cut read, the read going on
+    # Plain text goes on from the byte it stopped at; gzip is read again up to it.
+    resumed = proxy.ranges[-1]
+    assert (resumed is None) if zipped else (resumed or "").startswith("bytes=")
+
+
+def test_a_manifest_replaced_while_it_is_read_is_a_clear_error_not_a_mixed_listing(
+    faulty: Any, policy: Settings
+) -> None:
+    refs = [f"s3://{SRC}/scans/2024/many-{i:05d}.png" for i in range(3000)]
+    proxy = faulty([])
+    client = s3_client(proxy.url)
+    client.put_object(Bucket=INV, Key="lists/moving.txt", Body="\n".join(refs).encode())
+    proxy.faults = ["pass", "cut"]
+    objects = iter_objects(
+        SourceSpec(manifest=f"s3://{INV}/lists/moving.txt"), NO_FILTERS, policy, None, Counts()
+    )
+    next(objects)
+    client.put_object(Bucket=INV, Key="lists/moving.txt", Body="\n".join(refs[::-1]).encode())
+    with pytest.raises(BackfillError, match="PreconditionFailed"):
+        list(objects)
 
 
 def test_manifest_line_writes_a_line_that_reads_back_as_the_same_object(

@@ -82,6 +82,8 @@ from worker.settings import Settings
 log = structlog.get_logger("backfill")
 
 T = TypeVar("T")
+# Opens a manifest or data file at a byte offset (BackfillError when it cannot).
+Opener = Callable[[int], io.BufferedReader]
 
 PAGE_SIZE = 1000  # ListObjectsV2's largest page
 BAD_LINES_KEPT = 1000  # listed with their numbers; all of them are counted
@@ -506,27 +508,32 @@ class _Inventory:
 @dataclass(frozen=True, slots=True)
 class _Manifest:
     where: str  # for messages
-    opener: Callable[[], IO[bytes]]
+    opener: Opener
     inventory: _Inventory | None
 
     @classmethod
     def open(cls, manifest: str, settings: Settings, retry: Retry) -> _Manifest:
         """Where the manifest is and which kind it is: read its beginning (BackfillError)."""
         where, opener = _manifest_opener(manifest, settings, retry)
-        with _text(opener()) as text:
-            head = text.read(4096)
+        raw = opener(0)
+        try:
+            stream = _unzipped(raw)
+            head = stream.read(4096)
             # A plain list's lines are references, and no reference starts with '{'.
-            if not head.lstrip("\ufeff \t\r\n").startswith("{"):
+            if not head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{"):
                 return cls(where, opener, None)
-            body = head + text.read(MAX_INVENTORY_MANIFEST)
+            body = head + stream.read(MAX_INVENTORY_MANIFEST)
+        except _stream_errors() as exc:
+            raise BackfillError(f"{where}: cannot be read: {exc}") from None
+        finally:
+            raw.close()
         if len(body) > MAX_INVENTORY_MANIFEST:
             raise BackfillError(f"{where}: an Inventory manifest.json this large is not one")
-        return cls(where, opener, _inventory(where, body, manifest, settings))
+        text = body.decode("utf-8-sig", "replace")
+        return cls(where, opener, _inventory(where, text, manifest, settings))
 
 
-def _manifest_opener(
-    manifest: str, settings: Settings, retry: Retry
-) -> tuple[str, Callable[[], IO[bytes]]]:
+def _manifest_opener(manifest: str, settings: Settings, retry: Retry) -> tuple[str, Opener]:
     where = f"--manifest {rules.quote(manifest)}"
     if manifest.startswith("s3://"):
         try:
@@ -546,24 +553,42 @@ def _manifest_opener(
         raise BackfillError(f"{where}: expected a path, file:///path or s3://bucket/key")
     path = os.path.abspath(os.path.expanduser(path))
 
-    def opener() -> IO[bytes]:
+    def opener(offset: int) -> io.BufferedReader:
         try:
-            return open(path, "rb")  # closed by the reader
+            stream = open(path, "rb")  # noqa: SIM115 (closed by the reader)
         except OSError as exc:
             raise BackfillError(f"{where}: cannot be read: {exc.strerror}") from None
+        stream.seek(offset)
+        return stream
 
     return where, opener
 
 
-def _s3_opener(bucket: str, key: str, retry: Retry) -> Callable[[], IO[bytes]]:
-    def opener() -> IO[bytes]:
-        client = storage.s3_client()
-        response = _call(
-            f"reading s3://{bucket}/{key}",
-            retry,
-            lambda: client.get_object(Bucket=bucket, Key=key),
-        )
+def _s3_opener(bucket: str, key: str, retry: Retry) -> Opener:
+    """Opens the object from a byte offset; every read after the first is of the same
+    version (If-Match its ETag): going on from an offset into another file would be wrong."""
+    from botocore.exceptions import ClientError
+
+    etag: list[str] = []
+
+    def get(offset: int) -> io.BufferedReader:
+        request: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        if offset:
+            request["Range"] = f"bytes={offset}-"
+        if etag:
+            request["IfMatch"] = etag[0]
+        try:
+            response = storage.s3_client().get_object(**request)
+        except ClientError as exc:
+            if offset and exc.response.get("Error", {}).get("Code") == "InvalidRange":
+                return io.BufferedReader(io.BytesIO())  # it broke off right at the end
+            raise
+        if not etag and response.get("ETag"):
+            etag.append(str(response["ETag"]))
         return io.BufferedReader(_Body(response["Body"]), 1 << 16)
+
+    def opener(offset: int) -> io.BufferedReader:
+        return _call(f"reading s3://{bucket}/{key}", retry, lambda: get(offset))
 
     return opener
 
@@ -779,61 +804,72 @@ def _stream_errors() -> tuple[type[BaseException], ...]:
     return (BotoCoreError, HTTPError, OSError, EOFError, zlib.error)
 
 
-def _lines(
-    where: str, opener: Callable[[], IO[bytes]], skip: int, retry: Retry
-) -> Iterator[tuple[int, str | None]]:
+def _lines(where: str, opener: Opener, skip: int, retry: Retry) -> Iterator[tuple[int, str | None]]:
     """(number, line) for every line after the first `skip`; None for an over-long line.
 
-    A stream that breaks off is opened again and read on from where it stopped; failures
-    in a row without a line read in between are limited by `retry`.
+    A stream that breaks off is opened again where it stopped (at that byte; a gzip
+    stream is read again from its start up to it). Failures in a row without a line read
+    in between are limited by `retry`.
     """
     errors = _stream_errors()
-    done = skip
-    failures, done_at_failure = 0, -1
+    number = 0  # lines read so far, skipped or handed out
+    offset = 0  # bytes (of the unzipped text) they took
+    compressed: bool | None = None  # known once the stream has been opened
+    failures, number_at_failure = 0, -1
     while True:
-        stream = opener()
+        raw = opener(offset if compressed is False else 0)
         try:
-            with _text(stream) as text:
-                for number, line in enumerate(_read_lines(text), 1):
-                    if number > done:
-                        done = number
-                        yield number, line
-                return
+            if compressed is None:
+                compressed = raw.peek(2)[:2] == _GZIP_MAGIC
+            stream = _unzipped(raw)
+            if compressed and offset:
+                _discard(stream, offset)
+            while True:
+                line = stream.readline(MAX_LINE + 1)
+                if not line:
+                    return
+                size = len(line)
+                text: str | None = None
+                if len(line) > MAX_LINE and not line.endswith(b"\n"):
+                    while line and not line.endswith(b"\n"):
+                        line = stream.readline(1 << 16)
+                        size += len(line)
+                else:
+                    # surrogateescape: a line that is not UTF-8 becomes a bad line, not a
+                    # failed run.
+                    text = line.rstrip(b"\r\n").decode("utf-8", "surrogateescape")
+                number, offset = number + 1, offset + size
+                if number > skip:
+                    yield number, text
         except errors as exc:
-            failures = failures + 1 if done == done_at_failure else 1
-            done_at_failure = done
+            failures = failures + 1 if number == number_at_failure else 1
+            number_at_failure = number
             if failures >= retry.attempts:
                 raise BackfillError(
-                    f"{where}: reading failed {failures} times at line {done + 1}: {exc}"
+                    f"{where}: reading failed {failures} times at line {number + 1}: {exc}"
                 ) from None
-            log.warning("backfill_manifest_retry", where=where, line=done + 1, error=str(exc))
+            log.warning("backfill_manifest_retry", where=where, line=number + 1, error=str(exc))
             retry.pause(failures)
         finally:
-            stream.close()
+            raw.close()
 
 
-def _text(binary: IO[bytes]) -> io.TextIOWrapper:
-    """Lines of text from a byte stream, gunzipped when it starts with gzip's magic."""
-    buffered = binary if isinstance(binary, io.BufferedReader) else io.BufferedReader(binary)
-    stream: IO[bytes] = buffered
-    if buffered.peek(2)[:2] == b"\x1f\x8b":
-        stream = gzip.GzipFile(fileobj=buffered, mode="rb")
-    # surrogateescape: a line that is not UTF-8 becomes a bad line, not a failed run.
-    return io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape")
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
-def _read_lines(text: io.TextIOWrapper) -> Iterator[str | None]:
-    """Each line without its end; None for one longer than MAX_LINE (read past, not kept)."""
-    while True:
-        line = text.readline(MAX_LINE)
-        if not line:
-            return
-        if line.endswith("\n") or len(line) < MAX_LINE:
-            yield line.rstrip("\r\n")
-            continue
-        while line and not line.endswith("\n"):
-            line = text.readline(MAX_LINE)
-        yield None
+def _unzipped(raw: io.BufferedReader) -> IO[bytes]:
+    """The stream's bytes, gunzipped when it starts with gzip's magic."""
+    if raw.peek(2)[:2] == _GZIP_MAGIC:
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    return raw
+
+
+def _discard(stream: IO[bytes], count: int) -> None:
+    while count:
+        chunk = stream.read(min(count, 1 << 20))
+        if not chunk:
+            raise EOFError("the stream is shorter than when it was read before")
+        count -= len(chunk)
 
 
 class _Body(io.RawIOBase):
