@@ -280,6 +280,20 @@ def test_a_prefix_outside_the_allow_lists_is_refused_before_anything_is_listed(
         storage.s3_client.cache_clear()
 
 
+def test_a_prefix_without_its_closing_slash_is_refused_with_a_hint(policy: Settings) -> None:
+    with pytest.raises(BackfillError, match="end it with '/'"):
+        check_source(prefix("allowed", PART), policy, retry=FAST)
+
+
+def test_a_whole_allowed_bucket_can_be_listed(
+    s3: str, archive: dict[str, bytes], policy: Settings
+) -> None:
+    pairs, counts = take(SourceSpec(prefixes=(f"s3://{SRC}",)), policy, page_size=10)
+    expected = sorted((k for k in archive if not k.endswith("/")), key=lambda k: k.encode())
+    assert [obj.key for obj, _ in pairs] == expected
+    assert counts.skipped == {"folder": 1}
+
+
 def test_an_allowed_folder_lists_only_what_lies_inside_it(s3: str, policy: Settings) -> None:
     check_source(prefix("allowed/", PART), policy, retry=FAST)
     pairs, _ = take(prefix("allowed/", PART), policy)

@@ -417,10 +417,15 @@ def _prefixes(spec: SourceSpec, settings: Settings) -> list[tuple[str, str]]:
         if ".." in prefix.split("/"):
             raise BackfillError(f"--source {where}: '..' is not allowed")
         if not _prefix_allowed(parts.netloc, prefix, settings):
+            hint = (
+                f"; end it with '/' (as written it also lists {prefix}-other/)"
+                if prefix and _prefix_allowed(parts.netloc, prefix + "/", settings)
+                else ""
+            )
             raise BackfillError(
                 f"--source {where}: not inside QRW_S3_BUCKETS "
-                f"({', '.join(settings.s3_buckets) or 'empty'}); a prefix must lie within an "
-                "allowed bucket or folder"
+                f"({', '.join(settings.s3_buckets) or 'empty'}): a prefix must lie within an "
+                f"allowed bucket or folder{hint}"
             )
         found.append((parts.netloc, prefix))
     for index, (bucket, prefix) in enumerate(found):
