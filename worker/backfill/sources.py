@@ -87,7 +87,7 @@ Opener = Callable[[int], io.BufferedReader]
 
 PAGE_SIZE = 1000  # ListObjectsV2's largest page
 BAD_LINES_KEPT = 1000  # listed with their numbers; all of them are counted
-MAX_LINE = 64 * 1024  # characters; no reference is this long, a line that is is bad
+MAX_LINE = 64 * 1024  # bytes; no reference is this long: a line that is, is bad
 MAX_INVENTORY_MANIFEST = 64 * 1024 * 1024  # manifest.json lists files, not objects
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -675,7 +675,7 @@ def _manifest_entries(
 
 def _plain_line(number: int, line: str | None, settings: Settings) -> Iterator[_Entry | _BadLine]:
     if line is None:
-        yield _BadLine(number, f"longer than {MAX_LINE} characters")
+        yield _BadLine(number, f"longer than {MAX_LINE} bytes")
         return
     line = line.strip(" \r\n")
     if not line or line.startswith("#"):
@@ -729,7 +729,7 @@ def _inventory_row(
     settings: Settings,
 ) -> _Entry | _BadLine:
     if line is None:
-        return _BadLine(number, f"{name}: longer than {MAX_LINE} characters")
+        return _BadLine(number, f"{name}: longer than {MAX_LINE} bytes")
     try:
         row = next(csv.reader([line]))
     except (csv.Error, StopIteration) as exc:
