@@ -56,6 +56,7 @@ BACKFILL_QUEUE = Options().queue
 WORKERS = 2
 BUCKET = "archive"
 DISTINCT_IMAGES = 40  # generated once; every object is a hard link to one of them
+LIVE_IN_FLIGHT = 256  # --max-in-flight of the backfill that keeps the workers busy
 
 
 @dataclass(frozen=True)
@@ -67,10 +68,14 @@ class Scale:
     resume_objects: int
     live_jobs: int  # live jobs sampled per latency scenario
     live_objects: int  # objects of the backfill that keeps the workers busy
+    listing_in_flight: int = 64  # --max-in-flight of the listing runs (--batch 10)
+    resume_rate: int = 200  # images/s of the run killed half-way
 
 
 FULL = Scale(10_000, 3, 10_000, 100_000, 3000, 60, 12_000)
 QUICK = Scale(1000, 1, 1_000, 10_000, 400, 12, 3000)
+SMOKE = Scale(60, 1, 100, 300, 300, 3, 400, listing_in_flight=4, resume_rate=50)
+SECTIONS = ("throughput", "listing", "resume", "latency")
 
 
 @dataclass
@@ -266,14 +271,17 @@ def vm_hwm_kb(pid: int) -> int:
     return 0
 
 
-def output_keys(out: Path) -> Counter[str]:
-    """The object keys of every output line, with multiplicity, read back the way users
-    read them (worker.backfill.output)."""
+def output_lines(out: Path) -> Iterator[dict[str, Any]]:
+    """Every output line, read back the way users read them (worker.backfill.output)."""
     from worker.backfill.output import open_output
     from worker.settings import Settings
 
-    lines = open_output(f"file://{out}", Settings.from_env({})).iter_lines()
-    return Counter(line["key"] for line in lines)
+    return open_output(f"file://{out}", Settings.from_env({})).iter_lines()
+
+
+def output_keys(out: Path) -> Counter[str]:
+    """The object keys of every output line, with multiplicity."""
+    return Counter(line["key"] for line in output_lines(out))
 
 
 def lines_written(out: Path) -> int:
@@ -444,7 +452,13 @@ def stand_in(url: str) -> int:
             for ref in payload["images"]
         ]
         result.timings_ms = {"queue_wait": 0.0, "total": 0.0}
-        publisher.publish(result.to_dict(), payload["reply_to"], job_id)
+        publisher.publish(
+            result.to_dict(),
+            payload["reply_to"],
+            job_id,
+            result_ttl=payload.get("result_ttl"),
+            stream=payload.get("stream", True),
+        )
         client.delete(names.rq_job_key(job_id))
 
 
@@ -519,11 +533,11 @@ def stopped_workers(
             )
             sampler.pid = process.pid
             while client.hlen(inflight) < max_in_flight:
-                if process.poll() is not None or time.perf_counter() - started > 300:
-                    raise RuntimeError(f"the run did not fill: \n{bench.log_tail(name)}")
+                if process.poll() is not None or time.perf_counter() - started > 120:
+                    raise RuntimeError(f"the run did not fill:\n{bench.log_tail(name)}")
                 time.sleep(0.05)
             filled_s = time.perf_counter() - started
-            time.sleep(5)  # it must now wait, not go on listing into Redis
+            time.sleep(5 if count >= 10_000 else 2)  # it must now wait, not list on
             jobs = client.hlen(inflight)
             queued = client.llen(names.rq_queue_key(BACKFILL_QUEUE))
         process.send_signal(signal.SIGKILL)
@@ -541,12 +555,40 @@ def stopped_workers(
 # -- 3. resume -----------------------------------------------------------------------------
 
 
+def kill_at(bench: Bench, process: subprocess.Popen[bytes], label: str, lines: int) -> int:
+    """SIGKILL the backfill once the output holds `lines` lines; the lines it had then."""
+    out, started = bench.out / "resume", time.perf_counter()
+    while (written := lines_written(out)) < lines:
+        if process.poll() is not None or time.perf_counter() - started > 600:
+            raise RuntimeError(f"{label} ended before the kill:\n{bench.log_tail(label)}")
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait(10)
+    return written
+
+
+def resumed(bench: Bench, label: str) -> tuple[subprocess.Popen[bytes], float]:
+    """`qrw backfill resume`, and the seconds until it enqueued a job again (a job id new
+    to the run's in-flight hash)."""
+    client, inflight = bench.client, names.backfill_inflight_key("resume")
+    before = set(client.hkeys(inflight))
+    started = time.perf_counter()
+    process = backfill(bench, label, "resume", "resume")
+    while not set(client.hkeys(inflight)) - before:
+        if process.poll() is not None or time.perf_counter() - started > 120:
+            break  # ended (or failed) without a new enqueue: `finish` says which
+        time.sleep(0.02)
+    return process, time.perf_counter() - started
+
+
 def resume(base: Path, scale: Scale, batch: int) -> dict[str, Any]:
+    """Killed twice: resumed on the same machine (the dead holder's pid is checked, no
+    wait), then as from another machine (the lease must lapse first)."""
     with bench_redis(base) as bench:
         refs = make_images(bench, scale.resume_objects, "resume")
         listed = manifest(bench, refs, "resume")
         start_workers(bench)
-        client, name = bench.client, "resume"
+        client, name, count = bench.client, "resume", len(refs)
         out = bench.out / name
         first = backfill(
             bench,
@@ -559,34 +601,34 @@ def resume(base: Path, scale: Scale, batch: int) -> dict[str, Any]:
             f"file://{out}",
             "--batch",
             str(batch),
+            # Paced, so that a third of the way is a moment the benchmark can catch.
+            "--rate",
+            str(scale.resume_rate),
         )
+        killed = [kill_at(bench, first, name, count // 3)]
+        second, here_s = resumed(bench, "resume-here")
+        killed.append(kill_at(bench, second, "resume-here", 2 * count // 3))
+        # What a machine other than the dead driver's sees: a holder it cannot check.
+        lease = names.backfill_lease_key(name)
+        holder = client.get(lease)
+        if holder is not None:
+            client.set(
+                lease, b"elsewhere.example:1:" + holder.split(b":")[-1], xx=True, keepttl=True
+            )
+        third, elsewhere_s = resumed(bench, "resume-elsewhere")
         started = time.perf_counter()
-        while lines_written(out) < len(refs) // 2:
-            if first.poll() is not None or time.perf_counter() - started > 600:
-                raise RuntimeError(f"the run ended before half-way:\n{bench.log_tail(name)}")
-            time.sleep(0.05)
-        first.send_signal(signal.SIGKILL)
-        first.wait(10)
-        killed_at = lines_written(out)
-        inflight = names.backfill_inflight_key(name)
-        before = set(client.hkeys(inflight))
-        resumed_at = time.perf_counter()
-        again = backfill(bench, f"{name}-resume", "resume", name)
-        while not set(client.hkeys(inflight)) - before:
-            if again.poll() is not None or time.perf_counter() - resumed_at > 120:
-                break  # finished (or failed) without a new enqueue: `finish` tells which
-            time.sleep(0.02)
-        enqueueing_s = time.perf_counter() - resumed_at
-        finish(bench, again, f"{name}-resume", 600)
+        finish(bench, third, "resume-elsewhere", 600)
         keys = output_keys(out)
         expected = Counter(expected_key(ref) for ref in refs)
         state = status(bench, name)
     return {
-        "objects": len(refs),
+        "objects": count,
         "batch": batch,
-        "killed_at_lines": killed_at,
-        "enqueueing_again_s": enqueueing_s,
-        "resume_total_s": time.perf_counter() - resumed_at,
+        "rate": scale.resume_rate,
+        "killed_at_lines": killed,
+        "enqueueing_again_here_s": here_s,
+        "enqueueing_again_elsewhere_s": elsewhere_s,
+        "last_resume_s": elsewhere_s + time.perf_counter() - started,
         "lines": sum(keys.values()),
         "missing": sum((expected - keys).values()),
         "duplicates": sum(n - 1 for n in keys.values() if n > 1),
@@ -634,7 +676,8 @@ def latency(base: Path, scale: Scale, batches: tuple[int, ...]) -> list[dict[str
             if batch is not None:
                 name = f"live-{batch}"
                 listed = manifest(bench, refs, name)
-                # Enough in flight to keep both workers busy between collections.
+                # Far more in flight than the workers can finish between two collections,
+                # so the backfill queue is never empty while live jobs are sampled.
                 process = backfill(
                     bench,
                     name,
@@ -647,7 +690,7 @@ def latency(base: Path, scale: Scale, batches: tuple[int, ...]) -> list[dict[str
                     "--batch",
                     str(batch),
                     "--max-in-flight",
-                    str(max(8, 4 * WORKERS)),
+                    str(LIVE_IN_FLIGHT),
                 )
                 client, started = bench.client, time.perf_counter()
                 while client.llen(names.rq_queue_key(BACKFILL_QUEUE)) < WORKERS:
@@ -657,7 +700,17 @@ def latency(base: Path, scale: Scale, batches: tuple[int, ...]) -> list[dict[str
             row |= live_jobs(bench, live_ref, scale.live_jobs)
             if batch is not None:
                 row["backfill_still_running"] = process.poll() is None
-                row["backfill_objects_done"] = lines_written(bench.out / name)
+                process.send_signal(signal.SIGKILL)
+                process.wait(10)
+                # The backfill's own images, for the bound: scan time per image.
+                scans = [
+                    line["timings_ms"]["total"]
+                    for line in output_lines(bench.out / name)
+                    if line.get("timings_ms", {}).get("total") is not None
+                ]
+                row["backfill_objects_done"] = len(scans)
+                row["scan_ms_median"] = percentile(scans, 50)
+                row["scan_ms_p95"] = percentile(scans, 95)
             rows.append(row)
             print(json.dumps(row), flush=True)
     return rows
@@ -666,21 +719,33 @@ def latency(base: Path, scale: Scale, batches: tuple[int, ...]) -> list[dict[str
 # -- the report ----------------------------------------------------------------------------
 
 
-def render(results: dict[str, Any], args: argparse.Namespace) -> str:
-    tp, ls, rs, lv = (results[k] for k in ("throughput", "listing", "resume", "latency"))
-    quick = " --quick" if args.quick else ""
+def render(results: dict[str, Any], command: str) -> str:
     lines = [
         "## Backfill: throughput against plain queue jobs, listing, resume, live jobs",
         "",
-        f"Command: `{COMMAND}{quick}`  ",
+        f"Command: `{command}`  ",
         f"Machine: {machine_line()}",
         "",
         "Everything runs on the one machine: a loopback redis-server started per measurement,",
         f"{WORKERS} `qrw worker` processes serving `{LIVE_QUEUE},{BACKFILL_QUEUE}`, `qrw backfill` "
         "as a subprocess, moto's S3 server in the benchmark's process. On a 2-core machine the",
         "backfill process, the workers, Redis and moto share the same two cores.",
-        "",
-        f"### Throughput: {tp['images']} digital 2 MP JPEG invoices, {tp['batch']} per job",
+    ]
+    for key, section in (
+        ("throughput", _throughput_lines),
+        ("listing", _listing_lines),
+        ("resume", _resume_lines),
+        ("latency", _latency_lines),
+    ):
+        if key in results:
+            lines += ["", *section(results)]
+    return "\n".join(lines)
+
+
+def _throughput_lines(results: dict[str, Any]) -> list[str]:
+    tp = results["throughput"]
+    lines = [
+        f"### Throughput: {tp['images']:,} digital 2 MP JPEG invoices, {tp['batch']} per job",
         "",
         "Plain queue = every job enqueued at once with the project's producer, timed from the",
         "first enqueue to the last reply. Backfill = `qrw backfill start --manifest` over the "
@@ -696,13 +761,19 @@ def render(results: dict[str, Any], args: argparse.Namespace) -> str:
             f"| {tp['images'] / run['seconds']:.1f} |"
         )
     verdict = "meets" if tp["ratio"] >= 0.95 else "misses"
-    lines += [
+    return [
+        *lines,
         "",
         f"Median images/s: plain queue {tp['median']['queue']:.1f}, backfill "
         f"{tp['median']['backfill']:.1f}: **{tp['ratio']:.2f}x** ({verdict} the 0.95x target); "
         "per pair: " + ", ".join(f"{r:.2f}x" for r in tp["ratios"]) + ". Scan time per image: "
         f"median {tp['scan_ms_median']:.1f} ms, p95 {tp['scan_ms_p95']:.1f} ms.",
-        "",
+    ]
+
+
+def _listing_lines(results: dict[str, Any]) -> list[str]:
+    ls = results["listing"]
+    lines = [
         f"### Listing and enqueue, workers stopped (`--batch {ls['batch']} "
         f"--max-in-flight {ls['max_in_flight']}`)",
         "",
@@ -726,7 +797,8 @@ def render(results: dict[str, Any], args: argparse.Namespace) -> str:
             f"| {r['redis_peak_mb']:.1f} |"
         )
     st = ls["stalled"]
-    lines += [
+    return [
+        *lines,
         "",
         f"With nothing answering, over the {st['objects']:,}-object archive: the run had "
         f"{st['jobs']} jobs in Redis after {st['filled_s']:.1f} s and stayed there "
@@ -734,47 +806,65 @@ def render(results: dict[str, Any], args: argparse.Namespace) -> str:
         f"{st['redis_mb']:.1f} MB more than empty, about "
         f"{st['redis_mb'] * 2**20 / max(1, st['jobs']) / 1024:.1f} KB per job of "
         f"{ls['batch']} references; backfill peak RSS {st['rss_peak_mb']:.0f} MB.",
+    ]
+
+
+def _resume_lines(results: dict[str, Any]) -> list[str]:
+    rs = results["resume"]
+    first, second = rs["killed_at_lines"]
+    return [
+        f"### Resume after SIGKILL ({rs['objects']:,} objects, `--batch {rs['batch']} "
+        f"--rate {rs['rate']}`, {WORKERS} workers)",
         "",
-        f"### Resume after SIGKILL ({rs['objects']} objects, `--batch {rs['batch']}`, "
-        f"{WORKERS} workers)",
-        "",
-        f"Killed with {rs['killed_at_lines']} lines written; `qrw backfill resume` enqueued "
-        f"again after **{rs['enqueueing_again_s']:.1f} s** (the dead process's lease has to "
-        f"lapse first) and finished {rs['resume_total_s']:.1f} s after it started. Output: "
-        f"{rs['lines']} lines for {rs['objects']} objects, {rs['missing']} missing, "
-        f"{rs['duplicates']} duplicated, {rs['unexpected']} unexpected; state "
-        f"`{rs['state']}`.",
-        "",
+        f"The backfill process was killed with SIGKILL twice (output at {first:,} and "
+        f"{second:,} lines) and resumed with `qrw backfill resume` each time. On the same "
+        "machine (the dead driver's pid is checked, its lease taken over at once) it enqueued "
+        f"again after **{rs['enqueueing_again_here_s']:.1f} s**; as from another machine (the "
+        "lease's holder rewritten to a foreign host, so only its TTL can free it) after "
+        f"**{rs['enqueueing_again_elsewhere_s']:.1f} s** (the lease lapses within 15 s of the "
+        f"last renewal). Output: {rs['lines']:,} lines for {rs['objects']:,} objects, "
+        f"{rs['missing']} missing, {rs['duplicates']} duplicated, {rs['unexpected']} "
+        f"unexpected; state `{rs['state']}`.",
+    ]
+
+
+def _latency_lines(results: dict[str, Any]) -> list[str]:
+    lines = [
         "### Live jobs while a backfill keeps every worker busy",
         "",
-        "Single-image live jobs on `qr`, one at a time, 0.1-0.3 s apart; the backfill's queue "
-        "never empty while they were sampled. Bound: a live job waits at most for the "
-        "backfill job each worker is running, i.e. about `--batch` x the scan time per image "
-        f"({tp['scan_ms_median']:.1f} ms median here), then its own scan.",
+        "Single-image live jobs on `qr`, one at a time, 0.1-0.3 s apart, while a backfill "
+        f"(`--max-in-flight {LIVE_IN_FLIGHT}`) runs over the same kind of invoices. `backfill "
+        "queued` = the fewest backfill jobs waiting on `qr-backfill` when a live job was "
+        "enqueued (above 0: every worker was busy with a backfill job all along). Bound: a "
+        "live job waits at most for the backfill job that finishes first, at most `--batch` x "
+        "the scan time per image (the backfill's own lines: median and p95), then its own scan.",
         "",
-        "| backfill | live jobs | round trip p50 / p95 / max ms | queue wait p50 / p95 ms "
-        "| bound: batch x median scan ms |",
-        "|---|---|---|---|---|",
+        "| backfill | live jobs | backfill queued | round trip p50 / p95 / max ms "
+        "| queue wait p50 / p95 ms | bound: batch x scan ms, median / p95 |",
+        "|---|---|---|---|---|---|",
     ]
-    for r in lv:
-        label = "none" if r["batch"] is None else f"`--batch {r['batch']}`"
-        bound = "-" if r["batch"] is None else f"{r['batch'] * tp['scan_ms_median']:.0f}"
+    for r in results["latency"]:
+        label, bound = "none", "-"
+        if r["batch"] is not None:
+            label = f"`--batch {r['batch']}`"
+            bound = f"{r['batch'] * r['scan_ms_median']:.0f} / {r['batch'] * r['scan_ms_p95']:.0f}"
         lines.append(
-            f"| {label} | {r['jobs']} | {r['round_trip_p50_ms']:.1f} / "
-            f"{r['round_trip_p95_ms']:.1f} / {r['round_trip_max_ms']:.1f} "
+            f"| {label} | {r['jobs']} | {r['backfill_queued_min']} "
+            f"| {r['round_trip_p50_ms']:.1f} / {r['round_trip_p95_ms']:.1f} / "
+            f"{r['round_trip_max_ms']:.1f} "
             f"| {r['queue_wait_p50_ms']:.1f} / {r['queue_wait_p95_ms']:.1f} | {bound} |"
         )
-    return "\n".join(lines)
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller runs: a smoke test")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="smaller runs, a few minutes")
+    size.add_argument("--smoke", action="store_true", help="tiny runs: checks the harness")
     parser.add_argument("--out", type=Path, default=None, help="docs/benchmarks.md")
     parser.add_argument("--batch", type=int, default=10, help="images per job (throughput)")
-    parser.add_argument(
-        "--only", choices=("throughput", "listing", "resume", "latency"), action="append"
-    )
+    parser.add_argument("--only", choices=SECTIONS, action="append", help="repeatable")
     parser.add_argument("--stand-in", metavar="REDIS_URL", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.stand_in:
@@ -782,27 +872,31 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("redis-server") is None:
         print("redis-server is required", file=sys.stderr)
         return 2
-    scale = QUICK if args.quick else FULL
-    only = set(args.only or ("throughput", "listing", "resume", "latency"))
+    scale = SMOKE if args.smoke else QUICK if args.quick else FULL
+    only = args.only or list(SECTIONS)
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="qrw-bench-backfill-") as tmp:
         base = Path(tmp)
         if "throughput" in only:
             results["throughput"] = throughput(base / "throughput", scale, args.batch)
         if "listing" in only:
-            results["listing"] = listing(base / "listing", scale, 100, 64)
+            results["listing"] = listing(base / "listing", scale, 10, scale.listing_in_flight)
         if "resume" in only:
             results["resume"] = resume(base / "resume", scale, args.batch)
         if "latency" in only:
             results["latency"] = latency(base / "latency", scale, (1, 10))
-    print(json.dumps(results, indent=2, default=str))
-    if len(results) == 4:
-        text = render(results, args)
-        print(text)
-        if args.out:
-            write_section(args.out, "backfill", text)
-            path = args.out.with_name("benchmarks-backfill.json")
-            path.write_text(json.dumps(results, indent=2) + "\n")
+    command = " ".join(
+        [COMMAND]
+        + (["--quick"] if args.quick else ["--smoke"] if args.smoke else [])
+        + ([] if args.batch == 10 else ["--batch", str(args.batch)])
+        + [f"--only {section}" for section in args.only or ()]
+    )
+    text = render(results, command)
+    print(text)
+    if args.out:
+        write_section(args.out, "backfill", text)
+        path = args.out.with_name("benchmarks-backfill.json")
+        path.write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
 
