@@ -425,7 +425,7 @@ def make_objects(backend: Any, prefix: str, count: int) -> float:
     return time.perf_counter() - started
 
 
-def stand_in(url: str) -> int:
+def stand_in(url: str, queue_name: str = BACKFILL_QUEUE) -> int:
     """Answers each backfill job at once with the result a worker publishes for images
     in which no code was found, through the worker's own Publisher; no fetch, no decode."""
     from worker.engine import ScanResult
@@ -435,7 +435,7 @@ def stand_in(url: str) -> int:
 
     client = redis.Redis.from_url(url)
     publisher = Publisher(client, Settings.from_env())
-    queue = names.rq_queue_key(BACKFILL_QUEUE)
+    queue = names.rq_queue_key(queue_name)
     while True:
         popped = client.blpop([queue], timeout=1)
         if popped is None:
@@ -506,14 +506,18 @@ def listing(base: Path, scale: Scale, batch: int, max_in_flight: int) -> dict[st
                 row["redis_peak_mb"] = (sampler.redis_peak - sampler.redis_base) / 2**20
             rows.append(row)
             print(json.dumps(row), flush=True)
-        stalled = stopped_workers(base, endpoint, scale.large, tuning, max_in_flight)
+        # Two bounds over the same archive: what Redis holds follows --max-in-flight.
+        stalled = [
+            stopped_workers(base, endpoint, scale.large, batch, bound)
+            for bound in (max_in_flight, scale.large // batch // 2)
+        ]
     return {"batch": batch, "max_in_flight": max_in_flight, "rows": rows, "stalled": stalled}
 
 
 def stopped_workers(
-    base: Path, endpoint: str, count: int, tuning: list[str], max_in_flight: int
+    base: Path, endpoint: str, count: int, batch: int, max_in_flight: int
 ) -> dict[str, Any]:
-    """Nothing answers: the run must stop enqueueing at `--max-in-flight` jobs."""
+    """Nothing answers: the run must stop enqueueing at `--max-in-flight` jobs and stay."""
     with bench_redis(base, endpoint) as bench:
         name = "stalled"
         client = bench.client
@@ -529,27 +533,37 @@ def stopped_workers(
                 f"s3://{BUCKET}/objects-{count}/",
                 "--out",
                 f"file://{bench.out / name}",
-                *tuning,
+                "--batch",
+                str(batch),
+                "--max-in-flight",
+                str(max_in_flight),
             )
             sampler.pid = process.pid
             while client.hlen(inflight) < max_in_flight:
-                if process.poll() is not None or time.perf_counter() - started > 120:
+                if process.poll() is not None or time.perf_counter() - started > 300:
                     raise RuntimeError(f"the run did not fill:\n{bench.log_tail(name)}")
                 time.sleep(0.05)
             filled_s = time.perf_counter() - started
             time.sleep(5 if count >= 10_000 else 2)  # it must now wait, not list on
             jobs = client.hlen(inflight)
             queued = client.llen(names.rq_queue_key(BACKFILL_QUEUE))
+            held = int(client.info("memory")["used_memory"]) - sampler.redis_base
+            listed = status(bench, name).get("listed")
         process.send_signal(signal.SIGKILL)
         process.wait(10)
-    return {
+    row = {
         "objects": count,
+        "max_in_flight": max_in_flight,
         "filled_s": filled_s,
         "jobs": jobs,
         "queued": queued,
-        "redis_mb": (sampler.redis_peak - sampler.redis_base) / 2**20,
+        "listed": listed,
+        "redis_mb": held / 2**20,
+        "redis_peak_mb": (sampler.redis_peak - sampler.redis_base) / 2**20,
         "rss_peak_mb": sampler.rss_peak_kb / 1024,
     }
+    print(json.dumps(row), flush=True)
+    return row
 
 
 # -- 3. resume -----------------------------------------------------------------------------
@@ -796,16 +810,31 @@ def _listing_lines(results: dict[str, Any]) -> list[str]:
             f"| {r['lines']:,} ({r['distinct']:,}) | {r['rss_peak_mb']:.0f} "
             f"| {r['redis_peak_mb']:.1f} |"
         )
-    st = ls["stalled"]
+    small, large = ls["stalled"]
+    per_job = (
+        (large["redis_mb"] - small["redis_mb"]) * 2**20 / max(1, large["jobs"] - small["jobs"])
+    )
+    lines += [
+        "",
+        f"With nothing answering (no workers, no stand-in), over the {small['objects']:,}-object "
+        "archive: the run enqueues up to `--max-in-flight` jobs and then waits (measured a few "
+        "seconds later). Redis = `used_memory` then, over the empty server's.",
+        "",
+        "| --max-in-flight | filled in s | jobs in Redis | queued | objects listed "
+        "| Redis MB | backfill peak RSS MB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for st in ls["stalled"]:
+        lines.append(
+            f"| {st['max_in_flight']:,} | {st['filled_s']:.1f} | {st['jobs']:,} | {st['queued']:,} "
+            f"| {st['listed'] or 0:,} | {st['redis_mb']:.1f} | {st['rss_peak_mb']:.0f} |"
+        )
     return [
         *lines,
         "",
-        f"With nothing answering, over the {st['objects']:,}-object archive: the run had "
-        f"{st['jobs']} jobs in Redis after {st['filled_s']:.1f} s and stayed there "
-        f"({st['queued']} queued, {st['jobs'] * ls['batch']:,} objects); Redis held "
-        f"{st['redis_mb']:.1f} MB more than empty, about "
-        f"{st['redis_mb'] * 2**20 / max(1, st['jobs']) / 1024:.1f} KB per job of "
-        f"{ls['batch']} references; backfill peak RSS {st['rss_peak_mb']:.0f} MB.",
+        f"Redis per in-flight job of {ls['batch']} references (the difference of the two rows): "
+        f"**{per_job / 1024:.1f} KB**, i.e. {per_job / ls['batch']:.0f} bytes per object "
+        "waiting (its job hash, the queue entry, and its objects in the run's in-flight hash).",
     ]
 
 
@@ -866,9 +895,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=10, help="images per job (throughput)")
     parser.add_argument("--only", choices=SECTIONS, action="append", help="repeatable")
     parser.add_argument("--stand-in", metavar="REDIS_URL", help=argparse.SUPPRESS)
+    parser.add_argument("--stand-in-queue", default=BACKFILL_QUEUE, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.stand_in:
-        return stand_in(args.stand_in)
+        return stand_in(args.stand_in, args.stand_in_queue)
     if shutil.which("redis-server") is None:
         print("redis-server is required", file=sys.stderr)
         return 2
