@@ -1,0 +1,772 @@
+"""Driving a backfill: enqueue jobs from the listing, at most `max_in_flight` at once, and
+drain their results into the output, so that every object gets exactly one output line
+whatever dies on the way (docs/backfill.md).
+
+The two halves of the loop, each one transaction that WATCHes the lease and the run's
+state hash (so a driver that lost its lease, or a run paused or cancelled a moment ago,
+writes nothing), and each idempotent when Redis drops the connection after EXEC:
+
+- enqueue: the job hash, its id on the queue, the job's objects in the in-flight hash,
+  and the listing position after them with the counts, together. After a crash either the
+  batch is enqueued and the position is past it, or neither.
+- collect: LRANGE the first results of the run's reply list; one output line per object
+  for each result whose job is still in flight (the others were written already); the
+  part file written whole; then LTRIM those results, HDEL their jobs, and count the part,
+  together. A crash between the part and the transaction writes the same part again.
+
+Job ids are derived from the run and the objects (their refs and ETags), so the same batch
+always has the same id; results are delivered once per enqueue (publish.lua), and a
+result whose job is no longer in flight is dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+import structlog
+
+from worker import rules
+from worker.backfill import (
+    BackfillError,
+    Counts,
+    Filters,
+    Options,
+    SourceSpec,
+    StoredObject,
+    output,
+    report,
+    sources,
+)
+from worker.backfill import state as states
+from worker.backfill.progress import Display
+from worker.backfill.state import (
+    LEASE_S,
+    Lease,
+    LeaseLost,
+    Run,
+    RunState,
+    Spec,
+    now_iso,
+)
+from worker.queue import names
+from worker.queue.names import JOB_FUNCTION
+from worker.queue.producer import rq_timestamp
+from worker.settings import Settings
+
+log = structlog.get_logger("worker.backfill")
+
+# A run's results are collected within seconds; the result key and its delivery token only
+# need to outlive a job's reruns after a worker loss (a few recovery intervals), and a
+# backfill writing thousands of results a minute must not keep each for QRW_RESULT_TTL.
+RESULT_TTL_S = 600
+# Results per part at most; a part is also written when results have waited PART_EVERY_S.
+COLLECT_MAX = 1000
+PART_EVERY_S = 2.0
+IDLE_S = 0.1
+# Jobs whose hash and result are both gone (a driver away for longer than the reply list's
+# TTL) are looked for at start and every SWEEP_EVERY_S, and enqueued again.
+SWEEP_EVERY_S = 60.0
+# How long Redis may be away (restarting, failing over) before the driver gives up.
+REDIS_PATIENCE_S = 300.0
+# Time a job needs beyond its images: fetch, queue bookkeeping.
+_JOB_SLACK_S = 30
+
+
+def job_id(name: str, objects: list[StoredObject]) -> str:
+    """`bf-` and 40 hex digits of SHA-256 over the run and each object's ref and ETag: the
+    same batch always gets the same id, a changed object (new ETag) another."""
+    digest = hashlib.sha256(name.encode())
+    for obj in objects:
+        digest.update(b"\0" + obj.ref.encode("utf-8", "surrogatepass"))
+        digest.update(b"\0" + obj.etag.encode("utf-8", "surrogatepass"))
+    return f"bf-{digest.hexdigest()[:40]}"
+
+
+def job_payload(name: str, objects: list[StoredObject], options: Options) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "images": [obj.ref for obj in objects],
+        "reply_to": names.backfill_reply_key(name),
+        "request_id": name,
+        "result_ttl": RESULT_TTL_S,
+        "stream": False,
+    }
+    if options.want is not None:
+        payload["want"] = options.want
+    if options.deadline_ms is not None:
+        payload["deadline_ms"] = options.deadline_ms
+    return payload
+
+
+def job_timeout(settings: Settings, options: Options) -> int:
+    """The job's hard limit: its deadline when it has one, else QRW_DEADLINE_MS per image
+    (or QRW_JOB_TIMEOUT when there is no default deadline), plus slack."""
+    if options.deadline_ms is not None:
+        seconds = options.deadline_ms / 1000 + _JOB_SLACK_S
+    elif settings.deadline_ms:
+        seconds = options.batch * (settings.deadline_ms / 1000 + 2) + _JOB_SLACK_S
+    else:
+        seconds = max(settings.job_timeout, options.batch * 10)
+    return int(min(rules.MAX_JOB_TIMEOUT_S, max(rules.MIN_JOB_TIMEOUT_S, math.ceil(seconds))))
+
+
+# -- start -------------------------------------------------------------------------------------
+
+
+def check(
+    settings: Settings, spec: SourceSpec, filters: Filters, options: Options, out: str
+) -> None:
+    """Everything that can be known before a run starts; BackfillError, nothing written."""
+    if not 1 <= options.batch <= 100:
+        raise BackfillError(f"--batch must be 1 to 100 images per job, got {options.batch}")
+    if options.max_in_flight < 1:
+        raise BackfillError(f"--max-in-flight must be 1 or more, got {options.max_in_flight}")
+    if options.rate is not None and not (options.rate > 0 and math.isfinite(options.rate)):
+        raise BackfillError(f"--rate must be a positive number of images/s, got {options.rate}")
+    sources.check_filters(filters)
+    sources.check_source(spec, settings)
+    output.open_output(out, settings).check_writable(fresh=True)
+
+
+def start(
+    connection: redis.Redis,
+    settings: Settings,
+    name: str,
+    spec: SourceSpec,
+    filters: Filters,
+    options: Options,
+    out: str,
+) -> None:
+    """Check everything, then create the run's state (refusing a name already used).
+    Nothing is enqueued: `drive` does that."""
+    states.check_name(name)
+    check(settings, spec, filters, options, out)
+    states.create(connection, name, Spec(spec, filters, options, out))
+    log.info("backfill_created", run=name, out=out, source=spec.prefixes or spec.manifest)
+
+
+def retry(connection: redis.Redis, settings: Settings, name: str, errors: list[str]) -> str:
+    """A new run, `<name>-retry-<n>`, over the objects of `name`'s output lines that ended
+    with one of `errors`. Its manifest (one TAB-separated line per object, with its ETag
+    and size) is written next to the parts of `name`, its output in a folder beside them."""
+    run = states.load(connection, name)
+    if not run.finished:
+        raise BackfillError(
+            f"backfill {name!r} is {run.state.value} and not finished: retry its failures "
+            "once it is done or cancelled"
+        )
+    wanted = set(errors)
+    source_out = output.open_output(run.spec.out, settings)
+    for n in range(1, 1000):
+        retry_name = f"{name}-retry-{n}"
+        if len(retry_name) > 64:
+            raise BackfillError(f"{retry_name!r} is longer than a run name may be (64)")
+        if not connection.exists(names.backfill_key(retry_name)):
+            break
+    else:
+        raise BackfillError(f"backfill {name!r} has been retried 999 times")
+    manifest_lines = []
+    for line in source_out.iter_lines(below=run.counts["parts"]):
+        error = line.get("error")
+        code = error.get("code") if isinstance(error, dict) else None
+        if not line.get("ok") and code in wanted:
+            obj = StoredObject(
+                str(line.get("image")),
+                str(line.get("key")),
+                str(line.get("etag", "")),
+                int(line.get("size", -1)),
+            )
+            manifest_lines.append(sources.manifest_line(obj))
+    if not manifest_lines:
+        raise BackfillError(
+            f"backfill {name!r} has no output lines with error {', '.join(sorted(wanted))}: "
+            "nothing to retry"
+        )
+    base = run.spec.out.rstrip("/")
+    out = f"{base}/{retry_name}/"
+    manifest = _write_manifest(source_out, f"{retry_name}.manifest", manifest_lines)
+    spec = SourceSpec(manifest=manifest)
+    options = run.spec.options
+    check(settings, spec, Filters(), options, out)
+    states.create(connection, retry_name, Spec(spec, Filters(), options, out), retry_of=name)
+    log.info("backfill_retry_created", run=retry_name, retry_of=name, objects=len(manifest_lines))
+    return retry_name
+
+
+def _write_manifest(out: output.Output, file_name: str, lines: list[str]) -> str:
+    """Write the retry manifest beside the parts; returns how a source names it."""
+    data = "".join(f"{line}\n" for line in lines).encode("utf-8", "surrogateescape")
+    with out._writer(file_name) as handle:
+        handle.write(data)
+    return f"{out.url}{file_name}"
+
+
+# -- drive -------------------------------------------------------------------------------------
+
+
+def drive(connection: redis.Redis, settings: Settings, name: str, *, progress: bool) -> str:
+    """Run the backfill until it is done, cancelled or failed; returns the final state.
+
+    Takes the run's lease first (waiting out a crashed driver's, at most LEASE_S; at once
+    when that driver was a dead process on this machine); BackfillError when another live
+    process drives the run.
+    """
+    run = states.load(connection, name)
+    if run.finished:
+        return run.state.value
+    lease = Lease(connection, name)
+    if not _take_lease(connection, lease):
+        holder = lease.holder()
+        raise BackfillError(
+            f"backfill {name!r} is being driven by {holder}: pause, resume and cancel reach it "
+            "through Redis"
+        )
+    display = Display(name, live=progress)
+    try:
+        return _Driver(connection, settings, run, lease, display).loop()
+    finally:
+        display.close()
+        lease.release()
+
+
+def _take_lease(connection: redis.Redis, lease: Lease) -> bool:
+    until = time.monotonic() + LEASE_S + 2
+    while True:
+        if lease.acquire():
+            return True
+        holder = lease.holder()
+        if holder and _dead_local(holder):
+            # Its process is gone (kill -9 on this machine): take over without waiting.
+            with connection.pipeline(transaction=True) as pipe:
+                pipe.watch(lease.key)
+                if (current := pipe.get(lease.key)) is not None and current.decode() == holder:
+                    pipe.multi()
+                    pipe.delete(lease.key)
+                    with contextlib.suppress(redis.WatchError):
+                        pipe.execute()
+            continue
+        if time.monotonic() >= until:
+            return False
+        time.sleep(0.5)
+
+
+def _dead_local(holder: str) -> bool:
+    return states.local_process(holder) is False
+
+
+@dataclass(slots=True)
+class _Taken:
+    """An object from the listing with what must be stored with its position."""
+
+    obj: StoredObject
+    position: sources.Position
+    skipped_by: dict[str, int]
+    bad_lines: list[tuple[int, str]]
+
+
+@dataclass(slots=True)
+class _Bucket:
+    """A token bucket of images: `rate` per second, bursts of one batch."""
+
+    rate: float | None
+    capacity: float
+    tokens: float = 0.0
+    at: float = field(default_factory=time.monotonic)
+
+    def take(self, amount: int) -> bool:
+        if self.rate is None:
+            return True
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens + 1e-9 < amount:
+            return False
+        self.tokens -= amount
+        return True
+
+
+class _Driver:
+    def __init__(
+        self,
+        connection: redis.Redis,
+        settings: Settings,
+        run: Run,
+        lease: Lease,
+        display: Display,
+    ) -> None:
+        self.connection = connection
+        self.settings = settings
+        self.name = run.name
+        self.spec = run.spec
+        self.options = run.spec.options
+        self.lease = lease
+        self.display = display
+        self.key = names.backfill_key(self.name)
+        self.inflight_key = names.backfill_inflight_key(self.name)
+        self.reply_key = names.backfill_reply_key(self.name)
+        self.queue_key = names.rq_queue_key(self.options.queue)
+        self.output = output.open_output(run.spec.out, settings)
+        self.timeout = job_timeout(settings, self.options)
+        self.listing: Iterator[tuple[StoredObject, sources.Position]] | None = None
+        self.counts = Counts()
+        self.base_skipped: dict[str, int] = {}
+        self.base_bad: list[tuple[int, str]] = []
+        self.exhausted = False
+        self.counts_stored = False
+        self.pending: list[_Taken] = []
+        self.bucket = _Bucket(
+            self.options.rate, float(max(self.options.batch, self.options.rate or 0))
+        )
+        self.last_part = time.monotonic()
+        self.last_sweep = 0.0
+
+    # The loop -----------------------------------------------------------------------------
+
+    def loop(self) -> str:
+        failing_since: float | None = None
+        while True:
+            if self.lease.lost.is_set():
+                raise LeaseLost(f"backfill {self.name!r}: another process took over the run")
+            try:
+                final = self.step()
+                failing_since = None
+            except (redis.ConnectionError, redis.TimeoutError, redis.WatchError) as exc:
+                # Redis restarting (or a transaction racing a pause/cancel): read it all again.
+                failing_since = failing_since or time.monotonic()
+                if time.monotonic() - failing_since > REDIS_PATIENCE_S:
+                    raise BackfillError(
+                        f"Redis has been unreachable for {REDIS_PATIENCE_S:.0f} s ({exc}); "
+                        f"run `qrw backfill resume {self.name}` when it is back"
+                    ) from None
+                if not isinstance(exc, redis.WatchError):
+                    log.warning("backfill_redis_retry", run=self.name, error=repr(exc)[:200])
+                    time.sleep(1.0)
+                continue
+            except LeaseLost:
+                raise
+            except BackfillError as exc:
+                self.fail(str(exc))
+                raise
+            except OSError as exc:  # the output's disk: full, gone, read-only
+                message = f"writing the output {self.spec.out} failed: {exc}"
+                self.fail(message)
+                raise BackfillError(message) from None
+            if final is not None:
+                return final
+
+    def step(self) -> str | None:
+        run = states.load(self.connection, self.name)
+        if run.started_at is None or self.listing is None:
+            self.begin(run)
+            run = states.load(self.connection, self.name)
+        self.display.update(run, self.exhausted)
+        busy = False
+        enqueuing = run.state == RunState.RUNNING and (bool(self.pending) or not self.exhausted)
+        busy |= self.collect(
+            run, force=not enqueuing or run.in_flight >= self.options.max_in_flight
+        )
+        if time.monotonic() - self.last_sweep > SWEEP_EVERY_S:
+            self.sweep(run)
+        if enqueuing:
+            busy |= self.fill(run.in_flight)
+        ending = (run.state == RunState.RUNNING and self.exhausted and not self.pending) or (
+            run.state == RunState.CANCELLED
+        )
+        if ending and not busy and self.drained():
+            return self.finish(RunState.DONE if run.state == RunState.RUNNING else run.state)
+        if not busy:
+            time.sleep(IDLE_S if run.state != RunState.PAUSED else 0.5)
+        return None
+
+    def begin(self, run: Run) -> None:
+        """(Re)start the listing from the stored position, with the stored counts."""
+        position = sources.Position.from_json(run.position) if run.position else None
+        self.counts = Counts()
+        self.base_skipped = dict(run.skipped_by)
+        self.base_bad = list(run.bad_line_list)
+        self.pending = []
+        self.exhausted = False
+        self.counts_stored = False
+        self.listing = sources.iter_objects(
+            self.spec.source, self.spec.filters, self.settings, position, self.counts
+        )
+        if run.started_at is None:
+            self.connection.hsetnx(self.key, "started_at", now_iso())
+        log.info(
+            "backfill_driving",
+            run=self.name,
+            driver=self.lease.token,
+            position=run.position or None,
+            in_flight=run.in_flight,
+        )
+
+    # Enqueueing ---------------------------------------------------------------------------
+
+    def take(self) -> list[_Taken]:
+        assert self.listing is not None
+        batch: list[_Taken] = []
+        while len(batch) < self.options.batch:
+            try:
+                obj, position = next(self.listing)
+            except StopIteration:
+                self.exhausted = True
+                break
+            batch.append(
+                _Taken(obj, position, dict(self.counts.skipped), list(self.counts.bad_lines))
+            )
+        return batch
+
+    def fill(self, in_flight: int) -> bool:
+        enqueued = False
+        while in_flight < self.options.max_in_flight:
+            if not self.pending:
+                self.pending = self.take()
+                if not self.pending:
+                    break
+            if not self.bucket.take(len(self.pending)):
+                break
+            outcome = self.enqueue(self.pending)
+            if outcome is None:
+                break  # paused or cancelled meanwhile
+            self.pending = []
+            enqueued = True
+            in_flight += outcome
+        if self.exhausted and not self.pending and not self.counts_stored:
+            self.store_counts()
+            self.counts_stored = True
+        return enqueued
+
+    def counted(self, skipped: dict[str, int], bad: list[tuple[int, str]]) -> dict[str, str]:
+        """The state's count fields for the listing as far as `skipped`/`bad` say."""
+        skipped_by = dict(self.base_skipped)
+        for reason, number in skipped.items():
+            skipped_by[reason] = skipped_by.get(reason, 0) + number
+        bad_lines = skipped_by.get("bad_line", 0)
+        kept = (self.base_bad + bad)[: sources.BAD_LINES_KEPT]
+        return {
+            "skipped": str(sum(n for reason, n in skipped_by.items() if reason != "bad_line")),
+            "skipped_by": json.dumps(skipped_by, sort_keys=True),
+            "bad_lines": str(bad_lines),
+            "bad_line_list": json.dumps(kept),
+        }
+
+    def enqueue(self, batch: list[_Taken]) -> int | None:
+        """One job for `batch`, atomically with its bookkeeping: 1 when it went in, 0 when
+        it was in Redis already (a resend after a lost EXEC reply, or the same objects
+        listed twice), None when the run is no longer running."""
+        objects = [taken.obj for taken in batch]
+        last = batch[-1]
+        position = last.position.to_json()
+        jid = job_id(self.name, objects)
+        payload = job_payload(self.name, objects, self.options)
+        job_key = names.rq_job_key(jid)
+        with self.connection.pipeline(transaction=True) as pipe:
+            pipe.watch(self.key, self.lease.key)
+            current_state, stored_position = pipe.hmget(self.key, "state", "position")
+            if not self.lease.held_in(pipe):
+                raise LeaseLost(f"backfill {self.name!r}: another process took over the run")
+            if stored_position is not None and stored_position.decode() == position:
+                return 0  # this batch went in; the reply to EXEC was lost
+            if current_state is None or current_state.decode() != RunState.RUNNING:
+                return None
+            duplicate = bool(pipe.hexists(self.inflight_key, jid))
+            counted = self.counted(last.skipped_by, last.bad_lines)
+            pipe.multi()
+            if not duplicate:
+                now = rq_timestamp()
+                # A DEL first, as docs/protocol.md asks of a reused id: the same objects
+                # enqueued again after their earlier job finished start from a clean hash.
+                pipe.delete(job_key)
+                pipe.hset(
+                    job_key,
+                    mapping={
+                        "data": json.dumps(
+                            [JOB_FUNCTION, None, [payload], {}], separators=(",", ":")
+                        ),
+                        "origin": self.options.queue,
+                        "status": "queued",
+                        "created_at": now,
+                        "enqueued_at": now,
+                        "timeout": str(self.timeout),
+                        "description": f"{JOB_FUNCTION}(backfill {self.name})",
+                    },
+                )
+                pipe.rpush(self.queue_key, jid)
+                pipe.sadd(names.RQ_QUEUES, self.queue_key)
+                pipe.hset(
+                    self.inflight_key,
+                    jid,
+                    json.dumps([obj.to_json() for obj in objects], separators=(",", ":")),
+                )
+                pipe.hincrby(self.key, "enqueued", len(objects))
+                pipe.hincrby(self.key, "jobs", 1)
+            pipe.hset(
+                self.key,
+                mapping={"position": position, "listed": str(last.position.taken), **counted},
+            )
+            pipe.execute()
+        if duplicate:
+            log.warning("backfill_batch_listed_twice", run=self.name, job_id=jid)
+            return 0
+        return 1
+
+    def drained(self) -> bool:
+        """No job of the run in Redis and no result waiting: what finishing needs."""
+        with self.connection.pipeline(transaction=False) as pipe:
+            pipe.hlen(self.inflight_key)
+            pipe.llen(self.reply_key)
+            in_flight, waiting = pipe.execute()
+        return in_flight == 0 and waiting == 0
+
+    def store_counts(self) -> None:
+        """The listing ended: the skips and bad lines after the last object taken."""
+        counted = self.counted(dict(self.counts.skipped), list(self.counts.bad_lines))
+        with self.connection.pipeline(transaction=True) as pipe:
+            pipe.watch(self.key, self.lease.key)
+            if not self.lease.held_in(pipe):
+                raise LeaseLost(f"backfill {self.name!r}: another process took over the run")
+            pipe.multi()
+            pipe.hset(self.key, mapping=counted)
+            pipe.execute()
+
+    # Collecting ---------------------------------------------------------------------------
+
+    def collect(self, run: Run, *, force: bool) -> bool:
+        waiting = self.connection.llen(self.reply_key)
+        if not waiting:
+            self.last_part = time.monotonic()
+            return False
+        target = min(COLLECT_MAX, max(1, self.options.max_in_flight // 2))
+        if not force and waiting < target and time.monotonic() - self.last_part < PART_EVERY_S:
+            return False
+        count = min(waiting, COLLECT_MAX)
+        raw = self.connection.lrange(self.reply_key, 0, count - 1)
+        documents: list[dict[str, Any]] = []
+        for entry in raw:
+            try:
+                document = json.loads(entry)
+            except ValueError:
+                log.error("backfill_result_unreadable", run=self.name, entry=entry[:200])
+                continue
+            if isinstance(document, dict):
+                documents.append(document)
+        ids = list(dict.fromkeys(str(doc.get("job_id")) for doc in documents))
+        held = (
+            dict(zip(ids, self.connection.hmget(self.inflight_key, ids), strict=True))
+            if ids
+            else {}
+        )
+        lines: list[dict[str, Any]] = []
+        taken: list[str] = []
+        jobs_failed = objects_ok = objects_failed = dropped = 0
+        for document in documents:
+            jid = str(document.get("job_id"))
+            objects_json = held.pop(jid, None)
+            if objects_json is None:
+                dropped += 1  # written already (or another run's): exactly one line each
+                continue
+            objects = [StoredObject.from_json(value) for value in json.loads(objects_json)]
+            job_lines = output.object_lines(document, objects)
+            lines += job_lines
+            taken.append(jid)
+            jobs_failed += 0 if document.get("ok") else 1
+            ok = sum(1 for line in job_lines if line.get("ok"))
+            objects_ok += ok
+            objects_failed += len(job_lines) - ok
+        seq = run.counts["parts"]
+        if lines:
+            self.output.write_part(seq, lines)
+        with self.connection.pipeline(transaction=True) as pipe:
+            pipe.watch(self.key, self.lease.key)
+            stored_parts = pipe.hget(self.key, "parts")
+            if not self.lease.held_in(pipe):
+                raise LeaseLost(f"backfill {self.name!r}: another process took over the run")
+            if int(stored_parts or 0) != seq:
+                raise redis.WatchError("the parts moved on: read again")
+            pipe.multi()
+            pipe.ltrim(self.reply_key, len(raw), -1)
+            if taken:
+                pipe.hdel(self.inflight_key, *taken)
+                pipe.hincrby(self.key, "done", len(taken))
+                pipe.hincrby(self.key, "failed", jobs_failed)
+                pipe.hincrby(self.key, "objects_ok", objects_ok)
+                pipe.hincrby(self.key, "objects_failed", objects_failed)
+            if lines:
+                pipe.hset(self.key, "parts", str(seq + 1))
+            pipe.execute()
+        self.last_part = time.monotonic()
+        self.display.collected(objects_ok + objects_failed)
+        if dropped:
+            log.info("backfill_duplicates_dropped", run=self.name, results=dropped)
+        return True
+
+    def sweep(self, run: Run) -> None:
+        """Jobs in flight whose hash is gone and whose result is nowhere: enqueue them again
+        (or, once the run is cancelled, let them go). Happens when a driver was away for
+        longer than the reply list lives (QRW_RESULT_TTL)."""
+        self.last_sweep = time.monotonic()
+        ids = [jid.decode() for jid in self.connection.hkeys(self.inflight_key)]
+        if not ids:
+            return
+        with self.connection.pipeline(transaction=False) as pipe:
+            for jid in ids:
+                pipe.exists(names.rq_job_key(jid))
+            present = pipe.execute()
+        missing = [jid for jid, there in zip(ids, present, strict=True) if not there]
+        if not missing:
+            return
+        waiting = set()
+        for entry in self.connection.lrange(self.reply_key, 0, -1):
+            with contextlib.suppress(ValueError, AttributeError):
+                waiting.add(str(json.loads(entry).get("job_id")))
+        for jid in missing:
+            if jid in waiting:
+                continue
+            stored = self.connection.get(names.result_key(jid))
+            if stored is not None:
+                # The result outlived the reply list: collect it from there.
+                self.connection.rpush(self.reply_key, stored)
+                continue
+            self.requeue(jid, run.state)
+
+    def requeue(self, jid: str, state: RunState) -> None:
+        with self.connection.pipeline(transaction=True) as pipe:
+            pipe.watch(self.key, self.lease.key, self.inflight_key)
+            if not self.lease.held_in(pipe):
+                raise LeaseLost(f"backfill {self.name!r}: another process took over the run")
+            held = pipe.hget(self.inflight_key, jid)
+            if held is None or pipe.exists(names.rq_job_key(jid)):
+                return
+            objects = [StoredObject.from_json(value) for value in json.loads(held)]
+            pipe.multi()
+            if state == RunState.CANCELLED:
+                pipe.hdel(self.inflight_key, jid)
+                pipe.hincrby(self.key, "cancelled", len(objects))
+            else:
+                now = rq_timestamp()
+                pipe.hset(
+                    names.rq_job_key(jid),
+                    mapping={
+                        "data": json.dumps(
+                            [
+                                JOB_FUNCTION,
+                                None,
+                                [job_payload(self.name, objects, self.options)],
+                                {},
+                            ],
+                            separators=(",", ":"),
+                        ),
+                        "origin": self.options.queue,
+                        "status": "queued",
+                        "created_at": now,
+                        "enqueued_at": now,
+                        "timeout": str(self.timeout),
+                        "description": f"{JOB_FUNCTION}(backfill {self.name})",
+                    },
+                )
+                pipe.rpush(self.queue_key, jid)
+            pipe.execute()
+        log.warning(
+            "backfill_job_lost", run=self.name, job_id=jid, requeued=state != RunState.CANCELLED
+        )
+
+    # The end ------------------------------------------------------------------------------
+
+    def finish(self, final: RunState) -> str:
+        run = states.load(self.connection, self.name)
+        below = run.counts["parts"]
+        finished_at = now_iso()
+        summary = report.build(
+            self.output.iter_lines(below=below), {**run.to_dict(), "finished_at": finished_at}
+        )
+        summary.update(
+            {
+                "state": final.value,
+                "skipped_by": run.skipped_by,
+                "bad_lines": run.counts["bad_lines"],
+                "bad_line_list": [list(entry) for entry in run.bad_line_list],
+                "cancelled": run.counts["cancelled"],
+                "parts": below,
+            }
+        )
+        self.output.write_summary(summary)
+        rows = self.output.write_index(below=below)
+        with self.connection.pipeline(transaction=True) as pipe:
+            pipe.watch(self.key, self.lease.key)
+            current = pipe.hget(self.key, "state")
+            if not self.lease.held_in(pipe):
+                raise LeaseLost(f"backfill {self.name!r}: another process took over the run")
+            if final == RunState.DONE and (current or b"").decode() != RunState.RUNNING:
+                raise redis.WatchError("paused or cancelled while finishing: read again")
+            pipe.multi()
+            pipe.hset(self.key, mapping={"state": final.value, "finished_at": finished_at})
+            pipe.execute()
+        log.info(
+            "backfill_finished",
+            run=self.name,
+            state=final.value,
+            objects=summary.get("objects"),
+            index_rows=rows,
+            images_per_s=summary.get("images_per_s"),
+        )
+        self.display.update(states.load(self.connection, self.name), True)
+        return final.value
+
+    def fail(self, message: str) -> None:
+        log.error("backfill_failed", run=self.name, error=message)
+        with (
+            contextlib.suppress(redis.RedisError),
+            self.connection.pipeline(transaction=True) as pipe,
+        ):
+            pipe.watch(self.key, self.lease.key)
+            if not self.lease.held_in(pipe):
+                return
+            pipe.multi()
+            pipe.hset(self.key, mapping={"state": RunState.FAILED.value, "error": message[:500]})
+            pipe.execute()
+
+
+# -- cancel ------------------------------------------------------------------------------------
+
+
+def cancel(connection: redis.Redis, name: str) -> int:
+    """Mark the run cancelled (its driver enqueues nothing more), then take its queued jobs
+    off the queue; returns how many. Running jobs finish and are collected by the driver
+    (or by `drive`, when no process drives the run)."""
+    states.request(connection, name, RunState.CANCELLED)
+    run = states.load(connection, name)
+    queue_key = names.rq_queue_key(run.spec.options.queue)
+    key = names.backfill_key(name)
+    inflight_key = names.backfill_inflight_key(name)
+    removed = 0
+    for raw_id in connection.hkeys(inflight_key):
+        jid = raw_id.decode()
+        while True:
+            with connection.pipeline(transaction=True) as pipe:
+                # The queue moves as workers pop it: a pop in between makes EXEC fail, and
+                # the job, running now, is left to finish.
+                pipe.watch(queue_key, inflight_key)
+                held = pipe.hget(inflight_key, jid)
+                if held is None or pipe.lpos(queue_key, jid) is None:
+                    break
+                objects = len(json.loads(held))
+                pipe.multi()
+                pipe.lrem(queue_key, 0, jid)
+                pipe.hdel(inflight_key, jid)
+                pipe.delete(names.rq_job_key(jid))
+                pipe.hincrby(key, "cancelled", objects)
+                try:
+                    pipe.execute()
+                except redis.WatchError:
+                    continue
+                removed += 1
+                break
+    log.info("backfill_cancelled", run=name, jobs_removed=removed)
+    return removed
