@@ -338,10 +338,21 @@ def test_a_backfill_killed_with_sigkill_and_resumed_writes_every_object_exactly_
     assert 0 < int(before["enqueued"]) < 60
 
     started = time.monotonic()
-    resumed = qrw(environ, "resume", "killed")
+    resumed = qrw({**environ, "QRW_LOG_LEVEL": "info"}, "resume", "killed")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     # The dead driver's lease is taken over at once on its own machine, not after it lapses.
     assert time.monotonic() - started < 14
+    # Without a terminal, progress is a structured log line (the last one at the end).
+    progress = [
+        json.loads(line)
+        for line in resumed.stderr.splitlines()
+        if line.startswith("{") and '"backfill_progress"' in line
+    ]
+    assert progress and progress[-1]["state"] == "done"
+    assert progress[-1]["written"] == progress[-1]["total"] == 60
+    assert {"listed", "enqueued", "in_flight", "failed", "images_per_s", "eta_s"} <= set(
+        progress[-1]
+    )
     assert_exactly_once(out, refs)
     after = state(redis_server, "killed")
     assert after["state"] == "done"

@@ -369,9 +369,7 @@ class _Driver:
         self.display.update(run, self.exhausted)
         busy = False
         enqueuing = run.state == RunState.RUNNING and (bool(self.pending) or not self.exhausted)
-        busy |= self.collect(
-            run, force=not enqueuing or run.in_flight >= self.options.max_in_flight
-        )
+        busy |= self.collect(run, force=not enqueuing)
         if time.monotonic() - self.last_sweep > SWEEP_EVERY_S:
             self.sweep(run)
         if enqueuing:
@@ -543,7 +541,9 @@ class _Driver:
         if not waiting:
             self.last_part = time.monotonic()
             return False
-        target = min(COLLECT_MAX, max(1, self.options.max_in_flight // 2))
+        # Parts of many results (not one per job), yet collected before the queue runs
+        # dry: a quarter of the in-flight jobs, or whatever waited PART_EVERY_S.
+        target = min(COLLECT_MAX, max(1, self.options.max_in_flight // 4))
         if not force and waiting < target and time.monotonic() - self.last_part < PART_EVERY_S:
             return False
         count = min(waiting, COLLECT_MAX)
