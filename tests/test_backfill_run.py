@@ -554,3 +554,30 @@ def test_retry_makes_a_new_run_over_exactly_the_objects_that_failed_with_those_c
     assert nothing.returncode == 2 and "nothing to retry" in nothing.stderr
     unknown = qrw(environ, "retry", "retried", "--errors", "bogus")
     assert unknown.returncode == 2 and "--errors" in unknown.stderr
+
+
+def test_a_run_whose_output_cannot_be_written_fails_with_the_reason_and_resumes_once_fixed(
+    pool, redis_server, s3_endpoint, file_root, invoices, tmp_path
+):
+    refs = archive(file_root / "unwritable", invoices, 30)
+    manifest = write_manifest(tmp_path / "manifest.txt", refs)
+    out = tmp_path / "out"
+    environ = env(redis_server.url, s3_endpoint, file_root)
+    log = tmp_path / "backfill.log"
+    process = spawn(
+        environ, log, "start", "unwritable", "--manifest", str(manifest), "--out",
+        f"file://{out}", "--queue", QUEUE, "--batch", "2", "--max-in-flight", "2", "--rate", "10",
+    )  # fmt: skip
+    wait_until(lambda: count(redis_server, "unwritable", "parts") >= 1, 60, "a part")
+    out.rename(tmp_path / "moved")
+    out.write_text("a file where the output folder was")
+    assert finished(process, log) == 1
+    failed = state(redis_server, "unwritable")
+    assert failed["state"] == "failed" and "not a folder" in failed["error"]
+
+    out.unlink()
+    (tmp_path / "moved").rename(out)
+    resumed = qrw(environ, "resume", "unwritable")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_exactly_once(out, refs)
+    assert "error" not in state(redis_server, "unwritable")

@@ -322,7 +322,15 @@ def _driving(settings: Settings, name: str) -> int:
     connection = runtime.connect(settings.redis_url)
     final = runner.drive(connection, settings, name, progress=sys.stderr.isatty())
     print(f"backfill {name}: {final}")
-    return 0 if final in ("done", "cancelled") else 1
+    if final in ("done", "cancelled"):
+        return 0
+    reason = connection.hget(names.backfill_key(name), "error")
+    print(
+        f"qrw: backfill {name} failed: {reason.decode() if reason else final}; fix it, then "
+        f"`qrw backfill resume {name}`",
+        file=sys.stderr,
+    )
+    return 1
 
 
 @_backfill

@@ -76,6 +76,8 @@ IDLE_S = 0.1
 SWEEP_EVERY_S = 60.0
 # How long Redis may be away (restarting, failing over) before the driver gives up.
 REDIS_PATIENCE_S = 300.0
+# The skip reason of a batch listed again while its job is in flight.
+LISTED_TWICE = "listed_twice"
 # Time a job needs beyond its images: fetch, queue bookkeeping.
 _JOB_SLACK_S = 30
 
@@ -320,6 +322,7 @@ class _Driver:
         self.base_bad: list[tuple[int, str]] = []
         self.exhausted = False
         self.counts_stored = False
+        self.listed_twice = 0  # objects skipped as LISTED_TWICE since this driver began
         self.pending: list[_Taken] = []
         self.bucket = _Bucket(
             self.options.rate, float(max(self.options.batch, self.options.rate or 0))
@@ -352,12 +355,9 @@ class _Driver:
             except LeaseLost:
                 raise
             except BackfillError as exc:
-                self.fail(str(exc))
-                raise
+                return self.fail(str(exc))
             except OSError as exc:  # the output's disk: full, gone, read-only
-                message = f"writing the output {self.spec.out} failed: {exc}"
-                self.fail(message)
-                raise BackfillError(message) from None
+                return self.fail(f"writing the output {self.spec.out} failed: {exc}")
             if final is not None:
                 return final
 
@@ -392,6 +392,7 @@ class _Driver:
         self.pending = []
         self.exhausted = False
         self.counts_stored = False
+        self.listed_twice = 0
         self.listing = sources.iter_objects(
             self.spec.source, self.spec.filters, self.settings, position, self.counts
         )
@@ -475,7 +476,13 @@ class _Driver:
             if current_state is None or current_state.decode() != RunState.RUNNING:
                 return None
             duplicate = bool(pipe.hexists(self.inflight_key, jid))
-            counted = self.counted(last.skipped_by, last.bad_lines)
+            skipped = dict(last.skipped_by)
+            twice = self.listed_twice + (len(objects) if duplicate else 0)
+            if twice:
+                # The same objects, in the same order, listed again while their job is in
+                # flight (a manifest naming them twice): one job, counted as skipped.
+                skipped[LISTED_TWICE] = skipped.get(LISTED_TWICE, 0) + twice
+            counted = self.counted(skipped, last.bad_lines)
             pipe.multi()
             if not duplicate:
                 now = rq_timestamp()
@@ -511,6 +518,7 @@ class _Driver:
             )
             pipe.execute()
         if duplicate:
+            self.listed_twice = twice
             log.warning("backfill_batch_listed_twice", run=self.name, job_id=jid)
             return 0
         return 1
@@ -525,7 +533,10 @@ class _Driver:
 
     def store_counts(self) -> None:
         """The listing ended: the skips and bad lines after the last object taken."""
-        counted = self.counted(dict(self.counts.skipped), list(self.counts.bad_lines))
+        skipped = dict(self.counts.skipped)
+        if self.listed_twice:
+            skipped[LISTED_TWICE] = skipped.get(LISTED_TWICE, 0) + self.listed_twice
+        counted = self.counted(skipped, list(self.counts.bad_lines))
         with self.connection.pipeline(transaction=True) as pipe:
             pipe.watch(self.key, self.lease.key)
             if not self.lease.held_in(pipe):
@@ -719,7 +730,8 @@ class _Driver:
         self.display.update(states.load(self.connection, self.name), True)
         return final.value
 
-    def fail(self, message: str) -> None:
+    def fail(self, message: str) -> str:
+        """Mark the run failed with `message` (resume continues it once the cause is fixed)."""
         log.error("backfill_failed", run=self.name, error=message)
         with (
             contextlib.suppress(redis.RedisError),
@@ -727,10 +739,11 @@ class _Driver:
         ):
             pipe.watch(self.key, self.lease.key)
             if not self.lease.held_in(pipe):
-                return
+                return RunState.FAILED.value
             pipe.multi()
             pipe.hset(self.key, mapping={"state": RunState.FAILED.value, "error": message[:500]})
             pipe.execute()
+        return RunState.FAILED.value
 
 
 # -- cancel ------------------------------------------------------------------------------------
