@@ -178,6 +178,10 @@ def test_a_manifest_run_writes_one_line_per_object_a_summary_an_index_and_the_ba
     assert client.llen(f"rq:queue:{QUEUE}") == 0
     assert not client.exists("qrw:reply:backfill:plain", "qrw:backfill:plain:inflight")
 
+    every = qrw(environ, "status")
+    assert every.returncode == 0
+    assert any(row.split()[:2] == ["plain", "done"] for row in every.stdout.splitlines())
+
     report = qrw(environ, "report", "plain")
     assert report.returncode == 0 and "corrupt_image" in report.stdout
 
@@ -232,7 +236,9 @@ def test_an_s3_prefix_is_listed_filtered_by_file_name_and_read(
     assert ran.returncode == 0, ran.stderr[-3000:]
     written = assert_exactly_once(out, [f"s3://{BUCKET}/{key}" for key in keys])
     assert all(line["ok"] and line["etag"] and line["size"] > 0 for line in written)
-    assert state(redis_server, "s3")["skipped_by"] == '{"include": 1}'
+    after = state(redis_server, "s3")
+    assert after["skipped_by"] == '{"include": 1}'
+    assert (after["listed"], after["skipped"], after["enqueued"]) == ("8", "1", "7")
 
 
 @pytest.mark.parametrize(

@@ -323,6 +323,7 @@ class _Driver:
         self.exhausted = False
         self.counts_stored = False
         self.listed_twice = 0  # objects skipped as LISTED_TWICE since this driver began
+        self.taken = 0  # objects the stored position has taken
         self.pending: list[_Taken] = []
         self.bucket = _Bucket(
             self.options.rate, float(max(self.options.batch, self.options.rate or 0))
@@ -393,6 +394,7 @@ class _Driver:
         self.exhausted = False
         self.counts_stored = False
         self.listed_twice = 0
+        self.taken = position.taken if position else 0
         self.listing = sources.iter_objects(
             self.spec.source, self.spec.filters, self.settings, position, self.counts
         )
@@ -442,15 +444,21 @@ class _Driver:
             self.counts_stored = True
         return enqueued
 
-    def counted(self, skipped: dict[str, int], bad: list[tuple[int, str]]) -> dict[str, str]:
-        """The state's count fields for the listing as far as `skipped`/`bad` say."""
+    def counted(
+        self, taken: int, skipped: dict[str, int], bad: list[tuple[int, str]]
+    ) -> dict[str, str]:
+        """The state's count fields for the listing at `taken` objects, with the skips and
+        bad lines the listing met before them."""
         skipped_by = dict(self.base_skipped)
         for reason, number in skipped.items():
             skipped_by[reason] = skipped_by.get(reason, 0) + number
         bad_lines = skipped_by.get("bad_line", 0)
         kept = (self.base_bad + bad)[: sources.BAD_LINES_KEPT]
+        objects_skipped = sum(n for reason, n in skipped_by.items() if reason != "bad_line")
         return {
-            "skipped": str(sum(n for reason, n in skipped_by.items() if reason != "bad_line")),
+            # Objects the listing went past: taken (listed twice included) or skipped.
+            "listed": str(taken + objects_skipped - skipped_by.get(LISTED_TWICE, 0)),
+            "skipped": str(objects_skipped),
             "skipped_by": json.dumps(skipped_by, sort_keys=True),
             "bad_lines": str(bad_lines),
             "bad_line_list": json.dumps(kept),
@@ -482,7 +490,7 @@ class _Driver:
                 # The same objects, in the same order, listed again while their job is in
                 # flight (a manifest naming them twice): one job, counted as skipped.
                 skipped[LISTED_TWICE] = skipped.get(LISTED_TWICE, 0) + twice
-            counted = self.counted(skipped, last.bad_lines)
+            counted = self.counted(last.position.taken, skipped, last.bad_lines)
             pipe.multi()
             if not duplicate:
                 now = rq_timestamp()
@@ -514,9 +522,10 @@ class _Driver:
                 pipe.hincrby(self.key, "jobs", 1)
             pipe.hset(
                 self.key,
-                mapping={"position": position, "listed": str(last.position.taken), **counted},
+                mapping={"position": position, **counted},
             )
             pipe.execute()
+        self.taken = last.position.taken
         if duplicate:
             self.listed_twice = twice
             log.warning("backfill_batch_listed_twice", run=self.name, job_id=jid)
@@ -536,7 +545,7 @@ class _Driver:
         skipped = dict(self.counts.skipped)
         if self.listed_twice:
             skipped[LISTED_TWICE] = skipped.get(LISTED_TWICE, 0) + self.listed_twice
-        counted = self.counted(skipped, list(self.counts.bad_lines))
+        counted = self.counted(self.taken, skipped, list(self.counts.bad_lines))
         with self.connection.pipeline(transaction=True) as pipe:
             pipe.watch(self.key, self.lease.key)
             if not self.lease.held_in(pipe):
