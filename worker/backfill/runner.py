@@ -67,6 +67,10 @@ log = structlog.get_logger("worker.backfill")
 # need to outlive a job's reruns after a worker loss (a few recovery intervals), and a
 # backfill writing thousands of results a minute must not keep each for QRW_RESULT_TTL.
 RESULT_TTL_S = 600
+# RQ keeps a finished job's hash (and its own results) this long, instead of its default
+# 500 s: at hundreds of jobs a second those hashes would be most of Redis's memory. The
+# result itself is in the reply list by then.
+RQ_RESULT_TTL_S = 60
 # Results per part at most; a part is also written when results have waited PART_EVERY_S.
 COLLECT_MAX = 1000
 PART_EVERY_S = 2.0
@@ -508,6 +512,7 @@ class _Driver:
                         "created_at": now,
                         "enqueued_at": now,
                         "timeout": str(self.timeout),
+                        "result_ttl": str(RQ_RESULT_TTL_S),
                         "description": f"{JOB_FUNCTION}(backfill {self.name})",
                     },
                 )
@@ -688,6 +693,7 @@ class _Driver:
                         "created_at": now,
                         "enqueued_at": now,
                         "timeout": str(self.timeout),
+                        "result_ttl": str(RQ_RESULT_TTL_S),
                         "description": f"{JOB_FUNCTION}(backfill {self.name})",
                     },
                 )
