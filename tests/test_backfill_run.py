@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -587,3 +588,20 @@ def test_a_run_whose_output_cannot_be_written_fails_with_the_reason_and_resumes_
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_exactly_once(out, refs)
     assert "error" not in state(redis_server, "unwritable")
+
+
+def test_rate_caps_the_images_enqueued_per_second(
+    pool, redis_server, s3_endpoint, file_root, invoices, tmp_path
+):
+    refs = archive(file_root / "rated", invoices, 12)
+    manifest = write_manifest(tmp_path / "manifest.txt", refs)
+    environ = env(redis_server.url, s3_endpoint, file_root)
+    ran = qrw(
+        environ, "start", "rated", "--manifest", str(manifest), "--out", f"file://{tmp_path}/out",
+        "--queue", QUEUE, "--batch", "2", "--rate", "8",
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    run = state(redis_server, "rated")
+    took = datetime.fromisoformat(run["finished_at"]) - datetime.fromisoformat(run["started_at"])
+    # 12 images at 8/s: the last batch cannot go in before 1.5 s (unlimited: a fraction of one).
+    assert took.total_seconds() >= 1.4
