@@ -219,23 +219,23 @@ def test_an_s3_prefix_is_listed_filtered_by_file_name_and_read(
     assert json.loads(dry.stdout)["skipped"] == {"include": 1}
     assert not redis_server.client().exists("qrw:backfill:s3dry")  # a dry run leaves nothing
 
+    # The output on S3 too: parts, summary and index under the prefix.
     ran = qrw(
-        environ,
-        "start",
-        "s3",
-        "--source",
-        f"s3://{BUCKET}/bf-s3/",
-        "--include",
-        "*.png",
-        "--out",
-        f"file://{out}",
-        "--queue",
-        QUEUE,
-        "--batch",
-        "3",
-    )
+        environ, "start", "s3", "--source", f"s3://{BUCKET}/bf-s3/", "--include", "*.png",
+        "--out", f"s3://{BUCKET}/bf-out/s3/", "--queue", QUEUE, "--batch", "3",
+    )  # fmt: skip
     assert ran.returncode == 0, ran.stderr[-3000:]
-    written = assert_exactly_once(out, [f"s3://{BUCKET}/{key}" for key in keys])
+    stored = s3_client(s3_endpoint).list_objects_v2(Bucket=BUCKET, Prefix="bf-out/s3/")
+    names = sorted(item["Key"].removeprefix("bf-out/s3/") for item in stored["Contents"])
+    parts = [name for name in names if name.startswith("part-")]
+    assert sorted(set(names) - set(parts)) == ["index.csv", "summary.json"]
+    written = []
+    for name in parts:
+        body = s3.get_object(Bucket=BUCKET, Key=f"bf-out/s3/{name}")["Body"].read()
+        written += [json.loads(line) for line in gzip.decompress(body).decode().splitlines()]
+    assert Counter(line["image"] for line in written) == Counter(
+        f"s3://{BUCKET}/{key}" for key in keys
+    )
     assert all(line["ok"] and line["etag"] and line["size"] > 0 for line in written)
     after = state(redis_server, "s3")
     assert after["skipped_by"] == '{"include": 1}'
