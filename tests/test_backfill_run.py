@@ -605,3 +605,71 @@ def test_rate_caps_the_images_enqueued_per_second(
     took = datetime.fromisoformat(run["finished_at"]) - datetime.fromisoformat(run["started_at"])
     # 12 images at 8/s: the last batch cannot go in before 1.5 s (unlimited: a fraction of one).
     assert took.total_seconds() >= 1.4
+
+
+def test_a_run_resumed_after_its_results_expired_enqueues_the_lost_jobs_again(
+    pool, redis_server, s3_endpoint, file_root, invoices, tmp_path
+):
+    """A driver away for longer than the reply list lives (QRW_RESULT_TTL) finds jobs in
+    flight whose hash, reply and result key all expired: it enqueues them again. Where only
+    the reply expired, the result key (kept `result_ttl`) still gives the result."""
+    refs = archive(file_root / "expired", invoices, 16)
+    manifest = write_manifest(tmp_path / "manifest.txt", refs)
+    out = tmp_path / "out"
+    environ = env(redis_server.url, s3_endpoint, file_root)
+    log = tmp_path / "backfill.log"
+    client = redis_server.client()
+    # A queue no worker serves yet: the jobs wait there while the driver is away.
+    queue = "bf-expired"
+    process = spawn(
+        environ, log, "start", "expired", "--manifest", str(manifest), "--out", f"file://{out}",
+        "--queue", queue, "--batch", "2", "--max-in-flight", "8",
+    )  # fmt: skip
+    wait_until(lambda: count(redis_server, "expired", "jobs") == 8, 60, "eight jobs")
+    process.send_signal(signal.SIGKILL)
+    process.wait(10)
+    worker = WorkerProcess(
+        worker_env(redis_server.url, s3_endpoint, file_root), queue, 1, log=tmp_path / "w.log"
+    )
+    try:
+        wait_until(lambda: client.llen("qrw:reply:backfill:expired") == 8, 60, "eight results")
+        # What a day's wait does: the reply list, the finished job hashes and, for half of
+        # the jobs, the result keys expire.
+        job_ids = sorted(j.decode() for j in client.hkeys("qrw:backfill:expired:inflight"))
+        client.delete("qrw:reply:backfill:expired", *(f"rq:job:{j}" for j in job_ids))
+        client.delete(*(f"qrw:result:{j}" for j in job_ids[:4]))
+        client.delete(*(f"qrw:delivery:{j}" for j in job_ids[:4]))
+
+        resumed = qrw(environ, "resume", "expired")
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+    finally:
+        worker.stop()
+    written = assert_exactly_once(out, refs)
+    assert all(line["ok"] for line in written)
+
+
+def test_cancel_of_a_run_whose_process_died_finishes_it_itself(
+    pool, redis_server, s3_endpoint, file_root, invoices, tmp_path
+):
+    refs = archive(file_root / "orphan", invoices, 40)
+    manifest = write_manifest(tmp_path / "manifest.txt", refs)
+    out = tmp_path / "out"
+    environ = env(redis_server.url, s3_endpoint, file_root)
+    log = tmp_path / "backfill.log"
+    process = spawn(
+        environ, log, "start", "orphan", "--manifest", str(manifest), "--out", f"file://{out}",
+        "--queue", QUEUE, "--batch", "2", "--max-in-flight", "2", "--rate", "10",
+    )  # fmt: skip
+    wait_until(lambda: count(redis_server, "orphan", "parts") >= 1, 60, "a part")
+    process.send_signal(signal.SIGKILL)
+    process.wait(10)
+
+    cancelled = qrw(environ, "cancel", "orphan")
+    assert cancelled.returncode == 0, cancelled.stderr[-3000:]
+    assert cancelled.stdout.strip().endswith("backfill orphan: cancelled")
+    final = state(redis_server, "orphan")
+    assert final["state"] == "cancelled" and final.get("finished_at")
+    written = lines(out)
+    assert len(written) == int(final["enqueued"]) - int(final["cancelled"]) < 40
+    assert len({line["image"] for line in written}) == len(written)
+    assert json.loads((out / "summary.json").read_text())["state"] == "cancelled"
