@@ -274,7 +274,7 @@ class _Taken:
     obj: StoredObject
     position: sources.Position
     skipped_by: dict[str, int]
-    bad_lines: list[tuple[int, str]]
+    bad_lines: int  # how many of Counts.bad_lines (it only grows) came before the object
 
 
 @dataclass(slots=True)
@@ -424,7 +424,7 @@ class _Driver:
                 self.exhausted = True
                 break
             batch.append(
-                _Taken(obj, position, dict(self.counts.skipped), list(self.counts.bad_lines))
+                _Taken(obj, position, dict(self.counts.skipped), len(self.counts.bad_lines))
             )
         return batch
 
@@ -484,6 +484,7 @@ class _Driver:
             if not self.lease.held_in(pipe):
                 raise LeaseLost(f"backfill {self.name!r}: another process took over the run")
             if stored_position is not None and stored_position.decode() == position:
+                self.taken = last.position.taken
                 return 0  # this batch went in; the reply to EXEC was lost
             if current_state is None or current_state.decode() != RunState.RUNNING:
                 return None
@@ -494,7 +495,9 @@ class _Driver:
                 # The same objects, in the same order, listed again while their job is in
                 # flight (a manifest naming them twice): one job, counted as skipped.
                 skipped[LISTED_TWICE] = skipped.get(LISTED_TWICE, 0) + twice
-            counted = self.counted(last.position.taken, skipped, last.bad_lines)
+            counted = self.counted(
+                last.position.taken, skipped, self.counts.bad_lines[: last.bad_lines]
+            )
             pipe.multi()
             if not duplicate:
                 now = rq_timestamp()
@@ -550,7 +553,7 @@ class _Driver:
         skipped = dict(self.counts.skipped)
         if self.listed_twice:
             skipped[LISTED_TWICE] = skipped.get(LISTED_TWICE, 0) + self.listed_twice
-        counted = self.counted(self.taken, skipped, list(self.counts.bad_lines))
+        counted = self.counted(self.taken, skipped, self.counts.bad_lines)
         with self.connection.pipeline(transaction=True) as pipe:
             pipe.watch(self.key, self.lease.key)
             if not self.lease.held_in(pipe):
