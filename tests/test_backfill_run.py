@@ -581,6 +581,7 @@ def test_a_run_whose_output_cannot_be_written_fails_with_the_reason_and_resumes_
     assert finished(process, log) == 1
     failed = state(redis_server, "unwritable")
     assert failed["state"] == "failed" and "not a folder" in failed["error"]
+    assert "not a folder" in qrw(environ, "status", "unwritable").stdout
 
     out.unlink()
     (tmp_path / "moved").rename(out)

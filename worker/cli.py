@@ -396,6 +396,9 @@ def _cmd_backfill_status(args: argparse.Namespace, settings: Settings) -> int:
             for run in runs
         ],
     )
+    for run in runs:
+        if run["error"]:
+            print(f"{run['name']}: {run['error']}")
     return 0
 
 
