@@ -404,6 +404,14 @@ class _Driver:
         )
         if run.started_at is None:
             self.connection.hsetnx(self.key, "started_at", now_iso())
+        if not self.connection.scard(names.rq_queue_workers_key(self.options.queue)):
+            # Not an error (workers may come later), but the usual cause of a run that waits.
+            log.warning(
+                "backfill_queue_unserved",
+                run=self.name,
+                queue=self.options.queue,
+                hint="no worker serves this queue now: add it to QRW_QUEUES (after the live one)",
+            )
         log.info(
             "backfill_driving",
             run=self.name,
