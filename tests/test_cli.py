@@ -162,3 +162,29 @@ def test_deadline_ms_follows_the_same_rule_as_the_queue_and_the_shim(
         out = qrw(*command, "--deadline-ms", deadline, env={"REDIS_URL": "redis://127.0.0.1:1/0"})
         assert out.returncode == 2, (command, out.stderr[-2000:])
         assert "deadline_ms" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("--queues", "qr,qr-backfill"),
+        ("--queues", "qr", "qr-backfill"),
+    ],
+)
+def test_worker_queues_may_be_given_comma_separated_or_one_by_one(argv: tuple[str, ...]) -> None:
+    """The comma form, as QRW_QUEUES is written, used to arrive as one nested tuple."""
+    from worker.cli import build_parser, worker_queues
+
+    args = build_parser().parse_args(["worker", *argv])
+    assert worker_queues(args.queues) == ("qr", "qr-backfill")
+
+
+def test_a_single_queue_option_refuses_a_list() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "enqueue", "--queue", "a,b", "file:///x.png"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 2
+    assert "one queue" in out.stderr

@@ -65,6 +65,32 @@ def _setting(name: str) -> Callable[[str], object]:
     return parse
 
 
+def _queue_list(text: str) -> tuple[str, ...]:
+    """`--queues`: each argument may itself be a comma-separated list, as QRW_QUEUES is."""
+    try:
+        return tuple(parse_one("queues", text))
+    except SettingsError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _one_queue(text: str) -> str:
+    names = _queue_list(text)
+    if len(names) != 1:
+        raise argparse.ArgumentTypeError(f"name one queue, not a list: {text!r}")
+    return names[0]
+
+
+def worker_queues(groups: Sequence[tuple[str, ...]] | None) -> tuple[str, ...] | None:
+    """The queues `--queues` names, in order, by the same rule as QRW_QUEUES (no repeats)."""
+    if not groups:
+        return None
+    try:
+        return tuple(parse_one("queues", ",".join(name for group in groups for name in group)))
+    except SettingsError as exc:
+        print(f"qrw: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 _want = _rule(rules.want)
 _deadline_ms = _rule(rules.deadline_ms_text)
 
@@ -84,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     work = commands.add_parser("worker", help="run queue workers (RQ) until SIGTERM")
     work.add_argument(
-        "--queues", nargs="+", type=_setting("queues"), default=None, help="default: QRW_QUEUES"
+        "--queues", nargs="+", type=_queue_list, default=None, help="default: QRW_QUEUES"
     )
     work.add_argument(
         "--workers", type=_setting("workers"), default=None, help="default: QRW_WORKERS"
@@ -95,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     enq = commands.add_parser("enqueue", help="enqueue scan jobs for image references")
     enq.add_argument("refs", nargs="+", metavar="IMAGE_REF", help="s3://bucket/key or file:///path")
     enq.add_argument(
-        "--queue", type=_setting("queues"), default=None, help="default: the first of QRW_QUEUES"
+        "--queue", type=_one_queue, default=None, help="default: the first of QRW_QUEUES"
     )
     enq.add_argument("--batch", action="store_true", help="one job for all references")
     enq.add_argument("--want", type=_want, default=None, metavar="first|all")
@@ -245,7 +271,7 @@ def _add_backfill(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     start.add_argument("--rate", type=_images_per_s, default=None, metavar="IMAGES_PER_S")
     start.add_argument(
-        "--queue", type=_setting("queues"), default=defaults.queue, help="default: qr-backfill"
+        "--queue", type=_one_queue, default=defaults.queue, help="default: qr-backfill"
     )
     start.add_argument("--want", type=_want, default=None, metavar="first|all")
     start.add_argument("--deadline-ms", type=_deadline_ms, default=None, metavar="N")
@@ -552,7 +578,7 @@ def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from worker.queue import supervisor
 
     logs.configure(settings)
-    queues = tuple(args.queues or settings.queues)
+    queues = worker_queues(args.queues) or settings.queues
     return supervisor.run(settings, queues, args.workers or settings.workers, burst=args.burst)
 
 
