@@ -199,6 +199,13 @@ class Output:
             except (OSError, EOFError) as exc:  # a missing or truncated part: not transient
                 raise BackfillError(f"{self.url}{name} cannot be read: {exc}") from None
 
+    def write_file(self, name: str, data: bytes) -> None:
+        """Any other file of the run (a retry's manifest), written whole like a part."""
+        if not name or "/" in name or name.startswith("."):
+            raise ValueError(f"not a plain file name: {name!r}")
+        with self._writer(name) as raw:
+            raw.write(data)
+
     def write_summary(self, summary: dict[str, Any]) -> None:
         data = json.dumps(summary, ensure_ascii=False, indent=2, allow_nan=False) + "\n"
         with self._writer(SUMMARY) as raw:

@@ -209,8 +209,7 @@ def retry(connection: redis.Redis, settings: Settings, name: str, errors: list[s
 def _write_manifest(out: output.Output, file_name: str, lines: list[str]) -> str:
     """Write the retry manifest beside the parts; returns how a source names it."""
     data = "".join(f"{line}\n" for line in lines).encode("utf-8", "surrogateescape")
-    with out._writer(file_name) as handle:
-        handle.write(data)
+    out.write_file(file_name, data)
     return f"{out.url}{file_name}"
 
 
