@@ -127,3 +127,42 @@ def test_keda_scales_the_workers_on_the_queue_the_workers_read() -> None:
     assert trigger["type"] == "redis"
     assert trigger["metadata"]["listName"] == f"rq:queue:{DEFAULT_QUEUE}"
     assert DEFAULT_QUEUE in DEFAULTS.queues
+
+
+def test_the_workers_serve_backfill_jobs_after_live_ones() -> None:
+    from worker.backfill import Options
+
+    (configmap,) = [doc for doc in manifests() if doc["kind"] == "ConfigMap"]
+    queues = Settings.from_env({"QRW_QUEUES": configmap["data"]["QRW_QUEUES"]}).queues
+    assert queues[0] == DEFAULT_QUEUE
+    assert Options().queue in queues[1:]
+
+
+def test_the_backfill_job_resumes_its_run_or_starts_it_and_restarts_on_failure() -> None:
+    (job,) = [doc for doc in manifests() if doc["kind"] == "Job"]
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "OnFailure"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    (container,) = pod["containers"]
+    assert container["image"] == containers()["qrw-worker"]["image"]
+    assert container["envFrom"] == [{"configMapRef": {"name": "qr-worker"}}]
+    assert container["resources"]["limits"]["memory"] == "1Gi"
+    shell, flag, script = container["command"]
+    assert (shell, flag) == ("sh", "-c")
+    name, *rest = container["args"]
+
+    def as_run(command: str) -> list[str]:
+        """The argv sh runs for one command of the script, given the Job's args."""
+        argv: list[str] = []
+        for word in shlex.split(command.strip().removeprefix("exec ")):
+            argv += [name] if word == "$0" else rest if word == "$@" else [word]
+        return argv
+
+    resume, start = (as_run(command) for command in script.split("||"))
+    # Resume first: a restarted pod continues its run; start only when Redis has none.
+    assert resume == ["qrw", "backfill", "resume", name]
+    assert start[:4] == ["qrw", "backfill", "start", name]
+    for argv in (resume, start):
+        assert_real_command(argv)
+    assert "--out" in start
+    assert "--source" in start or "--manifest" in start
