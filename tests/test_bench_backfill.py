@@ -86,7 +86,7 @@ def test_a_tiny_benchmark_run_writes_throughput_and_listing_with_every_object_on
     )
     # Each listing row's output held every object exactly once.
     rows = re.findall(r"^\| ([\d,]+) \|.*\| ([\d,]+) \(([\d,]+)\) \|", text, re.M)
-    assert [objects for objects, _, _ in rows] == ["100", "300"]
+    assert [objects for objects, _, _ in rows] == ["100", "300", "300"]  # LIST x2, Inventory
     for objects, lines, distinct in rows:
         assert objects == lines == distinct
     results = json.loads((tmp_path / "benchmarks-backfill.json").read_text())

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import gzip
+import io
 import json
 import logging
 import math
@@ -462,6 +464,32 @@ def make_objects(backend: Any, prefix: str, count: int) -> float:
     return time.perf_counter() - started
 
 
+def make_inventory(backend: Any, prefix: str, count: int) -> str:
+    """An S3 Inventory of the objects under `prefix`, as S3 writes one: a manifest.json and
+    CSV.gz data files of 50,000 rows (Bucket, Key, Size, LastModifiedDate, ETag)."""
+    keys = []
+    for first in range(0, count, 50_000):
+        rows = io.StringIO()
+        writer = csv.writer(rows, quoting=csv.QUOTE_ALL, lineterminator="\n")
+        for i in range(first, min(first + 50_000, count)):
+            key = f"{prefix}{i:08d}.png"
+            stored = backend.get_object(BUCKET, key)
+            modified = stored.last_modified.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+            writer.writerow([BUCKET, key, stored.size, modified, stored.etag.strip('"')])
+        keys.append(f"inventory/data/{first // 50_000:04d}.csv.gz")
+        backend.put_object(BUCKET, keys[-1], gzip.compress(rows.getvalue().encode()))
+    manifest = {
+        "sourceBucket": BUCKET,
+        "destinationBucket": f"arn:aws:s3:::{BUCKET}",
+        "version": "2016-11-30",
+        "fileFormat": "CSV",
+        "fileSchema": "Bucket, Key, Size, LastModifiedDate, ETag",
+        "files": [{"key": key, "size": 0, "MD5checksum": ""} for key in keys],
+    }
+    backend.put_object(BUCKET, "inventory/manifest.json", json.dumps(manifest).encode())
+    return f"s3://{BUCKET}/inventory/manifest.json"
+
+
 def stand_in(url: str, queue_name: str = BACKFILL_QUEUE) -> int:
     """Answers each backfill job at once with the result a worker publishes for images
     in which no code was found, through the worker's own Publisher; no fetch, no decode."""
@@ -507,11 +535,15 @@ def listing(base: Path, scale: Scale, batch: int, max_in_flight: int) -> dict[st
             count: make_objects(backend, f"objects-{count}/", count)
             for count in (scale.small, scale.large)
         }
-        for count in (scale.small, scale.large):
-            source = ["--source", f"s3://{BUCKET}/objects-{count}/"]
-            row: dict[str, Any] = {"objects": count, "create_s": created[count]}
+        inventory = make_inventory(backend, f"objects-{scale.large}/", scale.large)
+        for kind, count, source in (
+            ("LIST", scale.small, ["--source", f"s3://{BUCKET}/objects-{scale.small}/"]),
+            ("LIST", scale.large, ["--source", f"s3://{BUCKET}/objects-{scale.large}/"]),
+            ("Inventory", scale.large, ["--manifest", inventory]),
+        ):
+            row: dict[str, Any] = {"source": kind, "objects": count, "create_s": created[count]}
             with bench_redis(base, endpoint) as bench:
-                name = f"dry-{count}"
+                name = f"dry-{kind.lower()}-{count}"
                 started = time.perf_counter()
                 dry = backfill(
                     bench,
@@ -527,7 +559,7 @@ def listing(base: Path, scale: Scale, batch: int, max_in_flight: int) -> dict[st
                 row["dry_run_s"] = time.perf_counter() - started
             with bench_redis(base, endpoint) as bench:
                 bench.spawn("stand-in", ["-m", "worker.bench.backfill", "--stand-in", bench.url])
-                name = f"listing-{count}"
+                name = f"listing-{kind.lower()}-{count}"
                 out = bench.out / name
                 with Sampler(bench.client) as sampler:
                     started = time.perf_counter()
@@ -844,20 +876,28 @@ def _listing_lines(results: dict[str, Any]) -> list[str]:
         f"--max-in-flight {ls['max_in_flight']}`)",
         "",
         "Tiny objects in moto's S3 server (written into its backend from threads: "
-        + ", ".join(f"{r['objects']:,} in {r['create_s']:.1f} s" for r in ls["rows"])
-        + "), listed over HTTP. `--dry-run` = listing alone. The full run's jobs are answered "
+        + ", ".join(
+            f"{r['objects']:,} in {r['create_s']:.1f} s"
+            for r in ls["rows"]
+            if r["source"] == "LIST"
+        )
+        + "; PUTs through the server manage ~300/s here), read over HTTP: listed with "
+        "ListObjectsV2 (`--source`), or from an S3 Inventory of the larger prefix (`--manifest "
+        "manifest.json`, CSV.gz data files of 50,000 rows, written as S3 writes them). "
+        "`--dry-run` = listing alone. The full run's jobs are answered "
         "at once by a stand-in for the workers (the worker's own result publisher, no fetch, "
         "no decode), so the seconds are the backfill's own: listing, enqueue, collecting, "
         "writing the output. Peak RSS = VmHWM of the `qrw backfill` process; Redis = the "
         "peak of `used_memory` during the run, over the empty server's.",
         "",
-        "| objects | dry-run s | objects/s listed | full run s | objects/s | backfill CPU s "
-        "| lines (distinct) | backfill peak RSS MB | Redis used_memory peak MB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| source | objects | dry-run s | objects/s listed | full run s | objects/s "
+        "| backfill CPU s | lines (distinct) | backfill peak RSS MB | Redis used_memory peak MB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in ls["rows"]:
         lines.append(
-            f"| {r['objects']:,} | {r['dry_run_s']:.1f} | {r['objects'] / r['dry_run_s']:,.0f} "
+            f"| {r['source']} | {r['objects']:,} | {r['dry_run_s']:.1f} "
+            f"| {r['objects'] / r['dry_run_s']:,.0f} "
             f"| {r['run_s']:.1f} | {r['objects'] / r['run_s']:,.0f} | {r['cpu_s']:.1f} "
             f"| {r['lines']:,} ({r['distinct']:,}) | {r['rss_peak_mb']:.0f} "
             f"| {r['redis_peak_mb']:.1f} |"
