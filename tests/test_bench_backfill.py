@@ -85,7 +85,9 @@ def test_a_tiny_benchmark_run_writes_throughput_and_listing_with_every_object_on
         in text
     )
     # Each listing row's output held every object exactly once.
-    rows = re.findall(r"^\| ([\d,]+) \|.*\| ([\d,]+) \(([\d,]+)\) \|", text, re.M)
+    rows = re.findall(
+        r"^\| (?:LIST|Inventory) \| ([\d,]+) \|.*\| ([\d,]+) \(([\d,]+)\) \|", text, re.M
+    )
     assert [objects for objects, _, _ in rows] == ["100", "300", "300"]  # LIST x2, Inventory
     for objects, lines, distinct in rows:
         assert objects == lines == distinct
