@@ -178,6 +178,13 @@ def test_a_manifest_run_writes_one_line_per_object_a_summary_an_index_and_the_ba
     client = redis_server.client()
     assert client.llen(f"rq:queue:{QUEUE}") == 0
     assert not client.exists("qrw:reply:backfill:plain", "qrw:backfill:plain:inflight")
+    # Written results are not kept under qrw:result:<id> (~3 KB a job for RESULT_TTL_S: Redis
+    # would grow with the rate, not with --max-in-flight); the ~100-byte delivery tokens
+    # stay, so a rerun of a job after a worker loss still publishes nothing twice.
+    job_ids = {line["job_id"] for line in written}
+    assert len(job_ids) == 4
+    assert not any(client.exists(f"qrw:result:{jid}") for jid in job_ids)
+    assert all(client.exists(f"qrw:delivery:{jid}") for jid in job_ids)
 
     every = qrw(environ, "status")
     assert every.returncode == 0

@@ -629,6 +629,11 @@ class _Driver:
             pipe.ltrim(self.reply_key, len(raw), -1)
             if taken:
                 pipe.hdel(self.inflight_key, *taken)
+                # The result is in the part now. Its delivery token (qrw:delivery:<id>,
+                # ~100 bytes) stays for RESULT_TTL_S to turn a rerun into a no-op; the result
+                # itself would hold ~3 KB a job for as long, so Redis would grow with the
+                # rate instead of with --max-in-flight.
+                pipe.delete(*(names.result_key(jid) for jid in taken))
                 pipe.hincrby(self.key, "done", len(taken))
                 pipe.hincrby(self.key, "failed", jobs_failed)
                 pipe.hincrby(self.key, "objects_ok", objects_ok)
