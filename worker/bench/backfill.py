@@ -574,7 +574,8 @@ def listing(base: Path, scale: Scale, batch: int, max_in_flight: int) -> dict[st
                     row["run_s"] = time.perf_counter() - started
                 keys = output_keys(out)
                 row["lines"], row["distinct"] = sum(keys.values()), len(keys)
-                # What stays after the run: results kept for the payload's result_ttl.
+                # What stays after the run: result keys (none: the collector deletes them)
+                # and delivery tokens, kept for the payload's result_ttl.
                 client = bench.client
                 row["result_keys"] = sum(
                     1 for _ in client.scan_iter(match=names.result_key("*"), count=1000)
@@ -932,21 +933,17 @@ def _listing_lines(results: dict[str, Any]) -> list[str]:
             f"| {r['redis_peak_mb']:.1f} | {r['redis_end_mb']:.1f} ({r['result_keys']:,}) |"
         )
     small_run, large_run = ls["rows"][0], ls["rows"][1]
-    per_result = (
-        (large_run["redis_end_mb"] - small_run["redis_end_mb"])
-        * 2**20
-        / max(1, large_run["result_keys"] - small_run["result_keys"])
-        / 1024
-    )
+    jobs_between = max(1, (large_run["objects"] - small_run["objects"]) // ls["batch"])
+    per_job_after = (large_run["redis_end_mb"] - small_run["redis_end_mb"]) * 2**20 / jobs_between
     lines += [
         "",
         f"Peak RSS stays flat from {small_run['objects']:,} to {large_run['objects']:,} objects. "
-        "Redis's peak grows with these "
-        "runs because each job's result stays under `qrw:result:<id>` for the payload's "
-        f"`result_ttl` (600 s) after it is written out: about {per_result:.1f} KB per job of "
-        f"{ls['batch']} images here (no codes); these runs end within that time, so every "
-        "result is still there. At a steady rate the results kept level off at "
-        f"(images/s / batch) x 600 s x that size: bounded by the rate, not the archive.",
+        f"After a run, {large_run['result_keys']:,} result keys are left: the collector deletes "
+        "each result from `qrw:result:<id>` as it writes it into a part, and only its delivery "
+        f"token stays for the payload's `result_ttl` (600 s): about {per_job_after:.0f} bytes "
+        "per job here, from the difference between the two runs. At a steady rate that levels "
+        "off at (images/s / batch) x 600 s x that size; everything else is bounded by "
+        "`--max-in-flight` (next table), not by the archive.",
     ]
     small, large = ls["stalled"]
     per_job = (
