@@ -25,6 +25,7 @@ import random
 import re
 import time
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -96,27 +97,29 @@ def open_output(url: str, settings: Settings) -> Output:
     raise BackfillError(f"--out {url}: only file:///dir and s3://bucket/prefix/ are accepted")
 
 
-class Output:
+class Output(ABC):
     """One run's output folder. Subclasses supply the storage primitives."""
 
     url: str
 
     # Storage primitives --------------------------------------------------------------------
 
+    @abstractmethod
     def _writer(self, name: str) -> contextlib.AbstractContextManager[IO[bytes]]:
         """A binary file that becomes `name` whole when the block ends, and nothing if it
         raises."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _reader(self, name: str) -> contextlib.AbstractContextManager[IO[bytes]]:
-        raise NotImplementedError
+        """The file `name`, opened for reading."""
 
+    @abstractmethod
     def _names(self, prefix: str) -> Iterator[str]:
         """Names directly in the output starting with `prefix`."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _delete(self, name: str) -> None:
-        raise NotImplementedError
+        """Remove `name`; absent is fine."""
 
     def _retrying(self, what: str, action: Callable[[], T], attempts: int = 1) -> T:
         return action()
