@@ -21,22 +21,38 @@ if TYPE_CHECKING:
     from worker.engine import Code
 
 
-def _sample_count(text: str) -> int:
-    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 1000:
-        raise argparse.ArgumentTypeError(f"must be a whole number 1..1000, got {rules.quote(text)}")
-    return int(text)
+def _whole(low: int, high: int, what: str = "") -> Callable[[str], int]:
+    """An argparse type: ASCII digits only, low..high."""
+    lead = f"{what} " if what else ""
+
+    def parse(text: str) -> int:
+        if not text.isascii() or not text.isdigit() or not low <= int(text) <= high:
+            raise argparse.ArgumentTypeError(
+                f"{lead}must be a whole number {low}..{high}, got {rules.quote(text)}"
+            )
+        return int(text)
+
+    return parse
 
 
-def _wait_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 < value <= 86_400:  # NaN fails this too
-        raise argparse.ArgumentTypeError(
-            f"must be seconds, 0 < S <= 86400, got {rules.quote(text)}"
-        )
-    return value
+def _above_zero(high: int, meaning: str) -> Callable[[str], float]:
+    """An argparse type: a number with 0 < value <= high; `meaning` opens the message."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not 0 < value <= high:  # NaN fails this too
+            raise argparse.ArgumentTypeError(f"{meaning} <= {high}, got {rules.quote(text)}")
+        return value
+
+    return parse
+
+
+_sample_count = _whole(1, 1000)
+_wait_seconds = _above_zero(86_400, "must be seconds, 0 < S")
+_images_per_s = _above_zero(1_000_000, "--rate must be images per second, 0 < R")
 
 
 def _rule(check: Callable[[str], object]) -> Callable[[str], object]:
@@ -161,29 +177,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- qrw backfill ------------------------------------------------------------------------------
-
-
-def _whole(low: int, high: int, what: str) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        if not text.isascii() or not text.isdigit() or not low <= int(text) <= high:
-            raise argparse.ArgumentTypeError(
-                f"{what} must be a whole number {low}..{high}, got {rules.quote(text)}"
-            )
-        return int(text)
-
-    return parse
-
-
-def _images_per_s(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 < value <= 1_000_000:  # NaN fails this too
-        raise argparse.ArgumentTypeError(
-            f"--rate must be images per second, 0 < R <= 1000000, got {rules.quote(text)}"
-        )
-    return value
 
 
 def _date(text: str) -> datetime:
