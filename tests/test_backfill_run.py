@@ -198,6 +198,37 @@ def test_a_manifest_run_writes_one_line_per_object_a_summary_an_index_and_the_ba
     assert again.stderr.count("\n") == 1 and "exists already" in again.stderr
 
 
+def test_a_batch_listed_twice_while_its_job_is_in_flight_is_enqueued_once_and_counted(
+    pool, redis_server, s3_endpoint, file_root, invoices, tmp_path
+):
+    # Batches taken together go into Redis in one transaction: the repeated batch finds its
+    # twin in that same transaction, not in Redis, and must still become no second job.
+    refs = archive(file_root / "twice", invoices, 3)
+    manifest = write_manifest(tmp_path / "manifest.txt", [refs[0], refs[1], *refs])
+    out = tmp_path / "out"
+    environ = env(redis_server.url, s3_endpoint, file_root)
+    ran = qrw(
+        environ,
+        "start",
+        "twice",
+        "--manifest",
+        str(manifest),
+        "--out",
+        f"file://{out}",
+        "--queue",
+        QUEUE,
+        "--batch",
+        "2",
+    )
+    assert ran.returncode == 0, ran.stderr[-3000:]
+
+    assert_exactly_once(out, refs)
+    assert len(lines(out)) == 3
+    status = json.loads(qrw(environ, "status", "twice", "--json").stdout)
+    assert status["jobs"] == 2 and status["enqueued"] == 3
+    assert status["skipped_by"] == {"listed_twice": 2}
+
+
 def test_an_s3_prefix_is_listed_filtered_by_file_name_and_read(
     pool, redis_server, s3_endpoint, file_root, invoices, tmp_path
 ):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tests.services import RedisServer
 from worker.backfill import Options, StoredObject, output, runner
+from worker.bench import backfill as bench
 from worker.queue import names, producer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,3 +97,21 @@ def test_a_tiny_benchmark_run_writes_throughput_and_listing_with_every_object_on
     # With nothing answering, the run stops at --max-in-flight jobs, whatever the archive.
     for stalled in results["listing"]["stalled"]:
         assert stalled["jobs"] == stalled["max_in_flight"]
+
+
+def test_a_section_re_run_with_only_keeps_the_stored_sections_and_says_who_measured_each() -> None:
+    # Regression: `--only listing --out docs/benchmarks.md` used to rewrite the whole Backfill
+    # section (and its JSON) with the listing alone, dropping the throughput measured before.
+    full = {"command": "python -m worker.bench.backfill", "machine": "m1"}
+    stored = {
+        "throughput": {"images": 1},
+        "resume": {"objects": 2},
+        "measured": {"throughput": full, "resume": full},
+    }
+    again = {"command": "python -m worker.bench.backfill --only resume", "machine": "m2"}
+    merged = bench.merge(stored, {"resume": {"objects": 3}, "measured": {"resume": again}})
+    assert merged["throughput"] == {"images": 1} and merged["resume"] == {"objects": 3}
+    assert merged["measured"] == {"throughput": full, "resume": again}
+    # A file written before sections recorded their command is credited to the plain one.
+    old = bench.merge({"listing": {}}, {"resume": {}, "measured": {"resume": again}})
+    assert old["measured"]["listing"]["command"] == "python -m worker.bench.backfill"

@@ -26,14 +26,14 @@ import re
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from worker import storage
 from worker.backfill import BackfillError, StoredObject
-from worker.engine import ScanResult
+from worker.engine.results import ScanResult
 from worker.queue.results import ECHO_REFERENCE_CHARS, clip
 from worker.settings import Settings
 
@@ -221,8 +221,11 @@ class Output(ABC):
         with self._reader(SUMMARY) as raw:
             return json.loads(raw.read())
 
-    def write_index(self, below: int | None = None) -> int:
-        """index.csv from the parts, streamed; returns the rows written (header not counted)."""
+    def write_index(
+        self, below: int | None = None, lines: Iterable[dict[str, Any]] | None = None
+    ) -> int:
+        """index.csv from the parts (or from `lines`, a pass over them that also feeds the
+        report), streamed; returns the rows written (header not counted)."""
         rows = 0
         with self._writer(INDEX) as raw:
             # UTF-8 with a byte-order mark: without one, Excel reads a CSV as the machine's
@@ -231,7 +234,7 @@ class Output(ABC):
             try:
                 writer = csv.writer(text, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n")
                 writer.writerow(INDEX_COLUMNS)
-                for line in self.iter_lines(below):
+                for line in self.iter_lines(below) if lines is None else lines:
                     writer.writerow(index_row(line))
                     rows += 1
                 text.flush()

@@ -95,66 +95,80 @@ def build(lines: Iterable[dict[str, Any]], state: dict[str, Any]) -> dict[str, A
     copied when present. images/s is measured between started_at and finished_at (ISO 8601
     or Unix seconds), or up to the last line's finished_at while the run has not finished.
     """
-    objects = read = no_code = failed = codes = size_bytes = size_unknown = 0
-    failed_by_code: Counter[str] = Counter()
-    codes_by_stage: Counter[str] = Counter()
-    totals, fetches = Histogram(), Histogram()
-    first_finished: datetime | None = None
-    last_finished: datetime | None = None
+    tally = Tally()
     for line in lines:
-        objects += 1
+        tally.add(line)
+    return tally.report(state)
+
+
+class Tally:
+    """`build` one line at a time, for a pass over the parts that also writes the index."""
+
+    def __init__(self) -> None:
+        self.objects = self.read = self.no_code = self.failed = self.codes = 0
+        self.size_bytes = self.size_unknown = 0
+        self.failed_by_code: Counter[str] = Counter()
+        self.codes_by_stage: Counter[str] = Counter()
+        self.totals, self.fetches = Histogram(), Histogram()
+        self.first_finished: datetime | None = None
+        self.last_finished: datetime | None = None
+
+    def add(self, line: dict[str, Any]) -> None:
+        self.objects += 1
         found = line.get("codes") or []
         if line.get("ok"):
             if found:
-                read += 1
+                self.read += 1
             else:
-                no_code += 1
+                self.no_code += 1
         else:
-            failed += 1
+            self.failed += 1
             error = line.get("error")
             code = error.get("code") if isinstance(error, dict) else None
-            failed_by_code[str(code or "unknown")] += 1
-        codes += len(found)
+            self.failed_by_code[str(code or "unknown")] += 1
+        self.codes += len(found)
         for item in found:
             stage = item.get("stage") if isinstance(item, dict) else None
-            codes_by_stage[str(stage or "unknown")] += 1
+            self.codes_by_stage[str(stage or "unknown")] += 1
         size = line.get("size")
         if isinstance(size, int) and size >= 0:
-            size_bytes += size
+            self.size_bytes += size
         else:
-            size_unknown += 1
+            self.size_unknown += 1
         timings = line.get("timings_ms") or {}
-        for histogram, name in ((totals, "total"), (fetches, "fetch")):
+        for histogram, name in ((self.totals, "total"), (self.fetches, "fetch")):
             value = timings.get(name)
             if isinstance(value, int | float) and not isinstance(value, bool):
                 histogram.add(float(value))
         finished = _time(line.get("finished_at"))
         if finished is not None:
-            first_finished = min(first_finished or finished, finished)
-            last_finished = max(last_finished or finished, finished)
+            self.first_finished = min(self.first_finished or finished, finished)
+            self.last_finished = max(self.last_finished or finished, finished)
 
-    started = _time(state.get("started_at")) or first_finished
-    ended = _time(state.get("finished_at")) or last_finished
-    elapsed = (ended - started).total_seconds() if started and ended else None
-    report: dict[str, Any] = {name: state[name] for name in STATE_FIELDS if name in state}
-    report.update(
-        {
-            "objects": objects,
-            "read": read,
-            "no_code": no_code,
-            "failed": failed,
-            "failed_by_code": dict(failed_by_code.most_common()),
-            "codes": codes,
-            "codes_by_stage": dict(codes_by_stage.most_common()),
-            "bytes": size_bytes,
-            "objects_without_size": size_unknown,
-            "elapsed_s": _round(elapsed) if elapsed is not None else None,
-            "images_per_s": _round(objects / elapsed) if elapsed and elapsed > 0 else None,
-            "timings_ms": {"total": totals.summary(), "fetch": fetches.summary()},
-            "percentiles": "nearest rank over a log histogram with 1% buckets (within 0.5%)",
-        }
-    )
-    return report
+    def report(self, state: dict[str, Any]) -> dict[str, Any]:
+        started = _time(state.get("started_at")) or self.first_finished
+        ended = _time(state.get("finished_at")) or self.last_finished
+        elapsed = (ended - started).total_seconds() if started and ended else None
+        objects = self.objects
+        report: dict[str, Any] = {name: state[name] for name in STATE_FIELDS if name in state}
+        report.update(
+            {
+                "objects": objects,
+                "read": self.read,
+                "no_code": self.no_code,
+                "failed": self.failed,
+                "failed_by_code": dict(self.failed_by_code.most_common()),
+                "codes": self.codes,
+                "codes_by_stage": dict(self.codes_by_stage.most_common()),
+                "bytes": self.size_bytes,
+                "objects_without_size": self.size_unknown,
+                "elapsed_s": _round(elapsed) if elapsed is not None else None,
+                "images_per_s": _round(objects / elapsed) if elapsed and elapsed > 0 else None,
+                "timings_ms": {"total": self.totals.summary(), "fetch": self.fetches.summary()},
+                "percentiles": "nearest rank over a log histogram with 1% buckets (within 0.5%)",
+            }
+        )
+        return report
 
 
 def render(report: dict[str, Any]) -> str:

@@ -80,6 +80,10 @@ IDLE_S = 0.1
 SWEEP_EVERY_S = 60.0
 # How long Redis may be away (restarting, failing over) before the driver gives up.
 REDIS_PATIENCE_S = 300.0
+# Jobs enqueued in one transaction at most: a quarter of the in-flight jobs frees up at each
+# collect, and one round of Redis calls for all of them, not five per job, is what keeps the
+# backfill's own CPU (taken from the workers' cores) small.
+ENQUEUE_MAX_JOBS = 64
 # The skip reason of a batch listed again while its job is in flight.
 LISTED_TWICE = "listed_twice"
 # Time a job needs beyond its images: fetch, queue bookkeeping.
@@ -109,6 +113,11 @@ def job_payload(name: str, objects: list[StoredObject], options: Options) -> dic
     if options.deadline_ms is not None:
         payload["deadline_ms"] = options.deadline_ms
     return payload
+
+
+def _objects(batches: list[list[_Taken]]) -> Iterator[list[StoredObject]]:
+    for batch in batches:
+        yield [taken.obj for taken in batch]
 
 
 def job_timeout(settings: Settings, options: Options) -> int:
@@ -327,7 +336,11 @@ class _Driver:
         self.counts_stored = False
         self.listed_twice = 0  # objects skipped as LISTED_TWICE since this driver began
         self.taken = 0  # objects the stored position has taken
-        self.pending: list[_Taken] = []
+        self.next_batch: list[_Taken] = []  # taken from the listing, not yet let through
+        # Batches let through (by --max-in-flight and --rate) and not yet in Redis: sent
+        # again, exactly these, after a failed transaction, so a lost EXEC reply is
+        # recognised by the stored position.
+        self.pending: list[list[_Taken]] = []
         self.bucket = _Bucket(
             self.options.rate, float(max(self.options.batch, self.options.rate or 0))
         )
@@ -372,13 +385,13 @@ class _Driver:
             run = states.load(self.connection, self.name)
         self.display.update(run, self.exhausted)
         busy = False
-        enqueuing = run.state == RunState.RUNNING and (bool(self.pending) or not self.exhausted)
+        enqueuing = run.state == RunState.RUNNING and (self.holding or not self.exhausted)
         busy |= self.collect(run, force=not enqueuing)
         if time.monotonic() - self.last_sweep > SWEEP_EVERY_S:
             self.sweep(run)
         if enqueuing:
             busy |= self.fill(run.in_flight)
-        ending = (run.state == RunState.RUNNING and self.exhausted and not self.pending) or (
+        ending = (run.state == RunState.RUNNING and self.exhausted and not self.holding) or (
             run.state == RunState.CANCELLED
         )
         if ending and not busy and self.drained():
@@ -394,6 +407,7 @@ class _Driver:
         self.base_skipped = dict(run.skipped_by)
         self.base_bad = list(run.bad_line_list)
         self.pending = []
+        self.next_batch = []
         self.exhausted = False
         self.counts_stored = False
         self.listed_twice = 0
@@ -435,22 +449,34 @@ class _Driver:
             )
         return batch
 
+    @property
+    def holding(self) -> bool:
+        """Objects taken from the listing and not yet enqueued."""
+        return bool(self.pending or self.next_batch)
+
     def fill(self, in_flight: int) -> bool:
         enqueued = False
-        while in_flight < self.options.max_in_flight:
+        while self.pending or in_flight < self.options.max_in_flight:
             if not self.pending:
-                self.pending = self.take()
+                room = min(self.options.max_in_flight - in_flight, ENQUEUE_MAX_JOBS)
+                while len(self.pending) < room:
+                    if not self.next_batch:
+                        self.next_batch = self.take()
+                        if not self.next_batch:
+                            break
+                    if not self.bucket.take(len(self.next_batch)):
+                        break
+                    self.pending.append(self.next_batch)
+                    self.next_batch = []
                 if not self.pending:
                     break
-            if not self.bucket.take(len(self.pending)):
-                break
             outcome = self.enqueue(self.pending)
             if outcome is None:
                 break  # paused or cancelled meanwhile
             self.pending = []
             enqueued = True
             in_flight += outcome
-        if self.exhausted and not self.pending and not self.counts_stored:
+        if self.exhausted and not self.holding and not self.counts_stored:
             self.store_counts()
             self.counts_stored = True
         return enqueued
@@ -475,16 +501,14 @@ class _Driver:
             "bad_line_list": json.dumps(kept),
         }
 
-    def enqueue(self, batch: list[_Taken]) -> int | None:
-        """One job for `batch`, atomically with its bookkeeping: 1 when it went in, 0 when
-        it was in Redis already (a resend after a lost EXEC reply, or the same objects
-        listed twice), None when the run is no longer running."""
-        objects = [taken.obj for taken in batch]
-        last = batch[-1]
+    def enqueue(self, batches: list[list[_Taken]]) -> int | None:
+        """One job for each batch, all in one transaction with their bookkeeping; returns
+        how many went in: fewer than the batches when some were in Redis already (the same
+        objects listed twice), 0 when all were (a resend after a lost EXEC reply), None when
+        the run is no longer running."""
+        last = batches[-1][-1]
         position = last.position.to_json()
-        jid = job_id(self.name, objects)
-        payload = job_payload(self.name, objects, self.options)
-        job_key = names.rq_job_key(jid)
+        jobs = [(job_id(self.name, objects), objects) for objects in _objects(batches)]
         with self.connection.pipeline(transaction=True) as pipe:
             pipe.watch(self.key, self.lease.key)
             current_state, stored_position = pipe.hmget(self.key, "state", "position")
@@ -492,60 +516,67 @@ class _Driver:
                 raise LeaseLost(f"backfill {self.name!r}: another process took over the run")
             if stored_position is not None and stored_position.decode() == position:
                 self.taken = last.position.taken
-                return 0  # this batch went in; the reply to EXEC was lost
+                return 0  # these batches went in; the reply to EXEC was lost
             if current_state is None or current_state.decode() != RunState.RUNNING:
                 return None
-            duplicate = bool(pipe.hexists(self.inflight_key, jid))
+            held = pipe.hmget(self.inflight_key, [jid for jid, _ in jobs])
+            seen: set[str] = set()
+            fresh: list[tuple[str, list[StoredObject]]] = []
+            twice = self.listed_twice
+            for (jid, objects), there in zip(jobs, held, strict=True):
+                if there is not None or jid in seen:
+                    # The same objects, in the same order, listed again while their job is
+                    # in flight (a manifest naming them twice): one job, counted as skipped.
+                    twice += len(objects)
+                    log.warning("backfill_batch_listed_twice", run=self.name, job_id=jid)
+                else:
+                    fresh.append((jid, objects))
+                seen.add(jid)
             skipped = dict(last.skipped_by)
-            twice = self.listed_twice + (len(objects) if duplicate else 0)
             if twice:
-                # The same objects, in the same order, listed again while their job is in
-                # flight (a manifest naming them twice): one job, counted as skipped.
                 skipped[LISTED_TWICE] = skipped.get(LISTED_TWICE, 0) + twice
             counted = self.counted(
                 last.position.taken, skipped, self.counts.bad_lines[: last.bad_lines]
             )
             pipe.multi()
-            if not duplicate:
-                now = rq_timestamp()
+            now = rq_timestamp()
+            for jid, objects in fresh:
+                job_key = names.rq_job_key(jid)
                 # A DEL first, as docs/protocol.md asks of a reused id: the same objects
                 # enqueued again after their earlier job finished start from a clean hash.
                 pipe.delete(job_key)
-                pipe.hset(
-                    job_key,
-                    mapping={
-                        "data": json.dumps(
-                            [JOB_FUNCTION, None, [payload], {}], separators=(",", ":")
-                        ),
-                        "origin": self.options.queue,
-                        "status": "queued",
-                        "created_at": now,
-                        "enqueued_at": now,
-                        "timeout": str(self.timeout),
-                        "result_ttl": str(RQ_RESULT_TTL_S),
-                        "description": f"{JOB_FUNCTION}(backfill {self.name})",
-                    },
-                )
-                pipe.rpush(self.queue_key, jid)
-                pipe.sadd(names.RQ_QUEUES, self.queue_key)
+                pipe.hset(job_key, mapping=self.job_fields(objects, now))
                 pipe.hset(
                     self.inflight_key,
                     jid,
                     json.dumps([obj.to_json() for obj in objects], separators=(",", ":")),
                 )
-                pipe.hincrby(self.key, "enqueued", len(objects))
-                pipe.hincrby(self.key, "jobs", 1)
-            pipe.hset(
-                self.key,
-                mapping={"position": position, **counted},
-            )
+            if fresh:
+                pipe.rpush(self.queue_key, *(jid for jid, _ in fresh))
+                pipe.sadd(names.RQ_QUEUES, self.queue_key)
+                pipe.hincrby(self.key, "enqueued", sum(len(objects) for _, objects in fresh))
+                pipe.hincrby(self.key, "jobs", len(fresh))
+            pipe.hset(self.key, mapping={"position": position, **counted})
             pipe.execute()
         self.taken = last.position.taken
-        if duplicate:
-            self.listed_twice = twice
-            log.warning("backfill_batch_listed_twice", run=self.name, job_id=jid)
-            return 0
-        return 1
+        self.listed_twice = twice
+        return len(fresh)
+
+    def job_fields(self, objects: list[StoredObject], now: str) -> dict[str, str]:
+        """The RQ job hash of a backfill job over `objects`."""
+        return {
+            "data": json.dumps(
+                [JOB_FUNCTION, None, [job_payload(self.name, objects, self.options)], {}],
+                separators=(",", ":"),
+            ),
+            "origin": self.options.queue,
+            "status": "queued",
+            "created_at": now,
+            "enqueued_at": now,
+            "timeout": str(self.timeout),
+            "result_ttl": str(RQ_RESULT_TTL_S),
+            "description": f"{JOB_FUNCTION}(backfill {self.name})",
+        }
 
     def drained(self) -> bool:
         """No job of the run in Redis and no result waiting: what finishing needs."""
@@ -690,28 +721,7 @@ class _Driver:
                 pipe.hdel(self.inflight_key, jid)
                 pipe.hincrby(self.key, "cancelled", len(objects))
             else:
-                now = rq_timestamp()
-                pipe.hset(
-                    names.rq_job_key(jid),
-                    mapping={
-                        "data": json.dumps(
-                            [
-                                JOB_FUNCTION,
-                                None,
-                                [job_payload(self.name, objects, self.options)],
-                                {},
-                            ],
-                            separators=(",", ":"),
-                        ),
-                        "origin": self.options.queue,
-                        "status": "queued",
-                        "created_at": now,
-                        "enqueued_at": now,
-                        "timeout": str(self.timeout),
-                        "result_ttl": str(RQ_RESULT_TTL_S),
-                        "description": f"{JOB_FUNCTION}(backfill {self.name})",
-                    },
-                )
+                pipe.hset(names.rq_job_key(jid), mapping=self.job_fields(objects, rq_timestamp()))
                 pipe.rpush(self.queue_key, jid)
             pipe.execute()
         log.warning(
@@ -724,9 +734,17 @@ class _Driver:
         run = states.load(self.connection, self.name)
         below = run.counts["parts"]
         finished_at = now_iso()
-        summary = report.build(
-            self.output.iter_lines(below=below), {**run.to_dict(), "finished_at": finished_at}
-        )
+        # One pass over the parts writes the index and counts the report: summary.json,
+        # written last, is there only when the whole output is.
+        tally = report.Tally()
+
+        def counted_lines() -> Iterator[dict[str, Any]]:
+            for line in self.output.iter_lines(below=below):
+                tally.add(line)
+                yield line
+
+        rows = self.output.write_index(lines=counted_lines())
+        summary = tally.report({**run.to_dict(), "finished_at": finished_at})
         summary.update(
             {
                 "state": final.value,
@@ -738,7 +756,6 @@ class _Driver:
             }
         )
         self.output.write_summary(summary)
-        rows = self.output.write_index(below=below)
         with self.connection.pipeline(transaction=True) as pipe:
             pipe.watch(self.key, self.lease.key)
             current = pipe.hget(self.key, "state")

@@ -187,7 +187,10 @@ def finish(
     timeout: float,
     every: Callable[[], object] | None = None,
 ) -> float:
-    """Wait for the process (calling `every` each 10 ms meanwhile); its CPU seconds."""
+    """Wait for the process (calling `every` each 50 ms meanwhile); its CPU seconds.
+
+    Not more often: the benchmark's own polling runs on the cores the workers and the
+    backfill share, and the plain-queue run it is compared with polls nothing."""
     deadline, cpu = time.perf_counter() + timeout, math.nan
     while process.returncode is None:  # None: not reaped yet (by a poll())
         pid, code, usage = os.wait4(process.pid, os.WNOHANG)
@@ -200,7 +203,7 @@ def finish(
             raise RuntimeError(f"{label} ran past {timeout:.0f} s:\n{bench.log_tail(label)}")
         if every is not None:
             every()
-        time.sleep(0.01)
+        time.sleep(0.05)
     if process.returncode != 0:
         raise RuntimeError(f"{label} exited {process.returncode}:\n{bench.log_tail(label)}")
     return cpu
@@ -814,12 +817,21 @@ def latency(base: Path, scale: Scale, batches: tuple[int, ...]) -> list[dict[str
 # -- the report ----------------------------------------------------------------------------
 
 
-def render(results: dict[str, Any], command: str) -> str:
+def render(results: dict[str, Any]) -> str:
+    measured: dict[str, dict[str, str]] = results["measured"]
+    runs = {(run["command"], run["machine"]) for run in measured.values()}
+    if len(runs) == 1:
+        ((command, machine),) = runs
+        header = [f"Command: `{command}`  ", f"Machine: {machine}"]
+    else:
+        header = ["Measured in more than one run (`--only` re-runs a section):", ""]
+        header += [
+            f"- {key}: `{run['command']}`, {run['machine']}" for key, run in measured.items()
+        ]
     lines = [
         "## Backfill: throughput against plain queue jobs, listing, resume, live jobs",
         "",
-        f"Command: `{command}`  ",
-        f"Machine: {machine_line()}",
+        *header,
         "",
         "Everything runs on the one machine: a loopback redis-server started per measurement,",
         f"{WORKERS} `qrw worker` processes serving `{LIVE_QUEUE},{BACKFILL_QUEUE}`, `qrw backfill` "
@@ -1059,13 +1071,30 @@ def main(argv: list[str] | None = None) -> int:
         + ([] if args.batch == 10 else ["--batch", str(args.batch)])
         + [f"--only {section}" for section in args.only or ()]
     )
-    text = render(results, command)
+    run = {"command": command, "machine": machine_line()}
+    results["measured"] = {key: run for key in list(results)}
+    if args.out:
+        # A section not measured this time keeps its stored numbers, and the command and
+        # machine that measured them: `--only` replaces its own sections, not the others.
+        path = args.out.with_name("benchmarks-backfill.json")
+        results = merge(json.loads(path.read_text()) if path.exists() else {}, results)
+    text = render(results)
     print(text)
     if args.out:
         write_section(args.out, "backfill", text)
-        path = args.out.with_name("benchmarks-backfill.json")
         path.write_text(json.dumps(results, indent=2) + "\n")
     return 0
+
+
+def merge(stored: dict[str, Any], fresh: dict[str, Any]) -> dict[str, Any]:
+    """`stored` with the sections of `fresh` replaced; a stored file from before sections
+    recorded who measured them is credited to the plain command."""
+    earlier = {"command": COMMAND, "machine": "an earlier run (not recorded)"}
+    merged = {key: value for key, value in stored.items() if key != "measured"}
+    measured = {key: stored.get("measured", {}).get(key, earlier) for key in merged}
+    merged |= {key: value for key, value in fresh.items() if key != "measured"}
+    measured |= fresh["measured"]
+    return {**merged, "measured": measured}
 
 
 if __name__ == "__main__":

@@ -10,12 +10,16 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import redis
 
-from worker.engine import Engine
+from worker import engine as engines
 from worker.queue.replies import Publisher
 from worker.settings import Settings
+
+if TYPE_CHECKING:
+    from worker.engine import Engine
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +55,7 @@ _installed: JobContext | None = None
 def build(settings: Settings, connection: redis.Redis, worker_name: str) -> JobContext:
     return JobContext(
         settings=settings,
-        engine=Engine(settings),
+        engine=engines.Engine(settings),
         connection=connection,
         publisher=Publisher(connection, settings),
         worker=f"{socket.gethostname()}/{worker_name}",
