@@ -386,6 +386,49 @@ def test_the_index_opens_as_csv_and_no_cell_can_run_as_a_formula(tmp_path, setti
             assert not value.startswith(("=", "+", "-", "@", "\t", "\r"))
 
 
+def test_an_index_from_the_spool_of_the_parts_a_driver_wrote_is_the_index_of_a_full_pass(
+    tmp_path, settings
+):
+    # The driver keeps the rows of the parts it wrote and reads again only the others (a
+    # resumed run's earlier parts): the index must come out byte for byte the same.
+    out = local(tmp_path, settings)
+    texts = [*HOSTILE_TEXTS, "plain", "ünïcødé", 'a,b "c"\nd']
+    parts = []
+    for seq in range(5):
+        objects = [obj(seq * 10 + n) for n in range(len(texts))]
+        items = [item(o.ref, codes=[code(t)]) for o, t in zip(objects, texts, strict=True)]
+        parts.append(object_lines(batch_result(items), objects))
+        out.write_part(seq, parts[-1])
+    assert out.write_index() == 5 * len(texts)
+    full = (tmp_path / "out" / "index.csv").read_bytes()
+
+    spool = output.IndexSpool()
+    for seq in (2, 3, 4):
+        spool.add(seq, parts[seq])
+    assert spool.start(below=5) == 2
+    earlier = out.iter_lines(below=spool.start(below=5))
+    assert out.write_index(lines=earlier, spool=spool) == 5 * len(texts)
+    assert (tmp_path / "out" / "index.csv").read_bytes() == full
+    # Written twice (a finish retried after a pause), the same bytes again.
+    out.write_index(lines=out.iter_lines(below=2), spool=spool)
+    assert (tmp_path / "out" / "index.csv").read_bytes() == full
+
+
+def test_a_spool_with_a_gap_or_past_its_limit_does_not_stand_in_for_the_parts(monkeypatch):
+    lines = [{"key": f"k{n}", "ok": True, "codes": []} for n in range(100)]
+    gap = output.IndexSpool()
+    gap.add(0, lines)
+    gap.add(2, lines)  # part 1 was written by a driver that lost the confirmation
+    assert gap.start(below=3) is None
+    behind = output.IndexSpool()
+    behind.add(0, lines)
+    assert behind.start(below=2) is None  # part 1 is not in it
+    monkeypatch.setattr(output.IndexSpool, "LIMIT", 1000)
+    big = output.IndexSpool()
+    big.add(0, [{"key": uuid.uuid4().hex, "ok": True, "codes": []} for _ in range(2000)])
+    assert big.start(below=1) is None and not list(big._packed)
+
+
 # S3 over HTTP -------------------------------------------------------------------------------
 
 

@@ -12,7 +12,7 @@ import pytest
 from worker.engine.errors import ScanFailed
 from worker.queue import payloads
 from worker.settings import Settings
-from worker.storage import fetch, parse_reference
+from worker.storage import FolderCache, fetch, parse_reference
 
 
 @pytest.fixture
@@ -90,6 +90,46 @@ def test_files_under_a_root_are_allowed_and_dotdot_is_not(policy: Settings, tmp_
     assert parse_reference(f"file://{tmp_path}/a.png", policy).key == str(tmp_path / "a.png")
     with pytest.raises(ScanFailed):
         parse_reference(f"file://{tmp_path}/../etc/passwd", policy)
+
+
+def test_a_file_root_admits_whole_path_segments_only(tmp_path: Path) -> None:
+    for folder in ("in", "in-evil"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "a.png").write_bytes(b"x")
+    policy = Settings.from_env({"QRW_FILE_ROOTS": str(tmp_path / "in")})
+    assert parse_reference(f"file://{tmp_path}/in/a.png", policy).key == f"{tmp_path}/in/a.png"
+    with pytest.raises(ScanFailed) as refused:
+        parse_reference(f"file://{tmp_path}/in-evil/a.png", policy)
+    assert refused.value.code == "refused_reference"
+
+
+@pytest.mark.parametrize("cached", [False, True], ids=["uncached", "folder-cache"])
+def test_symlinks_are_resolved_so_a_link_inside_a_root_cannot_lead_out(
+    tmp_path: Path, cached: bool
+) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "real").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "secret.png").write_bytes(b"x")
+    (root / "real" / "a.png").write_bytes(b"x")
+    (root / "real" / "leak.png").symlink_to(outside / "secret.png")
+    (root / "linked").symlink_to(outside)
+    (root / "alias").symlink_to(root / "real")
+    policy = Settings.from_env({"QRW_FILE_ROOTS": str(root)})
+    folders = FolderCache() if cached else None
+
+    def key(path: Path) -> str:
+        return parse_reference(f"file://{path}", policy, folders=folders).key
+
+    # Twice each: the second answer comes from the cache when there is one.
+    for _ in range(2):
+        assert key(root / "real" / "a.png") == str(root / "real" / "a.png")
+        assert key(root / "alias" / "a.png") == str(root / "real" / "a.png")
+        assert key(root / "real" / "missing.png") == str(root / "real" / "missing.png")
+        for escape in (root / "real" / "leak.png", root / "linked" / "secret.png"):
+            with pytest.raises(ScanFailed) as refused:
+                key(escape)
+            assert refused.value.code == "refused_reference"
 
 
 def test_no_roots_and_no_buckets_means_nothing_is_allowed(tmp_path: Path) -> None:

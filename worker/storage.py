@@ -61,8 +61,14 @@ class Reference:
         return f"s3://{self.bucket}/{self.key}" if self.scheme == "s3" else f"file://{self.key}"
 
 
-def parse_reference(ref: object, settings: Settings) -> Reference:
-    """Validate a reference against the configured allow-lists; raises ScanFailed."""
+def parse_reference(
+    ref: object, settings: Settings, *, folders: FolderCache | None = None
+) -> Reference:
+    """Validate a reference against the configured allow-lists; raises ScanFailed.
+
+    `folders`: resolved folders to reuse, for a caller checking many files in few folders
+    whose own check is not the last (a backfill listing: the worker checks again, uncached,
+    before it reads)."""
     if not isinstance(ref, str) or not ref.strip():
         raise ScanFailed(
             ErrorCode.INVALID_PAYLOAD, f"an image reference must be a string, got {ref!r}"
@@ -78,7 +84,7 @@ def parse_reference(ref: object, settings: Settings) -> Reference:
         host, path = _text(ref, parts.netloc), _text(ref, parts.path)
         if parts.scheme == "s3":
             return _s3_reference(ref, host, path.lstrip("/"), settings)
-        return _file_reference(ref, host, path, settings)
+        return _file_reference(ref, host, path, settings, folders)
     raise ScanFailed(
         ErrorCode.REFUSED_REFERENCE,
         f"{_short(ref)}: only s3:// and file:// references are accepted",
@@ -126,7 +132,9 @@ def _s3_reference(ref: str, bucket: str, key: str, settings: Settings) -> Refere
     )
 
 
-def _file_reference(ref: str, host: str, path: str, settings: Settings) -> Reference:
+def _file_reference(
+    ref: str, host: str, path: str, settings: Settings, folders: FolderCache | None
+) -> Reference:
     if host not in ("", "localhost") or not path.startswith("/"):
         raise ScanFailed(
             ErrorCode.INVALID_PAYLOAD, f"{_short(ref)}: expected file:///absolute/path"
@@ -134,13 +142,33 @@ def _file_reference(ref: str, host: str, path: str, settings: Settings) -> Refer
     if ".." in path.split("/"):
         raise ScanFailed(ErrorCode.REFUSED_REFERENCE, f"{_short(ref)}: '..' is not allowed")
     # Resolving follows symlinks, so a link inside a root cannot lead outside it.
-    resolved = os.path.realpath(path)
+    resolved = os.path.realpath(path) if folders is None else folders.resolve(path)
     for root in settings.file_roots:
         real_root = _resolved_root(root)
         # Whole path segments: the root /data/in admits /data/in/x, never /data/in-evil/x.
         if resolved == real_root or resolved.startswith(real_root.rstrip("/") + "/"):
             return Reference("file", "", resolved)
     raise ScanFailed(ErrorCode.REFUSED_REFERENCE, f"{_short(ref)}: not under QRW_FILE_ROOTS")
+
+
+class FolderCache:
+    """realpath() of files through a bounded cache of their resolved folders: one lstat per
+    file instead of one per path component. A folder swapped for a symlink after it was
+    cached goes unnoticed, which is why only a check that is not the last may use it."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._folder = lru_cache(maxsize=size)(os.path.realpath)
+
+    def resolve(self, path: str) -> str:
+        folder, name = os.path.split(path)
+        if not name or name in (".", ".."):
+            return os.path.realpath(path)
+        try:
+            if stat.S_ISLNK(os.lstat(path).st_mode):
+                return os.path.realpath(path)
+        except OSError:
+            return os.path.realpath(path)  # missing: resolved as far as it exists
+        return os.path.join(self._folder(folder), name)
 
 
 @lru_cache(maxsize=64)

@@ -25,6 +25,7 @@ import random
 import re
 import time
 import uuid
+import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -222,17 +223,21 @@ class Output(ABC):
             return json.loads(raw.read())
 
     def write_index(
-        self, below: int | None = None, lines: Iterable[dict[str, Any]] | None = None
+        self,
+        below: int | None = None,
+        lines: Iterable[dict[str, Any]] | None = None,
+        spool: IndexSpool | None = None,
     ) -> int:
         """index.csv from the parts (or from `lines`, a pass over them that also feeds the
-        report), streamed; returns the rows written (header not counted)."""
+        report), then the rows of `spool`, streamed; returns the rows written (header not
+        counted)."""
         rows = 0
         with self._writer(INDEX) as raw:
             # UTF-8 with a byte-order mark: without one, Excel reads a CSV as the machine's
             # legacy code page and mangles every non-ASCII payload.
             text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")
             try:
-                writer = csv.writer(text, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n")
+                writer = _index_writer(text)
                 writer.writerow(INDEX_COLUMNS)
                 for line in self.iter_lines(below) if lines is None else lines:
                     writer.writerow(index_row(line))
@@ -240,6 +245,10 @@ class Output(ABC):
                 text.flush()
             finally:
                 text.detach()  # the writer, not the wrapper, closes (and commits) the file
+            if spool is not None:
+                for chunk in spool.chunks():
+                    raw.write(chunk)
+                rows += spool.rows
         return rows
 
     def __str__(self) -> str:
@@ -527,6 +536,62 @@ class ResultMismatch(BackfillError):
 
 
 # index.csv ---------------------------------------------------------------------------------
+
+
+class IndexSpool:
+    """The index.csv rows of the parts one driver wrote, in order, kept zlib-compressed in
+    memory (at most LIMIT bytes), so that a run that ends in the same process writes its
+    index without reading every part again. Parts from before a resume, a part whose
+    record the driver could not confirm, or a spool past its limit: `start` says so, and
+    those parts are read again."""
+
+    LIMIT = 8 * 1024 * 1024  # about half a million rows; past that the end reads the parts
+
+    def __init__(self) -> None:
+        self.seqs: list[int] = []
+        self.rows = 0
+        self.size = 0
+        self.full = False
+        self._packed: list[bytes] = []
+        self._packer = zlib.compressobj(1)
+
+    def add(self, seq: int, lines: list[dict[str, Any]]) -> None:
+        """The rows of part `seq`, once its record in the run's state is confirmed."""
+        if self.full:
+            return
+        if self.seqs and seq != self.seqs[-1] + 1:
+            self.full = True  # a gap: which parts came between is not known here
+            return
+        text = io.StringIO(newline="")
+        writer = _index_writer(text)
+        for line in lines:
+            writer.writerow(index_row(line))
+        packed = self._packer.compress(text.getvalue().encode("utf-8", "replace"))
+        self.size += len(packed)
+        self._packed.append(packed)
+        self.seqs.append(seq)
+        self.rows += len(lines)
+        if self.size > self.LIMIT:
+            self.full, self._packed = True, []
+
+    def start(self, below: int) -> int | None:
+        """The first part the spool holds when it holds every part from there up to `below`;
+        None when it cannot stand in for them."""
+        if self.full or not self.seqs or self.seqs[-1] != below - 1:
+            return None
+        return self.seqs[0]
+
+    def chunks(self) -> Iterator[bytes]:
+        unpacker = zlib.decompressobj()
+        for packed in self._packed:
+            yield unpacker.decompress(packed)
+        # A copy: flushing the packer itself would end the stream, and a finish that is
+        # retried (paused while finishing) reads the spool again.
+        yield unpacker.decompress(self._packer.copy().flush())
+
+
+def _index_writer(text: IO[str]) -> Any:
+    return csv.writer(text, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n")
 
 
 def index_row(line: dict[str, Any]) -> list[str]:

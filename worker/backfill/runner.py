@@ -22,6 +22,7 @@ result whose job is no longer in flight is dropped.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import math
@@ -346,6 +347,10 @@ class _Driver:
         )
         self.last_part = time.monotonic()
         self.last_sweep = 0.0
+        # The report and index rows of the parts this driver wrote: at the end only the
+        # parts it did not write (before a resume) are read again.
+        self.tally = report.Tally()
+        self.spool = output.IndexSpool()
 
     # The loop -----------------------------------------------------------------------------
 
@@ -672,6 +677,10 @@ class _Driver:
             if lines:
                 pipe.hset(self.key, "parts", str(seq + 1))
             pipe.execute()
+        if lines:
+            self.spool.add(seq, lines)
+            for line in lines:
+                self.tally.add(line)
         self.last_part = time.monotonic()
         self.display.collected(objects_ok + objects_failed)
         if dropped:
@@ -734,16 +743,19 @@ class _Driver:
         run = states.load(self.connection, self.name)
         below = run.counts["parts"]
         finished_at = now_iso()
-        # One pass over the parts writes the index and counts the report: summary.json,
+        # The parts this driver wrote are counted and indexed already; one pass over the
+        # others (all of them, when the spool cannot stand in) writes the rest. summary.json,
         # written last, is there only when the whole output is.
-        tally = report.Tally()
+        first = self.spool.start(below)
+        tally = copy.deepcopy(self.tally) if first is not None else report.Tally()
+        spool = self.spool if first is not None else None
 
         def counted_lines() -> Iterator[dict[str, Any]]:
-            for line in self.output.iter_lines(below=below):
+            for line in self.output.iter_lines(below=below if first is None else first):
                 tally.add(line)
                 yield line
 
-        rows = self.output.write_index(lines=counted_lines())
+        rows = self.output.write_index(lines=counted_lines(), spool=spool)
         summary = tally.report({**run.to_dict(), "finished_at": finished_at})
         summary.update(
             {

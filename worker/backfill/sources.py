@@ -658,8 +658,9 @@ def _manifest_entries(
         raise BackfillError(f"the stored position {start.after!r} is not a line number") from None
     if manifest.inventory is None:
         if start.source == 0:
+            folders = storage.FolderCache()
             for number, line in _lines(manifest.where, manifest.opener, skip, retry):
-                yield from _plain_line(number, line, settings)
+                yield from _plain_line(number, line, settings, folders)
         return
     inventory = manifest.inventory
     for index, data in enumerate(inventory.files):
@@ -673,7 +674,9 @@ def _manifest_entries(
             yield _inventory_row(index, number, line, name, inventory.columns, settings)
 
 
-def _plain_line(number: int, line: str | None, settings: Settings) -> Iterator[_Entry | _BadLine]:
+def _plain_line(
+    number: int, line: str | None, settings: Settings, folders: storage.FolderCache
+) -> Iterator[_Entry | _BadLine]:
     if line is None:
         yield _BadLine(number, f"longer than {MAX_LINE} bytes")
         return
@@ -689,7 +692,8 @@ def _plain_line(number: int, line: str | None, settings: Settings) -> Iterator[_
         return
     text, etag, size_text, modified_text = (*fields, "", "", "")[:4]
     try:
-        ref = storage.parse_reference(text.strip(), settings)
+        # The worker checks the reference again, uncached, before it reads the file.
+        ref = storage.parse_reference(text.strip(), settings, folders=folders)
     except ScanFailed as exc:
         yield _BadLine(number, exc.message)
         return

@@ -360,11 +360,20 @@ def backfill_run(
     started = time.perf_counter()
     process = backfill(bench, name, "start", name, *source, "--out", f"file://{out}", *tuning)
     cpu = finish(bench, process, name, timeout, watch)
-    seconds = time.perf_counter() - started
+    ended = time.perf_counter()
+    seconds = ended - started
     keys = output_keys(out)
     if sum(keys.values()) != objects or len(keys) != objects:
         raise RuntimeError(f"{name}: {sum(keys.values())} lines, {len(keys)} keys, not {objects}")
-    return {"seconds": seconds, "steady_s": window["last"] - window["first"], "cpu_s": cpu}
+    return {
+        "seconds": seconds,
+        "steady_s": window["last"] - window["first"],
+        "cpu_s": cpu,
+        # Before the first job is in flight (start-up, checks, the first listing) and after
+        # the last is collected (summary.json, index.csv, exit): the workers idle meanwhile.
+        "lead_s": window["first"] - started,
+        "tail_s": ended - window["last"],
+    }
 
 
 def throughput(base: Path, scale: Scale, batch: int, workers: int = WORKERS) -> dict[str, Any]:
