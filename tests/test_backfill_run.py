@@ -526,6 +526,10 @@ def test_pause_stops_enqueueing_resume_goes_on_and_cancel_ends_the_run_with_a_su
         "10",
     )
     wait_until(lambda: count(redis_server, "paused", "enqueued") >= 6, 60, "six objects enqueued")
+    # Live traffic first: the driver takes QRW_BACKFILL_NICE (10), so on the workers' cores
+    # it runs in the time they leave idle.
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    assert os.getpriority(os.PRIO_PROCESS, process.pid) == max(10, own)
 
     assert qrw(environ, "pause", "paused").returncode == 0
     assert state(redis_server, "paused")["state"] == "paused"

@@ -505,6 +505,15 @@ class Settings:
             _number(0, 65_535),
         ),
     )
+    backfill_nice: int = field(
+        default=10,
+        metadata=_env(
+            "QRW_BACKFILL_NICE",
+            "CPU niceness `qrw backfill` takes while it drives a run: on a machine it shares "
+            "with workers, 10 makes it use the cores they leave idle; 0 when it has its own.",
+            _number(0, 19),
+        ),
+    )
     log_level: str = field(
         default="info",
         metadata=_env(
