@@ -33,6 +33,13 @@ class Findings:
 
     codes: list[Code] = field(default_factory=list)
     _pending: list[tuple[int, tuple[float, float]]] = field(default_factory=list)
+    # The best detector score seen on each page a detector ran on (0.0: it found nothing):
+    # what later, costlier stages weigh before spending their time on a page.
+    detector_scores: dict[int, float] = field(default_factory=dict)
+
+    def detected(self, page: int, scores: list[float]) -> None:
+        """A detector ran on `page` and found candidates with these scores (maybe none)."""
+        self.detector_scores[page] = max([self.detector_scores.get(page, 0.0), *scores])
 
     def add(
         self,

@@ -70,6 +70,7 @@ class DetectorStage:
     def _page(self, ctx: StageContext, page: Page) -> None:
         reduced, reduced_scale = page.gray(ctx.settings.fast_max_side)
         detections = self.detector.detect(reduced)
+        ctx.findings.detected(page.index, [d.score for d in detections])
         if not detections:
             return
         full, full_scale = page.gray(ctx.settings.thorough_max_side)
