@@ -875,13 +875,14 @@ def _throughput_lines(results: dict[str, Any]) -> list[str]:
         "first enqueue to the last reply. Backfill = `qrw backfill start --manifest` over the "
         "same files and workers: *whole* = from the command's start to its exit (Python start, "
         "checks, listing, enqueue, collecting, the parts, then `summary.json` and `index.csv` "
-        "from a pass over the parts); *steady* = from its first job in flight to its last one "
+        "from what it collected); *steady* = from its first job in flight to its last one "
         "collected, timed as the queue run is; *lead* and *tail* = the seconds before and after "
         "it, when the workers have nothing of the run to do. Runs alternate, the two of a pair "
         "back to back, and each pair's ratio is taken on its own (this shared machine's speed "
         "drifts by a fifth within minutes). The backfill process shares the two cores with the "
-        "two workers at its default CPU niceness (`QRW_BACKFILL_NICE=10`): it runs in the time "
-        "they leave idle rather than taking its CPU from theirs.",
+        "two workers at its default CPU niceness (`QRW_BACKFILL_NICE=10`): it yields the "
+        "cores to them, and when they keep both busy it gets about a tenth of one, which can "
+        "be less than it needs (the slow pairs below).",
         "",
         "| pair | kind | seconds (whole) | images/s (whole) | seconds (steady) "
         "| images/s (steady) | lead s | tail s | backfill CPU s |",
