@@ -30,7 +30,9 @@ _GLOBAL = ReadOptions(binarizer=zxingcpp.Binarizer.GlobalHistogram)
 class CropVariant:
     name: str
     cut: Callable[[np.ndarray, Detection, float], tuple[np.ndarray, rectify.Perspective]]
-    prepare: Callable[[np.ndarray], np.ndarray]
+    # None: the enhancement does not apply to this crop (no shake to undo), and the
+    # decode it would feed is skipped.
+    prepare: Callable[[np.ndarray], np.ndarray | None]
     options: ReadOptions = zxing_reader.FAST
 
 
@@ -54,6 +56,10 @@ VARIANTS = (
     CropVariant("rectified_threshold", _quad, enhance.local_threshold, _BINARY),
     CropVariant("rectified_clahe", _quad, enhance.clahe, _GLOBAL),
     CropVariant("box_denoise", _box, enhance.denoise, _GLOBAL),
+    # Camera shake smears modules into each other along one direction: no threshold
+    # separates them, but the smear is a known kind of blur that deconvolution undoes.
+    CropVariant("rectified_deshake", _quad, enhance.deblur_shake),
+    CropVariant("box_deshake", _box, enhance.deblur_shake),
 )
 
 
@@ -96,7 +102,10 @@ class DetectorStage:
             if ctx.deadline.expired():
                 return
             crop, mapping = variant.cut(full, det, scale)
-            symbols = zxing_reader.read(variant.prepare(crop), mapping, variant.options)
+            prepared = variant.prepare(crop)
+            if prepared is None:
+                continue
+            symbols = zxing_reader.read(prepared, mapping, variant.options)
             added = ctx.findings.add(
                 symbols,
                 page=page.index,
