@@ -172,7 +172,9 @@ def test_a_process_killed_mid_write_leaves_no_partial_part_and_its_temp_file_is_
     assert out.parts() == [0]
     assert list(out.iter_lines()) == [{"key": "done"}]
     out.write_index()  # the index is built from parts only, too
-    assert (folder / "index.csv").read_text("utf-8-sig").splitlines()[1:] == ["done,false,0,,,,"]
+    assert (folder / "index.csv").read_text("utf-8-sig").splitlines()[1:] == [
+        "done,false,0,,,,,,,,,,"
+    ]
 
 
 def test_lines_are_read_lazily_part_by_part(tmp_path, settings):
@@ -366,7 +368,11 @@ def test_the_index_opens_as_csv_and_no_cell_can_run_as_a_formula(tmp_path, setti
     data = (tmp_path / "out" / "index.csv").read_bytes()
     assert data.startswith(b"\xef\xbb\xbfkey,ok,codes,")  # a BOM: Excel reads it as UTF-8
     rows = list(csv.reader(io.StringIO(data.decode("utf-8-sig"), newline="")))
-    assert rows[0] == ["key", "ok", "codes", "first_code_text", "error_code", "stages", "total_ms"]
+    assert rows[0] == [
+        *("key", "ok", "codes", "first_code_text", "error_code", "stages", "total_ms"),
+        *("scheme", "issuer_tax_id", "issue_date", "total", "currency", "payload_ok"),
+    ]
+    no_payload = [""] * 6  # these codes carry none: the payload columns stay empty
     body = rows[1:]
     assert [row[3] for row in body[:n]] == ["'" + text for text in HOSTILE_TEXTS]
     assert body[n] == [
@@ -377,9 +383,13 @@ def test_the_index_opens_as_csv_and_no_cell_can_run_as_a_formula(tmp_path, setti
         "",
         "fast+detector",
         "12.3",
+        *no_payload,
     ]
-    assert body[n + 1] == [objects[n + 1].key, "false", "0", "", "not_found", "fast", "10.0"]
-    assert body[n + 2] == [objects[n + 2].key, "true", "0", "", "", "fast", "10.0"]
+    assert body[n + 1] == [
+        *(objects[n + 1].key, "false", "0", "", "not_found", "fast", "10.0"),
+        *no_payload,
+    ]
+    assert body[n + 2] == [objects[n + 2].key, "true", "0", "", "", "fast", "10.0", *no_payload]
     assert body[n + 3][0] == "'=cmd|x"  # keys are outsiders' text too
     for row in body:
         for value in row:

@@ -58,6 +58,7 @@ def test_the_table_shows_each_code_and_each_empty_page(invoices: Path) -> None:
         "by",
         "page",
         "ms",
+        "scheme",
         "text",
         "/",
         "error",

@@ -93,6 +93,7 @@ def test_a_worker_pool_serves_its_processes_metrics_and_the_queue_gauges(
     assert 'qrw_jobs_total{outcome="ok"} 4.0' in text  # summed over both processes
     assert 'qrw_scans_total{outcome="ok",source="queue"} 4.0' in text
     assert 'qrw_codes_read_total{source="queue",stage="fast"} 4.0' in text
+    assert text.count('qrw_codes_by_scheme_total{scheme="') >= 1  # one scheme, or "none"
     assert f'qrw_queue_depth{{queue="{queue}"}} 0.0' in text
     assert f'qrw_queue_failed{{queue="{queue}"}}' in text
     assert "qrw_model_info{" in text

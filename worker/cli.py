@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from worker import rules
-from worker.console import IMAGE_SUFFIXES, print_job_results, print_table
+from worker.console import IMAGE_SUFFIXES, print_job_results, print_table, scheme
 from worker.queue import names
 from worker.settings import Settings, SettingsError, parse_one
 
@@ -537,7 +537,7 @@ def _cmd_scan(args: argparse.Namespace, settings: Settings) -> int:
 
     engine = Engine(settings)
     failed = False
-    rows: list[tuple[str, str, str, str, str]] = []
+    rows: list[tuple[str, str, str, str, str, str]] = []
     for path in iter_inputs(args.paths):
         result = engine.scan(path, deadline_ms=args.deadline_ms, want=args.want)
         failed |= not result.ok
@@ -548,21 +548,23 @@ def _cmd_scan(args: argparse.Namespace, settings: Settings) -> int:
             )
             continue
         if result.error:
-            rows.append((str(path), "error", result.error.code, "", result.error.message))
+            rows.append((str(path), "error", result.error.code, "", "", result.error.message))
         elif not result.codes:
-            rows.append((str(path), "none", "", f"{result.timings_ms['total']:.1f}", ""))
+            rows.append((str(path), "none", "", f"{result.timings_ms['total']:.1f}", "", ""))
         for code in result.codes:
+            payload = code.payload
             rows.append(
                 (
                     str(path),
                     code.stage,
                     f"p{code.page + 1}",
                     f"{result.timings_ms['total']:.1f}",
+                    scheme(payload.to_dict() if payload is not None else None),
                     _shown(code),
                 ),
             )
     if not args.json:
-        print_table(("source", "read by", "page", "ms", "text / error"), rows)
+        print_table(("source", "read by", "page", "ms", "scheme", "text / error"), rows)
     return 1 if failed else 0
 
 

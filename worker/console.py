@@ -19,6 +19,7 @@ JOB_RESULT_HEADER = (
     "image",
     "outcome",
     "stages",
+    "schemes",
     "queue ms",
     "fetch",
     "decode",
@@ -54,6 +55,7 @@ def print_job_results(results: Iterable[Mapping[str, Any]]) -> None:
                     str(item.get("image", "")).rsplit("/", 1)[-1],
                     error["code"] if error else f"{len(codes)} code(s)",
                     ",".join(sorted({c["stage"] for c in codes})) or "-",
+                    ",".join(sorted({scheme(c.get("payload")) for c in codes})) or "-",
                     ms(job_timings.get("queue_wait")),
                     ms(timings.get("fetch")),
                     ms(timings.get("decode_image")),
@@ -65,6 +67,24 @@ def print_job_results(results: Iterable[Mapping[str, Any]]) -> None:
                 )
             )
     print_table(JOB_RESULT_HEADER, rows)
+
+
+def scheme(payload: Mapping[str, Any] | None) -> str:
+    """A code's payload in a table cell: its scheme, with the checks that failed (the read
+    stands whatever they say), or "-" for text that is no known scheme."""
+    if not payload:
+        return "-"
+    name = str(payload.get("scheme", "?"))
+    if payload.get("ok", True):
+        return name
+    failed = [
+        str(check.get("name"))
+        for check in payload.get("checks") or []
+        if check.get("outcome") == "failed"
+    ]
+    if payload.get("problems"):
+        failed.append("problems")
+    return f"{name} (failed: {'+'.join(failed)})"
 
 
 def ms(value: object) -> str:

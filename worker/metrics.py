@@ -1,8 +1,8 @@
 """Prometheus metrics shared by the HTTP shim and the queue workers.
 
 Both observe every scan the same way (latency per stage, outcome by error code, codes
-read per stage), labelled with where the scan came from (`source="http"` or
-`"queue"`). `qrw worker` runs several processes: it sets prometheus-client's
+read per stage and per payload scheme), labelled with where the scan came from
+(`source="http"` or `"queue"`). `qrw worker` runs several processes: it sets prometheus-client's
 multiprocess directory before any of them starts, and serves them all, plus the queue
 gauges read from Redis at scrape time, on one port (QRW_METRICS_PORT).
 """
@@ -44,6 +44,13 @@ SCANS = Counter(
 CODES = Counter(
     "qrw_codes_read_total", "QR codes read, by the stage that read them.", ["source", "stage"]
 )
+# The parser's own scheme names (worker.schemes: a fixed set, so the label stays bounded),
+# "none" for a code whose text is no known scheme.
+CODES_BY_SCHEME = Counter(
+    "qrw_codes_by_scheme_total",
+    "QR codes read, by the payload scheme their text is ('none': no known scheme).",
+    ["source", "scheme"],
+)
 JOBS = Counter(
     "qrw_jobs_total", "Queue jobs finished, by outcome: 'ok' or the error code.", ["outcome"]
 )
@@ -71,6 +78,9 @@ def observe_scan(result: ScanResult | dict[str, Any], source: str) -> None:
             SCAN_SECONDS.labels(source, phase).observe(ms / 1000.0)
     for code in document.get("codes") or []:
         CODES.labels(source, code.get("stage", "unknown")).inc()
+        payload = code.get("payload")
+        scheme = payload.get("scheme") if isinstance(payload, dict) else None
+        CODES_BY_SCHEME.labels(source, str(scheme or "none")).inc()
 
 
 def set_model(backend: str, model: str | None) -> None:

@@ -41,7 +41,25 @@ from worker.settings import Settings
 PART = re.compile(r"part-(\d{6,})\.jsonl\.gz")
 SUMMARY = "summary.json"
 INDEX = "index.csv"
-INDEX_COLUMNS = ("key", "ok", "codes", "first_code_text", "error_code", "stages", "total_ms")
+INDEX_COLUMNS = (
+    "key",
+    "ok",
+    "codes",
+    "first_code_text",
+    "error_code",
+    "stages",
+    "total_ms",
+    # Of the first code with a payload (worker.schemes): what a person filtering invoices
+    # wants without opening the parts. Appended, so the columns before keep their places.
+    "scheme",
+    "issuer_tax_id",
+    "issue_date",
+    "total",
+    "currency",
+    "payload_ok",
+)
+# The payload fields index.csv shows, by their names in `codes[].payload.fields`.
+INDEX_PAYLOAD_FIELDS = ("issuer_tax_id", "issue_date", "total", "currency")
 
 # The job-level fields of a result every line keeps: which job, worker and model read it.
 JOB_FIELDS = ("job_id", "worker", "backend", "model", "finished_at")
@@ -599,6 +617,14 @@ def index_row(line: dict[str, Any]) -> list[str]:
     first = codes[0].get("text", "") if codes and isinstance(codes[0], dict) else ""
     error = line.get("error")
     total = (line.get("timings_ms") or {}).get("total")
+    payload = next(
+        (
+            code["payload"]
+            for code in codes
+            if isinstance(code, dict) and isinstance(code.get("payload"), dict)
+        ),
+        None,
+    )
     return [
         cell(str(line.get("key", ""))),
         "true" if line.get("ok") else "false",
@@ -607,6 +633,20 @@ def index_row(line: dict[str, Any]) -> list[str]:
         cell(str(error.get("code", ""))) if isinstance(error, dict) else "",
         cell("+".join(str(stage) for stage in line.get("stages_run") or [])),
         f"{total:.1f}" if isinstance(total, int | float) and not isinstance(total, bool) else "",
+        *_payload_cells(payload),
+    ]
+
+
+def _payload_cells(payload: dict[str, Any] | None) -> list[str]:
+    """scheme, the INDEX_PAYLOAD_FIELDS and payload_ok; all empty without a payload."""
+    if payload is None:
+        return [""] * (2 + len(INDEX_PAYLOAD_FIELDS))
+    fields = payload.get("fields")
+    fields = fields if isinstance(fields, dict) else {}
+    return [
+        cell(str(payload.get("scheme", ""))),
+        *(cell(str(fields.get(name, ""))) for name in INDEX_PAYLOAD_FIELDS),
+        "true" if payload.get("ok") else "false",
     ]
 
 

@@ -109,6 +109,8 @@ class Tally:
         self.size_bytes = self.size_unknown = 0
         self.failed_by_code: Counter[str] = Counter()
         self.codes_by_stage: Counter[str] = Counter()
+        self.codes_by_scheme: Counter[str] = Counter()
+        self.failed_checks: Counter[str] = Counter()
         self.totals, self.fetches = Histogram(), Histogram()
         self.first_finished: datetime | None = None
         self.last_finished: datetime | None = None
@@ -130,6 +132,7 @@ class Tally:
         for item in found:
             stage = item.get("stage") if isinstance(item, dict) else None
             self.codes_by_stage[str(stage or "unknown")] += 1
+            self._payload(item.get("payload") if isinstance(item, dict) else None)
         size = line.get("size")
         if isinstance(size, int) and size >= 0:
             self.size_bytes += size
@@ -144,6 +147,17 @@ class Tally:
         if finished is not None:
             self.first_finished = min(self.first_finished or finished, finished)
             self.last_finished = max(self.last_finished or finished, finished)
+
+    def _payload(self, payload: Any) -> None:
+        """A code's payload: its scheme ("none" without one) and the checks that failed,
+        by check name (`iban`, `issuer_tax_id`, `tbai_crc8`...)."""
+        if not isinstance(payload, dict):
+            self.codes_by_scheme["none"] += 1
+            return
+        self.codes_by_scheme[str(payload.get("scheme") or "unknown")] += 1
+        for check in payload.get("checks") or []:
+            if isinstance(check, dict) and check.get("outcome") == "failed":
+                self.failed_checks[str(check.get("name") or "unknown")] += 1
 
     def report(self, state: dict[str, Any]) -> dict[str, Any]:
         started = _time(state.get("started_at")) or self.first_finished
@@ -160,6 +174,8 @@ class Tally:
                 "failed_by_code": dict(self.failed_by_code.most_common()),
                 "codes": self.codes,
                 "codes_by_stage": dict(self.codes_by_stage.most_common()),
+                "codes_by_scheme": dict(self.codes_by_scheme.most_common()),
+                "failed_checks_by_kind": dict(self.failed_checks.most_common()),
                 "bytes": self.size_bytes,
                 "objects_without_size": self.size_unknown,
                 "elapsed_s": _round(elapsed) if elapsed is not None else None,
@@ -196,6 +212,14 @@ def render(report: dict[str, Any]) -> str:
             lines.append(f"{name:<11}{report[name]}  ({label})")
     lines.append(f"codes      {report.get('codes', 0)}")
     lines += [f"  {stage:<24}{n}" for stage, n in report.get("codes_by_stage", {}).items()]
+    by_scheme = report.get("codes_by_scheme", {})
+    if any(scheme != "none" for scheme in by_scheme):
+        lines.append("by scheme")
+        lines += [f"  {scheme:<24}{n}" for scheme, n in by_scheme.items()]
+    failed_checks = report.get("failed_checks_by_kind", {})
+    if failed_checks:
+        lines.append("failed checks (the codes stand; their payloads say what is wrong)")
+        lines += [f"  {name:<24}{n}" for name, n in failed_checks.items()]
     rate = report.get("images_per_s")
     lines.append(f"images/s   {rate if rate is not None else '-'}")
     lines.append(

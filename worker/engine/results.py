@@ -1,18 +1,31 @@
 """The typed result of a scan and its language-neutral JSON form.
 
 `ScanResult.to_dict()` is the schema the queue, the HTTP shim and `qrw scan --json`
-all emit; the README documents it field by field.
+all emit; the README documents it field by field. Each code carries its `payload`: what its
+text says as invoice or payment data (worker.schemes, docs/payloads.md), or null.
 """
 
 from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from worker.engine.errors import ErrorCode
+from worker.schemes import Payload, parse
 
 Quad = tuple[tuple[float, float], tuple[float, float], tuple[float, float], tuple[float, float]]
+
+
+class _Unparsed(Enum):
+    """A code's payload before anything asked for it (None is a parsed "no known scheme");
+    an enum member, so a copied or pickled code still knows it has not been parsed."""
+
+    TOKEN = 0
+
+
+_UNPARSED = _Unparsed.TOKEN
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +46,24 @@ class Code:
     symbology_identifier: str = ""
     ec_level: str = ""
     version: str = ""
+    # Parsed on first use and kept: a result is serialised more than once (the shim's
+    # metrics and its answer), and a code the cascade drops is never parsed at all.
+    _payload: Payload | _Unparsed | None = field(
+        default=_UNPARSED, init=False, repr=False, compare=False
+    )
+
+    @property
+    def payload(self) -> Payload | None:
+        """What the code's text says as invoice or payment data; None when it is no known
+        scheme. The code itself is never changed by it, whatever its checks say."""
+        payload = self._payload
+        if isinstance(payload, _Unparsed):
+            payload = parse(self.text, self.data)
+            object.__setattr__(self, "_payload", payload)
+        return payload
 
     def to_dict(self) -> dict[str, Any]:
+        payload = self.payload
         return {
             "text": self.text,
             "bytes_b64": base64.b64encode(self.data).decode("ascii"),
@@ -49,6 +78,7 @@ class Code:
             "symbology_identifier": self.symbology_identifier,
             "ec_level": self.ec_level,
             "version": self.version,
+            "payload": payload.to_dict() if payload is not None else None,
         }
 
 

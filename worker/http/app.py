@@ -174,8 +174,9 @@ def _parameters(request: Request, settings: Settings) -> tuple[rules.Want, int |
 
 
 def _answer(result: ScanResult, settings: Settings, started: float) -> Response:
-    metrics.observe_scan(result, "http")
-    body = _shape(result, settings, started)
+    document = result.to_dict()  # once: the metrics and the answer share it
+    metrics.observe_scan(document, "http")
+    body = _shape(result, document, settings, started)
     status = STATUS.get(result.error.code, 500) if result.error else 200
     response = JSONResponse(body, status_code=status)
     metrics.HTTP_REQUESTS.labels("/detect", str(status)).inc()
@@ -189,13 +190,15 @@ def _answer(result: ScanResult, settings: Settings, started: float) -> Response:
     return response
 
 
-def _shape(result: ScanResult, settings: Settings, started: float) -> dict[str, Any]:
-    """The original service's fields first (existing callers keep working), then ours."""
+def _shape(
+    result: ScanResult, document: dict[str, Any], settings: Settings, started: float
+) -> dict[str, Any]:
+    """The original service's fields first (existing callers keep working), then ours
+    (`document`, the result's JSON form: codes with their payloads)."""
     timings = result.timings_ms
     preprocess = sum(timings.get(k, 0.0) for k in _PREPROCESS)
     inference = sum(v for k, v in timings.items() if k not in (*_PREPROCESS, "total"))
     latency = _ms(started)
-    document = result.to_dict()
     return {
         "success": result.ok and bool(result.codes),
         "data": result.codes[0].text if result.codes else None,

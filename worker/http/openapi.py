@@ -15,9 +15,53 @@ _ERROR = {
     "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
 }
 
+_CHECK = {
+    "type": "object",
+    "required": ["name", "outcome", "detail"],
+    "properties": {
+        "name": {
+            "type": "string",
+            "description": "What was checked (`issuer_tax_id`, `iban`, `tbai_crc8`, `tlv`, "
+            "`issue_date`, `total`...), docs/payloads.md.",
+        },
+        "outcome": {"type": "string", "enum": ["ok", "failed", "not_checkable"]},
+        "detail": {
+            "type": ["string", "null"],
+            "description": "Why it failed or could not be checked.",
+        },
+    },
+}
+
+_PAYLOAD = {
+    "type": "object",
+    "description": "What the code's text says as invoice or payment data (docs/payloads.md). "
+    "A failed check never drops or alters the code: the read stands, the payload says what is "
+    "wrong.",
+    "required": ["scheme", "ok", "fields", "checks", "problems"],
+    "properties": {
+        "scheme": {
+            "type": "string",
+            "description": "The recognised scheme: `es.verifactu`, `mx.cfdi`, `epc.sct`, "
+            "`ch.qrbill`, `sa.zatca`...",
+        },
+        "ok": {
+            "type": "boolean",
+            "description": "No check failed and no problem was found.",
+        },
+        "fields": {
+            "type": "object",
+            "description": "The scheme's fields under their documented names, all text: "
+            "amounts as decimal strings, dates as ISO 8601.",
+            "additionalProperties": {"type": "string"},
+        },
+        "checks": {"type": "array", "items": _CHECK},
+        "problems": {"type": "array", "items": {"type": "string"}},
+    },
+}
+
 _CODE = {
     "type": "object",
-    "required": ["text", "bytes_b64", "format", "quad", "page", "stage", "decoder"],
+    "required": ["text", "bytes_b64", "format", "quad", "page", "stage", "decoder", "payload"],
     "properties": {
         "text": {"type": "string"},
         "bytes_b64": {"type": "string", "contentEncoding": "base64"},
@@ -37,6 +81,10 @@ _CODE = {
         "symbology_identifier": {"type": "string"},
         "ec_level": {"type": "string"},
         "version": {"type": "string"},
+        "payload": {
+            "oneOf": [{"type": "null"}, _PAYLOAD],
+            "description": "null when the text is no known scheme.",
+        },
     },
 }
 
