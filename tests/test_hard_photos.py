@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 from models.synth.corpus import corpus_sample
-from worker.engine import Engine, enhance
+from models.synth.qrcodes import render_code
+from worker.engine import Engine, enhance, finders, zxing_reader
 from worker.engine.stages import detect
+from worker.engine.zxing_reader import Transform
 from worker.settings import Settings
 
 
@@ -76,3 +78,48 @@ def test_pages_without_a_code_get_no_invented_one_from_the_late_variants(neural:
         sample = corpus_sample(category, index, seed=11)
         truth = {code.payload for code in sample.codes}
         assert {code.data for code in neural.scan(sample.data).codes} <= truth
+
+
+def _torn_code() -> tuple[np.ndarray, bytes]:
+    """A clean version-4 code whose top-right finder is covered by a torn-off flap."""
+    payload = b"https://tax.example/inv/2024-000917?total=118.40"
+    code = render_code(payload, True, module_px=8, error="q", min_version=4)
+    image = code.image.copy()
+    (_, y0), (x1, _), _, _ = code.quad
+    flap = np.array([[x1 - 11 * 8, y0 - 20], [x1 + 20, y0 - 20], [x1 + 20, y0 + 11 * 8]], np.int32)
+    cv2.fillConvexPoly(image, flap, 90)
+    return image, payload
+
+
+def test_two_surviving_finders_say_where_the_third_goes() -> None:
+    image, payload = _torn_code()
+    assert len(finders.find_finders(image)) == 2
+    assert not [s for s in zxing_reader.read(image, Transform()) if s.valid]
+    reads = [
+        s.data
+        for candidate in finders.restore_finder(image)
+        for s in zxing_reader.read(candidate, Transform())
+        if s.valid
+    ]
+    assert reads == [payload]
+
+
+def test_a_whole_code_or_a_page_of_text_gets_no_redrawn_finder() -> None:
+    whole = render_code(b"INV-2024-0001", True, module_px=8).image
+    assert finders.restore_finder(whole) == []
+    text = np.full((400, 400), 255, np.uint8)
+    for row in range(20, 380, 24):
+        cv2.putText(text, "Invoice 2024 total 118.40", (10, row), 0, 0.6, 0, 1)
+    assert finders.restore_finder(text) == []
+
+
+@pytest.mark.parametrize("index", [23])
+def test_a_torn_photo_only_the_redrawn_finder_reads_is_read(
+    neural: Engine, without_variants, index: int
+) -> None:  # type: ignore[no-untyped-def]
+    sample = corpus_sample("damaged", index, seed=7)
+    truth = {code.payload for code in sample.codes}
+    result = neural.scan(sample.data)
+    assert {code.data for code in result.codes} == truth
+    assert result.codes[0].variant == "rectified_finder"
+    assert without_variants(neural, {"rectified_finder"}).scan(sample.data).codes == []

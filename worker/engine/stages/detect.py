@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import zxingcpp
 
-from worker.engine import enhance, rectify, zxing_reader
+from worker.engine import enhance, finders, rectify, zxing_reader
 from worker.engine.cascade import StageContext
 from worker.engine.detector.detector import Detector
 from worker.engine.detector.geometry import Detection
@@ -31,8 +31,8 @@ class CropVariant:
     name: str
     cut: Callable[[np.ndarray, Detection, float], tuple[np.ndarray, rectify.Perspective]]
     # None: the enhancement does not apply to this crop (no shake to undo), and the
-    # decode it would feed is skipped.
-    prepare: Callable[[np.ndarray], np.ndarray | None]
+    # decode it would feed is skipped; a list: several candidate images, tried in turn.
+    prepare: Callable[[np.ndarray], np.ndarray | list[np.ndarray] | None]
     options: ReadOptions = zxing_reader.FAST
 
 
@@ -60,6 +60,9 @@ VARIANTS = (
     # separates them, but the smear is a known kind of blur that deconvolution undoes.
     CropVariant("rectified_deshake", _quad, enhance.deblur_shake),
     CropVariant("box_deshake", _box, enhance.deblur_shake),
+    # A torn corner or a glare spot over a finder pattern hides the symbol from zxing's
+    # locator; two surviving finders say where to redraw the third.
+    CropVariant("rectified_finder", _quad, finders.restore_finder),
 )
 
 
@@ -103,19 +106,22 @@ class DetectorStage:
                 return
             crop, mapping = variant.cut(full, det, scale)
             prepared = variant.prepare(crop)
-            if prepared is None:
-                continue
-            symbols = zxing_reader.read(prepared, mapping, variant.options)
-            added = ctx.findings.add(
-                symbols,
-                page=page.index,
-                stage=self.name,
-                decoder=zxing_reader.DECODER,
-                variant=variant.name,
-                model=self.detector.label,
-            )
-            if added or any(s.valid for s in symbols):
-                return
+            for image in [] if prepared is None else _as_list(prepared):
+                symbols = zxing_reader.read(image, mapping, variant.options)
+                added = ctx.findings.add(
+                    symbols,
+                    page=page.index,
+                    stage=self.name,
+                    decoder=zxing_reader.DECODER,
+                    variant=variant.name,
+                    model=self.detector.label,
+                )
+                if added or any(s.valid for s in symbols):
+                    return
+
+
+def _as_list(prepared: np.ndarray | list[np.ndarray]) -> list[np.ndarray]:
+    return prepared if isinstance(prepared, list) else [prepared]
 
 
 def _scaled(det: Detection, factor: float) -> Detection:
