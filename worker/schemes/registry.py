@@ -1,12 +1,38 @@
 """Which scheme a decoded code belongs to: cheap prefix and host tests first, in the
 digest's recognition order (docs/payloads.md), then the one scheme's parser.
 
-A text that is no scheme costs a few string comparisons; only a candidate is parsed.
+A text that is no scheme costs a few string comparisons; only a candidate is parsed, and a
+candidate that does not hold together (a lookalike) is handed on, not claimed.
 """
 
 from __future__ import annotations
 
-from worker.schemes import Payload, epc
+from worker.schemes import Payload, epc, ksef, latam, others, pt, qrbill, spain, zatca
+from worker.schemes.checks import split_url
+
+SCHEMES = (
+    "es.verifactu",
+    "es.ticketbai",
+    "mx.cfdi",
+    "ar.afip",
+    "pe.sunat",
+    "co.dian",
+    "br.nfce",
+    "pt.at",
+    "sa.zatca",
+    "pl.ksef",
+    "epc.sct",
+    "ch.qrbill",
+    "cz.spayd",
+    "sk.bysquare",
+    "ru.gost56042",
+    "si.upn",
+    # recognise-only, unverified in the digest
+    "cz.sid",
+    "emv.merchant",
+    "do.ecf",
+    "py.sifen",
+)
 
 
 def _text_of(text: str | None, data: bytes | None) -> str | None:
@@ -22,11 +48,83 @@ def _text_of(text: str | None, data: bytes | None) -> str | None:
         return data.decode("latin-1")
 
 
+def _from_url(s: str) -> Payload | None:
+    parts = split_url(s)
+    if parts is None:
+        return None
+    host, path, query = parts
+    if host in spain.VERIFACTU_HOSTS:
+        return spain.verifactu(host, path, query)
+    if host in spain.TICKETBAI_HOSTS:
+        return spain.ticketbai(s, host, path, query)
+    if host in latam.CFDI_HOSTS:
+        return latam.cfdi(query, latam.CFDI_HOSTS[host])
+    if host in latam.AFIP_HOSTS:
+        return latam.afip(host, path, query)
+    if host in latam.DIAN_HOSTS:
+        return latam.dian_url(host, path, query)
+    if host in ksef.HOSTS:
+        return ksef.url(host, path)
+    if host in others.ECF_HOSTS:
+        return others.ecf(path, query)
+    # NFC-e and SIFEN pages live on many state hosts: recognised by their parameters.
+    if latam.is_nfce_candidate(query):
+        return latam.nfce(query)
+    if "cHashQR=" in query:
+        return others.sifen(query)
+    return None
+
+
 def recognise(text: str | None, data: bytes | None = None) -> Payload | None:
     """The payload of a decoded code, or None when it is no known scheme."""
     s = _text_of(text, data)
-    if not s:
-        return None
-    if epc.is_candidate(s):
-        return epc.parse(s, data)
+    if s:
+        payload = _from_text(s, data)
+        if payload is not None:
+            return payload
+    if data and data[:1] == b"\x01":
+        return zatca.from_bytes(data)
+    return None
+
+
+def _from_text(s: str, data: bytes | None) -> Payload | None:
+    first = s[:1]
+    if first in "hH":
+        return _from_url(s)
+    if first == "B":
+        return epc.parse(s, data) if epc.is_candidate(s) else None
+    if first == "S":
+        if qrbill.is_candidate(s):
+            return qrbill.parse(s)
+        if s.startswith("SPD*"):
+            return others.spayd(s)
+        if s.startswith("SID*"):
+            return others.sid(s)
+        if others.is_gost_candidate(s):
+            return others.gost(s, data)
+    if first == "A" and s.startswith("A:") and pt.is_candidate(s):
+        return pt.parse(s)
+    if first == "U" and others.is_upn_candidate(s):
+        return others.upn(s, data)
+    if first == "?" and s[1:4].lower() == "re=":
+        return latam.cfdi_legacy(s)
+    if first.isdigit():
+        if latam.is_sunat_candidate(s):
+            return latam.sunat(s)
+        if ksef.is_number_candidate(s):
+            return ksef.number(s)
+        if s.startswith("000201"):
+            payload = others.emv(s)
+            if payload is not None:
+                return payload
+    if latam.is_dian_block(s):
+        payload = latam.dian_block(s)
+        if payload is not None:
+            return payload
+    if zatca.is_text_candidate(s):
+        payload = zatca.from_text(s)
+        if payload is not None:
+            return payload
+    if others.is_bysquare_candidate(s):
+        return others.bysquare(s)
     return None
