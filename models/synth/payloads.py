@@ -2,10 +2,10 @@
 
 The formats mirror what real invoices carry, because the decoder's hard cases
 come from them: long URLs, pipe records dense enough for version 15-25 symbols,
-newline-separated payment records, non-ASCII text that needs an ECI, and raw
-binary (TLV records, random bytes with 0x00 and 0xFF).  Check digits are
-computed properly so the payloads also survive validators further down the
-pipeline.
+newline-separated payment records, non-ASCII text that needs an ECI, and
+byte-mode payloads (ZATCA's Base64 TLV records, random bytes with 0x00 and 0xFF).
+Check digits, CRCs and tax ids are computed per ../shared/reference/invoice-qr-payloads.md
+so the payloads also pass worker.schemes' checks (tests/test_schemes_synth.py).
 
 Look-alike characters (Cyrillic, full-width brackets, dashes) are the point of
 the ``utf8`` kind, hence the RUF001 exemptions on those lines.
@@ -144,7 +144,7 @@ def _nfce_key(rng: np.random.Generator) -> str:
     state = _pick(rng, ("35", "33", "31", "41", "43", "53"))
     # State, year-month, issuer CNPJ, model 65 (NFC-e), series, number,
     # emission type, random code; then a mod-11 check digit.
-    parts = [state, f"{year % 100:02d}{month:02d}", _digits(rng, 14), "65", _digits(rng, 3)]
+    parts = [state, f"{year % 100:02d}{month:02d}", _cnpj(rng), "65", _digits(rng, 3)]
     parts += [_digits(rng, 9), "1", _digits(rng, 8)]
     body = "".join(parts)
     weights = [2 + i % 8 for i in range(len(body))][::-1]
@@ -152,10 +152,53 @@ def _nfce_key(rng: np.random.Generator) -> str:
     return body + str(0 if rest < 2 else 11 - rest)
 
 
+_RFC_ALPHABET = "0123456789ABCDEFGHIJKLMN&OPQRSTUVWXYZ Ñ"
+
+
 def _rfc(rng: np.random.Generator) -> str:
     year, month, day = _date(rng)
     letters = _letters(rng, int(rng.integers(3, 5)))
-    return f"{letters}{year % 100:02d}{month:02d}{day:02d}{_letters(rng, 2)}{_digits(rng, 1)}"
+    homoclave = _letters(rng, 2)
+    # The homoclave's first character is one of 1-9A-V (python-stdnum's rule): fold W-Z.
+    homoclave = chr(ord("A") + (ord(homoclave[0]) - ord("A")) % 22) + homoclave[1]
+    body = f"{letters}{year % 100:02d}{month:02d}{day:02d}{homoclave}"
+    _digits(rng, 1)  # drawn as before, so the other draws stay the same
+    # Check character: the first 12 characters (left-padded with spaces), weights 13..2.
+    padded = f"{body:>12}"
+    total = sum(_RFC_ALPHABET.index(ch) * (13 - i) for i, ch in enumerate(padded))
+    return body + _RFC_ALPHABET[(11 - total) % 11]
+
+
+def _cnpj(rng: np.random.Generator) -> str:
+    body = _digits(rng, 14)[:12]
+    for weights in ((5, 4, 3, 2, 9, 8, 7, 6, 5, 4, 3, 2), (6, 5, 4, 3, 2, 9, 8, 7, 6, 5, 4, 3, 2)):
+        rest = _mod11_dv(body, weights)
+        body += str(0 if rest < 2 else 11 - rest)
+    return body
+
+
+def _cif(letter: str, digits: str) -> str:
+    """A Spanish CIF: letter, 7 digits, control digit (Luhn over the 7 digits)."""
+    body = digits[:7]
+    odd = sum(sum(divmod(2 * int(d), 10)) for d in body[0::2])
+    even = sum(int(d) for d in body[1::2])
+    return f"{letter}{body}{(10 - (odd + even) % 10) % 10}"
+
+
+def _crc8(text: str) -> int:
+    # CRC-8, polynomial 0x07, init 0 (TicketBAI identifier and URL).
+    crc = 0
+    for byte in text.encode("utf-8"):
+        crc ^= byte
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x07) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
+    return crc
+
+
+def _cfdi_total(value: float) -> str:
+    # Anexo 20: up to 6 decimals, trailing zeros dropped but at least one decimal kept.
+    text = f"{value:.6f}".rstrip("0")
+    return text + "0" if text.endswith(".") else text
 
 
 # --- tax_url ---------------------------------------------------------------------------------
@@ -166,7 +209,7 @@ def _sat_cfdi(rng: np.random.Generator) -> str:
     seal_tail = _b64(rng, 6)
     return (
         "https://verificacfdi.facturaelectronica.sat.gob.mx/default.aspx"
-        f"?id={folio}&re={_rfc(rng)}&rr={_rfc(rng)}&tt={_amount(rng):.2f}&fe={seal_tail}"
+        f"?id={folio}&re={_rfc(rng)}&rr={_rfc(rng)}&tt={_cfdi_total(_amount(rng))}&fe={seal_tail}"
     )
 
 
@@ -212,7 +255,7 @@ def _at_portugal(rng: np.random.Generator) -> str:
 
 def _verifactu(rng: np.random.Generator) -> str:
     year, month, day = _date(rng)
-    nif = _pick(rng, ("A", "B")) + _digits(rng, 8)
+    nif = _cif(_pick(rng, ("A", "B")), _digits(rng, 8))
     series = f"{_letters(rng, 1)}{year}-{int(rng.integers(1, 99999)):05d}"
     return (
         "https://www2.agenciatributaria.gob.es/wlpl/TIKE-CONT/ValidarQR"
@@ -223,18 +266,21 @@ def _verifactu(rng: np.random.Generator) -> str:
 
 def _ticketbai(rng: np.random.Generator) -> str:
     year, month, day = _date(rng)
-    nif = "B" + _digits(rng, 8)
+    nif = _cif("B", _digits(rng, 8))
     signature = _b64(rng, 10)[:13].replace("+", "x").replace("/", "y")
-    tbai_id = f"TBAI-{nif}-{day:02d}{month:02d}{year % 100:02d}-{signature}-{_digits(rng, 3)}"
+    tbai_id = f"TBAI-{nif}-{day:02d}{month:02d}{year % 100:02d}-{signature}-"
+    _digits(rng, 3)  # drawn as before, so the other draws stay the same
+    tbai_id += f"{_crc8(tbai_id):03d}"  # CRC-8 of the first 36 characters
     host = _pick(rng, ("https://batuz.eus/QRTBAI/", "https://tbai.egoitza.gipuzkoa.eus/qr/"))
     query = [
         f"id={tbai_id}",
         f"s={_letters(rng, 1)}",
         f"nf={int(rng.integers(1, 99999))}",
         f"i={_amount(rng):.2f}",
-        f"cr={_digits(rng, 3)}",
     ]
-    return f"{host}?{'&'.join(query)}"
+    _digits(rng, 3)
+    url = f"{host}?{'&'.join(query)}"
+    return f"{url}&cr={_crc8(url):03d}"  # CRC-8 of the URL up to and excluding &cr=
 
 
 # --- pipe_record -----------------------------------------------------------------------------
@@ -432,6 +478,7 @@ def _tlv(tag: int, value: bytes) -> bytes:
 
 
 def _zatca_tlv(rng: np.random.Generator) -> bytes:
+    """A ZATCA code: the standard puts the TLV records into the QR as Base64 text."""
     seller = _pick(rng, ("شركة التوريدات العالمية", "Al Noor Trading Co.", "مؤسسة الريان"))
     year, month, day = _date(rng)
     total = _amount(rng)
@@ -456,7 +503,7 @@ def _zatca_tlv(rng: np.random.Generator) -> bytes:
                 _tlv(9, b"\x30\x46\x02\x21\x00" + rng.bytes(65)),
             ]
         )
-    return record
+    return base64.b64encode(record)
 
 
 def _random_bytes(rng: np.random.Generator) -> bytes:
