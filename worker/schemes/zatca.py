@@ -60,7 +60,9 @@ def _plausible(records: list[tuple[int, bytes]]) -> bool:
 
 def from_text(text: str) -> Payload | None:
     stripped = text.strip()
-    if _BASE64.fullmatch(stripped):
+    if stripped[:2] == "01" and _HEX.fullmatch(stripped):
+        return _parse(bytes.fromhex(stripped), "hex", None)
+    if stripped[:1] == "A" and _BASE64.fullmatch(stripped):
         # Padding is not insisted on: a cut-off code should still show what it carries.
         body = stripped.rstrip("=")
         try:
@@ -68,8 +70,6 @@ def from_text(text: str) -> Payload | None:
         except binascii.Error:
             return None
         return _parse(raw, "base64", len(stripped))
-    if _HEX.fullmatch(stripped):
-        return _parse(bytes.fromhex(stripped), "hex", None)
     return None
 
 
