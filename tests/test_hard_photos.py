@@ -123,3 +123,18 @@ def test_a_torn_photo_only_the_redrawn_finder_reads_is_read(
     assert {code.data for code in result.codes} == truth
     assert result.codes[0].variant == "rectified_finder"
     assert without_variants(neural, {"rectified_finder"}).scan(sample.data).codes == []
+
+
+@pytest.mark.parametrize(
+    ("index", "variant"), [(7, "rectified_defocus"), (2, "rectified_defocus_light")]
+)
+def test_a_soft_photo_only_deconvolution_reads_is_read(
+    neural: Engine, without_variants, index: int, variant: str
+) -> None:  # type: ignore[no-untyped-def]
+    sample = corpus_sample("blurred", index, seed=7)
+    truth = {code.payload for code in sample.codes}
+    result = neural.scan(sample.data)
+    assert {code.data for code in result.codes} == truth
+    assert result.codes[0].variant == variant
+    late = {"rectified_defocus", "rectified_defocus_light"}
+    assert without_variants(neural, late).scan(sample.data).codes == []

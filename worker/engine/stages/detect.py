@@ -48,6 +48,10 @@ def _same(gray: np.ndarray) -> np.ndarray:
     return gray
 
 
+def _light_defocus(gray: np.ndarray) -> np.ndarray:
+    return enhance.deblur_defocus(gray, sigma=1.5)
+
+
 # Most often useful first; a detection stops at its first read.
 VARIANTS = (
     CropVariant("rectified", _quad, _same),
@@ -60,6 +64,11 @@ VARIANTS = (
     # separates them, but the smear is a known kind of blur that deconvolution undoes.
     CropVariant("rectified_deshake", _quad, enhance.deblur_shake),
     CropVariant("box_deshake", _box, enhance.deblur_shake),
+    # Lens softness beyond what the unsharp mask recovers: deconvolve a Gaussian, wide
+    # first (most soft photos), then narrow (dense codes, whose modules a wide kernel
+    # rings over).
+    CropVariant("rectified_defocus", _quad, enhance.deblur_defocus),
+    CropVariant("rectified_defocus_light", _quad, _light_defocus),
     # A torn corner or a glare spot over a finder pattern hides the symbol from zxing's
     # locator; two surviving finders say where to redraw the third.
     CropVariant("rectified_finder", _quad, finders.restore_finder),
