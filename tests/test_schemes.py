@@ -436,6 +436,13 @@ def test_ticketbai_matches_host_and_path_case_insensitively_and_ignores_xml_esca
     assert outcomes(payload)["tbai_url_crc8"] == Outcome.FAILED
 
 
+def test_a_trailing_line_break_after_a_url_is_not_part_of_its_last_value() -> None:
+    for scheme in ("es.verifactu", "es.ticketbai", "mx.cfdi", "pl.ksef"):
+        payload = recognise(DIGEST_EXAMPLES[scheme][0] + "\r\n")
+        assert payload is not None and payload.scheme == scheme
+        assert_all_ok(payload)
+
+
 def test_the_crc8_matches_the_digests_real_receipts() -> None:
     from worker.schemes.checks import crc8
 

@@ -90,7 +90,7 @@ def recognise(text: str | None, data: bytes | None = None) -> Payload | None:
 def _from_text(s: str, data: bytes | None) -> Payload | None:
     first = s[:1]
     if first in "hH":
-        return _from_url(s)
+        return _from_url(s.rstrip())  # a trailing line break is no part of the last value
     if first == "B":
         return epc.parse(s, data) if epc.is_candidate(s) else None
     if first == "S":

@@ -81,7 +81,7 @@ def tbai_url_check(text: str) -> Check:
     cut = text.rfind("&cr=")
     if cut < 0:
         return c.failed("tbai_url_crc8", "no cr parameter")
-    given = text[cut + 4 :].split("&", 1)[0].split("#", 1)[0]
+    given = text[cut + 4 :].split("&", 1)[0].split("#", 1)[0].strip()
     printed = c.crc8(text[:cut].encode("utf-8"))
     if given == f"{printed:03d}":
         return c.ok("tbai_url_crc8")
