@@ -83,13 +83,13 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             async with slots.take():
                 metrics.HTTP_IN_FLIGHT.inc()
                 try:
-                    result: ScanResult = await anyio.to_thread.run_sync(
-                        partial(state["engine"].scan, data, deadline_ms=deadline_ms, want=want),
+                    result, document = await anyio.to_thread.run_sync(
+                        partial(_scan, state["engine"], data, deadline_ms, want),
                         limiter=scan_threads,
                     )
                 finally:
                     metrics.HTTP_IN_FLIGHT.dec()
-            return _answer(result, settings, started)
+            return _answer(result, document, settings, started)
         except Busy as exc:
             return _error(ErrorCode.BUSY, str(exc), close=not body_in, retry_after=True)
         except ScanFailed as failure:
@@ -173,9 +173,19 @@ def _parameters(request: Request, settings: Settings) -> tuple[rules.Want, int |
         raise ScanFailed(ErrorCode.INVALID_REQUEST, str(exc)) from exc
 
 
-def _answer(result: ScanResult, settings: Settings, started: float) -> Response:
-    document = result.to_dict()  # once: the metrics and the answer share it
-    metrics.observe_scan(document, "http")
+def _scan(
+    engine: Engine, data: bytes, deadline_ms: int | None, want: rules.Want
+) -> tuple[ScanResult, dict[str, Any]]:
+    """The scan and its JSON form, in a scan thread: the form parses each code's payload
+    (worker.schemes), pure Python that should not hold up the event loop."""
+    result = engine.scan(data, deadline_ms=deadline_ms, want=want)
+    return result, result.to_dict()
+
+
+def _answer(
+    result: ScanResult, document: dict[str, Any], settings: Settings, started: float
+) -> Response:
+    metrics.observe_scan(document, "http")  # the answer's own form: payloads parsed once
     body = _shape(result, document, settings, started)
     status = STATUS.get(result.error.code, 500) if result.error else 200
     response = JSONResponse(body, status_code=status)
