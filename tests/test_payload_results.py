@@ -214,6 +214,27 @@ def test_index_rows_show_the_first_code_with_a_payload() -> None:
     assert row(line("b.png", code(with_bad_iban(text))))["payload_ok"] == "false"
 
 
+def tax_url(scheme: str) -> str:
+    """A tax-authority URL of `scheme` as models/synth/payloads.py emits it."""
+    rng = np.random.default_rng(0)
+    while True:
+        text = make_payload(rng, "tax_url").data.decode("utf-8")
+        parsed = code(text).payload
+        if parsed is not None and parsed.scheme == scheme:
+            return text
+
+
+def test_index_rows_show_an_invoices_issuer_date_and_total() -> None:
+    text = tax_url("es.verifactu")  # ...ValidarQR?nif=B78533445&...&fecha=04-11-2021&importe=...
+    fields = code(text).to_dict()["payload"]["fields"]
+    shown = row(line("v.png", code(text)))
+    assert shown["scheme"] == "es.verifactu" and shown["payload_ok"] == "true"
+    assert shown["issuer_tax_id"] == fields["issuer_tax_id"] != ""
+    assert shown["issue_date"] == fields["issue_date"]
+    assert shown["issue_date"][4] == "-"  # ISO 8601, as the payload gives it
+    assert shown["total"] == fields["total"] != ""
+
+
 def test_index_rows_without_a_payload_leave_the_payload_columns_empty() -> None:
     for shown in (row(line("c.png", code(NOT_A_SCHEME))), row(line("d.png"))):
         assert [shown[name] for name in output.INDEX_COLUMNS[7:]] == [""] * 6
