@@ -65,9 +65,9 @@ class Payload:
 def parse(text: str | None, data: bytes | None = None) -> Payload | None:
     """The payload of a decoded code (its text, and its raw bytes when the text is not the
     whole story), or None when it is no known scheme. Never raises."""
-    from worker.schemes.registry import recognise
-
     try:
+        from worker.schemes.registry import recognise
+
         return recognise(text, data)
-    except Exception as exc:  # noqa: BLE001 - a parser bug must never cost the read
+    except Exception as exc:  # a parser bug must never cost the read
         return Payload("unknown", problems=(f"internal parser error: {type(exc).__name__}",))
