@@ -578,6 +578,25 @@ def test_the_recognise_only_schemes_say_so() -> None:
         assert outcomes(payload)["structure"] == Outcome.NOT_CHECKABLE
 
 
+def test_a_pay_by_square_code_is_recognised_by_decoding_it() -> None:
+    import lzma
+    import struct
+    import zlib
+
+    fields = "\t".join(["", "1", "1", "12.50", "EUR", "20250315", "123", "", "", "", "", "1"])
+    body = fields.encode()
+    plain = struct.pack("<I", zlib.crc32(body)) + body
+    filters = [{"id": lzma.FILTER_LZMA1, "lc": 3, "lp": 0, "pb": 2, "dict_size": 128 * 1024}]
+    packed = lzma.compress(plain, format=lzma.FORMAT_RAW, filters=filters)
+    raw = b"\x00\x00" + struct.pack("<H", len(plain)) + packed
+    text = base64.b32hexencode(raw).decode().rstrip("=")
+    payload = recognise(text)
+    assert payload is not None and payload.scheme == "sk.bysquare"
+    assert outcomes(payload) == {"structure": Outcome.NOT_CHECKABLE, "crc32": Outcome.OK}
+    # Upper-case letters and digits alone are no PAY by square code.
+    assert recognise("INV20250042ABCDEFGH") is None
+
+
 def test_an_emv_merchant_code_is_recognised_with_its_crc16() -> None:
     body = (
         "00020101021126360014BR.GOV.BCB.PIX0114+5511999999999520400005303986"

@@ -9,6 +9,8 @@ check: the digest could not verify enough of them to check more.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import lzma
 import re
 import struct
@@ -197,21 +199,15 @@ def gost(text: str, data: bytes | None) -> Payload:
 
 BYSQUARE = "sk.bysquare"
 _BASE32HEX = re.compile(r"[0-9A-V]{16,}")
-_B32_VALUES = {ch: i for i, ch in enumerate("0123456789ABCDEFGHIJKLMNOPQRSTUV")}
 _LZMA_FILTERS = [{"id": lzma.FILTER_LZMA1, "lc": 3, "lp": 0, "pb": 2, "dict_size": 128 * 1024}]
 
 
-def _base32hex(text: str) -> bytes:
-    bits = 0
-    n_bits = 0
-    out = bytearray()
-    for ch in text:
-        bits = (bits << 5) | _B32_VALUES[ch]
-        n_bits += 5
-        if n_bits >= 8:
-            n_bits -= 8
-            out.append((bits >> n_bits) & 0xFF)
-    return bytes(out)
+def _base32hex(text: str) -> bytes | None:
+    body = text + "=" * (-len(text) % 8)
+    try:
+        return base64.b32hexdecode(body)
+    except binascii.Error:
+        return None  # a length Base32 cannot have
 
 
 def is_bysquare_candidate(text: str) -> bool:
@@ -219,11 +215,16 @@ def is_bysquare_candidate(text: str) -> bool:
 
 
 def bysquare(text: str) -> Payload | None:
+    head = _base32hex(text[:8])
+    if head is None or head[1] & 0x0F:
+        return None  # the header's reserved nibble is zero
     raw = _base32hex(text)
-    if len(raw) < 5 or raw[1] & 0x0F:
-        return None  # the reserved nibble is zero
+    if raw is None or len(raw) < 5:
+        return None
     bysquare_type, version, document_type = raw[0] >> 4, raw[0] & 0x0F, raw[1] >> 4
     (length,) = struct.unpack("<H", raw[2:4])
+    if length < 4:
+        return None  # too short for its CRC32
     try:
         body = lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=_LZMA_FILTERS).decompress(
             raw[4:], length
@@ -269,12 +270,8 @@ _EMV = re.compile(r"000201.*6304[0-9A-Fa-f]{4}", re.DOTALL)
 
 
 def _crc16(data: bytes) -> int:
-    crc = 0xFFFF
-    for byte in data:
-        crc ^= byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
-    return crc
+    """CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF): binascii's CRC-CCITT with that init."""
+    return binascii.crc_hqx(data, 0xFFFF)
 
 
 def emv(text: str) -> Payload | None:

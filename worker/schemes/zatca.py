@@ -77,7 +77,14 @@ def from_bytes(data: bytes) -> Payload | None:
     return _parse(data, "raw", None) if data[:1] == b"\x01" else None
 
 
+def _starts_like_zatca(raw: bytes) -> bool:
+    # Cheap test before walking every record: tag 1, then tag 2 right after its value.
+    return len(raw) > 2 and raw[0] == 1 and raw[2 + raw[1] : 3 + raw[1]] == b"\x02"
+
+
 def _parse(raw: bytes, encoding: str, base64_length: int | None) -> Payload | None:
+    if not _starts_like_zatca(raw):
+        return None
     records, fault = _records(raw)
     if not _plausible(records):
         return None
