@@ -422,6 +422,15 @@ def test_afip_accepts_url_safe_base64_without_padding_numbers_as_strings_and_arc
     assert_all_ok(payload)
 
 
+def test_afip_missing_keys_are_not_checkable_because_the_required_list_is_unverified() -> None:
+    record = {k: v for k, v in AFIP_JSON.items() if k not in ("ctz", "tipoDocRec", "nroDocRec")}
+    p = base64.b64encode(json.dumps(record).encode()).decode()
+    payload = recognise(f"https://www.afip.gob.ar/fe/qr/?p={p}")
+    assert payload is not None and outcomes(payload)["structure"] == Outcome.NOT_CHECKABLE
+    assert payload.ok
+    assert outcomes(recognise(afip_url(ver=2)))["structure"] == Outcome.FAILED  # type: ignore[arg-type]
+
+
 def test_afip_with_a_p_that_is_no_json_is_claimed_with_a_failed_check() -> None:
     payload = recognise("https://www.afip.gob.ar/fe/qr/?p=bm90IGpzb24")
     assert payload is not None and outcomes(payload) == {"json": Outcome.FAILED}
