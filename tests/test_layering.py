@@ -19,6 +19,7 @@ RUNTIME = [
     "worker/engine",
     "worker/queue",
     "worker/http",
+    "worker/schemes",
     "worker/storage.py",
     "worker/settings.py",
     "worker/rules.py",
