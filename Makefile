@@ -15,6 +15,12 @@ $(VENV)/.installed: pyproject.toml
 	  echo "python3-venv is missing; installing it (Debian)"; apt-get update -qq && apt-get install -y -qq python3-venv; }
 	@command -v redis-server >/dev/null || { \
 	  echo "redis-server is missing; installing it (Debian)"; apt-get update -qq && apt-get install -y -qq redis-server; }
+	@command -v cargo >/dev/null || { \
+	  echo "cargo is missing; installing it (Debian): the Rust producer example is built by the tests"; \
+	  apt-get update -qq && apt-get install -y -qq cargo; }
+	@command -v promtool >/dev/null || { \
+	  echo "prometheus is missing; installing it (Debian): the tests check the alert rules and dashboard queries"; \
+	  apt-get update -qq && apt-get install -y -qq prometheus; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
