@@ -7,7 +7,7 @@ The neural detector joins the cascade as one more such object; nothing else chan
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -21,6 +21,7 @@ from worker.engine.zxing_reader import Symbol
 from worker.settings import Settings
 
 Want = Literal["all", "first"]
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1
 
 
 @dataclass
@@ -32,14 +33,52 @@ class Findings:
     """
 
     codes: list[Code] = field(default_factory=list)
-    _pending: list[tuple[int, tuple[float, float]]] = field(default_factory=list)
+    # Located but unread symbols: page, and the quad zxing found (page pixels).
+    _pending: list[tuple[int, Quad]] = field(default_factory=list)
     # The best detector score seen on each page a detector ran on (0.0: it found nothing):
     # what later, costlier stages weigh before spending their time on a page.
     detector_scores: dict[int, float] = field(default_factory=dict)
+    # Where the detectors saw candidates (x0, y0, x1, y1 in page pixels), when they say.
+    detector_boxes: dict[int, list[Box]] = field(default_factory=dict)
+    # Pages where the codes read so far may not be all there are: "all" waits for one more
+    # stage to look at them (see ask_another_look).
+    _looks_asked: set[int] = field(default_factory=set)
 
-    def detected(self, page: int, scores: list[float]) -> None:
-        """A detector ran on `page` and found candidates with these scores (maybe none)."""
+    def ask_another_look(self, page: int) -> None:
+        """The codes read on `page` may not be all: on a photo, a code the reduced page
+        blurred away is often not even located, and the page would count as done. The
+        next stage to run looks at the page before "all" is satisfied with it."""
+        self._looks_asked.add(page)
+
+    def looks_asked(self) -> frozenset[int]:
+        return frozenset(self._looks_asked)
+
+    def looks_taken(self, pages: frozenset[int]) -> None:
+        """A stage has run since these pages asked for another look."""
+        self._looks_asked -= pages
+
+    def detected(self, page: int, scores: list[float], boxes: Sequence[Box] = ()) -> None:
+        """A detector ran on `page` and found candidates with these scores (maybe none),
+        at these boxes in page pixels (optional: a detector that gives no boxes still
+        tells the later stages whether it saw anything)."""
         self.detector_scores[page] = max([self.detector_scores.get(page, 0.0), *scores])
+        self.detector_boxes.setdefault(page, []).extend(boxes)
+
+    def searched_blind(self, page: int) -> bool:
+        """A detector looked at `page` and found nothing, and zxing located nothing there
+        either: the page most likely holds no code, and a costly blind search of it
+        mostly buys latency (pages where no detector ran are not blind: no one looked)."""
+        return self.detector_scores.get(page, -1.0) == 0.0 and not any(
+            p == page for p, _ in self._pending
+        )
+
+    def regions(self, page: int) -> list[Box]:
+        """Where a code is likely but none was read yet: detector boxes and the outlines of
+        zxing's located-but-unread symbols on `page` (page pixels), those a read code
+        already covers left out; the detectors' order (most confident first) is kept."""
+        boxes = list(self.detector_boxes.get(page, ()))
+        boxes += [_bounds(quad) for p, quad in self._pending if p == page]
+        return [b for b in boxes if not self.covers(page, ((b[0] + b[2]) / 2, (b[1] + b[3]) / 2))]
 
     def add(
         self,
@@ -54,7 +93,7 @@ class Findings:
         added = 0
         for symbol in symbols:
             if not symbol.valid:
-                self._pending.append((page, _centre(symbol.quad)))
+                self._pending.append((page, symbol.quad))
                 continue
             if self._seen(page, symbol):
                 continue
@@ -77,7 +116,7 @@ class Findings:
             )
             added += 1
         if added:
-            self._pending = [p for p in self._pending if not self.covers(*p)]
+            self._pending = [(p, q) for p, q in self._pending if not self.covers(p, _centre(q))]
         return added
 
     def _seen(self, page: int, symbol: Symbol) -> bool:
@@ -96,11 +135,14 @@ class Findings:
         return len(self._pending)
 
     def page_satisfied(self, page: int, want: Want) -> bool:
-        """ "first": any code anywhere; "all": this page has a code and nothing left unread."""
+        """ "first": any code anywhere; "all": this page has a code, nothing left unread,
+        and no look asked for that a stage has not yet taken."""
         if want == "first":
             return bool(self.codes)
-        return any(c.page == page for c in self.codes) and not any(
-            p == page for p, _ in self._pending
+        return (
+            any(c.page == page for c in self.codes)
+            and not any(p == page for p, _ in self._pending)
+            and page not in self._looks_asked
         )
 
     def satisfied(self, want: Want, pages: int) -> bool:
@@ -121,6 +163,11 @@ def _inside(quad: Quad, point: tuple[float, float]) -> bool:
 
 def _centre(quad: Quad) -> tuple[float, float]:
     return (sum(p[0] for p in quad) / 4.0, sum(p[1] for p in quad) / 4.0)
+
+
+def _bounds(quad: Quad) -> Box:
+    xs, ys = [p[0] for p in quad], [p[1] for p in quad]
+    return (min(xs), min(ys), max(xs), max(ys))
 
 
 @dataclass

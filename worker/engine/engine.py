@@ -28,8 +28,12 @@ def default_stages(settings: Settings) -> list[Stage]:
     The detectors come before the thorough pass: one small-model inference costs a few
     milliseconds, a thorough pass over a 12 MP photo hundreds.
     """
-    stages: list[Stage] = [FastStage(), ThoroughStage()]
-    if settings.backend != "none":
+    detectors = settings.backend != "none" and bool(settings.detector_models)
+    # With a detector next, a photo the fast pass read codes on gets the small model's look
+    # (a few ms) for codes it could not locate; without one, that look would be the
+    # thorough pass, far too dear for every photo.
+    stages: list[Stage] = [FastStage(look_again_at_photos=detectors), ThoroughStage()]
+    if detectors:
         from worker.engine.detector.detector import Detector
 
         for rank, size in enumerate(settings.detector_models):
@@ -127,11 +131,14 @@ class Engine:
                 break
             decode_before = clock.ms
             started = time.perf_counter()
+            asked = findings.looks_asked()
             try:
                 stage.run(ctx)
             except DeadlineReached:
                 # The deadline passed while a page was waiting to be decoded: stop here.
                 result.complete = False
+            # One more look is all a page asks for: the stage after the asking one gave it.
+            findings.looks_taken(asked)
             spent = (time.perf_counter() - started) * 1000.0
             # Decoding that a stage triggered is reported as decode_image, not as the stage.
             result.timings_ms[stage.name] = spent - (clock.ms - decode_before)
