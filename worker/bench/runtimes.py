@@ -10,7 +10,9 @@ engine (`Engine(settings)` then `warm_up()`), so the numbers are a worker's:
 - per-image latency of the detector itself (letterbox, inference, decoding of the maps)
   on real photos (`qr-photos-val`), one intra-op thread, median and p95 over all runs.
 The classical engine (no model) is the baseline every row is compared with; the
-configurations alternate so that a noisy neighbour hits them all alike.
+configurations alternate so that a noisy neighbour hits them all alike. The "arena" rows
+are the former ONNX session setting (an arena per session, before issue 11), for the
+latency ratio of today's sessions, which share one arena and release it when idle.
 """
 
 from __future__ import annotations
@@ -30,10 +32,13 @@ from worker.bench.report import machine_line, write_section
 CONFIGURATIONS = (
     ("classical", "none", ""),
     ("onnx small", "onnx", "small"),
+    ("onnx small, arena (before)", "onnx", "small"),
     ("torch small", "torch", "small"),
     ("onnx medium", "onnx", "medium"),
+    ("onnx medium, arena (before)", "onnx", "medium"),
     ("torch medium", "torch", "medium"),
 )
+ARENA = "arena (before)"
 
 _PROBE = """
 import json, sys, time
@@ -42,6 +47,8 @@ def status(key):
     for line in open('/proc/self/status'):
         if line.startswith(key):
             return int(line.split()[1]) / 1024
+from worker.engine.detector import sessions
+sessions.OWN_ARENAS = sys.argv[5] == "arena"
 from worker.engine import Engine
 from worker.settings import Settings
 engine = Engine(Settings.from_env())
@@ -65,7 +72,9 @@ print(json.dumps({"ready_s": ready, "rss_mb": rss, "peak_mb": status('VmHWM:'),
 """
 
 
-def probe(backend: str, size: str, images: Path, count: int, repeat: int) -> dict[str, Any]:
+def probe(
+    backend: str, size: str, images: Path, count: int, repeat: int, arena: bool = False
+) -> dict[str, Any]:
     env = {
         **os.environ,
         "QRW_BACKEND": backend,
@@ -76,7 +85,16 @@ def probe(backend: str, size: str, images: Path, count: int, repeat: int) -> dic
     }
     started = time.time()
     out = subprocess.run(
-        [sys.executable, "-c", _PROBE, str(started), str(images), str(count), str(repeat)],
+        [
+            sys.executable,
+            "-c",
+            _PROBE,
+            str(started),
+            str(images),
+            str(count),
+            str(repeat),
+            "arena" if arena else "heap",
+        ],
         capture_output=True,
         text=True,
         check=False,
@@ -120,19 +138,27 @@ def render(rows: dict[str, dict[str, Any]], command: str) -> str:
         "from `qr-photos-val`, one intra-op thread. Ratios are against the classical engine",
         "(no model) measured in the same command.",
         "",
-        "| configuration | detector ms median | p95 | start-to-ready s | vs classical "
-        "| RSS MB | vs classical | peak MB | torch imported |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "The latency ratio compares each ONNX row with the same model's arena row.",
+        "",
+        "| configuration | detector ms median | p95 | vs arena | start-to-ready s "
+        "| vs classical | RSS MB | vs classical | peak MB | torch imported |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in rows.items():
         if "absent" in row:
-            lines.append(f"| {name} | absent: {row['absent']} | | | | | | | |")
+            lines.append(f"| {name} | absent: {row['absent']} | | | | | | | | |")
             continue
         latency = f"{row['median_ms']:.1f} | {row['p95_ms']:.1f}" if "median_ms" in row else "- | -"
         ready_ratio = row["ready_s"] / base["ready_s"] if base.get("ready_s") else float("nan")
+        arena = rows.get(f"{name}, {ARENA}", {}) if name.startswith("onnx") else {}
+        vs_arena = (
+            f"{row['median_ms'] / arena['median_ms']:.2f}x"
+            if "median_ms" in row and arena.get("median_ms")
+            else "-"
+        )
         rss_ratio = row["rss_mb"] / base["rss_mb"] if base.get("rss_mb") else float("nan")
         lines.append(
-            f"| {name} | {latency} | {row['ready_s']:.2f} | {ready_ratio:.2f}x "
+            f"| {name} | {latency} | {vs_arena} | {row['ready_s']:.2f} | {ready_ratio:.2f}x "
             f"| {row['rss_mb']:.0f} | {rss_ratio:.2f}x | {row['peak_mb']:.0f} "
             f"| {'yes' if row['torch_loaded'] else 'no'} |"
         )
@@ -153,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in CONFIGURATIONS}
     for _ in range(args.repeat):
         for name, backend, size in CONFIGURATIONS:
-            runs[name].append(probe(backend, size, args.images, args.count, 2))
+            runs[name].append(probe(backend, size, args.images, args.count, 2, ARENA in name))
     rows = {name: summarise(found) for name, found in runs.items()}
     command = "python -m worker.bench.runtimes" + (f" --out {args.out}" if args.out else "")
     text = render(rows, command)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import faulthandler
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -26,6 +27,8 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.timeouts import JobTimeoutException
 
+from worker.engine.detector.detector import Detector
+from worker.engine.engine import Engine, return_memory_to_os
 from worker.engine.errors import ErrorCode, ScanFailed
 from worker.queue import context, payloads, runtime
 from worker.queue.envelope import JobRejected
@@ -46,6 +49,11 @@ REUSED = (
     "the job hash holds another enqueue now (a new job reusing the id, or RQ's requeue of "
     "this one): RQ's writes after this run leave it alone"
 )
+# Seconds a simple worker waits for its next job before it gives the memory its jobs
+# used back to the OS: long enough that a busy worker keeps reusing it (faulting the
+# detectors' 50 MB in again costs the next image about 10 ms), short enough that an idle
+# pool is small.
+IDLE_TRIM_S = 1.0
 # Running these again cannot help: the input or the job itself is the problem.
 NOT_RETRIED = frozenset(
     {ErrorCode.REFUSED_JOB, ErrorCode.INVALID_PAYLOAD, ErrorCode.DEADLINE_EXCEEDED}
@@ -71,10 +79,40 @@ class QrWorkerMixin:
         kwargs["worker_ttl"] = settings.recovery_interval + 15
         kwargs["exception_handlers"] = [record_failure]
         super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        self._settings = settings
+        self._idle_trim: IdleTrim | None = None
+
+    def work(self, *args: Any, **kwargs: Any) -> bool:
+        # RQ forks its scheduler from one worker process at the start of work(). Forked
+        # after the engine, it held a copy-on-write share of the whole warmed engine, and
+        # kept the old copy of every page the worker wrote afterwards: about 75 MB more per
+        # pool once the first job had run (issue 11). Forked first, it holds a bare worker.
+        if kwargs.get("with_scheduler") and not args:
+            formats = {k: kwargs[k] for k in ("date_format", "log_format") if k in kwargs}
+            self._start_scheduler(  # type: ignore[attr-defined]
+                kwargs.get("burst", False), kwargs.get("logging_level") or "INFO", **formats
+            )
+            kwargs["with_scheduler"] = False  # started; RQ's maintenance still restarts it
+        self.load_engine()
+        return super().work(*args, **kwargs)  # type: ignore[misc]
+
+    def load_engine(self) -> None:
+        """Build and warm the engine, before the worker registers: a registered worker is
+        a ready one. Horses inherit it."""
+        if context.get() is not None:
+            return
+        settings = self._settings
         started = time.perf_counter()
         ctx = context.build(settings, runtime.connect(settings.redis_url), self.name)
-        ctx.engine.warm_up()  # loaded and warmed before the first job; horses inherit it
+        ctx.engine.warm_up()
         context.install(ctx)
+        # Warm-up grew the detectors' arena and left freed blocks in the heap (graph
+        # optimisation): give them back before the worker waits for its first job.
+        release_memory(ctx.engine)
+        if isinstance(self, SimpleWorker):
+            # Jobs run in this process: what they leave goes back once it is idle.
+            self._idle_trim = IdleTrim(IDLE_TRIM_S, lambda: release_memory(ctx.engine))
+            self._idle_trim.start()
         log.info(
             "engine_ready",
             backend=ctx.backend,
@@ -116,12 +154,16 @@ class QrWorkerMixin:
         # would look abandoned, and a dead worker's job could only be recovered after its
         # whole timeout. A thread keeps the lease short and fresh instead.
         stop = self._heartbeat_thread(job, execution) if isinstance(self, SimpleWorker) else None
+        if self._idle_trim is not None:
+            self._idle_trim.busy()
         try:
             return super().perform_job(job, queue, execution)  # type: ignore[misc]
         finally:
             faulthandler.cancel_dump_traceback_later()
             if stop is not None:
                 stop.set()
+            if self._idle_trim is not None:
+                self._idle_trim.idle()
 
     def _heartbeat_thread(self, job: Job, execution: Any) -> threading.Event:
         stop = threading.Event()
@@ -170,6 +212,60 @@ class QrWorkerMixin:
         else:
             log.warning("job_retry", job_id=job.id, error=code, retries_left=job.retries_left)
         super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)  # type: ignore[misc]
+
+
+def release_memory(engine: Engine) -> None:
+    """Give back to the OS what the engine keeps between jobs for speed: the detectors'
+    arena (worker.engine.detector.sessions) and the C heap's free blocks."""
+    for stage in engine.stages:
+        detector = getattr(stage, "detector", None)
+        if isinstance(detector, Detector):
+            detector.release()
+    return_memory_to_os()
+
+
+class IdleTrim(threading.Thread):
+    """Calls `release` once the worker has been idle `after_s` since its last job.
+
+    Between jobs the detectors' arena and the C heap keep what a job freed, so the next
+    job reuses it without page faults; a worker that stays idle gives it back.
+    """
+
+    def __init__(self, after_s: float, release: Callable[[], None]) -> None:
+        super().__init__(name="idle-trim", daemon=True)
+        self.after_s = after_s
+        self.release = release
+        self._lock = threading.Lock()
+        self._running = 0
+        self._since: float | None = None  # when the last job ended; None: nothing to trim
+        self.trims = 0
+
+    def busy(self) -> None:
+        with self._lock:
+            self._running += 1
+
+    def idle(self) -> None:
+        with self._lock:
+            self._running -= 1
+            self._since = time.monotonic()
+
+    def run(self) -> None:
+        while True:
+            time.sleep(self.after_s / 4)
+            with self._lock:
+                due = (
+                    self._running == 0
+                    and self._since is not None
+                    and time.monotonic() - self._since >= self.after_s
+                )
+                if due:
+                    self._since = None
+            if due:
+                try:
+                    self.release()
+                except Exception as exc:  # memory is not worth a worker: say so, go on
+                    log.warning("idle_release_failed", error=repr(exc))
+                self.trims += 1
 
 
 class QrWorker(QrWorkerMixin, Worker):

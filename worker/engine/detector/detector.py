@@ -33,6 +33,10 @@ class Detector:
         """What a result names as the model that found a code, e.g. "qr-det-small/onnx"."""
         return f"qr-det-{self.size}/{self.session.backend}"
 
+    def release(self) -> None:
+        """Give the memory the model keeps between images back to the OS (call when idle)."""
+        self.session.release()
+
     def detect(self, gray: np.ndarray) -> list[geometry.Detection]:
         """Detections in `gray`'s own pixel coordinates, most confident first."""
         boxed = geometry.letterbox(gray, self.input_size)
