@@ -29,7 +29,8 @@ _GLOBAL = ReadOptions(binarizer=zxingcpp.Binarizer.GlobalHistogram)
 @dataclass(frozen=True, slots=True)
 class CropVariant:
     name: str
-    cut: Callable[[np.ndarray, Detection, float], tuple[np.ndarray, rectify.Perspective]]
+    # None: this cut finds nothing to cut (no outline in the box), and is skipped.
+    cut: Callable[[np.ndarray, Detection, float], tuple[np.ndarray, rectify.Perspective] | None]
     # None: the enhancement does not apply to this crop (no shake to undo), and the
     # decode it would feed is skipped; a list: several candidate images, tried in turn.
     prepare: Callable[[np.ndarray], np.ndarray | list[np.ndarray] | None]
@@ -42,6 +43,12 @@ def _quad(gray: np.ndarray, det: Detection, scale: float) -> tuple[np.ndarray, r
 
 def _box(gray: np.ndarray, det: Detection, scale: float) -> tuple[np.ndarray, rectify.Perspective]:
     return rectify.box_crop(gray, tuple(v * scale for v in det.box), scale)  # type: ignore[arg-type]
+
+
+def _outlined(
+    gray: np.ndarray, det: Detection, scale: float
+) -> tuple[np.ndarray, rectify.Perspective] | None:
+    return rectify.outlined(gray, tuple(v * scale for v in det.box), scale)  # type: ignore[arg-type]
 
 
 def _same(gray: np.ndarray) -> np.ndarray:
@@ -72,6 +79,10 @@ VARIANTS = (
     # A torn corner or a glare spot over a finder pattern hides the symbol from zxing's
     # locator; two surviving finders say where to redraw the third.
     CropVariant("rectified_finder", _quad, finders.restore_finder),
+    # Steep views: the detector's corners are off, the code's own outline is not.
+    CropVariant("outlined", _outlined, _same),
+    CropVariant("outlined_deshake", _outlined, enhance.deblur_shake),
+    CropVariant("outlined_defocus", _outlined, enhance.deblur_defocus),
 )
 
 
@@ -110,10 +121,17 @@ class DetectorStage:
     def _read(
         self, ctx: StageContext, page: Page, full: np.ndarray, scale: float, det: Detection
     ) -> None:
+        # Variants share their cuts: each warp is done once per detection.
+        cuts: dict[object, tuple[np.ndarray, rectify.Perspective] | None] = {}
         for variant in VARIANTS:
             if ctx.deadline.expired():
                 return
-            crop, mapping = variant.cut(full, det, scale)
+            if variant.cut not in cuts:
+                cuts[variant.cut] = variant.cut(full, det, scale)
+            cut = cuts[variant.cut]
+            if cut is None:
+                continue
+            crop, mapping = cut
             prepared = variant.prepare(crop)
             for image in [] if prepared is None else _as_list(prepared):
                 symbols = zxing_reader.read(image, mapping, variant.options)
