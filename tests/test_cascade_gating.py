@@ -19,9 +19,10 @@ from worker.engine import Engine
 from worker.engine.cascade import Findings, StageContext
 from worker.engine.deadline import Deadline
 from worker.engine.detector.detector import Detector
+from worker.engine.detector.geometry import Detection
 from worker.engine.engine import default_stages
 from worker.engine.images import document_from_array, open_document
-from worker.engine.stages import FastStage, ThoroughStage
+from worker.engine.stages import DetectorStage, FastStage, ThoroughStage
 from worker.engine.zxing_reader import Symbol
 from worker.settings import Settings
 
@@ -187,3 +188,44 @@ def test_a_rendered_invoice_is_taken_at_its_word(neural: Engine) -> None:
 def test_want_first_is_settled_by_the_first_code_on_a_photo(neural: Engine) -> None:
     result = neural.scan(corpus_sample("multi", 9, seed=7).data, want="first")
     assert result.stages_run == ["fast"] and len(result.codes) == 1
+
+
+class CountingDetector(Detector):
+    """A real detector that counts the pages it is asked to look at."""
+
+    def __init__(self, inner: Detector) -> None:
+        super().__init__(inner.size, inner.session, inner.threshold)
+        self.calls = 0
+
+    def detect(self, gray: np.ndarray) -> list[Detection]:
+        self.calls += 1
+        return super().detect(gray)
+
+
+def _engine_counting_medium() -> tuple[Engine, CountingDetector]:
+    settings = Settings(backend="onnx")
+    medium = CountingDetector(Detector.load("medium", settings))
+    stages = [
+        FastStage(look_again_at_photos=True),
+        DetectorStage(Detector.load("small", settings), cost=2.0),
+        DetectorStage(medium, cost=3.0),
+        ThoroughStage(),
+    ]
+    return Engine(settings, stages=stages), medium
+
+
+def test_the_medium_model_leaves_a_page_the_small_one_found_blank() -> None:
+    engine, medium = _engine_counting_medium()
+    result = engine.scan(corpus_sample("none", 0, seed=7).data)  # the small model sees nothing
+    assert result.codes == [] and medium.calls == 0
+    engine.scan(corpus_sample("none", 1, seed=7).data)  # it boxes a decoy: medium looks too
+    assert medium.calls == 1
+
+
+def test_the_medium_model_still_reads_what_the_small_one_saw_but_could_not_read() -> None:
+    engine, medium = _engine_counting_medium()
+    sample = corpus_sample("perspective", 6, seed=7)
+    result = engine.scan(sample.data)
+    assert medium.calls == 1
+    assert {code.data for code in result.codes} == {code.payload for code in sample.codes}
+    assert result.codes[0].stage == "detect_medium"

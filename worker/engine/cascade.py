@@ -177,6 +177,9 @@ class StageContext:
     deadline: Deadline
     want: Want
     findings: Findings
+    # For a stage that refines an earlier detector's look (the medium model after the small
+    # one): pages that look found blank, with nothing located by zxing either, are left out.
+    skip_blind_pages: bool = False
 
     def page_done(self, page: int) -> bool:
         """True when a stage should leave this page: it is satisfied, or time is up."""
@@ -189,8 +192,11 @@ class StageContext:
                 self.want, len(self.document.pages)
             ):
                 return
-            if not self.findings.page_satisfied(page.index, self.want):
-                yield page
+            if self.findings.page_satisfied(page.index, self.want):
+                continue
+            if self.skip_blind_pages and self.findings.searched_blind(page.index):
+                continue
+            yield page
 
 
 class Stage(Protocol):
