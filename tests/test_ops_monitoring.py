@@ -35,7 +35,7 @@ from PIL import Image
 from models.synth import digital_invoice
 from tests.conftest import reply_list
 from tests.services import RedisServer, ShimProcess, WorkerProcess, free_port, wait_until
-from worker.queue import producer
+from worker.queue import names, producer
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAFANA = ROOT / "ops" / "grafana"
@@ -326,6 +326,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         stack = Stack(prometheus.url, redis_server, [])
 
         client = redis_server.client()
+        # Jobs enqueued before a worker is up would wait long enough to raise the wait alerts.
+        wait_until(
+            lambda: client.scard(names.rq_queue_workers_key("qr")) == 1, 90, "the worker to start"
+        )
         reply_to = reply_list()
         for ref in [*refs, f"file://{bad}"]:
             producer.enqueue(client, {"image": ref, "reply_to": reply_to}, queue="qr")
