@@ -55,6 +55,20 @@ def qr_producer() -> Path:
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
+def test_its_own_unit_tests_pass(qr_producer: Path) -> None:
+    """RESP encoding, URLs, the JSON reader and writer, RQ timestamps, arguments."""
+    tested = subprocess.run(
+        ["cargo", "test", "--offline", "--locked", "--release", "--target-dir", str(TARGET)],
+        cwd=CRATE,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert tested.returncode == 0, tested.stdout[-4000:] + tested.stderr[-4000:]
+    assert re.search(r"test result: ok\. [1-9]\d* passed; 0 failed", tested.stdout)
+
+
 @pytest.fixture
 def run(qr_producer: Path, redis_server: RedisServer) -> Run:
     """qr-producer with REDIS_URL set to the session's Redis, as a deployment would set it."""

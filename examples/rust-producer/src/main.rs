@@ -377,8 +377,15 @@ fn run_collect(opts: &Options, group: &str) -> Result<bool, Failure> {
     // written after, are all delivered to it.
     let payloads = payloads(opts, None);
     let ids = enqueue_all(&mut conn, opts, &payloads)?;
-    let mut waiting: HashSet<String> = ids.into_iter().collect();
     let with_refs = !opts.refs.is_empty();
+    if with_refs && opts.wait == 0.0 {
+        // Enqueued only: the group will hold their results for a later collector.
+        for id in &ids {
+            println!("{}", id);
+        }
+        return Ok(true);
+    }
+    let mut waiting: HashSet<String> = ids.into_iter().collect();
     let deadline = if with_refs { Some(Instant::now() + Duration::from_secs_f64(opts.wait)) } else { None };
     let mut idle_until = opts.idle.map(|s| Instant::now() + Duration::from_secs_f64(s));
     let mut collected: u64 = 0;
