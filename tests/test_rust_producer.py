@@ -343,8 +343,11 @@ def collect_across_a_restart(
         check=True,
     )
     (job_id,) = enqueued.stdout.split()
-    read = client.xreadgroup("billing", "c3", {"qrw:results": ">"}, count=1, block=60_000)
-    assert read, "no stream entry for the job"
+    wait_until(
+        lambda: client.xreadgroup("billing", "c3", {"qrw:results": ">"}, count=1, block=1000),
+        60,
+        "c3 to read the job's entry",
+    )
     assert client.xpending("qrw:results", "billing")["pending"] == 1
     restarted = run("--consumer", "c3", "--count", "1", "--idle", "5")
     assert restarted.returncode == 0, restarted.stderr

@@ -138,7 +138,10 @@ const MAX_DEPTH: usize = 128;
 /// Parses one JSON document (RFC 8259, strict: no trailing commas, no comments).
 pub fn parse(bytes: &[u8]) -> Result<Value, String> {
     let text = std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8: {}", e))?;
-    let mut parser = Parser { text: text.as_bytes(), at: 0 };
+    let mut parser = Parser {
+        text: text.as_bytes(),
+        at: 0,
+    };
     let value = parser.value(0)?;
     parser.skip_space();
     if parser.at != parser.text.len() {
@@ -276,11 +279,16 @@ impl<'a> Parser<'a> {
             }
         }
         // The bytes are ASCII digits and signs: always valid UTF-8.
-        Ok(Value::Number(String::from_utf8_lossy(&self.text[start..self.at]).into_owned()))
+        Ok(Value::Number(
+            String::from_utf8_lossy(&self.text[start..self.at]).into_owned(),
+        ))
     }
 
     fn hex4(&mut self) -> Result<u32, String> {
-        let digits = self.text.get(self.at..self.at + 4).ok_or_else(|| self.fail("a short \\u escape"))?;
+        let digits = self
+            .text
+            .get(self.at..self.at + 4)
+            .ok_or_else(|| self.fail("a short \\u escape"))?;
         let digits = std::str::from_utf8(digits).map_err(|_| self.fail("a bad \\u escape"))?;
         let code = u32::from_str_radix(digits, 16).map_err(|_| self.fail("a bad \\u escape"))?;
         self.at += 4;
@@ -308,7 +316,9 @@ impl<'a> Parser<'a> {
                 }
                 Some(b'\\') => {
                     self.at += 1;
-                    let escape = self.peek().ok_or_else(|| self.fail("an unterminated escape"))?;
+                    let escape = self
+                        .peek()
+                        .ok_or_else(|| self.fail("an unterminated escape"))?;
                     self.at += 1;
                     match escape {
                         b'"' => out.push('"'),
@@ -358,7 +368,10 @@ mod tests {
         let value = Value::Object(vec![
             ("image".into(), Value::str("file:///a \"b\"\\c.png")),
             ("n".into(), Value::int(-5)),
-            ("list".into(), Value::Array(vec![Value::Null, Value::Bool(true)])),
+            (
+                "list".into(),
+                Value::Array(vec![Value::Null, Value::Bool(true)]),
+            ),
             ("ctl".into(), Value::str("a\nb\u{1}é")),
         ]);
         assert_eq!(
@@ -374,7 +387,10 @@ mod tests {
         let value = parse(text.as_bytes()).unwrap();
         assert_eq!(value.get("ok").and_then(Value::as_bool), Some(true));
         let code = &value.get("codes").unwrap().as_array().unwrap()[0];
-        assert_eq!(code.get("text").and_then(Value::as_str), Some("BCD\n002é 😀"));
+        assert_eq!(
+            code.get("text").and_then(Value::as_str),
+            Some("BCD\n002é 😀")
+        );
         assert_eq!(code.get("n").and_then(Value::as_f64), Some(-1500.0));
         assert_eq!(value.get("error"), Some(&Value::Null));
         assert_eq!(parse(value.to_json().as_bytes()).unwrap(), value);

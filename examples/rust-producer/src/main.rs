@@ -72,11 +72,15 @@ struct Options {
 }
 
 enum Parsed {
-    Run(Options),
+    Run(Box<Options>),
     Help,
 }
 
-fn number<T: std::str::FromStr>(flag: &str, text: &str, ok: impl Fn(&T) -> bool) -> Result<T, String> {
+fn number<T: std::str::FromStr>(
+    flag: &str,
+    text: &str,
+    ok: impl Fn(&T) -> bool,
+) -> Result<T, String> {
     text.parse::<T>()
         .ok()
         .filter(|n| ok(n))
@@ -104,13 +108,17 @@ fn parse_args(args: Vec<OsString>) -> Result<Parsed, String> {
     let mut only_refs = false;
     while let Some(arg) = args.next() {
         // References travel as JSON text: they must be Unicode (the worker refuses the rest).
-        let arg = arg.into_string().map_err(|a| format!("not valid UTF-8: {:?}", a))?;
+        let arg = arg
+            .into_string()
+            .map_err(|a| format!("not valid UTF-8: {:?}", a))?;
         if only_refs || !arg.starts_with('-') || arg == "-" {
             opts.refs.push(arg);
             continue;
         }
         let (flag, inline) = match arg.find('=') {
-            Some(at) if arg.starts_with("--") => (arg[..at].to_string(), Some(arg[at + 1..].to_string())),
+            Some(at) if arg.starts_with("--") => {
+                (arg[..at].to_string(), Some(arg[at + 1..].to_string()))
+            }
             _ => (arg.clone(), None),
         };
         let mut value = || -> Result<String, String> {
@@ -137,13 +145,23 @@ fn parse_args(args: Vec<OsString>) -> Result<Parsed, String> {
             "--consumer" => opts.consumer = Some(value()?),
             "--request-id" => opts.request_id = Some(value()?),
             "--count" => opts.count = Some(number("--count", &value()?, |n: &u64| *n > 0)?),
-            "--idle" => opts.idle = Some(number("--idle", &value()?, |s: &f64| s.is_finite() && *s > 0.0)?),
-            "--wait" => opts.wait = number("--wait", &value()?, |s: &f64| s.is_finite() && *s >= 0.0)?,
+            "--idle" => {
+                opts.idle = Some(number("--idle", &value()?, |s: &f64| {
+                    s.is_finite() && *s > 0.0
+                })?)
+            }
+            "--wait" => {
+                opts.wait = number("--wait", &value()?, |s: &f64| s.is_finite() && *s >= 0.0)?
+            }
             "--timeout" => {
-                opts.timeout = Some(number("--timeout", &value()?, |s: &u32| (1..=MAX_TIMEOUT).contains(s))?)
+                opts.timeout = Some(number("--timeout", &value()?, |s: &u32| {
+                    (1..=MAX_TIMEOUT).contains(s)
+                })?)
             }
             "--deadline-ms" => {
-                opts.deadline_ms = Some(number("--deadline-ms", &value()?, |s: &u32| (1..=600_000).contains(s))?)
+                opts.deadline_ms = Some(number("--deadline-ms", &value()?, |s: &u32| {
+                    (1..=600_000).contains(s)
+                })?)
             }
             "--want" => {
                 let want = value()?;
@@ -173,9 +191,13 @@ fn parse_args(args: Vec<OsString>) -> Result<Parsed, String> {
         return Err("--consumer needs --collect GROUP".into());
     }
     if opts.batch && opts.refs.len() > MAX_BATCH {
-        return Err(format!("a batch holds 1 to {} references, not {}", MAX_BATCH, opts.refs.len()));
+        return Err(format!(
+            "a batch holds 1 to {} references, not {}",
+            MAX_BATCH,
+            opts.refs.len()
+        ));
     }
-    Ok(Parsed::Run(opts))
+    Ok(Parsed::Run(Box::new(opts)))
 }
 
 /// What went wrong while running, and so the exit status.
@@ -191,7 +213,8 @@ impl From<resp::Error> for Failure {
 }
 
 fn connect(opts: &Options) -> Result<Connection, Failure> {
-    let url = RedisUrl::parse(&opts.redis).map_err(|e| Failure::Usage(format!("--redis: {}", e)))?;
+    let url =
+        RedisUrl::parse(&opts.redis).map_err(|e| Failure::Usage(format!("--redis: {}", e)))?;
     Ok(Connection::open(&url, Duration::from_secs(10))?)
 }
 
@@ -226,17 +249,31 @@ fn job_timeout(opts: &Options, payload: &Payload) -> u32 {
     opts.timeout.unwrap_or_else(|| {
         // A batch reads its images one after another: give each some time (docs/protocol.md:
         // "size it to the payload").
-        let per_image = if payload.batch { 30 * payload.images.len() as u32 } else { 60 };
-        per_image.max(60).min(MAX_TIMEOUT)
+        let per_image = if payload.batch {
+            30 * payload.images.len() as u32
+        } else {
+            60
+        };
+        per_image.clamp(60, MAX_TIMEOUT)
     })
 }
 
 /// Enqueues every payload; returns the job ids in order.
-fn enqueue_all(conn: &mut Connection, opts: &Options, payloads: &[Payload]) -> Result<Vec<String>, Failure> {
+fn enqueue_all(
+    conn: &mut Connection,
+    opts: &Options,
+    payloads: &[Payload],
+) -> Result<Vec<String>, Failure> {
     let mut ids = Vec::new();
     for payload in payloads {
         let job_id = protocol::new_uuid();
-        protocol::enqueue(conn, &job_id, payload, &opts.queue, job_timeout(opts, payload))?;
+        protocol::enqueue(
+            conn,
+            &job_id,
+            payload,
+            &opts.queue,
+            job_timeout(opts, payload),
+        )?;
         ids.push(job_id);
     }
     Ok(ids)
@@ -258,14 +295,20 @@ fn print_result(opts: &Options, raw: &[u8], result: &Value, entry: Option<&str>)
 
 /// Seconds left until `deadline`, or None once it passed.
 fn left(deadline: Instant) -> Option<Duration> {
-    deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())
+    deadline
+        .checked_duration_since(Instant::now())
+        .filter(|d| !d.is_zero())
 }
 
 /// Enqueue with a reply list and BLPOP it once per job (one list shared by all the jobs
 /// of this run, as docs/protocol.md suggests).
 fn run_reply(opts: &Options) -> Result<bool, Failure> {
     let mut conn = connect(opts)?;
-    let reply_to = if opts.wait > 0.0 { Some(format!("{}{}", REPLY_PREFIX, protocol::new_uuid())) } else { None };
+    let reply_to = if opts.wait > 0.0 {
+        Some(format!("{}{}", REPLY_PREFIX, protocol::new_uuid()))
+    } else {
+        None
+    };
     let payloads = payloads(opts, reply_to.as_deref());
     let ids = enqueue_all(&mut conn, opts, &payloads)?;
     let reply_to = match reply_to {
@@ -286,7 +329,7 @@ fn run_reply(opts: &Options) -> Result<bool, Failure> {
             None => break,
         };
         // BLPOP's timeout is in seconds; Redis >= 6 takes decimals, whole ones work anywhere.
-        let block = remaining.as_secs().max(1).min(30);
+        let block = remaining.as_secs().clamp(1, 30);
         conn.set_read_timeout(Duration::from_secs(block + 10))?;
         let reply = conn.command(&["BLPOP", reply_to.as_str(), block.to_string().as_str()])?;
         let raw = match reply.as_array() {
@@ -303,14 +346,21 @@ fn run_reply(opts: &Options) -> Result<bool, Failure> {
         };
         let job_id = result.get("job_id").and_then(Value::as_str).unwrap_or("");
         if !waiting.remove(job_id) {
-            eprintln!("qr-producer: a reply for a job this run did not enqueue ({:?}): skipped", job_id);
+            eprintln!(
+                "qr-producer: a reply for a job this run did not enqueue ({:?}): skipped",
+                job_id
+            );
             continue;
         }
         all_ok &= report::is_ok(&result);
         print_result(opts, &raw, &result, None);
     }
     if !waiting.is_empty() {
-        let mut missing: Vec<&str> = ids.iter().map(String::as_str).filter(|id| waiting.contains(id)).collect();
+        let mut missing: Vec<&str> = ids
+            .iter()
+            .map(String::as_str)
+            .filter(|id| waiting.contains(id))
+            .collect();
         missing.truncate(10);
         eprintln!(
             "qr-producer: {} job(s) gave no result within {} s: {}",
@@ -335,8 +385,10 @@ fn default_consumer() -> String {
 }
 
 /// One stream entry: its id and its fields (`job_id`, `ok`, `result`, maybe `reply_error`);
-/// None for the fields of an entry trimmed off the stream while pending.
-fn entries(reply: &Reply) -> Vec<(String, Option<Vec<(String, Vec<u8>)>>)> {
+/// no fields for an entry trimmed off the stream while it was pending.
+type Entry = (String, Option<Vec<(String, Vec<u8>)>>);
+
+fn entries(reply: &Reply) -> Vec<Entry> {
     let mut out = Vec::new();
     // [[stream, [[id, [field, value, ...]], ...]], ...]
     for stream in reply.as_array().unwrap_or(&[]) {
@@ -369,7 +421,10 @@ fn run_collect(opts: &Options, group: &str) -> Result<bool, Failure> {
     let mut conn = connect(opts)?;
     let consumer = opts.consumer.clone().unwrap_or_else(default_consumer);
     match conn.command(&["XGROUP", "CREATE", RESULTS_STREAM, group, "$", "MKSTREAM"]) {
-        Ok(_) => eprintln!("qr-producer: created consumer group {} on {}", group, RESULTS_STREAM),
+        Ok(_) => eprintln!(
+            "qr-producer: created consumer group {} on {}",
+            group, RESULTS_STREAM
+        ),
         Err(resp::Error::Server(message)) if message.starts_with("BUSYGROUP") => {}
         Err(err) => return Err(err.into()),
     }
@@ -386,8 +441,14 @@ fn run_collect(opts: &Options, group: &str) -> Result<bool, Failure> {
         return Ok(true);
     }
     let mut waiting: HashSet<String> = ids.into_iter().collect();
-    let deadline = if with_refs { Some(Instant::now() + Duration::from_secs_f64(opts.wait)) } else { None };
-    let mut idle_until = opts.idle.map(|s| Instant::now() + Duration::from_secs_f64(s));
+    let deadline = if with_refs {
+        Some(Instant::now() + Duration::from_secs_f64(opts.wait))
+    } else {
+        None
+    };
+    let mut idle_until = opts
+        .idle
+        .map(|s| Instant::now() + Duration::from_secs_f64(s));
     let mut collected: u64 = 0;
     let mut all_ok = true;
     // "0" reads this consumer's pending entries (its history), ">" new ones.
@@ -410,18 +471,37 @@ fn run_collect(opts: &Options, group: &str) -> Result<bool, Failure> {
                 None => break,
             },
         };
-        let count = opts.count.map_or(100, |n| (n - collected).min(100)).to_string();
+        let count = opts
+            .count
+            .map_or(100, |n| (n - collected).min(100))
+            .to_string();
         let reply = match &pending_from {
             Some(from) => conn.command(&[
-                "XREADGROUP", "GROUP", group, consumer.as_str(), "COUNT", count.as_str(), "STREAMS",
-                RESULTS_STREAM, from.as_str(),
+                "XREADGROUP",
+                "GROUP",
+                group,
+                consumer.as_str(),
+                "COUNT",
+                count.as_str(),
+                "STREAMS",
+                RESULTS_STREAM,
+                from.as_str(),
             ])?,
             None => {
                 let ms = block.as_millis().max(1).to_string();
                 conn.set_read_timeout(block + Duration::from_secs(10))?;
                 conn.command(&[
-                    "XREADGROUP", "GROUP", group, consumer.as_str(), "COUNT", count.as_str(), "BLOCK",
-                    ms.as_str(), "STREAMS", RESULTS_STREAM, ">",
+                    "XREADGROUP",
+                    "GROUP",
+                    group,
+                    consumer.as_str(),
+                    "COUNT",
+                    count.as_str(),
+                    "BLOCK",
+                    ms.as_str(),
+                    "STREAMS",
+                    RESULTS_STREAM,
+                    ">",
                 ])?
             }
         };
@@ -440,11 +520,18 @@ fn run_collect(opts: &Options, group: &str) -> Result<bool, Failure> {
             let fields = match fields {
                 Some(fields) => fields,
                 None => {
-                    eprintln!("qr-producer: entry {} was trimmed off the stream before it was acked", id);
+                    eprintln!(
+                        "qr-producer: entry {} was trimmed off the stream before it was acked",
+                        id
+                    );
                     continue;
                 }
             };
-            let raw = fields.iter().find(|(k, _)| k == "result").map(|(_, v)| v.as_slice()).unwrap_or(b"");
+            let raw = fields
+                .iter()
+                .find(|(k, _)| k == "result")
+                .map(|(_, v)| v.as_slice())
+                .unwrap_or(b"");
             match json::parse(raw) {
                 Ok(result) => {
                     let job_id = result.get("job_id").and_then(Value::as_str).unwrap_or("");
@@ -463,19 +550,28 @@ fn run_collect(opts: &Options, group: &str) -> Result<bool, Failure> {
         let mut xack: Vec<&str> = vec!["XACK", RESULTS_STREAM, group];
         xack.extend(acked.iter().map(String::as_str));
         conn.command(&xack)?;
-        idle_until = opts.idle.map(|s| Instant::now() + Duration::from_secs_f64(s));
+        idle_until = opts
+            .idle
+            .map(|s| Instant::now() + Duration::from_secs_f64(s));
     }
     eprintln!(
         "qr-producer: collected {} result(s) from {} as {}/{}",
         collected, RESULTS_STREAM, group, consumer
     );
     if with_refs && !waiting.is_empty() {
-        eprintln!("qr-producer: {} job(s) gave no result within {} s", waiting.len(), opts.wait);
+        eprintln!(
+            "qr-producer: {} job(s) gave no result within {} s",
+            waiting.len(),
+            opts.wait
+        );
         return Ok(false);
     }
     if let Some(n) = opts.count {
         if collected < n {
-            eprintln!("qr-producer: {} of {} result(s) came before --idle ran out", collected, n);
+            eprintln!(
+                "qr-producer: {} of {} result(s) came before --idle ran out",
+                collected, n
+            );
             return Ok(false);
         }
     }
@@ -484,7 +580,7 @@ fn run_collect(opts: &Options, group: &str) -> Result<bool, Failure> {
 
 fn main() -> ExitCode {
     let opts = match parse_args(env::args_os().skip(1).collect()) {
-        Ok(Parsed::Run(opts)) => opts,
+        Ok(Parsed::Run(opts)) => *opts,
         Ok(Parsed::Help) => {
             println!("{}", USAGE);
             return ExitCode::SUCCESS;
@@ -518,14 +614,23 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Options, String> {
         match parse_args(args.iter().map(OsString::from).collect())? {
-            Parsed::Run(opts) => Ok(opts),
+            Parsed::Run(opts) => Ok(*opts),
             Parsed::Help => Err("help".into()),
         }
     }
 
     #[test]
     fn options_and_refs() {
-        let opts = parse(&["--queue=q2", "--batch", "s3://b/1", "--timeout", "90", "--", "-odd"]).unwrap();
+        let opts = parse(&[
+            "--queue=q2",
+            "--batch",
+            "s3://b/1",
+            "--timeout",
+            "90",
+            "--",
+            "-odd",
+        ])
+        .unwrap();
         assert_eq!(opts.queue, "q2");
         assert!(opts.batch);
         assert_eq!(opts.timeout, Some(90));
@@ -536,10 +641,14 @@ mod tests {
     fn usage_errors() {
         assert!(parse(&[]).unwrap_err().contains("no REF"));
         assert!(parse(&["--bogus", "x"]).unwrap_err().contains("unknown"));
-        assert!(parse(&["--timeout", "1.5", "x"]).unwrap_err().contains("--timeout"));
+        assert!(parse(&["--timeout", "1.5", "x"])
+            .unwrap_err()
+            .contains("--timeout"));
         assert!(parse(&["--timeout", "3601", "x"]).is_err());
         assert!(parse(&["--want", "some", "x"]).is_err());
-        assert!(parse(&["--count", "3", "x"]).unwrap_err().contains("--count"));
+        assert!(parse(&["--count", "3", "x"])
+            .unwrap_err()
+            .contains("--count"));
         assert!(parse(&["--queue"]).unwrap_err().contains("needs a value"));
         let many: Vec<String> = (0..101).map(|i| format!("s3://b/{}", i)).collect();
         let mut args = vec!["--batch"];

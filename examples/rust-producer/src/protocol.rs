@@ -48,7 +48,14 @@ pub fn new_uuid() -> String {
     bytes[6] = (bytes[6] & 0x0f) | 0x40; // version 4
     bytes[8] = (bytes[8] & 0x3f) | 0x80; // RFC 4122 variant
     let hex: String = bytes.iter().map(|b| format!("{:02x}", b)).collect();
-    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
 }
 
 fn now_micros() -> i64 {
@@ -146,7 +153,12 @@ pub fn job_data(payload: &Payload) -> String {
 }
 
 /// The fields of `rq:job:<job_id>`, in the order docs/protocol.md lists them.
-pub fn job_hash(payload: &Payload, queue: &str, timeout: u32, now: &str) -> Vec<(&'static str, String)> {
+pub fn job_hash(
+    payload: &Payload,
+    queue: &str,
+    timeout: u32,
+    now: &str,
+) -> Vec<(&'static str, String)> {
     vec![
         ("data", job_data(payload)),
         ("origin", queue.to_string()),
@@ -177,8 +189,16 @@ pub fn enqueue(
     let commands = vec![
         vec![b"MULTI".to_vec()],
         hset,
-        vec![b"RPUSH".to_vec(), queue_key.clone().into_bytes(), job_id.as_bytes().to_vec()],
-        vec![b"SADD".to_vec(), RQ_QUEUES.as_bytes().to_vec(), queue_key.into_bytes()],
+        vec![
+            b"RPUSH".to_vec(),
+            queue_key.clone().into_bytes(),
+            job_id.as_bytes().to_vec(),
+        ],
+        vec![
+            b"SADD".to_vec(),
+            RQ_QUEUES.as_bytes().to_vec(),
+            queue_key.into_bytes(),
+        ],
         vec![b"EXEC".to_vec()],
     ];
     let replies = conn.pipeline(&commands)?;
@@ -211,9 +231,15 @@ mod tests {
     fn timestamps_are_rq_format_in_utc() {
         assert_eq!(rq_timestamp(0), "1970-01-01T00:00:00.000000Z");
         // 2026-11-27T18:00:00.123456Z
-        assert_eq!(rq_timestamp(1_795_802_400_123_456), "2026-11-27T18:00:00.123456Z");
+        assert_eq!(
+            rq_timestamp(1_795_802_400_123_456),
+            "2026-11-27T18:00:00.123456Z"
+        );
         // A leap day, and the turn of a century that is a leap year.
-        assert_eq!(rq_timestamp(951_782_400_000_001), "2000-02-29T00:00:00.000001Z");
+        assert_eq!(
+            rq_timestamp(951_782_400_000_001),
+            "2000-02-29T00:00:00.000001Z"
+        );
     }
 
     #[test]
@@ -237,7 +263,14 @@ mod tests {
             job_data(&payload),
             r#"["jobs.scan",null,[{"image":"file:///r/a.png","request_id":"inv-1","reply_to":"qrw:reply:x"}],{}]"#
         );
-        let batch = Payload { images: vec!["s3://b/1".into()], batch: true, ..Payload::default() };
-        assert_eq!(job_data(&batch), r#"["jobs.scan",null,[{"images":["s3://b/1"]}],{}]"#);
+        let batch = Payload {
+            images: vec!["s3://b/1".into()],
+            batch: true,
+            ..Payload::default()
+        };
+        assert_eq!(
+            job_data(&batch),
+            r#"["jobs.scan",null,[{"images":["s3://b/1"]}],{}]"#
+        );
     }
 }

@@ -16,7 +16,9 @@ const TEXT_SHOWN: usize = 60;
 /// A value in a `key=value` pair: bare when it is plain, else JSON-quoted.
 fn shown(text: &str) -> String {
     let plain = !text.is_empty()
-        && text.chars().all(|c| c.is_ascii_graphic() && c != '"' && c != '\\' && c != '=');
+        && text
+            .chars()
+            .all(|c| c.is_ascii_graphic() && c != '"' && c != '\\' && c != '=');
     if plain {
         text.to_string()
     } else {
@@ -29,7 +31,10 @@ fn field<'a>(value: &'a Value, key: &str) -> Option<&'a str> {
 }
 
 fn error_code(value: &Value) -> Option<&str> {
-    value.get("error").and_then(|e| e.get("code")).and_then(Value::as_str)
+    value
+        .get("error")
+        .and_then(|e| e.get("code"))
+        .and_then(Value::as_str)
 }
 
 /// `epc.sct`, or `epc.sct!iban+total` when checks failed (the read stands either way).
@@ -50,7 +55,11 @@ fn scheme(payload: Option<&Value>) -> String {
         .filter(|check| field(check, "outcome") == Some("failed"))
         .filter_map(|check| field(check, "name"))
         .collect();
-    if payload.get("problems").and_then(Value::as_array).map_or(false, |p| !p.is_empty()) {
+    if payload
+        .get("problems")
+        .and_then(Value::as_array)
+        .map_or(false, |p| !p.is_empty())
+    {
         failed.push("problems");
     }
     format!("{}!{}", name, failed.join("+"))
@@ -61,7 +70,10 @@ fn code_text(code: &Value) -> String {
         // Binary payloads are exact only in bytes_b64: show their size.
         let b64 = field(code, "bytes_b64").unwrap_or("");
         let padding = b64.bytes().rev().take_while(|b| *b == b'=').count();
-        return format!("<binary,{}bytes>", (b64.len() / 4 * 3).saturating_sub(padding));
+        return format!(
+            "<binary,{}bytes>",
+            (b64.len() / 4 * 3).saturating_sub(padding)
+        );
     }
     let text = field(code, "text").unwrap_or("");
     let cut: String = text.chars().take(TEXT_SHOWN).collect();
@@ -115,7 +127,11 @@ fn item_lines(item: &Value, indent: &str, out: &mut Vec<String>) {
             let mut stages: Vec<&str> = codes.iter().filter_map(|c| field(c, "stage")).collect();
             stages.sort_unstable();
             stages.dedup();
-            let stages = if stages.is_empty() { "-".to_string() } else { stages.join(",") };
+            let stages = if stages.is_empty() {
+                "-".to_string()
+            } else {
+                stages.join(",")
+            };
             line += &format!(" codes={} stages={}", codes.len(), stages);
         }
     }
@@ -126,7 +142,9 @@ fn item_lines(item: &Value, indent: &str, out: &mut Vec<String>) {
             indent,
             shown(field(code, "stage").unwrap_or("?")),
             shown(field(code, "format").unwrap_or("?")),
-            code.get("page").and_then(Value::as_f64).map_or("?".to_string(), |p| p.to_string()),
+            code.get("page")
+                .and_then(Value::as_f64)
+                .map_or("?".to_string(), |p| p.to_string()),
             shown(&scheme(code.get("payload"))),
             code_text(code),
         ));
@@ -140,7 +158,11 @@ fn item_lines(item: &Value, indent: &str, out: &mut Vec<String>) {
 /// when it was collected from `qrw:results`.
 pub fn lines(result: &Value, entry: Option<&str>) -> Vec<String> {
     let ok = result.get("ok").and_then(Value::as_bool).unwrap_or(false);
-    let mut head = format!("job={} ok={}", shown(field(result, "job_id").unwrap_or("?")), ok);
+    let mut head = format!(
+        "job={} ok={}",
+        shown(field(result, "job_id").unwrap_or("?")),
+        ok
+    );
     if let Some(code) = error_code(result) {
         head += &format!(" error={}", shown(code));
     }
@@ -155,7 +177,11 @@ pub fn lines(result: &Value, entry: Option<&str>) -> Vec<String> {
             head += &format!(" {}={}", key, shown(text));
         }
     }
-    if let Some(reply_error) = result.get("reply_error").and_then(|e| e.get("code")).and_then(Value::as_str) {
+    if let Some(reply_error) = result
+        .get("reply_error")
+        .and_then(|e| e.get("code"))
+        .and_then(Value::as_str)
+    {
         head += &format!(" reply_error={}", shown(reply_error));
     }
     let mut out = vec![head];
@@ -170,7 +196,11 @@ pub fn lines(result: &Value, entry: Option<&str>) -> Vec<String> {
             }
             // A batch refused before any image was read has no items: say why.
             if items.is_empty() {
-                if let Some(message) = result.get("error").and_then(|e| e.get("message")).and_then(Value::as_str) {
+                if let Some(message) = result
+                    .get("error")
+                    .and_then(|e| e.get("message"))
+                    .and_then(Value::as_str)
+                {
                     out.push(format!("  message={}", quote(message)));
                 }
             }

@@ -31,7 +31,8 @@ impl Reply {
 
     /// Text of a bulk or simple string; bytes that are not UTF-8 are replaced (U+FFFD).
     pub fn to_text(&self) -> Option<String> {
-        self.as_bytes().map(|b| String::from_utf8_lossy(b).into_owned())
+        self.as_bytes()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
     }
 
     pub fn as_array(&self) -> Option<&[Reply]> {
@@ -133,7 +134,11 @@ impl RedisUrl {
                 None => (hostport.to_string(), None),
             }
         };
-        let host = if host.is_empty() { "127.0.0.1".to_string() } else { host };
+        let host = if host.is_empty() {
+            "127.0.0.1".to_string()
+        } else {
+            host
+        };
         let port = match port {
             None => 6379,
             Some(text) => text
@@ -144,9 +149,17 @@ impl RedisUrl {
         };
         let db = match path {
             "" => 0,
-            text => text.parse::<u32>().map_err(|_| format!("not a database number: {:?}", text))?,
+            text => text
+                .parse::<u32>()
+                .map_err(|_| format!("not a database number: {:?}", text))?,
         };
-        Ok(RedisUrl { host, port, db, username, password })
+        Ok(RedisUrl {
+            host,
+            port,
+            db,
+            username,
+            password,
+        })
     }
 }
 
@@ -156,7 +169,9 @@ fn percent_decode(text: &str) -> Result<String, String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = text.get(i + 1..i + 3).ok_or("a truncated %-escape in the URL")?;
+            let hex = text
+                .get(i + 1..i + 3)
+                .ok_or("a truncated %-escape in the URL")?;
             out.push(u8::from_str_radix(hex, 16).map_err(|_| "a bad %-escape in the URL")?);
             i += 3;
         } else {
@@ -215,7 +230,10 @@ impl Connection {
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
-        let mut conn = Connection { reader: BufReader::new(stream.try_clone()?), writer: stream };
+        let mut conn = Connection {
+            reader: BufReader::new(stream.try_clone()?),
+            writer: stream,
+        };
         match (&url.username, &url.password) {
             (Some(user), Some(pass)) => {
                 conn.command(&["AUTH", user.as_str(), pass.as_str()])?;
@@ -259,7 +277,9 @@ impl Connection {
 
     fn read_line(&mut self) -> Result<Vec<u8>, Error> {
         let mut line = Vec::new();
-        (&mut self.reader).take(MAX_LINE as u64).read_until(b'\n', &mut line)?;
+        (&mut self.reader)
+            .take(MAX_LINE as u64)
+            .read_until(b'\n', &mut line)?;
         if line.is_empty() {
             return Err(Error::Io(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -278,13 +298,17 @@ impl Connection {
             return Err(Error::Protocol("replies nested too deep".into()));
         }
         let line = self.read_line()?;
-        let (kind, body) = line.split_first().ok_or_else(|| Error::Protocol("an empty line".into()))?;
+        let (kind, body) = line
+            .split_first()
+            .ok_or_else(|| Error::Protocol("an empty line".into()))?;
         let text = || String::from_utf8_lossy(body).into_owned();
         let length = |body: &[u8]| -> Result<i64, Error> {
             std::str::from_utf8(body)
                 .ok()
                 .and_then(|t| t.parse::<i64>().ok())
-                .ok_or_else(|| Error::Protocol(format!("not a length: {:?}", String::from_utf8_lossy(body))))
+                .ok_or_else(|| {
+                    Error::Protocol(format!("not a length: {:?}", String::from_utf8_lossy(body)))
+                })
         };
         match kind {
             b'+' => Ok(Reply::Simple(text())),
@@ -338,26 +362,44 @@ mod tests {
         let url = RedisUrl::parse("redis://:s%40cret@cache.internal:6380/2").unwrap();
         assert_eq!(url.host, "cache.internal");
         assert_eq!((url.port, url.db), (6380, 2));
-        assert_eq!((url.username, url.password.as_deref()), (None, Some("s@cret")));
+        assert_eq!(
+            (url.username, url.password.as_deref()),
+            (None, Some("s@cret"))
+        );
         let url = RedisUrl::parse("redis://billing:pw@[::1]").unwrap();
         assert_eq!((url.host.as_str(), url.port, url.db), ("::1", 6379, 0));
         assert_eq!(url.username.as_deref(), Some("billing"));
         let url = RedisUrl::parse("redis://localhost").unwrap();
-        assert_eq!((url.host.as_str(), url.port, url.password), ("localhost", 6379, None));
+        assert_eq!(
+            (url.host.as_str(), url.port, url.password),
+            ("localhost", 6379, None)
+        );
     }
 
     #[test]
     fn bad_urls_say_why() {
-        assert!(RedisUrl::parse("http://x").unwrap_err().contains("redis://"));
+        assert!(RedisUrl::parse("http://x")
+            .unwrap_err()
+            .contains("redis://"));
         assert!(RedisUrl::parse("rediss://x").unwrap_err().contains("TLS"));
         assert!(RedisUrl::parse("redis://x:0").unwrap_err().contains("port"));
-        assert!(RedisUrl::parse("redis://x:6379/a").unwrap_err().contains("database"));
-        assert!(RedisUrl::parse("redis://x?db=1").unwrap_err().contains("query"));
+        assert!(RedisUrl::parse("redis://x:6379/a")
+            .unwrap_err()
+            .contains("database"));
+        assert!(RedisUrl::parse("redis://x?db=1")
+            .unwrap_err()
+            .contains("query"));
     }
 
     #[test]
     fn commands_are_arrays_of_bulk_strings() {
-        assert_eq!(encode(&["GET", "k"]), b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n".to_vec());
-        assert_eq!(encode(&[b"a\r\n".to_vec()]), b"*1\r\n$3\r\na\r\n\r\n".to_vec());
+        assert_eq!(
+            encode(&["GET", "k"]),
+            b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n".to_vec()
+        );
+        assert_eq!(
+            encode(&[b"a\r\n".to_vec()]),
+            b"*1\r\n$3\r\na\r\n\r\n".to_vec()
+        );
     }
 }
