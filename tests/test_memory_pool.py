@@ -74,7 +74,7 @@ def test_a_warmed_pool_reads_every_code_before_and_after_its_workers_release_mem
     assert first == expected
 
     # Idle long enough for every worker to give its arena back; then the same again.
-    time.sleep(IDLE_TRIM_S * 3)
+    time.sleep(IDLE_TRIM_S + 2)
     again = {name: scan(redis_server, queue, file_root / name) for name in samples}
     assert again == expected
     assert pool.process.poll() is None

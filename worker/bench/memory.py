@@ -46,6 +46,7 @@ from worker.bench.hostile import QUEUE, Pool, children
 from worker.bench.report import machine_line, write_section
 from worker.queue import names, producer
 from worker.queue.local_redis import free_port, local_redis
+from worker.queue.rq_worker import IDLE_TRIM_S
 
 COMMAND = "python -m worker.bench.memory"
 MIB = 1024.0
@@ -401,7 +402,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--in-flight", type=int, default=4)
     parser.add_argument("--settle", type=float, default=1.0, help="seconds after ready")
     parser.add_argument(
-        "--settle-after", type=float, default=3.0, help="seconds after the corpus, then read"
+        "--settle-after",
+        type=float,
+        default=IDLE_TRIM_S + 2,
+        help="seconds after the corpus (past the workers' idle release), then read",
     )
     parser.add_argument(
         "--env", action="append", default=[], help="KEY=VALUE for the pools (a variant)"

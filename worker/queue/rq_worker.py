@@ -51,9 +51,9 @@ REUSED = (
 )
 # Seconds a simple worker waits for its next job before it gives the memory its jobs
 # used back to the OS: long enough that a busy worker keeps reusing it (faulting the
-# detectors' 50 MB in again costs the next image about 10 ms), short enough that an idle
-# pool is small.
-IDLE_TRIM_S = 1.0
+# detectors' 45 MB in again costs the next page that runs both about 20 ms of CPU, half
+# as much again), short enough that an idle pool is small.
+IDLE_TRIM_S = 5.0
 # Running these again cannot help: the input or the job itself is the problem.
 NOT_RETRIED = frozenset(
     {ErrorCode.REFUSED_JOB, ErrorCode.INVALID_PAYLOAD, ErrorCode.DEADLINE_EXCEEDED}
