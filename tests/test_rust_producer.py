@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import redis
 
 from models.synth import digital_invoice
 from tests.services import RedisServer, WorkerProcess, free_port, wait_until
@@ -191,6 +192,67 @@ def test_the_job_hash_is_the_one_docs_protocol_md_describes(
     assert set(client.hgetall(f"rq:job:{python_id}")) == {k.encode() for k in job}
     client.delete(f"rq:queue:{queue}", f"rq:job:{job_id}", f"rq:job:{python_id}")
     client.srem("rq:queues", f"rq:queue:{queue}")
+
+
+def test_a_reference_travels_as_exact_json_text(run: Run, redis_server: RedisServer) -> None:
+    queue = f"rust-idle-{uuid.uuid4().hex[:8]}"
+    odd = 's3://invoices/"quoted"\\back\nnew\tline é 請求書 😀\x7f.png'
+
+    done = run("--queue", queue, "--wait", "0", "--request-id", 'inv "7"', odd)
+
+    assert done.returncode == 0, done.stderr
+    (job_id,) = done.stdout.split()
+    client = redis_server.client()
+    (payload,) = json.loads(client.hget(f"rq:job:{job_id}", "data"))[2]
+    assert (payload["image"], payload["request_id"]) == (odd, 'inv "7"')
+    client.delete(f"rq:queue:{queue}", f"rq:job:{job_id}")
+
+
+def test_a_password_and_a_database_in_the_url_are_used(qr_producer: Path, tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "redis")
+    try:
+        server.client().config_set("requirepass", "s3cr@t")  # after start: its ping has none
+        base = f"redis://:s3cr%40t@127.0.0.1:{server.port}"
+        done = subprocess.run(
+            [str(qr_producer), "--redis", f"{base}/3", "--wait", "0", "s3://invoices/a.jpg"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        (job_id,) = done.stdout.split()
+        db3 = redis.Redis(port=server.port, password="s3cr@t", db=3)
+        assert db3.lrange("rq:queue:qr", 0, -1) == [job_id.encode()]
+        refused = subprocess.run(
+            [str(qr_producer), "--redis", f"redis://:wrong@127.0.0.1:{server.port}", "x"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert refused.returncode == 1
+        assert "WRONGPASS" in refused.stderr or "invalid password" in refused.stderr
+    finally:
+        server.stop()
+
+
+def test_a_command_refused_inside_the_transaction_is_reported(
+    run: Run, redis_server: RedisServer
+) -> None:
+    queue = f"rust-broken-{uuid.uuid4().hex[:8]}"
+    client = redis_server.client()
+    client.set(f"rq:queue:{queue}", "not a list")  # RPUSH then fails inside EXEC
+    jobs_before = set(client.scan_iter("rq:job:*"))
+
+    done = run("--queue", queue, "--wait", "5", "s3://invoices/a.jpg")
+
+    assert done.returncode == 1
+    assert "WRONGTYPE" in done.stderr
+    assert "the job was not queued" in done.stderr
+    # Redis ran the HSET before the RPUSH failed (no rollback): the producer took it back.
+    assert not [key for key in client.scan_iter("rq:job:*") if key not in jobs_before]
+    client.delete(f"rq:queue:{queue}")
 
 
 def test_a_batch_is_one_job_with_one_line_per_image(

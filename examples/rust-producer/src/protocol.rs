@@ -209,17 +209,35 @@ pub fn enqueue(
             return Err(Error::Server(message.clone()));
         }
     }
-    match replies.last() {
-        Some(Reply::Array(results)) => {
-            for result in results {
-                if let Reply::Error(message) = result {
-                    return Err(Error::Server(message.clone()));
-                }
-            }
+    let results = match replies.last() {
+        Some(Reply::Array(results)) if results.len() == 3 => results,
+        Some(Reply::Error(message)) => return Err(Error::Server(message.clone())),
+        other => return Err(Error::Protocol(format!("EXEC answered {:?}", other))),
+    };
+    // Redis runs the rest of a transaction when one command fails (no rollback): what
+    // happened depends on which one.
+    match (&results[0], &results[1], &results[2]) {
+        (_, Reply::Error(message), _) => {
+            // Not queued, so no worker will ever read the hash: take it back.
+            let _ = conn.command(&["DEL", rq_job_key(job_id).as_str()]);
+            Err(Error::Server(format!(
+                "{} (the job was not queued)",
+                message
+            )))
+        }
+        (Reply::Error(message), _, _) => {
+            // Queued without its hash: a worker answers it with invalid_payload.
+            Err(Error::Server(format!(
+                "{} (the job hash was not written)",
+                message
+            )))
+        }
+        (_, _, Reply::Error(message)) => {
+            // rq:queues only makes the queue visible to RQ's tools: the job is queued.
+            eprintln!("qr-producer: SADD {} failed: {}", RQ_QUEUES, message);
             Ok(())
         }
-        Some(Reply::Error(message)) => Err(Error::Server(message.clone())),
-        other => Err(Error::Protocol(format!("EXEC answered {:?}", other))),
+        _ => Ok(()),
     }
 }
 
