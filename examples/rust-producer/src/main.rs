@@ -53,6 +53,9 @@ options:
 exit status: 0 every result ok, 1 a job failed or gave no result in time (or Redis failed),
 2 usage error";
 
+/// The longest --wait or --idle: a year (longer would overflow a deadline).
+const MAX_SECONDS: f64 = 365.0 * 86_400.0;
+
 #[derive(Debug)]
 struct Options {
     redis: String,
@@ -147,11 +150,13 @@ fn parse_args(args: Vec<OsString>) -> Result<Parsed, String> {
             "--count" => opts.count = Some(number("--count", &value()?, |n: &u64| *n > 0)?),
             "--idle" => {
                 opts.idle = Some(number("--idle", &value()?, |s: &f64| {
-                    s.is_finite() && *s > 0.0
+                    *s > 0.0 && *s <= MAX_SECONDS
                 })?)
             }
             "--wait" => {
-                opts.wait = number("--wait", &value()?, |s: &f64| s.is_finite() && *s >= 0.0)?
+                opts.wait = number("--wait", &value()?, |s: &f64| {
+                    *s >= 0.0 && *s <= MAX_SECONDS
+                })?
             }
             "--timeout" => {
                 opts.timeout = Some(number("--timeout", &value()?, |s: &u32| {
@@ -264,16 +269,21 @@ fn enqueue_all(
     opts: &Options,
     payloads: &[Payload],
 ) -> Result<Vec<String>, Failure> {
-    let mut ids = Vec::new();
+    let mut ids: Vec<String> = Vec::new();
     for payload in payloads {
         let job_id = protocol::new_uuid();
-        protocol::enqueue(
-            conn,
-            &job_id,
-            payload,
-            &opts.queue,
-            job_timeout(opts, payload),
-        )?;
+        let timeout = job_timeout(opts, payload);
+        if let Err(err) = protocol::enqueue(conn, &job_id, payload, &opts.queue, timeout) {
+            if !ids.is_empty() {
+                // Those run and get results: say which, so nobody enqueues them twice.
+                eprintln!(
+                    "qr-producer: {} job(s) were queued before the failure: {}",
+                    ids.len(),
+                    ids.join(" ")
+                );
+            }
+            return Err(err.into());
+        }
         ids.push(job_id);
     }
     Ok(ids)
@@ -650,6 +660,11 @@ mod tests {
             .unwrap_err()
             .contains("--count"));
         assert!(parse(&["--queue"]).unwrap_err().contains("needs a value"));
+        assert!(parse(&["--wait", "1e300", "x"])
+            .unwrap_err()
+            .contains("--wait"));
+        assert!(parse(&["--wait", "NaN", "x"]).is_err());
+        assert!(parse(&["--collect", "g", "--idle", "inf"]).is_err());
         let many: Vec<String> = (0..101).map(|i| format!("s3://b/{}", i)).collect();
         let mut args = vec!["--batch"];
         args.extend(many.iter().map(String::as_str));
