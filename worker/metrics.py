@@ -9,7 +9,9 @@ gauges read from Redis at scrape time, on one port (QRW_METRICS_PORT).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import (
@@ -103,22 +105,136 @@ class QueueCollector(Collector):
             "qrw_queue_failed", "Jobs in RQ's failed registry.", labels=["queue"]
         )
         workers = GaugeMetricFamily("qrw_workers", "RQ workers registered in Redis.")
+        oldest = GaugeMetricFamily(
+            "qrw_queue_oldest_seconds",
+            "Age of the job at the head of the queue (the longest waiting), 0 when empty.",
+            labels=["queue"],
+        )
         try:
             with self.connection.pipeline(transaction=False) as pipe:
                 for queue in self.queues:
                     pipe.llen(names.rq_queue_key(queue))
                     pipe.zcard(names.rq_started_key(queue))
                     pipe.zcard(names.rq_failed_key(queue))
+                    pipe.lindex(names.rq_queue_key(queue), 0)
                 pipe.scard(names.RQ_WORKERS)
                 values = pipe.execute()
+            heads = [values[4 * index + 3] for index in range(len(self.queues))]
+            with self.connection.pipeline(transaction=False) as pipe:
+                for head in heads:
+                    if head:
+                        pipe.hget(names.rq_job_key(_text(head)), "enqueued_at")
+                    else:
+                        pipe.echo(b"")  # an empty queue: keeps the answers in queue order
+                enqueued = pipe.execute()
         except Exception:  # Redis away: the scrape still answers, without these gauges
             return
+        now = datetime.now(UTC)
         for index, queue in enumerate(self.queues):
-            depth.add_metric([queue], values[3 * index])
-            started.add_metric([queue], values[3 * index + 1])
-            failed.add_metric([queue], values[3 * index + 2])
+            depth.add_metric([queue], values[4 * index])
+            started.add_metric([queue], values[4 * index + 1])
+            failed.add_metric([queue], values[4 * index + 2])
+            oldest.add_metric([queue], _age_s(enqueued[index], now))
         workers.add_metric([], values[-1])
-        yield from (depth, started, failed, workers)
+        yield from (depth, started, failed, workers, oldest)
+
+
+def _age_s(enqueued_at: bytes | None, now: datetime) -> float:
+    """Seconds since an RQ timestamp; 0 for none (an empty queue, or a head job whose hash
+    is gone or unreadable: a producer's mistake shows in its result, not here)."""
+    if not enqueued_at:
+        return 0.0
+    try:
+        moment = datetime.strptime(_text(enqueued_at), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    except ValueError:
+        return 0.0
+    return max(0.0, (now - moment).total_seconds())
+
+
+class PoolMemoryCollector(Collector):
+    """Memory of the pool's processes, read from /proc per scrape: the supervisor (the
+    process serving the metrics), its worker processes and their job processes, summed by
+    role. prometheus-client's multiprocess mode exports no process metrics, and RSS alone
+    double-counts the pages forked workers share with the supervisor: PSS is what the pool
+    costs the machine (and what its pod's memory limit sees, near enough)."""
+
+    ROLES = ("supervisor", "worker", "job")
+
+    def __init__(self, pid: int | None = None) -> None:
+        self.pid = pid or os.getpid()
+
+    def collect(self) -> Iterator[Metric]:
+        memory = GaugeMetricFamily(
+            "qrw_pool_memory_bytes",
+            "Memory of the pool's processes by role, summed: kind='pss' (proportional set "
+            "size: shared pages split between their users) or 'rss' (resident set).",
+            labels=["role", "kind"],
+        )
+        processes = GaugeMetricFamily(
+            "qrw_pool_processes", "The pool's processes by role.", labels=["role"]
+        )
+        largest = GaugeMetricFamily(
+            "qrw_pool_process_max_rss_bytes",
+            "The largest resident set of one process of the role (the per-process limit).",
+            labels=["role"],
+        )
+        totals = {role: {"pss": 0.0, "rss": 0.0, "n": 0.0, "max": 0.0} for role in self.ROLES}
+        for pid, role in _family(self.pid):
+            found = _rollup(pid)
+            if found is None:
+                continue  # exited meanwhile
+            entry = totals[role]
+            entry["pss"] += found["Pss"]
+            entry["rss"] += found["Rss"]
+            entry["n"] += 1
+            entry["max"] = max(entry["max"], found["Rss"])
+        for role, entry in totals.items():
+            memory.add_metric([role, "pss"], entry["pss"])
+            memory.add_metric([role, "rss"], entry["rss"])
+            processes.add_metric([role], entry["n"])
+            largest.add_metric([role], entry["max"])
+        yield from (memory, processes, largest)
+
+
+def _family(root: int) -> Iterator[tuple[int, str]]:
+    """`root` as the supervisor, its children as workers, anything below as their jobs."""
+    yield root, "supervisor"
+    for child in _children(root):
+        yield child, "worker"
+        stack = list(_children(child))
+        while stack:
+            pid = stack.pop()
+            yield pid, "job"
+            stack.extend(_children(pid))
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as handle:
+                found += [int(child) for child in handle.read().split()]
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def _rollup(pid: int) -> dict[str, float] | None:
+    """Rss and Pss of a process in bytes, from /proc/<pid>/smaps_rollup."""
+    wanted: dict[str, float] = {}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as handle:
+            for line in handle:
+                key, _, rest = line.partition(":")
+                if key in ("Rss", "Pss"):
+                    wanted[key] = float(rest.split()[0]) * 1024.0
+    except (OSError, ValueError, IndexError):
+        return None
+    return wanted if len(wanted) == 2 else None
 
 
 # A run's state hash (worker.backfill.state, whose COUNTERS and RunState these follow; a
