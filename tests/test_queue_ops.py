@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pytest
 from models.synth import digital_invoice
 from tests.conftest import reply_list, wait_results
 from tests.services import RedisServer, free_port, wait_until
+from worker import metrics
 from worker.queue import persistence, producer
 
 
@@ -98,6 +101,31 @@ def test_a_worker_pool_serves_its_processes_metrics_and_the_queue_gauges(
     assert f'qrw_queue_failed{{queue="{queue}"}}' in text
     assert "qrw_model_info{" in text
     assert 'qrw_redis_persistence{mode="aof"} 1.0' in text
+    # The pool's own memory (multiprocess mode exports no process metrics): by role, PSS
+    # and RSS, read from /proc at scrape time.
+    assert 'qrw_pool_processes{role="supervisor"} 1.0' in text
+    assert 'qrw_pool_processes{role="worker"} 2.0' in text
+    pss = re.search(r'qrw_pool_memory_bytes\{kind="pss",role="worker"\} ([0-9.e+]+)', text)
+    assert pss is not None and float(pss.group(1)) > 10e6
+    assert f'qrw_queue_oldest_seconds{{queue="{queue}"}} 0.0' in text  # nothing waits
+
+
+def test_the_queue_gauges_say_how_long_the_oldest_job_has_waited(
+    redis_server: RedisServer,
+) -> None:
+    client = redis_server.client()
+    queue = "qr-nobody-serves"
+    producer.enqueue(client, {"image": "file:///nowhere.png"}, queue=queue)
+    time.sleep(1.2)
+    producer.enqueue(client, {"image": "file:///nowhere.png"}, queue=queue)
+    gauges = {
+        sample.labels.get("queue"): sample.value
+        for family in metrics.QueueCollector(client, [queue, "qr-empty"]).collect()
+        if family.name == "qrw_queue_oldest_seconds"
+        for sample in family.samples
+    }
+    assert 1.0 < gauges[queue] < 60.0  # the first job's age, not the second's
+    assert gauges["qr-empty"] == 0.0
 
 
 def test_status_says_whether_queued_jobs_would_survive_a_redis_restart(

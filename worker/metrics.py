@@ -153,12 +153,13 @@ def _age_s(enqueued_at: bytes | None, now: datetime) -> float:
 
 class PoolMemoryCollector(Collector):
     """Memory of the pool's processes, read from /proc per scrape: the supervisor (the
-    process serving the metrics), its worker processes and their job processes, summed by
-    role. prometheus-client's multiprocess mode exports no process metrics, and RSS alone
-    double-counts the pages forked workers share with the supervisor: PSS is what the pool
-    costs the machine (and what its pod's memory limit sees, near enough)."""
+    process serving the metrics), its worker processes, and their own children (job
+    processes, RQ's scheduler), summed by role. prometheus-client's multiprocess mode
+    exports no process metrics, and RSS alone double-counts the pages forked workers share
+    with the supervisor: PSS is what the pool costs the machine (and what its pod's memory
+    limit sees, near enough)."""
 
-    ROLES = ("supervisor", "worker", "job")
+    ROLES = ("supervisor", "worker", "child")
 
     def __init__(self, pid: int | None = None) -> None:
         self.pid = pid or os.getpid()
@@ -197,14 +198,14 @@ class PoolMemoryCollector(Collector):
 
 
 def _family(root: int) -> Iterator[tuple[int, str]]:
-    """`root` as the supervisor, its children as workers, anything below as their jobs."""
+    """`root` as the supervisor, its children as workers, anything below as their children."""
     yield root, "supervisor"
     for child in _children(root):
         yield child, "worker"
         stack = list(_children(child))
         while stack:
             pid = stack.pop()
-            yield pid, "job"
+            yield pid, "child"
             stack.extend(_children(pid))
 
 

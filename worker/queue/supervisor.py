@@ -112,6 +112,7 @@ def serve_metrics(settings: Settings, connection: redis.Redis, queues: tuple[str
             metrics.QueueCollector(connection, queues),
             metrics.BackfillCollector(connection),
             metrics.PersistenceCollector(connection),
+            metrics.PoolMemoryCollector(),
         ]
     )
     log = structlog.get_logger("worker")
