@@ -34,6 +34,8 @@ LATE = {
     "outlined",
     "outlined_deshake",
     "outlined_defocus",
+    "outlined_finder",
+    "rectified_clahe_local",
 }
 
 
@@ -179,4 +181,28 @@ def test_a_steep_photo_only_the_outline_reads_is_read(
     result = neural.scan(sample.data)
     assert {code.data for code in result.codes} == truth
     assert result.codes[0].variant == "outlined"
+    assert without_variants(neural, LATE).scan(sample.data).codes == []
+
+
+@pytest.mark.parametrize("index", [6])
+def test_a_glare_photo_only_clahe_with_the_local_binarizer_reads_is_read(
+    neural: Engine, without_variants, index: int
+) -> None:  # type: ignore[no-untyped-def]
+    sample = corpus_sample("glare", index, seed=7)
+    truth = {code.payload for code in sample.codes}
+    result = neural.scan(sample.data)
+    assert {code.data for code in result.codes} == truth
+    assert result.codes[0].variant == "rectified_clahe_local"
+    assert without_variants(neural, LATE).scan(sample.data).codes == []
+
+
+@pytest.mark.parametrize("index", [13])
+def test_a_torn_photo_read_only_with_a_finder_redrawn_on_its_outline_is_read(
+    neural: Engine, without_variants, index: int
+) -> None:  # type: ignore[no-untyped-def]
+    sample = corpus_sample("damaged", index, seed=7)
+    truth = {code.payload for code in sample.codes}
+    result = neural.scan(sample.data)
+    assert {code.data for code in result.codes} == truth
+    assert result.codes[0].variant == "outlined_finder"
     assert without_variants(neural, LATE).scan(sample.data).codes == []

@@ -86,6 +86,10 @@ VARIANTS = (
     CropVariant("outlined", _outlined, _same, _LATE),
     CropVariant("outlined_deshake", _outlined, enhance.deblur_shake, _LATE),
     CropVariant("outlined_defocus", _outlined, enhance.deblur_defocus, _LATE),
+    CropVariant("outlined_finder", _outlined, finders.restore_finder, _LATE),
+    # Glare halos: CLAHE flattens them, and zxing's local binarizer (not the global one
+    # the earlier CLAHE variant uses) follows what contrast is left at their rim.
+    CropVariant("rectified_clahe_local", _quad, enhance.clahe, _LATE),
 )
 
 
