@@ -413,9 +413,13 @@ def test_the_dashboard_shows_what_happened(stack: Stack) -> None:
     # The dead worker: one worker configured, two processes started.
     started = values(f'count by (instance) (qrw_model_info{{job="{POOL_JOB}"}})', "instance")
     assert list(started.values()) == [2.0]
-    # The shim's memory, the one process memory exported.
+    # The shim's memory (one process), and the pool's, summed by role from /proc.
     memory = stack.query(f'process_resident_memory_bytes{{job="{SHIM_JOB}"}}')
     assert memory and float(memory[0]["value"][1]) > 50e6
+    pool = values(f'qrw_pool_memory_bytes{{job="{POOL_JOB}", kind="pss"}}', "role")
+    assert pool["supervisor"] > 10e6 and pool["worker"] > 10e6
+    # The queues are drained: nothing waits at their heads.
+    assert set(values("max by (queue) (qrw_queue_oldest_seconds)", "queue").values()) == {0.0}
 
 
 def test_every_alert_rule_evaluates_without_error_in_a_real_prometheus(stack: Stack) -> None:

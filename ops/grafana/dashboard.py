@@ -217,15 +217,17 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
                 ),
             ),
             Panel(
-                "Time to drain the backlog",
-                "Jobs waiting over jobs finished per second (5 min): about how long the newest "
-                "job waits at the current pace. No metric gives the age of the oldest waiting "
-                "job; see 'Queue wait' for the wait of the jobs that started.",
+                "Oldest waiting job, and time to drain the backlog",
+                "Age of the job at the head of each queue (qrw_queue_oldest_seconds, read from "
+                "Redis at each scrape), and jobs waiting over jobs finished per second (5 min): "
+                "about how long the newest job waits at the current pace. See 'Queue wait' for "
+                "the wait of the jobs that started.",
                 (
+                    q("max by (queue) (qrw_queue_oldest_seconds)", "oldest {{queue}}"),
                     q(
                         "max by (queue) (qrw_queue_depth) / on () group_left "
                         "sum(rate(qrw_jobs_total[5m]))",
-                        "{{queue}}",
+                        "drain {{queue}}",
                     ),
                 ),
                 unit="s",
@@ -264,15 +266,19 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
                 ),
             ),
             Panel(
-                "Memory per process",
-                "Resident memory of each process that exports it: the shim (one process). The "
-                "pool's worker processes do not export their memory (prometheus-client's "
-                "multiprocess mode has no process metrics); watch the pod's container memory "
-                "instead. The pods' limit is 1 GiB (ops/k8s).",
+                "Memory",
+                "The worker pool's processes by role (supervisor, workers, their children) as "
+                "PSS, read from /proc by the pool (qrw_pool_memory_bytes: pages shared after "
+                "fork counted once), and the shim's resident memory (one process). The pods' "
+                "limit is 1 GiB (ops/k8s).",
                 (
                     q(
-                        'process_resident_memory_bytes{job=~"$pool|$shim"}',
-                        "{{job}} {{instance}}",
+                        'sum by (instance, role) (qrw_pool_memory_bytes{job=~"$pool", kind="pss"})',
+                        "pool {{instance}} {{role}}",
+                    ),
+                    q(
+                        'process_resident_memory_bytes{job=~"$shim"}',
+                        "shim {{instance}}",
                     ),
                 ),
                 unit="bytes",
