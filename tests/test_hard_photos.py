@@ -184,11 +184,13 @@ def test_a_steep_photo_only_the_outline_reads_is_read(
     assert without_variants(neural, LATE).scan(sample.data).codes == []
 
 
-@pytest.mark.parametrize("index", [6])
+# Seed 11: seed 7's glare-6 is also read by the thorough pass's CLAHE around the
+# detector's box, so it no longer shows that only this variant reads it.
+@pytest.mark.parametrize("index", [56])
 def test_a_glare_photo_only_clahe_with_the_local_binarizer_reads_is_read(
     neural: Engine, without_variants, index: int
 ) -> None:  # type: ignore[no-untyped-def]
-    sample = corpus_sample("glare", index, seed=7)
+    sample = corpus_sample("glare", index, seed=11)
     truth = {code.payload for code in sample.codes}
     result = neural.scan(sample.data)
     assert {code.data for code in result.codes} == truth
@@ -206,3 +208,17 @@ def test_a_torn_photo_read_only_with_a_finder_redrawn_on_its_outline_is_read(
     assert {code.data for code in result.codes} == truth
     assert result.codes[0].variant == "outlined_finder"
     assert without_variants(neural, LATE).scan(sample.data).codes == []
+
+
+def test_the_late_variants_stop_once_a_page_has_spent_its_budget(
+    neural: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A page of decoys or noise would pay the late variants' tens of milliseconds for each
+    # of its detections: past LATE_BUDGET_S per page and stage, the rest get the early
+    # variants only. With no budget, a code only deconvolution reads stays unread.
+    sample = corpus_sample("motion", 1, seed=7)
+    truth = {code.payload for code in sample.codes}
+    monkeypatch.setattr(detect, "LATE_BUDGET_S", 0.0)
+    assert neural.scan(sample.data).codes == []
+    monkeypatch.undo()
+    assert {code.data for code in neural.scan(sample.data).codes} == truth

@@ -9,6 +9,7 @@ the reduced image gets all the pixels the camera recorded.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -105,33 +106,43 @@ class DetectorStage:
 
     def _page(self, ctx: StageContext, page: Page) -> None:
         reduced, reduced_scale = page.gray(ctx.settings.fast_max_side)
-        detections = self.detector.detect(reduced)
-        ctx.findings.detected(page.index, [d.score for d in detections])
+        # Best first: the late variants' budget goes to the likeliest codes.
+        detections = sorted(self.detector.detect(reduced), key=lambda d: -d.score)
+        # Detections are in reduced-page pixels; crops are cut from the larger image.
+        in_page = [_scaled(detection, 1.0 / reduced_scale) for detection in detections]
+        ctx.findings.detected(page.index, [d.score for d in detections], [d.box for d in in_page])
         if not detections:
             return
         full, full_scale = page.gray(ctx.settings.thorough_max_side)
-        for detection in detections:
+        late = _LateBudget()
+        for detection in in_page:
             # Every detection is a code of its own: with want="all", one read does not
             # make the page done (invoices carry two codes, forms more).
             if ctx.deadline.expired() or (ctx.want == "first" and ctx.findings.codes):
                 return
-            # Detections are in reduced-page pixels; crops are cut from the larger image.
-            in_page = _scaled(detection, 1.0 / reduced_scale)
-            if self._already_read(ctx, page.index, in_page):
+            if self._already_read(ctx, page.index, detection):
                 continue
-            self._read(ctx, page, full, full_scale, in_page)
+            self._read(ctx, page, full, full_scale, detection, late)
 
     def _already_read(self, ctx: StageContext, page: int, detection: Detection) -> bool:
         x0, y0, x1, y1 = detection.box
         return ctx.findings.covers(page, ((x0 + x1) / 2.0, (y0 + y1) / 2.0))
 
     def _read(
-        self, ctx: StageContext, page: Page, full: np.ndarray, scale: float, det: Detection
+        self,
+        ctx: StageContext,
+        page: Page,
+        full: np.ndarray,
+        scale: float,
+        det: Detection,
+        late: _LateBudget,
     ) -> None:
         # Variants share their cuts: each warp is done once per detection.
         cuts: dict[object, tuple[np.ndarray, rectify.Perspective] | None] = {}
         for variant in VARIANTS:
             if ctx.deadline.expired():
+                return
+            if variant.options is _LATE and late.spent():
                 return
             if variant.cut not in cuts:
                 cuts[variant.cut] = variant.cut(full, det, scale)
@@ -152,6 +163,21 @@ class DetectorStage:
                 )
                 if added or any(s.valid for s in symbols):
                     return
+
+
+# The late variants cost tens of milliseconds per unread detection; a page of decoys (a
+# page with no code, where the detector fires on logos and barcodes) or of noise would pay
+# it for each. Past this much time per page and stage, the rest of its detections get the
+# early variants only.
+LATE_BUDGET_S = 0.12
+
+
+class _LateBudget:
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+
+    def spent(self) -> bool:
+        return time.perf_counter() - self.started > LATE_BUDGET_S
 
 
 def _as_list(prepared: np.ndarray | list[np.ndarray]) -> list[np.ndarray]:
