@@ -209,6 +209,9 @@ def test_metrics_count_requests_stages_outcomes_and_the_model(client: httpx.Clie
     assert 'qrw_codes_read_total{source="http",stage="fast"}' in text
     assert 'qrw_codes_by_scheme_total{scheme="' in text  # test_payload_results_services.py
     assert 'qrw_http_requests_total{route="/detect",status="415"}' in text
+    # Created at 0 when the shim starts, so an alert's increase() sees the first 500.
+    assert 'qrw_http_requests_total{route="/detect",status="500"} 0.0' in text
+    assert 'qrw_scans_total{outcome="internal_error",source="http"} 0.0' in text
     assert "qrw_model_info{backend=" in text
     assert "qrw_http_scans_in_flight" in text
 

@@ -94,6 +94,8 @@ def test_a_worker_pool_serves_its_processes_metrics_and_the_queue_gauges(
 
     text = wait_until(lambda: "qrw_jobs_total" in scrape() and scrape(), 30, "worker metrics")
     assert 'qrw_jobs_total{outcome="ok"} 4.0' in text  # summed over both processes
+    # Created at 0 when a worker starts, so an alert's increase() sees the first one.
+    assert 'qrw_jobs_total{outcome="worker_lost"} 0.0' in text
     assert 'qrw_scans_total{outcome="ok",source="queue"} 4.0' in text
     assert 'qrw_codes_read_total{source="queue",stage="fast"} 4.0' in text
     assert text.count('qrw_codes_by_scheme_total{scheme="') >= 1  # one scheme, or "none"

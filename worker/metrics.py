@@ -25,6 +25,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from worker.engine.errors import ErrorCode
 from worker.engine.results import ScanResult
 from worker.metrics_env import multiprocess_enabled
 from worker.queue import names, persistence
@@ -87,6 +88,25 @@ def observe_scan(result: ScanResult | dict[str, Any], source: str) -> None:
 
 def set_model(backend: str, model: str | None) -> None:
     MODEL.labels(backend, model or "none").set(1)
+
+
+# Every answer the shim gives /detect (worker/http/app.py: 499 is a client that left).
+_HTTP_STATUSES = ("200", "400", "408", "413", "415", "422", "499", "500", "503", "504")
+
+
+def start(source: str, backend: str, model: str | None) -> None:
+    """What a process records, created at 0 before its first scan: a counter series born at
+    1 by its first increment has no earlier sample, so `increase()` and `rate()` miss it, and
+    the alerts on a process's first 500 or worker_lost would never fire."""
+    set_model(backend, model)
+    outcomes = ["ok", *(code.value for code in ErrorCode)]
+    for outcome in outcomes:
+        SCANS.labels(source, outcome)
+        if source == "queue":
+            JOBS.labels(outcome)
+    if source == "http":
+        for status in _HTTP_STATUSES:
+            HTTP_REQUESTS.labels("/detect", status)
 
 
 class QueueCollector(Collector):

@@ -69,7 +69,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             await anyio.to_thread.run_sync(built.warm_up)
             state["engine"] = built
             log.info("shim_ready", model=_model_name(settings), ms=_ms(started))
-        metrics.set_model(settings.backend_name, settings.model_names)
+        metrics.start("http", settings.backend_name, settings.model_names)
         yield
 
     async def detect(request: Request) -> Response:

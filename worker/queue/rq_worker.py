@@ -123,7 +123,7 @@ class QrWorkerMixin:
         )
         from worker import metrics  # here, in the worker process: see worker.metrics_env
 
-        metrics.set_model(ctx.backend, ctx.model)
+        metrics.start("queue", ctx.backend, ctx.model)
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         remaining = (job.timeout or context.current().settings.job_timeout) - working_time
