@@ -72,17 +72,28 @@ def children(pid: int) -> list[int]:
     return [int(line) for line in out.stdout.split()]
 
 
+def grandchildren(pid: int) -> set[int]:
+    return {h for w in children(pid) for h in children(w)}
+
+
 def test_a_killed_work_horse_is_retried_by_its_own_worker(
     own_redis: RedisServer, start_worker, slow_batch: list[str]
 ) -> None:
     pool = start_worker(own_redis.url, "qr", QRW_WORKER_CLASS="fork")
+    # Regression: a worker's first child is RQ's scheduler, forked as it starts working; the
+    # test killed that instead of the work-horse, and passed without testing a horse's death.
+    # The horse is the child that appears once the job runs.
+    deadline = time.monotonic() + 5
+    while not (before := grandchildren(pool.process.pid)) and time.monotonic() < deadline:
+        time.sleep(0.05)
     reply_to = reply_list()
     job_id = producer.enqueue(own_redis.client(), {"images": slow_batch, "reply_to": reply_to})
     wait_until(lambda: status(own_redis, job_id) == "started", 60, "the job to start")
     # pool -> worker -> work-horse: kill only the horse, as the OOM killer would.
     horses = wait_until(
-        lambda: [h for w in children(pool.process.pid) for h in children(w)], 10, "the work-horse"
+        lambda: sorted(grandchildren(pool.process.pid) - before), 10, "the work-horse"
     )
+    assert len(horses) == 1
     os.kill(horses[0], signal.SIGKILL)
     result = wait_result(own_redis, reply_to, timeout=120)
     assert result["ok"] is True
