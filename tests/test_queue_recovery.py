@@ -105,9 +105,11 @@ def test_a_job_over_its_timeout_is_stopped_and_reported(
 ) -> None:
     reply_to = reply_list()
     started = time.monotonic()
+    # Regression: the cascade got faster on pages with no code, and one slow batch came
+    # within its 1 s limit on a fast machine: four times over, it is seconds of work.
     producer.enqueue(
         redis_server.client(),
-        {"images": slow_batch, "reply_to": reply_to},
+        {"images": slow_batch * 4, "reply_to": reply_to},
         queue=shared_queue,
         timeout=1,
     )
