@@ -20,7 +20,7 @@ Quad = tuple[tuple[float, float], tuple[float, float], tuple[float, float], tupl
 
 class _Unparsed(Enum):
     """A code's payload before anything asked for it (None is a parsed "no known scheme");
-    an enum member, so a copied or pickled code still knows it has not been parsed."""
+    an enum member, so a copied code still knows it has not been parsed."""
 
     TOKEN = 0
 
