@@ -18,13 +18,22 @@ def unsharp(gray: np.ndarray) -> np.ndarray:
     return cv2.addWeighted(gray, 1.8, blurred, -0.8, 0)
 
 
-def clahe(gray: np.ndarray) -> np.ndarray:
-    return cv2.createCLAHE(clipLimit=3.0, tileGridSize=(8, 8)).apply(gray)
+def clahe(gray: np.ndarray, windows_of: tuple[int, ...] | None = None) -> np.ndarray:
+    """CLAHE over 8 x 8 tiles of the image, or, with `windows_of` (the shape of the page
+    `gray` was cut from), over tiles the size the page's would be."""
+    grid = (8, 8)
+    if windows_of is not None:
+        tile_h, tile_w = windows_of[0] / 8.0, windows_of[1] / 8.0
+        grid = (max(1, round(gray.shape[1] / tile_w)), max(1, round(gray.shape[0] / tile_h)))
+    return cv2.createCLAHE(clipLimit=3.0, tileGridSize=grid).apply(gray)
 
 
-def local_threshold(gray: np.ndarray) -> np.ndarray:
+def local_threshold(gray: np.ndarray, windows_of: tuple[int, ...] | None = None) -> np.ndarray:
+    """An adaptive threshold whose window is sized from the image, or from `windows_of`
+    (the shape of the page `gray` was cut from)."""
     # The window must span several modules yet stay local enough to follow a shadow edge.
-    block = max(15, (min(gray.shape[:2]) // 40) | 1)
+    shape = gray.shape if windows_of is None else windows_of
+    block = max(15, (min(shape[:2]) // 40) | 1)
     return cv2.adaptiveThreshold(
         gray, 255, cv2.ADAPTIVE_THRESH_GAUSSIAN_C, cv2.THRESH_BINARY, block, 7
     )

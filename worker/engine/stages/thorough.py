@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import zxingcpp
 
@@ -76,10 +75,8 @@ class RegionVariant:
 _REGION_VARIANTS = (
     RegionVariant("region", lambda crop, _: crop),
     RegionVariant("region_unsharp", lambda crop, _: enhance.unsharp(crop)),
-    RegionVariant("region_clahe", lambda crop, shape: _clahe_at_page_scale(crop, shape)),
-    RegionVariant(
-        "region_threshold", lambda crop, shape: _threshold_at_page_scale(crop, shape), _BINARY
-    ),
+    RegionVariant("region_clahe", enhance.clahe),
+    RegionVariant("region_threshold", enhance.local_threshold, _BINARY),
 )
 # A region is the candidate's box grown by this share of its longer side on every side,
 # so the whole code is in it even where the box caught only part of it (boxes from a
@@ -182,21 +179,6 @@ class ThoroughStage:
             decoder=zxing_reader.DECODER,
             variant=variant.name,
         )
-
-
-def _clahe_at_page_scale(crop: np.ndarray, page_shape: tuple[int, ...]) -> np.ndarray:
-    # enhance.clahe splits the page into 8 x 8 tiles: keep that tile size on the crop.
-    tile_h, tile_w = page_shape[0] / 8.0, page_shape[1] / 8.0
-    grid = (max(1, round(crop.shape[1] / tile_w)), max(1, round(crop.shape[0] / tile_h)))
-    return cv2.createCLAHE(clipLimit=3.0, tileGridSize=grid).apply(crop)
-
-
-def _threshold_at_page_scale(crop: np.ndarray, page_shape: tuple[int, ...]) -> np.ndarray:
-    # The window enhance.local_threshold would use on the whole page.
-    block = max(15, (min(page_shape[:2]) // 40) | 1)
-    return cv2.adaptiveThreshold(
-        crop, 255, cv2.ADAPTIVE_THRESH_GAUSSIAN_C, cv2.THRESH_BINARY, block, 7
-    )
 
 
 def _contains(box: Box, point: tuple[float, float]) -> bool:
