@@ -198,3 +198,44 @@ def test_a_job_whose_id_cannot_name_a_result_lands_on_the_dead_letter_stream(
     assert marker in fields["job_id"]
     assert fields["code"] == "invalid_payload"
     assert fields["queue"] == shared_queue
+
+
+def test_timestamps_rq_reads_and_the_ones_it_refuses(
+    redis_server: RedisServer, shared_queue: str, file_root: Path
+) -> None:
+    """docs/protocol.md: 0 to 6 fractional digits and a trailing Z are read; nanoseconds
+    or an offset make the hash unreadable, and the job is answered without running."""
+    (file_root / "stamps.png").write_bytes(digital_invoice(703).data)
+    client = redis_server.client()
+    base = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    stamps = {
+        f"{base}.123456Z": "ok",
+        f"{base}Z": "ok",
+        f"{base}.5Z": "ok",
+        f"{base}.123456789Z": "invalid_payload",
+        f"{base}+00:00": "invalid_payload",
+    }
+    jobs = {}
+    for stamp, expected in stamps.items():
+        job_id = str(uuid.uuid4())
+        jobs[job_id] = (stamp, expected)
+        data = json.dumps(["jobs.scan", None, [{"image": f"file://{file_root}/stamps.png"}], {}])
+        with client.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                f"rq:job:{job_id}",
+                mapping={
+                    "data": data,
+                    "origin": shared_queue,
+                    "status": "queued",
+                    "created_at": stamp,
+                    "enqueued_at": stamp,
+                    "timeout": "60",
+                },
+            )
+            pipe.rpush(f"rq:queue:{shared_queue}", job_id)
+            pipe.execute()
+    for job_id, (stamp, expected) in jobs.items():
+        body = wait_until(lambda j=job_id: client.get(f"qrw:result:{j}"), 60, "the result")
+        result = json.loads(body)
+        outcome = "ok" if result["ok"] else result["error"]["code"]
+        assert outcome == expected, stamp
