@@ -823,3 +823,25 @@ def test_filters_that_cannot_select_anything_sensible_are_refused(policy: Settin
     ):
         with pytest.raises(BackfillError):
             iter_objects(prefix("scans/"), filters, policy, None, Counts())
+
+
+def test_a_plain_manifest_starting_with_a_byte_order_mark_reads_its_first_line(
+    s3: str, policy: Settings, tmp_path: Path
+) -> None:
+    # Notepad and Excel's "CSV UTF-8" write a BOM first: it is not part of the reference.
+    refs = [f"s3://{SRC}/scans/2024/inv-003.png", f"s3://{SRC}/scans/2024/inv-004.jpg"]
+    text = "\ufeff" + "".join(f"{ref}\n" for ref in refs)
+    path = tmp_path / "manifest.txt"
+    path.write_bytes(text.encode())
+    s3_client(s3).put_object(Bucket=INV, Key="lists/bom.txt.gz", Body=gzip.compress(text.encode()))
+
+    for spec in (
+        SourceSpec(manifest=str(path)),
+        SourceSpec(manifest=f"s3://{INV}/lists/bom.txt.gz"),
+    ):
+        pairs, counts = take(spec, policy)
+        assert [obj.ref for obj, _ in pairs] == refs
+        assert counts.skipped == {} and counts.bad_lines == []
+        # Resumed after the first line, the second is read as it was.
+        rest, _ = take(spec, policy, position=pairs[0][1])
+        assert [obj.ref for obj, _ in rest] == refs[1:]

@@ -7,9 +7,10 @@ Sources (a `SourceSpec` holds exactly one kind):
 - A manifest, `PATH`, `file:///path` or `s3://bucket/key` (gzip allowed, by its magic bytes):
   - a plain list: one reference per line, `s3://...` or `file:///...`, written as a job
     would name it (percent-encode `%`, `?`, `#` and white space in keys). Blank lines and
-    `#` comments are skipped. A line may carry what its writer knows of the object,
-    TAB-separated: `ref<TAB>etag<TAB>size<TAB>last_modified` (each optional; the date in
-    ISO 8601, UTC when it has no zone; `manifest_line` writes them). Without them an s3
+    `#` comments are skipped, and so is a UTF-8 byte-order mark at the start. A line may
+    carry what its writer knows of the object, TAB-separated:
+    `ref<TAB>etag<TAB>size<TAB>last_modified` (each optional; the date in ISO 8601, UTC
+    when it has no zone; `manifest_line` writes them). Without them an s3
     object's etag is "" and its size -1: a HEAD per line would cost more than the backfill
     itself at 10^8 lines. A file:// object is stat'ed: etag "<size>-<mtime_ns>".
   - an S3 Inventory `manifest.json` (fileFormat CSV; ORC and Parquet are refused): its data
@@ -847,6 +848,10 @@ def _lines(where: str, opener: Opener, skip: int, retry: Retry) -> Iterator[tupl
                     # surrogateescape: a line that is not UTF-8 becomes a bad line, not a
                     # failed run.
                     text = line.rstrip(b"\r\n").decode("utf-8", "surrogateescape")
+                    if number == 0:
+                        # Notepad and Excel's "CSV UTF-8" start a file with a byte-order mark;
+                        # it belongs to no reference (manifest.json is read as utf-8-sig too).
+                        text = text.removeprefix(_BOM)
                 number, offset = number + 1, offset + size
                 if number > skip:
                     yield number, text
@@ -864,6 +869,7 @@ def _lines(where: str, opener: Opener, skip: int, retry: Retry) -> Iterator[tupl
 
 
 _GZIP_MAGIC = b"\x1f\x8b"
+_BOM = "\ufeff"
 
 
 def _unzipped(raw: io.BufferedReader) -> IO[bytes]:
