@@ -716,3 +716,33 @@ def test_cancel_of_a_run_whose_process_died_finishes_it_itself(
     assert len(written) == int(final["enqueued"]) - int(final["cancelled"]) < 40
     assert len({line["image"] for line in written}) == len(written)
     assert json.loads((out / "summary.json").read_text())["state"] == "cancelled"
+
+
+def test_a_dry_run_checks_the_output_as_start_does(
+    redis_server, s3_endpoint, file_root, invoices, tmp_path
+):
+    refs = archive(file_root / "dry-out", invoices, 3)
+    manifest = write_manifest(tmp_path / "manifest.txt", refs)
+    environ = env(redis_server.url, s3_endpoint, file_root)
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "part-000000.jsonl.gz").write_bytes(gzip.compress(b""))
+    for out, message in (
+        ("s3://no-such-output-bucket/runs/x/", "NoSuchBucket"),
+        (f"file://{used}", "already holds a backfill's output"),
+    ):
+        dry = qrw(
+            environ, "start", "dry-out", "--manifest", str(manifest), "--out", out, "--dry-run"
+        )
+        assert dry.returncode == 2, (out, dry.stdout, dry.stderr)
+        assert dry.stderr.count("\n") == 1 and message in dry.stderr, dry.stderr
+        assert not dry.stdout
+    fine = qrw(
+        environ, "start", "dry-out", "--manifest", str(manifest), "--out",
+        f"file://{tmp_path}/fresh", "--dry-run",
+    )  # fmt: skip
+    assert fine.returncode == 0, fine.stderr
+    assert json.loads(fine.stdout)["objects"] == 3
+    # The probe is gone again: a dry run leaves nothing behind, in Redis or the output.
+    assert list((tmp_path / "fresh").iterdir()) == []
+    assert not redis_server.client().exists("qrw:backfill:dry-out")

@@ -354,7 +354,7 @@ def _driving(settings: Settings, name: str) -> int:
 
 @_backfill
 def _cmd_backfill_start(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.backfill import Filters, Options, SourceSpec, runner, sources
+    from worker.backfill import Filters, Options, SourceSpec, runner
     from worker.backfill.state import check_name
     from worker.queue import runtime
 
@@ -380,7 +380,7 @@ def _cmd_backfill_start(args: argparse.Namespace, settings: Settings) -> int:
         deadline_ms=args.deadline_ms,
     )
     if args.dry_run:
-        counted = sources.dry_run(spec, filters, settings)
+        counted = runner.dry_run(settings, spec, filters, options, args.out)
         print(json.dumps(counted.to_json(), indent=2))
         return 0
     connection = runtime.connect(settings.redis_url)

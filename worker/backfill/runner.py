@@ -152,6 +152,15 @@ def check(
     output.open_output(out, settings).check_writable(fresh=True)
 
 
+def dry_run(
+    settings: Settings, spec: SourceSpec, filters: Filters, options: Options, out: str
+) -> sources.DryRun:
+    """What `start` would take, counted, after the same checks (the output's included: a
+    probe written and deleted); nothing enqueued, nothing recorded."""
+    check(settings, spec, filters, options, out)
+    return sources.dry_run(spec, filters, settings)
+
+
 def start(
     connection: redis.Redis,
     settings: Settings,
