@@ -248,6 +248,27 @@ class Settings:
             _number(36, 1200),
         ),
     )
+    pdf_child: bool = field(
+        default=True,
+        metadata=_env(
+            "QRW_PDF_CHILD",
+            "Open and render PDFs in a child process with an address-space limit, killed at "
+            "the deadline and reused between documents (docs/reliability.md has its measured "
+            "cost); false runs PDFium in the scanning process, with no such guard.",
+            Range("true, false (or 1/0, yes/no, on/off)", _bool),
+        ),
+    )
+    pdf_child_memory_mb: int = field(
+        default=384,
+        metadata=_env(
+            "QRW_PDF_CHILD_MEMORY_MB",
+            "Address space of the PDF renderer child, in MiB: a document needing more fails "
+            "with image_too_large. Two at once (the shim's default) stay inside 1 GiB.",
+            # Under 128 MiB PDFium cannot render an A4 page at QRW_PDF_DPI; past 1 GiB it
+            # alone could pass the budget of a whole process.
+            _number(128, 1024, "MiB"),
+        ),
+    )
     fast_max_side: int = field(
         default=1280,
         metadata=_env(
@@ -474,9 +495,20 @@ class Settings:
         default=16_384,
         metadata=_env(
             "QRW_HTTP_MIN_BODY_RATE",
-            "Least average upload rate, bytes per second, after the first second; a client "
-            "trickling slower is cut off with 408. 0 turns the rate check off.",
+            "Least upload rate, bytes per second, over each QRW_HTTP_BODY_RATE_WINDOW of the "
+            "body; a client trickling or stalling slower is cut off with 408. 0 turns the "
+            "rate check off.",
             _number(0, ONE_GIB, "bytes/s"),
+        ),
+    )
+    http_body_rate_window: float = field(
+        default=5.0,
+        metadata=_env(
+            "QRW_HTTP_BODY_RATE_WINDOW",
+            "Seconds over which QRW_HTTP_MIN_BODY_RATE is measured: an upload that stalls, "
+            "however fast it began, is cut about this long after it stalls (at most 1 1/8 "
+            "windows) and frees its upload budget.",
+            _number(0.1, 600.0, "s"),
         ),
     )
     http_slot_wait_ms: int = field(

@@ -55,7 +55,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     settings = settings or Settings.from_env()
     slots = Slots(settings.http_concurrency, settings.http_slot_wait_ms / 1000.0)
     uploads = Uploads((settings.http_concurrency + _BODIES_BEYOND_SLOTS) * settings.max_bytes)
-    pace = Pace(settings.http_body_timeout, settings.http_min_body_rate)
+    pace = Pace(
+        settings.http_body_timeout, settings.http_min_body_rate, settings.http_body_rate_window
+    )
     # Threads for the scans the slots admit: anyio's shared default (40) would otherwise
     # queue scans past it while they hold their slots.
     scan_threads = anyio.CapacityLimiter(settings.http_concurrency)
@@ -105,11 +107,14 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         return JSONResponse({"alive": True})
 
     async def readyz(_: Request) -> Response:
-        """Ready: the engine loaded, Redis answering when required, and room for more work.
+        """Ready: the engine loaded, Redis answering when required, and scans not queueing.
 
-        A saturated shim (every slot taken and requests waiting, or no room left for another
-        upload of QRW_MAX_BYTES) says 503 with the reason, so a load balancer routes
-        elsewhere; /healthz stays a pure liveness check.
+        A saturated shim (every slot taken and requests waiting) says 503 with the reason,
+        so a load balancer routes elsewhere; /healthz stays a pure liveness check. The
+        upload budget is shown but never makes the shim unready: clients that merely hold
+        bodies open could otherwise take every replica out of its Service at once, while
+        each replica is healthy and refuses only the uploads that do not fit (503 with
+        Retry-After) until the stalled ones are cut (QRW_HTTP_BODY_RATE_WINDOW).
         """
         checks: dict[str, Any] = {"engine": state["engine"] is not None}
         if settings.ready_needs_redis:
@@ -119,11 +124,6 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             reasons.append(
                 f"saturated: all {slots.limit} scan slots are taken and {slots.waiting} "
                 "requests wait for one"
-            )
-        if uploads.free() < settings.max_bytes:
-            reasons.append(
-                f"saturated: {uploads.bytes} bytes of uploads are held, no room for another "
-                f"upload of QRW_MAX_BYTES within {uploads.limit_bytes}"
             )
         document: dict[str, Any] = {
             "ready": not reasons,

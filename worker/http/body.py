@@ -2,15 +2,20 @@
 
 The size limit is enforced while the bytes arrive (and from Content-Length when the
 client declares it), so an oversized upload is refused before it is buffered. The time
-is bounded too: the whole body within QRW_HTTP_BODY_TIMEOUT, and, past the first second,
-at least QRW_HTTP_MIN_BODY_RATE bytes a second on average, so a client trickling a body
-is cut off with 408 long before the timeout when it sends next to nothing. Every byte
-held is counted against the process's upload budget (`limits.Uploads`).
+is bounded too: the whole body within QRW_HTTP_BODY_TIMEOUT, and at least
+QRW_HTTP_MIN_BODY_RATE bytes a second over the last QRW_HTTP_BODY_RATE_WINDOW seconds.
+The rate is measured over that recent window, never since the start: an upload that sends
+most of its body at once and then stalls would otherwise keep a high average for
+minutes while it holds its bytes against the process's upload budget (`limits.Uploads`).
+A stalled upload is cut with 408 within 1 1/8 windows of its stall (the window is
+tracked in eighths, below), a trickle from the start within one window.
 """
 
 from __future__ import annotations
 
+import math
 import time
+from collections import deque
 from dataclasses import dataclass
 
 import anyio
@@ -23,38 +28,83 @@ from worker.http.limits import Holding
 
 # Room for multipart boundaries and part headers around the file itself.
 _MULTIPART_OVERHEAD = 64 * 1024
-# A connection's first second is not held against the minimum rate: TCP slow start and a
-# client's own set-up would otherwise cut off honest uploads.
-_RATE_GRACE_S = 1.0
+# Arrivals closer together than this share of the window count as one: a body's bookkeeping
+# stays a few marks however small the chunks, and a mark's time is its latest chunk, so the
+# cut comes at most an eighth of a window late, never early.
+_MARKS_PER_WINDOW = 8
 
 
 @dataclass(frozen=True, slots=True)
 class Pace:
-    """How fast a body must arrive: a total time, and a least average rate (0: none)."""
+    """How fast a body must arrive: a total time, and a least rate (0: none) over a window."""
 
     timeout_s: float
     min_rate: int
+    window_s: float
 
-    def wait_s(self, received: int, elapsed: float) -> tuple[float, bool]:
+    def start(self, now: float) -> Arrival:
+        return Arrival(self, now)
+
+
+@dataclass(slots=True)
+class _Mark:
+    """By `last`, `total` bytes of the body had arrived."""
+
+    opened: float
+    last: float
+    total: int
+
+
+class Arrival:
+    """One body's progress against its Pace."""
+
+    def __init__(self, pace: Pace, now: float) -> None:
+        self.pace = pace
+        self.started = now
+        self.received = 0
+        # Bytes each window must bring; the body's first window starts with the request.
+        self._need = max(1, math.ceil(pace.min_rate * pace.window_s))
+        self._marks = deque([_Mark(now, now, 0)])
+
+    def add(self, size: int, now: float) -> None:
+        self.received += size
+        latest = self._marks[-1]
+        if now - latest.opened < self.pace.window_s / _MARKS_PER_WINDOW:
+            latest.last, latest.total = now, self.received
+        else:
+            self._marks.append(_Mark(now, now, self.received))
+
+    def wait_s(self, now: float) -> tuple[float, bool]:
         """Seconds the next bytes may take, and whether the rate (not the timeout) binds."""
-        left = self.timeout_s - elapsed
-        if self.min_rate > 0:
-            by_rate = _RATE_GRACE_S + received / self.min_rate - elapsed
+        left = self.pace.timeout_s - (now - self.started)
+        if self.pace.min_rate > 0:
+            by_rate = self._window_start() + self.pace.window_s - now
             if by_rate < left:
                 return max(0.0, by_rate), True
         return max(0.0, left), False
 
-    def failure(self, received: int, declared: str, elapsed: float, by_rate: bool) -> ScanFailed:
+    def _window_start(self) -> float:
+        """When the last `need` bytes began to arrive (the request's start if fewer came):
+        the window must not close before more bytes do."""
+        floor = self.received - self._need
+        # The newest mark holds every byte received, more than `floor`: it always stays.
+        while len(self._marks) > 1 and self._marks[0].total <= floor:
+            self._marks.popleft()
+        return self._marks[0].last
+
+    def failure(self, declared: str, now: float, by_rate: bool) -> ScanFailed:
         of = f" of {declared}" if declared else ""
+        elapsed = now - self.started
         if by_rate:
             message = (
-                f"the request body arrived slower than QRW_HTTP_MIN_BODY_RATE={self.min_rate} "
-                f"bytes/s ({received}{of} bytes in {elapsed:.1f} s)"
+                f"the request body arrived slower than QRW_HTTP_MIN_BODY_RATE="
+                f"{self.pace.min_rate} bytes/s over the last QRW_HTTP_BODY_RATE_WINDOW="
+                f"{self.pace.window_s:g} s ({self.received}{of} bytes in {elapsed:.1f} s)"
             )
         else:
             message = (
                 f"the request body did not arrive within QRW_HTTP_BODY_TIMEOUT="
-                f"{self.timeout_s:g} s ({received}{of} bytes)"
+                f"{self.pace.timeout_s:g} s ({self.received}{of} bytes)"
             )
         return ScanFailed(ErrorCode.REQUEST_TIMEOUT, message)
 
@@ -89,23 +139,22 @@ async def _read_limited(
     else:
         declared = ""
     chunks: list[bytes] = []
-    size = 0
-    started = time.monotonic()
+    arrival = pace.start(time.monotonic())
     while True:
-        wait, by_rate = pace.wait_s(size, time.monotonic() - started)
+        wait, by_rate = arrival.wait_s(time.monotonic())
         message: Message | None = None
         with anyio.move_on_after(wait):
             message = await request.receive()
         if message is None:
-            raise pace.failure(size, declared, time.monotonic() - started, by_rate)
+            raise arrival.failure(declared, time.monotonic(), by_rate)
         if message["type"] == "http.disconnect":
-            raise ClientClosed(size)
+            raise ClientClosed(arrival.received)
         chunk = message.get("body", b"")
         if chunk:
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(size, reported)
+            if arrival.received + len(chunk) > limit:
+                raise _too_large(arrival.received + len(chunk), reported)
             holding.add(len(chunk))
+            arrival.add(len(chunk), time.monotonic())
             chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)

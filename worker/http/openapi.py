@@ -188,7 +188,8 @@ DOCUMENT: dict[str, Any] = {
                     "408": _json(
                         ERROR_RESPONSE,
                         "request_timeout: the body did not arrive within QRW_HTTP_BODY_TIMEOUT, "
-                        "or slower than QRW_HTTP_MIN_BODY_RATE; the connection is closed.",
+                        "or slower than QRW_HTTP_MIN_BODY_RATE over a QRW_HTTP_BODY_RATE_WINDOW; "
+                        "the connection is closed.",
                     ),
                     "413": _json(ERROR_RESPONSE, "Over the byte or pixel limit."),
                     "415": _json(ERROR_RESPONSE, "Not an image or PDF format we read."),
@@ -215,12 +216,13 @@ DOCUMENT: dict[str, Any] = {
                 "responses": {
                     "200": _json(
                         {"type": "object"},
-                        "Engine loaded (and Redis reachable), with room for more work.",
+                        "Engine loaded (and Redis reachable), scans not queueing; a full upload "
+                        "budget does not make it unready.",
                     ),
                     "503": _json(
                         {"type": "object", "required": ["ready", "reason"]},
-                        "Not ready, or saturated (every scan slot taken and requests waiting, "
-                        "or no room for another upload): `reason` says which.",
+                        "Not ready, or saturated (every scan slot taken and requests waiting): "
+                        "`reason` says which.",
                     ),
                 },
             }
