@@ -5,6 +5,7 @@ numbers. Local folders, and S3 over real HTTP (moto's server)."""
 
 from __future__ import annotations
 
+import base64
 import csv
 import gzip
 import io
@@ -173,7 +174,7 @@ def test_a_process_killed_mid_write_leaves_no_partial_part_and_its_temp_file_is_
     assert list(out.iter_lines()) == [{"key": "done"}]
     out.write_index()  # the index is built from parts only, too
     assert (folder / "index.csv").read_text("utf-8-sig").splitlines()[1:] == [
-        "done,false,0,,,,,,,,,,"
+        "done,false,0,,,,,,,,,,,"
     ]
 
 
@@ -371,29 +372,123 @@ def test_the_index_opens_as_csv_and_no_cell_can_run_as_a_formula(tmp_path, setti
     assert rows[0] == [
         *("key", "ok", "codes", "first_code_text", "error_code", "stages", "total_ms"),
         *("scheme", "issuer_tax_id", "issue_date", "total", "currency", "payload_ok"),
+        "content_type",
     ]
     no_payload = [""] * 6  # these codes carry none: the payload columns stay empty
     body = rows[1:]
-    assert [row[3] for row in body[:n]] == ["'" + text for text in HOSTILE_TEXTS]
+    # Tab and CR are escaped (one row, one line), so those two no longer start the cell.
+    assert [row[3] for row in body[:n]] == [
+        *("'" + text for text in HOSTILE_TEXTS[:4]),
+        *("\\t=1", "\\r=1"),
+    ]
     assert body[n] == [
         objects[n].key,
         "true",
         "2",
-        'a,b "c"\nd\ufffde',
+        'a,b "c"\\nd\\u0000e',
         "",
         "fast+detector",
         "12.3",
         *no_payload,
+        "",
     ]
     assert body[n + 1] == [
         *(objects[n + 1].key, "false", "0", "", "not_found", "fast", "10.0"),
         *no_payload,
+        "",
     ]
-    assert body[n + 2] == [objects[n + 2].key, "true", "0", "", "", "fast", "10.0", *no_payload]
+    assert body[n + 2] == [
+        *(objects[n + 2].key, "true", "0", "", "", "fast", "10.0"),
+        *no_payload,
+        "",
+    ]
     assert body[n + 3][0] == "'=cmd|x"  # keys are outsiders' text too
     for row in body:
         for value in row:
             assert not value.startswith(("=", "+", "-", "@", "\t", "\r"))
+
+
+# What a scanner reads off real invoices: payloads of several lines, codes holding bytes that
+# are no text, and text that a spreadsheet would run or display reversed.
+QR_BILL = (
+    "SPC\r\n0200\r\n1\r\nCH4431999123000889012\r\nS\r\nRobert Schneider AG\r\nRue du Lac\r\n"
+    "1268\r\n2501\r\nBiel\r\nCH\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n1949.75\r\nCHF\r\nEPD"
+)
+EPC = "BCD\n002\n1\nSCT\nBPOTBEB1\nRed Cross\nBE72000000001616\nEUR1\n\n\nUrgency fund"
+GOST = "ST00012|Name=ООО «Три кита»|PersonalAcc=40702810138250123017|Sum=100000\r\n"  # noqa: RUF001
+BINARY = b'\x89PNG\r\n\x1a\n\x00\x01\xfe\xff,"\n'
+TRICKY_TEXTS = [
+    '\uff1dHYPERLINK("http://evil","x")',  # fullwidth equals: Excel runs it as "="
+    "\uff0b1\uff0b1",
+    "\uff0d2",
+    "\uff20SUM(A1)",
+    "\u202egnp.exe",  # right-to-left override: shows as "exe.png"
+    "'=already quoted",
+    "C:\\temp\\new\u2028next",  # a backslash, and a separator some tools break lines at
+]
+
+
+def test_every_index_row_is_one_physical_line_that_csv_readers_and_line_tools_agree_on(
+    tmp_path, settings
+):
+    out = local(tmp_path, settings)
+    texts = [QR_BILL, EPC, GOST, *TRICKY_TEXTS]
+    objects = [obj(n) for n in range(len(texts) + 2)]
+    items = [
+        item(o.ref, codes=[{**code(text), "content_type": "Text"}])
+        for o, text in zip(objects, texts, strict=False)
+    ]
+    binary = {
+        **code(BINARY.decode("latin-1")),  # what zxing-cpp makes of bytes: mojibake
+        "bytes_b64": base64.b64encode(BINARY).decode(),
+        "content_type": "Binary",
+    }
+    items.append(item(objects[len(texts)].ref, codes=[binary]))
+    items.append(item(objects[len(texts) + 1].ref, error="not_found"))
+    out.write_part(0, object_lines(batch_result(items), objects))
+    assert out.write_index() == len(objects)
+    path = tmp_path / "out" / "index.csv"
+
+    def tool(command: str) -> str:
+        ran = subprocess.run(
+            ["sh", "-c", command, "sh", str(path)], capture_output=True, text=True, check=True
+        )
+        return ran.stdout.strip()
+
+    # One line per row (and the header), whatever the payloads hold.
+    assert tool('wc -l < "$1"') == str(1 + len(objects))
+    assert tool('awk "END { print NR }" "$1"') == str(1 + len(objects))
+    assert tool('grep -c "BCD" "$1"') == "1"
+    assert tool('grep -c "Robert Schneider AG" "$1"') == "1"
+    assert tool("grep -c 'PersonalAcc=40702810138250123017' \"$1\"") == "1"
+    assert tool('awk -F, \'$2 == "false"\' "$1" | wc -l') == "1"
+    assert tool('awk -F, \'$NF == "Binary"\' "$1" | wc -l') == "1"
+    assert tool('awk -F, \'$NF == "Text"\' "$1" | wc -l') == str(len(texts))
+
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(objects)
+    assert [row["content_type"] for row in rows] == ["Text"] * len(texts) + ["Binary", ""]
+    shown = [row["first_code_text"] for row in rows]
+    for cell_text in shown:
+        assert "\n" not in cell_text and "\r" not in cell_text and "\u2028" not in cell_text
+        assert not cell_text.startswith(
+            ("=", "+", "-", "@", "\uff1d", "\uff0b", "\uff0d", "\uff20", "\u202e")
+        )
+    # Line breaks and other invisible characters are escaped, and read back exactly.
+    assert shown[1] == EPC.replace("\n", "\\n")
+    assert shown[3:8] == [
+        '\'\uff1dHYPERLINK("http://evil","x")',
+        "'\uff0b1\uff0b1",
+        "'\uff0d2",
+        "'\uff20SUM(A1)",
+        "\\u202egnp.exe",
+    ]
+    assert [output.unescape_cell(text) for text in shown[: len(texts)]] == texts
+    # Bytes that are no text are shown as what they are, marked: never as mojibake.
+    assert shown[len(texts)] == "base64:" + base64.b64encode(BINARY).decode()
+    assert base64.b64decode(shown[len(texts)].removeprefix("base64:")) == BINARY
+    assert shown[-1] == ""
 
 
 def test_an_index_from_the_spool_of_the_parts_a_driver_wrote_is_the_index_of_a_full_pass(

@@ -57,6 +57,9 @@ INDEX_COLUMNS = (
     "total",
     "currency",
     "payload_ok",
+    # The first code's zxing-cpp content type: says whether first_code_text is text or the
+    # code's bytes in base64 (BINARY_CONTENT).
+    "content_type",
 )
 # The payload fields index.csv shows, by their names in `codes[].payload.fields`.
 INDEX_PAYLOAD_FIELDS = ("issuer_tax_id", "issue_date", "total", "currency")
@@ -71,12 +74,30 @@ S3_ATTEMPTS = 5
 # chunk is 5 MiB); parts are far smaller and always go up as one PutObject.
 UPLOAD_CHUNK = 16 * 1024 * 1024
 
-# A spreadsheet runs a cell starting with one of these as a formula (OWASP, CSV injection);
-# QR payloads and object keys are text an outsider chose.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-# Control characters other than tab and line breaks have no place in a spreadsheet cell.
-_CELL_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# A spreadsheet runs a cell starting with one of these as a formula (OWASP, CSV injection),
+# the fullwidth and small forms included (some spreadsheets, in some locales, take U+FF1D
+# for "=");
+# QR payloads and object keys are text an outsider chose. Tab and CR never start a cell:
+# they are escaped. A leading "'" is doubled, so that unescape_cell can tell the guard's.
+_FORMULA_START = (
+    *("=", "+", "-", "@"),
+    *("\uff1d", "\uff0b", "\uff0d", "\uff20"),  # fullwidth
+    *("\ufe66", "\ufe62", "\ufe63", "\ufe6b"),  # small
+    "'",
+)
+# Escaped as \\, \n, \r, \t and \uXXXX, so that a row is one physical line for wc, grep and
+# awk, and nothing in a cell is invisible or reorders what is shown: C0 and C1 controls
+# (NEL, U+0085, ends a line for some tools), DEL, the line and paragraph separators, the
+# bidirectional marks, embeddings, overrides and isolates, and the byte-order mark.
+_CELL_ESCAPE = re.compile(
+    r"[\\\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ufeff]"
+)
+_SHORT_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_CELL_UNESCAPE = re.compile(r"\\(u[0-9a-f]{4}|[\\nrt])")
 _CELL_CHARS = 32_767  # Excel's limit per cell
+# Content types (zxing-cpp's) whose text is not the code's data: index.csv shows their bytes.
+BINARY_CONTENT = frozenset({"Binary", "Mixed", "UnknownECI"})
+BASE64_MARK = "base64:"
 
 T = TypeVar("T")
 
@@ -609,12 +630,26 @@ class IndexSpool:
 
 
 def _index_writer(text: IO[str]) -> Any:
-    return csv.writer(text, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n")
+    # LF row ends: with CRLF, awk and cut keep a CR on every row's last field. Spreadsheets
+    # and CSV readers take either.
+    return csv.writer(text, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
+
+
+def _first_code(codes: list[Any]) -> tuple[str, str]:
+    """(what index.csv shows of the first code's data, its content type)."""
+    first = codes[0] if codes and isinstance(codes[0], dict) else {}
+    content = str(first.get("content_type") or "")
+    data = first.get("bytes_b64")
+    if content in BINARY_CONTENT and isinstance(data, str) and data:
+        # zxing-cpp's text of bytes that are no text is mojibake: show the bytes, marked.
+        return BASE64_MARK + data, content
+    text = first.get("text", "")
+    return (text if isinstance(text, str) else str(text)), content
 
 
 def index_row(line: dict[str, Any]) -> list[str]:
     codes = line.get("codes") or []
-    first = codes[0].get("text", "") if codes and isinstance(codes[0], dict) else ""
+    first, content_type = _first_code(codes)
     error = line.get("error")
     total = (line.get("timings_ms") or {}).get("total")
     payload = next(
@@ -629,11 +664,12 @@ def index_row(line: dict[str, Any]) -> list[str]:
         cell(str(line.get("key", ""))),
         "true" if line.get("ok") else "false",
         str(len(codes)),
-        cell(first if isinstance(first, str) else str(first)),
+        cell(first),
         cell(str(error.get("code", ""))) if isinstance(error, dict) else "",
         cell("+".join(str(stage) for stage in line.get("stages_run") or [])),
         f"{total:.1f}" if isinstance(total, int | float) and not isinstance(total, bool) else "",
         *_payload_cells(payload),
+        cell(content_type),
     ]
 
 
@@ -651,12 +687,31 @@ def _payload_cells(payload: dict[str, Any] | None) -> list[str]:
 
 
 def cell(text: str) -> str:
-    """Text a spreadsheet shows as text: never run as a formula, no control characters,
-    within one cell's limit."""
-    text = _CELL_CONTROL.sub("\ufffd", text)
+    """Text a spreadsheet shows as text, on one line: escaped (_CELL_ESCAPE), never run as a
+    formula (a leading "'"), within one cell's limit. unescape_cell gives the text back."""
+    text = _CELL_ESCAPE.sub(_escape, text)
     if text.startswith(_FORMULA_START):
         text = "'" + text
     return text[:_CELL_CHARS]
+
+
+def unescape_cell(text: str) -> str:
+    """The text `cell` was given (for a cell it did not cut at 32,767 characters)."""
+    if text.startswith("'") and text[1:].startswith(_FORMULA_START):
+        text = text[1:]
+    return _CELL_UNESCAPE.sub(_unescape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    return _SHORT_ESCAPES.get(char) or f"\\u{ord(char):04x}"
+
+
+def _unescape(match: re.Match[str]) -> str:
+    code = match.group(1)
+    if code.startswith("u"):
+        return chr(int(code[1:], 16))
+    return {"\\": "\\", "n": "\n", "r": "\r", "t": "\t"}[code]
 
 
 # Helpers -----------------------------------------------------------------------------------
