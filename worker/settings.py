@@ -248,27 +248,6 @@ class Settings:
             _number(36, 1200),
         ),
     )
-    pdf_child: bool = field(
-        default=True,
-        metadata=_env(
-            "QRW_PDF_CHILD",
-            "Open and render PDFs in a child process with an address-space limit, killed at "
-            "the deadline and reused between documents (docs/reliability.md has its measured "
-            "cost); false runs PDFium in the scanning process, with no such guard.",
-            Range("true, false (or 1/0, yes/no, on/off)", _bool),
-        ),
-    )
-    pdf_child_memory_mb: int = field(
-        default=384,
-        metadata=_env(
-            "QRW_PDF_CHILD_MEMORY_MB",
-            "Address space of the PDF renderer child, in MiB: a document needing more fails "
-            "with image_too_large. Two at once (the shim's default) stay inside 1 GiB.",
-            # Under 128 MiB PDFium cannot render an A4 page at QRW_PDF_DPI; past 1 GiB it
-            # alone could pass the budget of a whole process.
-            _number(128, 1024, "MiB"),
-        ),
-    )
     fast_max_side: int = field(
         default=1280,
         metadata=_env(
