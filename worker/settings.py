@@ -248,6 +248,28 @@ class Settings:
             _number(36, 1200),
         ),
     )
+    pdf_child: bool = field(
+        default=True,
+        metadata=_env(
+            "QRW_PDF_CHILD",
+            "Open and render PDFs in a child process with an address-space limit, killed at "
+            "the deadline and reused between documents (docs/reliability.md has its measured "
+            "cost); false runs PDFium in the scanning process, with no such guard.",
+            Range("true, false (or 1/0, yes/no, on/off)", _bool),
+        ),
+    )
+    pdf_child_memory_mb: int = field(
+        default=384,
+        metadata=_env(
+            "QRW_PDF_CHILD_MEMORY_MB",
+            "Address space of the PDF renderer child, in MiB: a document needing more fails "
+            "with image_too_large. The shim's two scans at once may hold two such children.",
+            # 128 MiB still holds the child's interpreter and PDFium (about 30 MiB) and the
+            # largest page's gray bitmap (57 MiB at QRW_MAX_PIXELS); past 1 GiB the child
+            # alone could take a whole process's budget.
+            _number(128, 1024, "MiB"),
+        ),
+    )
     fast_max_side: int = field(
         default=1280,
         metadata=_env(

@@ -72,7 +72,12 @@ class Engine:
         page[24:72, 24:72] = 0
         for extension in (".png", ".jpg", ".webp", ".bmp"):
             self.scan(cv2.imencode(extension, page)[1].tobytes(), deadline_ms=0)
-        import pypdfium2  # noqa: F401  (only loaded on first PDF otherwise)
+        if self.settings.pdf_child:
+            from worker.engine import isolation
+
+            isolation.warm_up(self.settings)  # the renderer child, started once
+        else:
+            import pypdfium2  # noqa: F401  (only loaded on first PDF otherwise)
 
     def scan(
         self, data: Input, *, deadline_ms: int | None = None, want: Want | None = None

@@ -17,6 +17,8 @@ class ErrorCode(StrEnum):
     DEADLINE_EXCEEDED = "deadline_exceeded"
     NOT_FOUND = "not_found"
     READ_FAILED = "read_failed"
+    # A PDF that needs a password to be read: a valid file, not a corrupt one.
+    ENCRYPTED_DOCUMENT = "encrypted_document"
     # Raised around the engine by the queue worker.
     INVALID_PAYLOAD = "invalid_payload"
     REFUSED_REFERENCE = "refused_reference"

@@ -293,7 +293,9 @@ def open_document(
         )
     pool = _pool(settings, clock, deadline)
     if fmt == "pdf":
-        return Document("pdf", _pdf_pages(data, settings, pool), clock, pool)
+        from worker.engine.pdf import pdf_pages  # imports this module: loaded when needed
+
+        return Document("pdf", pdf_pages(data, settings, pool), clock, pool)
     return Document(fmt, _raster_pages(data, fmt, settings, pool), clock, pool)
 
 
@@ -680,53 +682,3 @@ def _reduce(image: np.ndarray, max_side: int) -> np.ndarray:
         size = (max(1, round(width * factor)), max(1, round(height * factor)))
         image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
     return image
-
-
-def _pdf_pages(data: bytes, settings: Settings, pool: _Pool) -> list[Page]:
-    import pypdfium2 as pdfium  # only PDF inputs pay for loading PDFium
-
-    try:
-        pdf = pdfium.PdfDocument(data)
-    except pdfium.PdfiumError as exc:
-        raise ScanFailed(ErrorCode.CORRUPT_IMAGE, f"the PDF cannot be opened: {exc}") from exc
-    count = len(pdf)
-    if count == 0:
-        raise ScanFailed(ErrorCode.CORRUPT_IMAGE, "the PDF has no pages")
-    _check_page_count(count, settings, what="the PDF")
-    sizes = []
-    for index in range(count):
-        points_w, points_h = pdf[index].get_size()
-        if not (points_w > 0 and points_h > 0):
-            raise ScanFailed(ErrorCode.CORRUPT_IMAGE, f"PDF page {index + 1} has no area")
-        sizes.append((points_w, points_h))
-    # Posters and drawings can be huge in points: lower the resolution to fit the page and
-    # document pixel budgets rather than refuse a legitimate document.
-    fit_document = math.sqrt(settings.max_document_pixels / sum(w * h for w, h in sizes))
-    pages: list[Page] = []
-    for index, (points_w, points_h) in enumerate(sizes):
-        fit_page = math.sqrt(settings.max_pixels / (points_w * points_h))
-        scale = min(settings.pdf_dpi / 72.0, fit_page, fit_document)
-        width, height = max(1, math.floor(points_w * scale)), max(1, math.floor(points_h * scale))
-        render = _pdf_renderer(pdf, index, scale, width, height)
-        pages.append(Page(index, width, height, lambda r=render: r(None), pool, render))
-    return pages
-
-
-def _pdf_renderer(
-    pdf: object, index: int, scale: float, width: int, height: int
-) -> Callable[[int | None], np.ndarray]:
-    import pypdfium2 as pdfium
-
-    def render(max_side: int | None) -> np.ndarray:
-        # Rasterising at the reduced size is the PDF analogue of JPEG DCT scaling.
-        factor = 1.0 if max_side is None else max_side / max(width, height)
-        try:
-            bitmap = pdf[index].render(scale=scale * factor, grayscale=True)  # type: ignore[index]
-            array = bitmap.to_numpy()
-        except pdfium.PdfiumError as exc:
-            raise ScanFailed(
-                ErrorCode.CORRUPT_IMAGE, f"PDF page {index + 1} cannot be rendered: {exc}"
-            ) from exc
-        return np.ascontiguousarray(array if array.ndim == 2 else array[:, :, 0])
-
-    return render

@@ -9,10 +9,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from worker.engine.errors import ErrorCode
+
 _ERROR = {
     "type": "object",
     "required": ["code", "message"],
-    "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+    "properties": {
+        "code": {
+            "type": "string",
+            "enum": [code.value for code in ErrorCode],
+            "description": "A stable reason (docs/protocol.md): `encrypted_document` is a PDF "
+            "that needs a password, `corrupt_image` a file that cannot be decoded.",
+        },
+        "message": {"type": "string"},
+    },
 }
 
 _CHECK = {
@@ -193,7 +203,11 @@ DOCUMENT: dict[str, Any] = {
                     ),
                     "413": _json(ERROR_RESPONSE, "Over the byte or pixel limit."),
                     "415": _json(ERROR_RESPONSE, "Not an image or PDF format we read."),
-                    "422": _json(ERROR_RESPONSE, "An image that cannot be decoded."),
+                    "422": _json(
+                        ERROR_RESPONSE,
+                        "corrupt_image: a file that cannot be decoded; encrypted_document: a "
+                        "PDF that needs a password.",
+                    ),
                     "500": _json(ERROR_RESPONSE, "A bug; the message says which."),
                     "503": _json(
                         ERROR_RESPONSE,

@@ -1,0 +1,264 @@
+"""PDF documents: checked before PDFium parses a page, rendered lazily at the sizes asked for.
+
+PDFium is a large native parser that no in-process check can fully bound: a page's
+content is parsed whole when the page is loaded, and a FlateDecode stream of 1 KB can
+inflate to a gigabyte of operators that PDFium holds (twice, while it parses) and walks for
+tens of seconds. So a PDF goes through two guards:
+
+- a cheap one here, before PDFium sees the file: the Flate streams other than images
+  (page contents, form XObjects, fonts, object streams) are inflated and counted, at
+  most PDF_MAX_STREAM_BYTES in all, without keeping what they inflate to; past it the
+  document is refused with image_too_large;
+- the general one in worker.engine.isolation, for whatever no check foresees: PDFium
+  runs in a child process with an address-space limit, killed at the scan's deadline.
+
+Both the child and the in-process path (QRW_PDF_CHILD=false) open, check and render
+through the functions below, so the two cannot disagree on what a PDF is. This module
+loads neither OpenCV nor the rest of the engine at import: the child imports it too.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import zlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from worker.engine.errors import DeadlineReached, ErrorCode, ScanFailed
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from worker.engine.images import Page, _Pool
+    from worker.settings import Settings
+
+# Inflated bytes of a document's Flate streams that PDFium parses as operators or objects:
+# page contents, form XObjects, patterns, object and cross-reference streams. An invoice
+# holds a few KiB of them; at this limit PDFium parses a page in about 0.3 s and holds
+# about twice this while it does (measured: 64 MiB of `q Q ` took 1.2 s and 130 MiB per
+# render). Images, font programs and attachments are left out: PDFium decodes them as
+# data, not as operators, and the child's address-space limit bounds what they take.
+PDF_MAX_STREAM_BYTES = 16 * 2**20
+# PDFium's error code for a document that needs a password it was not given.
+_FPDF_ERR_PASSWORD = 4
+
+# `stream` at the start of a stream's data; `endstream` is excluded by the lookbehind.
+_STREAM = re.compile(rb"(?<![A-Za-z])stream(?:\r\n|\n|\r)")
+_NOT_OPERATORS = re.compile(
+    rb"/Subtype\s*/(?:Image|Type1C|CIDFontType0C|OpenType)\b|/Length[123]\b|/Type\s*/EmbeddedFile\b"
+)
+_FLATE = re.compile(rb"/(?:FlateDecode|Fl)\b")
+# How far back from `stream` its dictionary may start: dictionaries are short.
+_DICT_WINDOW = 64 * 1024
+_INFLATE_IN = 64 * 1024
+_INFLATE_OUT = 1 << 20
+
+
+def check_streams(data: bytes, limit: int = PDF_MAX_STREAM_BYTES) -> None:
+    """Refuse a PDF whose Flate streams of operators and objects inflate past `limit` bytes.
+
+    The streams are found in the file's bytes, as PDFium itself recovers them from a
+    broken cross-reference table, and each is inflated only up to its `endstream`, so
+    the check reads every byte of the file at most once and holds 1 MiB at a time. An
+    encrypted stream does not inflate and counts nothing: the child's limits guard those.
+    """
+    view = memoryview(data)
+    total = 0
+    position = 0
+    while (found := _STREAM.search(data, position)) is not None:
+        start = found.end()
+        end = data.find(b"endstream", start)
+        end = len(data) if end < 0 else end
+        position = max(end, start)
+        head = data[max(0, found.start() - _DICT_WINDOW) : found.start()]
+        head = head[head.rfind(b"obj") + 1 :]
+        if not _FLATE.search(head) or _NOT_OPERATORS.search(head):
+            continue
+        total += _inflated_size(view[start:end], limit - total)
+        if total > limit:
+            raise ScanFailed(
+                ErrorCode.IMAGE_TOO_LARGE,
+                f"the PDF's content streams inflate to more than {limit} bytes (at most "
+                f"{limit // 2**20} MiB of page content and objects per document is read)",
+            )
+
+
+def _inflated_size(raw: memoryview, budget: int) -> int:
+    """How many bytes `raw` inflates to, counted up to just past `budget`."""
+    inflater = zlib.decompressobj()
+    total = 0
+    position = 0
+    pending: bytes | memoryview = b""
+    try:
+        while position < len(raw) or pending:
+            if not pending:
+                pending = raw[position : position + _INFLATE_IN]
+                position += len(pending)
+            total += len(inflater.decompress(pending, _INFLATE_OUT))
+            pending = inflater.unconsumed_tail
+            if total > budget or inflater.eof:
+                break
+    except zlib.error:
+        pass  # PDFium keeps what inflated before the damage, and so does the count
+    return total
+
+
+def open_pdf(data: bytes) -> Any:
+    """The document as a pypdfium2 PdfDocument; raises ScanFailed with a stable code."""
+    import pypdfium2 as pdfium  # only PDF inputs pay for loading PDFium
+
+    try:
+        return pdfium.PdfDocument(data)
+    except pdfium.PdfiumError as exc:
+        if getattr(exc, "err_code", None) == _FPDF_ERR_PASSWORD:
+            raise ScanFailed(
+                ErrorCode.ENCRYPTED_DOCUMENT,
+                "the PDF is encrypted with a password (a user password): it cannot be read",
+            ) from exc
+        raise ScanFailed(ErrorCode.CORRUPT_IMAGE, f"the PDF cannot be opened: {exc}") from exc
+
+
+def page_sizes(pdf: Any, max_pages: int) -> tuple[int, list[tuple[float, float]]]:
+    """The page count and, when it is within `max_pages`, every page's size in points.
+
+    Sizes are read from the page tree without loading the pages: loading one parses its
+    content, which is what the stream check has to bound first. A page tree PDFium cannot
+    walk (a loop, a chain deeper than it follows) is a corrupt document.
+    """
+    import pypdfium2 as pdfium
+
+    count = len(pdf)
+    if count == 0:
+        raise ScanFailed(ErrorCode.CORRUPT_IMAGE, "the PDF has no pages")
+    if count > max_pages:
+        return count, []
+    sizes = []
+    for index in range(count):
+        try:
+            points_w, points_h = pdf.get_page_size(index)
+        except pdfium.PdfiumError as exc:
+            raise ScanFailed(
+                ErrorCode.CORRUPT_IMAGE,
+                f"PDF page {index + 1} cannot be found in its page tree: {exc}",
+            ) from exc
+        if not (points_w > 0 and points_h > 0 and math.isfinite(points_w * points_h)):
+            raise ScanFailed(ErrorCode.CORRUPT_IMAGE, f"PDF page {index + 1} has no area")
+        sizes.append((points_w, points_h))
+    return count, sizes
+
+
+Allocate = Callable[[int, int], Any]
+
+
+def render_page(pdf: Any, index: int, scale: float, allocate: Allocate) -> tuple[int, int]:
+    """Render page `index` at `scale` as 8-bit gray into the buffer `allocate(width,
+    height)` returns (a writable buffer of width * height bytes, rows packed).
+
+    Returns the bitmap's width and height. Raises ScanFailed (corrupt_image) when PDFium
+    cannot load or render the page.
+    """
+    import ctypes
+
+    import pypdfium2 as pdfium
+    import pypdfium2.raw as pdfium_c
+
+    try:
+        page = pdf[index]
+    except pdfium.PdfiumError as exc:
+        raise ScanFailed(
+            ErrorCode.CORRUPT_IMAGE, f"PDF page {index + 1} cannot be loaded: {exc}"
+        ) from exc
+    try:
+        made: list[tuple[int, int]] = []
+
+        def bitmap_maker(width: int, height: int, **kwargs: Any) -> Any:
+            buffer = (ctypes.c_ubyte * (width * height)).from_buffer(allocate(width, height))
+            made.append((width, height))
+            return pdfium.PdfBitmap.new_native(width, height, buffer=buffer, **kwargs)
+
+        page.render(
+            scale=scale,
+            grayscale=True,
+            bitmap_maker=bitmap_maker,
+            force_bitmap_format=pdfium_c.FPDFBitmap_Gray,
+        )
+        return made[0]
+    except pdfium.PdfiumError as exc:
+        raise ScanFailed(
+            ErrorCode.CORRUPT_IMAGE, f"PDF page {index + 1} cannot be rendered: {exc}"
+        ) from exc
+    finally:
+        page.close()
+
+
+# --------------------------------------------------------------------------- the engine's side
+
+
+class Renderer(Protocol):
+    """An open PDF, wherever PDFium runs: its page sizes, and pages rendered on demand."""
+
+    sizes: list[tuple[float, float]]
+
+    def render(self, index: int, scale: float) -> np.ndarray: ...
+
+
+class _InProcess:
+    """PDFium in this process (QRW_PDF_CHILD=false): the same checks, no child's limits."""
+
+    def __init__(self, data: bytes, settings: Settings) -> None:
+        check_streams(data)
+        self._pdf = open_pdf(data)
+        self.count, self.sizes = page_sizes(self._pdf, settings.max_pages)
+
+    def render(self, index: int, scale: float) -> np.ndarray:
+        import numpy as np
+
+        holder: list[np.ndarray] = []
+
+        def allocate(width: int, height: int) -> np.ndarray:
+            holder.append(np.empty((height, width), np.uint8))
+            return holder[0]
+
+        render_page(self._pdf, index, scale, allocate)
+        return holder[0]
+
+
+def pdf_pages(data: bytes, settings: Settings, pool: _Pool) -> list[Page]:
+    """The pages of a PDF, each rendered when a stage first asks for it, at that size."""
+    from worker.engine import images
+
+    renderer: _InProcess | Any
+    if settings.pdf_child:
+        from worker.engine import isolation
+
+        try:
+            renderer = isolation.open_in_child(data, settings, pool.deadline)
+        except DeadlineReached as exc:
+            raise ScanFailed(ErrorCode.DEADLINE_EXCEEDED, str(exc)) from exc
+    else:
+        renderer = _InProcess(data, settings)
+    images._check_page_count(renderer.count, settings, what="the PDF")
+    sizes = renderer.sizes
+    # Posters and drawings can be huge in points: lower the resolution to fit the page and
+    # document pixel budgets rather than refuse a legitimate document.
+    fit_document = math.sqrt(settings.max_document_pixels / sum(w * h for w, h in sizes))
+    pages: list[Page] = []
+    for index, (points_w, points_h) in enumerate(sizes):
+        fit_page = math.sqrt(settings.max_pixels / (points_w * points_h))
+        scale = min(settings.pdf_dpi / 72.0, fit_page, fit_document)
+        width, height = max(1, math.floor(points_w * scale)), max(1, math.floor(points_h * scale))
+        render = _page_renderer(renderer, index, scale, width, height)
+        pages.append(images.Page(index, width, height, lambda r=render: r(None), pool, render))
+    return pages
+
+
+def _page_renderer(
+    renderer: Renderer, index: int, scale: float, width: int, height: int
+) -> Callable[[int | None], np.ndarray]:
+    def render(max_side: int | None) -> np.ndarray:
+        # Rasterising at the reduced size is the PDF analogue of JPEG DCT scaling.
+        factor = 1.0 if max_side is None else max_side / max(width, height)
+        return renderer.render(index, scale * factor)
+
+    return render
