@@ -4,23 +4,31 @@ ops/grafana/qr-worker.json is what `ops/grafana/dashboard.py` builds; ops/promet
 alerts.yml passes `promtool check rules` and its unit tests (alerts.test.yml). Then a real
 Prometheus (Debian's package) scrapes a real worker pool and a real shim once a second,
 with the example scrape config and the alert rules loaded, while they serve jobs, shim
-requests (200, 415, 503, 504) and a small backfill run, and lose a worker process: every
-panel's query returns data, every alert rule evaluates without error, and every metric an
-alert names is exported with the labels it uses. A renamed metric or label breaks this
-file, not a dashboard in production.
+requests (200, 415, 503, 504) and a small backfill run, lose four jobs to SIGKILLed
+work-horses (worker_lost) and an idle worker process: every panel's query returns data,
+every alert rule evaluates without error, every metric an alert names is exported with the
+labels it uses, and the alerts raised are those of what happened. Last, Redis stops, then
+the pool, then the shim: the alerts for a dead Redis and a dead fleet go pending. A renamed
+metric or label breaks this file, not a dashboard in production.
+
+Prometheus scrapes and evaluates once a second here; the rules are the shipped ones, so an
+alert with a `for:` is seen pending, not firing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,12 +37,15 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import redis
 import yaml
 from PIL import Image
+from prometheus_client import CollectorRegistry
 
 from models.synth import digital_invoice
 from tests.conftest import reply_list
 from tests.services import RedisServer, ShimProcess, WorkerProcess, free_port, wait_until
+from worker import metrics
 from worker.queue import names, producer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,7 +63,6 @@ VARIABLES = {
 # Selectors of alert rules that no healthy run produces (a bug, a dying worker): their
 # metric and labels must still be exported, which the test checks instead.
 NEVER_IN_A_HEALTHY_RUN = {
-    'qrw_jobs_total{outcome="worker_lost"}',
     'qrw_scans_total{outcome="internal_error"}',
     'qrw_http_requests_total{status="500"}',
 }
@@ -161,13 +171,34 @@ def test_every_alert_has_a_unit_test_that_fires_it_and_they_pass() -> None:
     assert fired == {rule["alert"] for rule in alert_rules()}
 
 
+def test_a_redis_that_never_answers_reads_as_down_within_the_ping_timeout() -> None:
+    # A listener that takes connections and never answers: a hung Redis, or a path that
+    # drops its replies. The scrape still answers, in about the timeout (a scrape that
+    # failed instead would make the pool itself look down).
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        gauge = metrics.RedisUpCollector(f"redis://127.0.0.1:{silent.getsockname()[1]}/0")
+        started = time.monotonic()
+        text = metrics.exposition(CollectorRegistry(), [gauge]).decode()
+        took = time.monotonic() - started
+    assert "\nqrw_redis_up 0.0\n" in text
+    assert took < metrics.REDIS_PING_TIMEOUT_S + 1.5, took
+
+
 # -- a real Prometheus scraping a real pool and shim --------------------------------------
+
+
+# Jobs lost to a dead work-horse in the run: QrwJobsWorkerLost wants more than 3 in 10 min.
+LOST_JOBS = 4
 
 
 @dataclass
 class Stack:
     prometheus: str  # its base URL
     redis: RedisServer
+    pool: WorkerProcess
+    shim: ShimProcess
     shim_statuses: list[int]
 
     def query(self, expr: str) -> list[dict[str, Any]]:
@@ -263,6 +294,31 @@ def shim_traffic(shim: ShimProcess, page: bytes, noise: bytes) -> list[int]:
     return statuses
 
 
+def lose_jobs(client: redis.Redis, pool: WorkerProcess, ref: str, count: int) -> None:
+    """`count` jobs whose process dies mid-job, as an OOM kill would end it: in the forking
+    worker that is the job's work-horse, and with one attempt per job each ends worker_lost."""
+    for _ in range(count):
+        reply_to = reply_list()
+        before = work_horses(pool)  # RQ's scheduler, forked by the worker as it starts
+        job_id = producer.enqueue(client, {"images": [ref] * 8, "reply_to": reply_to})
+        wait_until(
+            lambda job_id=job_id: client.hget(f"rq:job:{job_id}", "status") == b"started",
+            30,
+            "the job to start",
+        )
+        (horse,) = wait_until(
+            lambda before=before: sorted(work_horses(pool) - before), 10, "the work-horse"
+        )
+        os.kill(horse, signal.SIGKILL)
+        result = producer.wait_for_reply(client, reply_to, 30)
+        assert result is not None and result["error"]["code"] == "worker_lost", result
+
+
+def work_horses(pool: WorkerProcess) -> set[int]:
+    """The pool's grandchildren: its workers' children."""
+    return {pid for pid in pool.descendants() if _parent(_parent(pid)) == pool.process.pid}
+
+
 def run_backfill(env: dict[str, str], folder: Path, refs: list[str]) -> None:
     manifest = folder / "manifest.txt"
     manifest.write_text("".join(f"{ref}\n" for ref in refs))
@@ -302,6 +358,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         refs.append(f"file://{path}")
     bad = images / "not-an-image.png"
     bad.write_bytes(b"\x89PNG but not one")
+    page, noise = Path(refs[0].removeprefix("file://")).read_bytes(), noise_png()
+    (images / "noise.png").write_bytes(noise)
 
     redis_server = RedisServer(folder / "redis")
     pool_port = free_port()
@@ -310,6 +368,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "QRW_FILE_ROOTS": str(images),
         "QRW_METRICS_PORT": str(pool_port),
         "QRW_LOG_LEVEL": "warning",
+        # The forking worker: the process running a job is a work-horse of its own, which
+        # a test can kill mid-job; one attempt, so that job ends worker_lost at once.
+        "QRW_WORKER_CLASS": "fork",
+        "QRW_MAX_ATTEMPTS": "1",
     }
     started: list[Any] = [redis_server]
     try:
@@ -317,13 +379,20 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         pool = WorkerProcess(env, "qr,qr-backfill", 1, log=folder / "worker.log")
         started.append(pool)
         shim = ShimProcess(
-            {"QRW_HTTP_CONCURRENCY": "1", "QRW_HTTP_SLOT_WAIT_MS": "0", "QRW_LOG_LEVEL": "warning"},
+            {
+                "QRW_HTTP_CONCURRENCY": "1",
+                "QRW_HTTP_SLOT_WAIT_MS": "0",
+                "QRW_LOG_LEVEL": "warning",
+                # A shim that depends on Redis reports whether it reaches it.
+                "REDIS_URL": redis_server.url,
+                "QRW_READY_NEEDS_REDIS": "1",
+            },
             log=folder / "shim.log",
         )
         started.append(shim)
         prometheus = PrometheusServer(scrape_config(folder, pool_port, shim.port), folder)
         started.append(prometheus)
-        stack = Stack(prometheus.url, redis_server, [])
+        stack = Stack(prometheus.url, redis_server, pool, shim, [])
 
         client = redis_server.client()
         # Jobs enqueued before a worker is up would wait long enough to raise the wait alerts.
@@ -335,7 +404,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             producer.enqueue(client, {"image": ref, "reply_to": reply_to}, queue="qr")
         for _ in range(len(refs) + 1):
             assert producer.wait_for_reply(client, reply_to, 90) is not None
-        page, noise = Path(refs[0].removeprefix("file://")).read_bytes(), noise_png()
         stack.shim_statuses = shim_traffic(shim, page, noise)
         # Twice, once Prometheus has seen the first: a counter's first sample is its start,
         # so only what a labelled counter gains after it appeared shows in rate().
@@ -346,13 +414,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         )
         stack.shim_statuses += shim_traffic(shim, page, noise)
         run_backfill(env, folder, refs[:2])
+        lose_jobs(client, pool, f"file://{images / 'noise.png'}", LOST_JOBS)
 
         # A worker process dies (an OOM kill, say): the pool starts another in its place.
         workers = [pid for pid in pool.descendants() if _parent(pid) == pool.process.pid]
         assert workers, "the pool has no worker process"
         os.kill(workers[0], signal.SIGKILL)
         wait_until(
-            lambda: stack.query(f'count(qrw_model_info{{job="{POOL_JOB}"}}) == 2'),
+            lambda: stack.query(f'count(qrw_model_info{{job="{POOL_JOB}"}} == 1) == 2'),
             90,
             "the respawned worker to show in Prometheus",
         )
@@ -411,7 +480,7 @@ def test_the_dashboard_shows_what_happened(stack: Stack) -> None:
     assert values('qrw_backfill_state{run="monitoring"} == 1', "state") == {"done": 1.0}
     assert values('qrw_backfill_objects_ok{run="monitoring"}', "run") == {"monitoring": 2.0}
     # The dead worker: one worker configured, two processes started.
-    started = values(f'count by (instance) (qrw_model_info{{job="{POOL_JOB}"}})', "instance")
+    started = values(f'count by (instance) (qrw_model_info{{job="{POOL_JOB}"}} == 1)', "instance")
     assert list(started.values()) == [2.0]
     # The shim's memory (one process), and the pool's, summed by role from /proc.
     memory = stack.query(f'process_resident_memory_bytes{{job="{SHIM_JOB}"}}')
@@ -453,25 +522,99 @@ def test_every_metric_an_alert_names_is_exported_with_the_labels_it_uses(stack: 
     assert not problems, "\n".join(problems)
 
 
+def raised(stack: Stack) -> set[tuple[str, str | None, str]]:
+    """The alerts Prometheus holds now: (name, the label telling them apart, state)."""
+    answer = httpx.get(f"{stack.prometheus}/api/v1/alerts", timeout=10).json()
+    found = set()
+    for alert in answer["data"]["alerts"]:
+        labels = alert["labels"]
+        which = next((labels[k] for k in ("status", "mode", "instance") if k in labels), None)
+        found.add((labels["alertname"], which, alert["state"]))
+    return found
+
+
+def values(stack: Stack, expr: str, label: str) -> dict[str, float]:
+    return {r["metric"].get(label, ""): float(r["value"][1]) for r in stack.query(expr)}
+
+
+def test_jobs_lost_to_killed_work_horses_are_counted_and_raise_their_alert(stack: Stack) -> None:
+    # The fixture killed the work-horse of LOST_JOBS jobs mid-job; each ended worker_lost.
+    lost = 'sum(qrw_jobs_total{outcome="worker_lost"})'
+    try:
+        wait_until(
+            lambda: stack.query(f"{lost} >= {LOST_JOBS}"),
+            15,
+            f"Prometheus to count {LOST_JOBS} worker_lost jobs",
+        )
+    except TimeoutError:
+        counted = [r["value"][1] for r in stack.query(lost)]
+        pytest.fail(f"{LOST_JOBS} jobs ended worker_lost; qrw_jobs_total counts {counted}")
+    # No `for:`: it fires as soon as more than 3 are lost within 10 minutes.
+    wait_until(
+        lambda: ("QrwJobsWorkerLost", None, "firing") in raised(stack),
+        15,
+        "QrwJobsWorkerLost to fire",
+    )
+
+
 def test_the_alerts_a_real_incident_raises_are_the_ones_expected(stack: Stack) -> None:
-    # This run had Redis lose its persistence and a shim answering mostly 503/504: those
-    # alerts are pending (their `for:` has not passed), and no other rule fires.
+    # This run lost jobs to killed work-horses, had Redis lose its persistence and a shim
+    # answering mostly 503/504: those alerts are raised (pending, where their `for:` has
+    # not passed), and no other rule fires.
     expected = {
+        ("QrwJobsWorkerLost", None, "firing"),
         ("QrwRedisNotPersistent", "none", "pending"),
         ("QrwShimOverloaded", "503", "pending"),
         ("QrwShimOverloaded", "504", "pending"),
     }
+    with contextlib.suppress(TimeoutError):  # the assertion below says which are missing
+        wait_until(lambda: raised(stack) >= expected, 20, "the alerts of this run")
+    assert raised(stack) == expected
 
-    def raised() -> set[tuple[str, str, str]]:
-        answer = httpx.get(f"{stack.prometheus}/api/v1/alerts", timeout=10).json()
-        return {
-            (
-                a["labels"]["alertname"],
-                a["labels"].get("status", a["labels"].get("mode")),
-                a["state"],
-            )
-            for a in answer["data"]["alerts"]
-        }
 
-    wait_until(lambda: raised() >= expected, 20, "the alerts of this run")
-    assert raised() == expected
+# Last in this file: it stops the services that the tests above read.
+def test_a_dead_redis_then_a_dead_pool_and_shim_raise_their_alerts(stack: Stack) -> None:
+    targets = {r["metric"]["job"]: r["metric"]["instance"] for r in stack.query("up == 1")}
+    pool, shim = targets[POOL_JOB], targets[SHIM_JOB]
+    assert values(stack, "qrw_redis_up", "instance") == {pool: 1.0, shim: 1.0}
+
+    def alerts_include(*wanted: tuple[str, str | None]) -> bool:
+        return {(name, which, "pending") for name, which in wanted} <= raised(stack)
+
+    # Redis stops: the pool and the shim still answer their scrapes, and say it is away.
+    stack.redis.stop()
+    wait_until(
+        lambda: values(stack, "qrw_redis_up", "instance") == {pool: 0.0, shim: 0.0},
+        20,
+        "both to report Redis unreachable",
+    )
+    wait_until(
+        lambda: alerts_include(("QrwRedisDown", pool), ("QrwRedisDown", shim)),
+        20,
+        "QrwRedisDown for the pool and the shim",
+    )
+    assert values(stack, "up", "job") == {POOL_JOB: 1.0, SHIM_JOB: 1.0}
+    assert not {name for name, _, _ in raised(stack)} & {"QrwPoolDown", "QrwNoWorkers"}
+    # Back: the same processes reach it again (the gauge's client reconnects).
+    stack.redis.start()
+    wait_until(
+        lambda: values(stack, "qrw_redis_up", "instance") == {pool: 1.0, shim: 1.0},
+        20,
+        "both to reach Redis again",
+    )
+
+    # The whole pool dies (a machine lost, say): nothing consumes the queues.
+    stack.pool.kill_all()
+    wait_until(
+        lambda: alerts_include(("QrwPoolDown", pool), ("QrwNoWorkers", None)),
+        20,
+        "QrwPoolDown and QrwNoWorkers",
+    )
+    # And the shim.
+    stack.shim.process.kill()
+    stack.shim.process.wait(10)
+    wait_until(
+        lambda: alerts_include(("QrwShimDown", shim), ("QrwNoShims", None)),
+        20,
+        "QrwShimDown and QrwNoShims",
+    )

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import redis
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -24,6 +25,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from worker.engine.errors import ErrorCode
 from worker.engine.results import ScanResult
@@ -357,6 +360,45 @@ class PersistenceCollector(Collector):
         yield gauge
 
 
+# Seconds a PING may take before Redis counts as unreachable: far inside a scrape's timeout
+# (Prometheus's default is 10 s), so a Redis that hangs shows as qrw_redis_up 0 instead of
+# failing the whole scrape, which would look like the process itself was down.
+REDIS_PING_TIMEOUT_S = 1.0
+
+
+class RedisUpCollector(Collector):
+    """qrw_redis_up: whether Redis answers PING within REDIS_PING_TIMEOUT_S, per scrape.
+
+    Its own client, not the queue's: that one waits 5 s to connect and retries with
+    backoff, riding out what this gauge is meant to show. A closed connection (Redis
+    restarted since the last scrape) is retried once at once, so it is reopened rather than
+    reported as an outage; a timeout is not retried.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.client = redis.Redis.from_url(
+            url,
+            socket_timeout=REDIS_PING_TIMEOUT_S,
+            socket_connect_timeout=REDIS_PING_TIMEOUT_S,
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+        )
+
+    def answers(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except Exception:  # whatever the failure, Redis did not answer; a raise here would
+            return False  # fail the whole scrape
+
+    def collect(self) -> Iterator[Metric]:
+        gauge = GaugeMetricFamily(
+            "qrw_redis_up",
+            "1: Redis (REDIS_URL) answered PING at this scrape; 0: it did not, within "
+            f"{REDIS_PING_TIMEOUT_S:g} s.",
+        )
+        gauge.add_metric([], 1.0 if self.answers() else 0.0)
+        yield gauge
+
+
 def multiprocess_registry(extra: Iterable[Collector] = ()) -> CollectorRegistry:
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
@@ -365,7 +407,16 @@ def multiprocess_registry(extra: Iterable[Collector] = ()) -> CollectorRegistry:
     return registry
 
 
-def exposition(registry: CollectorRegistry | None = None) -> bytes:
+def exposition(registry: CollectorRegistry | None = None, extra: Iterable[Collector] = ()) -> bytes:
+    """The registry's text (the process's default one if none), then `extra`'s: collectors
+    of one application, kept out of the process-wide registry that every app shares."""
     from prometheus_client import REGISTRY
 
-    return generate_latest(registry or REGISTRY)
+    text = generate_latest(registry or REGISTRY)
+    collectors = list(extra)
+    if collectors:
+        own = CollectorRegistry(auto_describe=False)
+        for collector in collectors:
+            own.register(collector)
+        text += generate_latest(own)
+    return text

@@ -40,7 +40,6 @@ STATUS = {
     ErrorCode.IMAGE_TOO_LARGE: 413,
     ErrorCode.UNSUPPORTED_FORMAT: 415,
     ErrorCode.CORRUPT_IMAGE: 422,
-    ErrorCode.ENCRYPTED_DOCUMENT: 422,
     ErrorCode.BUSY: 503,
     ErrorCode.DEADLINE_EXCEEDED: 504,
 }
@@ -63,6 +62,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     # queue scans past it while they hold their slots.
     scan_threads = anyio.CapacityLimiter(settings.http_concurrency)
     state: dict[str, Any] = {"engine": engine}
+    # A shim that depends on Redis says whether it reaches it, in /readyz and as
+    # qrw_redis_up on /metrics; one that does not use Redis says nothing about it.
+    redis_up = metrics.RedisUpCollector(settings.redis_url) if settings.ready_needs_redis else None
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -118,8 +120,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         Retry-After) until the stalled ones are cut (QRW_HTTP_BODY_RATE_WINDOW).
         """
         checks: dict[str, Any] = {"engine": state["engine"] is not None}
-        if settings.ready_needs_redis:
-            checks["redis"] = await anyio.to_thread.run_sync(_redis_answers, settings.redis_url)
+        if redis_up is not None:
+            checks["redis"] = await anyio.to_thread.run_sync(redis_up.answers)
         reasons = [_NOT_READY[name] for name, ok in checks.items() if not ok]
         if slots.saturated:
             reasons.append(
@@ -139,9 +141,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
     async def metrics_endpoint(_: Request) -> Response:
         registry = metrics.multiprocess_registry() if metrics.multiprocess_enabled() else None
-        return Response(
-            metrics.exposition(registry), media_type="text/plain; version=0.0.4; charset=utf-8"
-        )
+        extra = [redis_up] if redis_up is not None else []
+        # In a thread: the PING may take up to its timeout, while the loop serves /detect.
+        text = await anyio.to_thread.run_sync(metrics.exposition, registry, extra)
+        return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def openapi(_: Request) -> Response:
         return JSONResponse(DOCUMENT)
@@ -261,15 +264,6 @@ def _internal_error(exc: Exception, *, close: bool) -> Response:
     log.error("detect", status=500, error=ErrorCode.INTERNAL_ERROR.value, exc_info=exc)
     message = f"internal error ({type(exc).__name__}); the shim's log holds the details"
     return _error_response(500, ErrorCode.INTERNAL_ERROR, message, close=close)
-
-
-def _redis_answers(url: str) -> bool:
-    import redis
-
-    try:
-        return bool(redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1).ping())
-    except redis.RedisError:
-        return False
 
 
 def _model_name(settings: Settings) -> str:

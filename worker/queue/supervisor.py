@@ -113,6 +113,7 @@ def serve_metrics(settings: Settings, connection: redis.Redis, queues: tuple[str
             metrics.BackfillCollector(connection),
             metrics.PersistenceCollector(connection),
             metrics.PoolMemoryCollector(),
+            metrics.RedisUpCollector(settings.redis_url),
         ]
     )
     log = structlog.get_logger("worker")
