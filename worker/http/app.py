@@ -40,6 +40,7 @@ STATUS = {
     ErrorCode.IMAGE_TOO_LARGE: 413,
     ErrorCode.UNSUPPORTED_FORMAT: 415,
     ErrorCode.CORRUPT_IMAGE: 422,
+    ErrorCode.ENCRYPTED_DOCUMENT: 422,
     ErrorCode.BUSY: 503,
     ErrorCode.DEADLINE_EXCEEDED: 504,
 }
