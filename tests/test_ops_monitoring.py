@@ -69,6 +69,7 @@ NEVER_IN_A_HEALTHY_RUN = {
 # A metric selector: one of ours (or prometheus-client's process metrics), with its matchers.
 SELECTOR = re.compile(r'(?<![\w"])((?:qrw|process)_[a-z0-9_]+)(\{[^}]*\})?')
 MATCHER = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"')
+UP_JOB = re.compile(r'\bup\{job="([^"]+)"\}')
 
 
 def tool(name: str) -> str:
@@ -102,6 +103,10 @@ def fill(expr: str) -> str:
         expr = expr.replace(name, VARIABLES[name])
     assert "$" not in expr, f"a dashboard variable the test does not know: {expr}"
     return expr
+
+
+def config_text() -> str:
+    return (RULES / "prometheus.yml").read_text()
 
 
 def alert_rules() -> list[dict[str, Any]]:
@@ -149,6 +154,10 @@ def test_promtool_accepts_the_alert_rules_and_the_example_config() -> None:
     assert rules.returncode == 0, rules.stdout + rules.stderr
     config = promtool("check", "config", str(RULES / "prometheus.yml"))
     assert config.returncode == 0, config.stdout + config.stderr
+    # The rules on targets that do not answer select `up` by the example config's job names.
+    jobs = {job["job_name"] for job in yaml.safe_load(config_text())["scrape_configs"]}
+    named = {name for rule in alert_rules() for name in UP_JOB.findall(rule["expr"])}
+    assert named == jobs == {POOL_JOB, SHIM_JOB}
 
 
 def test_every_alert_has_a_unit_test_that_fires_it_and_they_pass() -> None:
@@ -253,7 +262,7 @@ class PrometheusServer:
 def scrape_config(folder: Path, pool_port: int, shim_port: int) -> Path:
     """The example config (ops/prometheus/prometheus.yml) aimed at this test's processes,
     scraping and evaluating once a second."""
-    config = yaml.safe_load((RULES / "prometheus.yml").read_text())
+    config = yaml.safe_load(config_text())
     config["global"].update(scrape_interval="1s", evaluation_interval="1s")
     config["rule_files"] = [str(RULES / rules) for rules in config["rule_files"]]
     targets = {POOL_JOB: f"127.0.0.1:{pool_port}", SHIM_JOB: f"127.0.0.1:{shim_port}"}
