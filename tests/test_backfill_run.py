@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -201,8 +201,8 @@ def test_a_manifest_run_writes_one_line_per_object_a_summary_an_index_and_the_ba
 def test_a_batch_listed_twice_while_its_job_is_in_flight_is_enqueued_once_and_counted(
     pool, redis_server, s3_endpoint, file_root, invoices, tmp_path
 ):
-    # Batches taken together go into Redis in one transaction: the repeated batch finds its
-    # twin in that same transaction, not in Redis, and must still become no second job.
+    # Batches taken together go into Redis in one transaction: the repeated objects find
+    # their twins in that same transaction, not in Redis, and must still become no job.
     refs = archive(file_root / "twice", invoices, 3)
     manifest = write_manifest(tmp_path / "manifest.txt", [refs[0], refs[1], *refs])
     out = tmp_path / "out"
@@ -226,7 +226,7 @@ def test_a_batch_listed_twice_while_its_job_is_in_flight_is_enqueued_once_and_co
     assert len(lines(out)) == 3
     status = json.loads(qrw(environ, "status", "twice", "--json").stdout)
     assert status["jobs"] == 2 and status["enqueued"] == 3
-    assert status["skipped_by"] == {"listed_twice": 2}
+    assert status["skipped_by"] == {"duplicate": 2}
 
 
 def test_an_s3_prefix_is_listed_filtered_by_file_name_and_read(
@@ -746,3 +746,174 @@ def test_a_dry_run_checks_the_output_as_start_does(
     # The probe is gone again: a dry run leaves nothing behind, in Redis or the output.
     assert list((tmp_path / "fresh").iterdir()) == []
     assert not redis_server.client().exists("qrw:backfill:dry-out")
+
+
+def test_an_object_a_plain_manifest_names_twice_or_spells_differently_gets_one_line(
+    pool, redis_server, s3_endpoint, file_root, invoices, tmp_path
+):
+    # Issue 17: 23 objects named on 31 lines gave 31 lines. Exact repeats in later batches,
+    # and other spellings the workers' reference parser resolves to the same object: for a
+    # file, its resolved path ("./", "//", localhost, percent-encoding, a symlink); for S3,
+    # the bucket and the percent-decoded key.
+    folder = file_root / "dup"
+    files = archive(folder, invoices, 21)
+    (folder / "link.png").symlink_to(folder / "inv-0005.png")
+    s3 = s3_client(s3_endpoint)
+    s3_refs = []
+    for n in range(2):
+        s3.put_object(Bucket=BUCKET, Key=f"bf-dup/inv-{n}.png", Body=invoices[n])
+        s3_refs.append(f"s3://{BUCKET}/bf-dup/inv-{n}.png")
+    refs = [*files, *s3_refs]
+    again = [
+        files[0],
+        files[20],
+        s3_refs[1],
+        f"s3://{BUCKET}/bf-%64up/inv%2D0.png",
+        f"file://{folder}/./inv-0001.png",
+        f"file://{folder}//inv-0002.png",
+        f"file://localhost{folder}/inv%2D0003.png",
+        f"file://{folder}/link.png",
+    ]
+    # S3 keys are opaque: "bf-dup/./inv-1.png" is another key than "bf-dup/inv-1.png".
+    other = f"s3://{BUCKET}/bf-dup/./inv-1.png"
+    manifest = write_manifest(
+        tmp_path / "manifest.txt", [*refs[:10], *again[:3], *refs[10:], *again[3:], other]
+    )
+    out = tmp_path / "out"
+    environ = env(redis_server.url, s3_endpoint, file_root)
+    ran = qrw(
+        environ, "start", "dup", "--manifest", str(manifest), "--out", f"file://{out}",
+        "--queue", QUEUE, "--batch", "4", "--max-in-flight", "2",
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr[-3000:]
+
+    written = lines(out)
+    assert len(written) == 24
+    per_object = Counter(line["key"] for line in written)
+    assert not [key for key, n in per_object.items() if n > 1]
+    # The first spelling is the one read; the other key is an object of its own.
+    assert {line["image"] for line in written} == {*refs, other}
+    assert next(line for line in written if line["image"] == other)["error"]["code"] == "not_found"
+    status = json.loads(qrw(environ, "status", "dup", "--json").stdout)
+    assert status["skipped_by"] == {"duplicate": 8}
+    assert (status["listed"], status["enqueued"], status["skipped"]) == (32, 24, 8)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["objects"] == 24 and summary["duplicates"] == 8
+    # What the run kept to tell them apart is gone once the listing has ended.
+    assert not list(redis_server.client().scan_iter("qrw:backfill:dup:seen:*"))
+
+
+def test_duplicates_stay_single_across_a_sigkill_and_resume(
+    pool, redis_server, s3_endpoint, file_root, invoices, tmp_path
+):
+    folder = file_root / "dup-killed"
+    refs = archive(folder, invoices, 30)
+    lines_of_manifest = []
+    for n, ref in enumerate(refs):
+        lines_of_manifest.append(ref)
+        if n % 2:
+            lines_of_manifest.append(ref.replace("/inv-", "/./inv-"))
+    lines_of_manifest += refs  # every object once more, after the kill
+    manifest = write_manifest(tmp_path / "manifest.txt", lines_of_manifest)
+    out = tmp_path / "out"
+    environ = env(redis_server.url, s3_endpoint, file_root)
+    log = tmp_path / "backfill.log"
+    process = spawn(
+        environ, log, "start", "dup-killed", "--manifest", str(manifest), "--out",
+        f"file://{out}", "--queue", QUEUE, "--batch", "3", "--max-in-flight", "2", "--rate", "20",
+    )  # fmt: skip
+    wait_until(lambda: count(redis_server, "dup-killed", "parts") >= 3, 60, "three parts")
+    process.send_signal(signal.SIGKILL)
+    process.wait(10)
+    assert 0 < count(redis_server, "dup-killed", "enqueued") < 30
+
+    resumed = qrw(environ, "resume", "dup-killed")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_exactly_once(out, refs)
+    after = state(redis_server, "dup-killed")
+    assert after["state"] == "done" and int(after["enqueued"]) == 30
+    assert json.loads(after["skipped_by"]) == {"duplicate": 15 + 30}
+    assert int(after["listed"]) == len(lines_of_manifest)
+
+
+def test_status_says_when_a_run_lost_its_backfill_process_and_that_resume_continues_it(
+    pool, redis_server, s3_endpoint, file_root, invoices, tmp_path
+):
+    refs = archive(file_root / "gone", invoices, 40)
+    manifest = write_manifest(tmp_path / "manifest.txt", refs)
+    environ = env(redis_server.url, s3_endpoint, file_root)
+    log = tmp_path / "backfill.log"
+    process = spawn(
+        environ, log, "start", "gone", "--manifest", str(manifest), "--out",
+        f"file://{tmp_path}/out", "--queue", QUEUE, "--batch", "2", "--max-in-flight", "2",
+        "--rate", "10",
+    )  # fmt: skip
+    wait_until(lambda: count(redis_server, "gone", "parts") >= 1, 60, "a part")
+    alive = json.loads(qrw(environ, "status", "gone", "--json").stdout)
+    assert alive["driver"] and alive["driver_gone_since"] is None
+    process.send_signal(signal.SIGKILL)
+    process.wait(10)
+    killed_at = datetime.now(UTC)
+
+    status = json.loads(qrw(environ, "status", "gone", "--json").stdout)
+    assert status["state"] == "running" and status["driver"] is None
+    since = datetime.fromisoformat(status["driver_gone_since"])
+    # The last renewal of its lease: at most one renewal interval (5 s) before the kill.
+    assert killed_at - timedelta(seconds=7) <= since <= killed_at
+    assert status["last_driver"].split(":")[1] == str(process.pid)
+    assert "qrw backfill resume gone" in status["hint"]
+    table = qrw(environ, "status", "gone")
+    assert table.returncode == 0
+    assert "no backfill process drives it" in table.stdout
+    assert status["driver_gone_since"] in table.stdout
+    assert "`qrw backfill resume gone` continues it" in table.stdout
+
+    assert qrw(environ, "cancel", "gone").returncode == 0
+    finished_status = json.loads(qrw(environ, "status", "gone", "--json").stdout)
+    assert finished_status["driver_gone_since"] is None and finished_status["hint"] is None
+
+
+def test_the_rate_and_eta_after_a_resume_count_only_what_this_process_saw_done(
+    redis_server, s3_endpoint, file_root, invoices, tmp_path
+):
+    # The results that waited for the resumed process (done while none ran) were counted
+    # as done in its first second: the first rate was several times the real one, the ETA
+    # a fraction of the time left (issue 17: 4.9 s shown for 25 s of work).
+    queue = "bf-eta"  # no worker serves it until the driver is dead
+    refs = archive(file_root / "eta", invoices, 96)
+    manifest = write_manifest(tmp_path / "manifest.txt", refs)
+    environ = env(redis_server.url, s3_endpoint, file_root)
+    log = tmp_path / "backfill.log"
+    process = spawn(
+        environ, log, "start", "eta", "--manifest", str(manifest), "--out",
+        f"file://{tmp_path}/out", "--queue", queue, "--batch", "4", "--max-in-flight", "16",
+        "--rate", "10",
+    )  # fmt: skip
+    wait_until(lambda: count(redis_server, "eta", "jobs") == 16, 60, "sixteen jobs")
+    process.send_signal(signal.SIGKILL)
+    process.wait(10)
+    client = redis_server.client()
+    worker = WorkerProcess(
+        worker_env(redis_server.url, s3_endpoint, file_root), queue, 1, log=tmp_path / "w.log"
+    )
+    try:
+        wait_until(lambda: client.llen("qrw:reply:backfill:eta") == 16, 60, "the 16 results")
+        resumed = qrw({**environ, "QRW_LOG_LEVEL": "info"}, "resume", "eta")
+    finally:
+        worker.stop()
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    progress = [
+        json.loads(line)
+        for line in resumed.stderr.splitlines()
+        if line.startswith("{") and '"backfill_progress"' in line
+    ]
+    rated = [line for line in progress if line["images_per_s"] is not None]
+    assert rated, progress
+    # --rate 10 bounds what this process can see done; with the 64 waiting results counted
+    # the first rate came out near 30 images/s.
+    for line in rated:
+        assert line["images_per_s"] <= 15, rated
+        if line["eta_s"] is not None and line["total"] is not None:
+            left = line["total"] - line["written"]
+            assert line["eta_s"] == pytest.approx(left / line["images_per_s"], abs=0.2)
+    assert_exactly_once(tmp_path / "out", refs)

@@ -410,7 +410,7 @@ def _cmd_backfill_status(args: argparse.Namespace, settings: Settings) -> int:
                 str(run["in_flight"]),
                 str(run["objects_ok"] + run["objects_failed"]),
                 str(run["objects_failed"]),
-                run["driver"] or "-",
+                run["driver"] or ("gone" if run["driver_gone_since"] else "-"),
             )
             for run in runs
         ],
@@ -418,6 +418,8 @@ def _cmd_backfill_status(args: argparse.Namespace, settings: Settings) -> int:
     for run in runs:
         if run["error"]:
             print(f"{run['name']}: {run['error']}")
+        if run["hint"]:
+            print(f"{run['name']}: {run['hint']}")
     return 0
 
 

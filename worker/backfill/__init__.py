@@ -7,6 +7,7 @@ A backfill is a producer plus a results collector (docs/backfill.md). The pieces
   resume it;
 - `runner`: enqueues jobs with ids derived from the run and the objects, at most
   `max_in_flight` at once, and drains results into the output;
+- `seen`: the objects a run has enqueued, so that a manifest naming one twice reads it once;
 - `output`: JSONL.gz parts written atomically, `summary.json` and `index.csv`;
 - `report`: the numbers of a run.
 
@@ -22,6 +23,9 @@ from typing import Any
 
 # Run names become Redis keys and job ids: the job id alphabet, kept short.
 RUN_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# The skip reason of an object a manifest named before (worker.backfill.seen): counted in the
+# run's skipped_by, and as `duplicates` in its report.
+DUPLICATE = "duplicate"
 
 
 class BackfillError(Exception):
@@ -37,6 +41,9 @@ class StoredObject:
     etag: str  # S3's ETag without quotes; for a file, "<size>-<mtime_ns>"
     size: int  # bytes; -1 when a manifest line does not say
     last_modified: datetime | None = None
+    # What the workers' reference parser makes of `ref` (storage.Reference as text): two
+    # spellings of one object share it. Set by the listing; "" where nobody needs it.
+    identity: str = field(default="", compare=False)
 
     def to_json(self) -> list[Any]:
         return [self.ref, self.key, self.etag, self.size]

@@ -25,7 +25,8 @@ _REDRAW_S = 0.25
 
 
 class Rate:
-    """Images per second over a sliding window of what was collected."""
+    """Images per second over a sliding window of what this process saw done (the driver
+    leaves out the results that waited for it at a resume)."""
 
     def __init__(self, window: float = RATE_WINDOW_S) -> None:
         self.window = window

@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from worker.backfill import DUPLICATE
+
 # Each bucket spans a factor of 1.01; its midpoint (geometric) is within 0.5 % of any value in it.
 _STEP = math.log(1.01)
 
@@ -165,8 +167,12 @@ class Tally:
         elapsed = (ended - started).total_seconds() if started and ended else None
         objects = self.objects
         report: dict[str, Any] = {name: state[name] for name in STATE_FIELDS if name in state}
+        skipped_by = state.get("skipped_by")
         report.update(
             {
+                "duplicates": (skipped_by or {}).get(DUPLICATE, 0)
+                if isinstance(skipped_by, dict)
+                else 0,
                 "objects": objects,
                 "read": self.read,
                 "no_code": self.no_code,
@@ -205,6 +211,7 @@ def render(report: dict[str, Any]) -> str:
     lines += [f"  {code:<24}{n}" for code, n in report.get("failed_by_code", {}).items()]
     for name, label in (
         ("skipped", "skipped by the filters"),
+        ("duplicates", "named again by the manifest: one line each, counted under skipped"),
         ("bad_lines", "manifest lines that are not references"),
         ("cancelled", "taken off the queue by cancel: no line"),
     ):

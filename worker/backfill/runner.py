@@ -37,6 +37,7 @@ import structlog
 
 from worker import rules
 from worker.backfill import (
+    DUPLICATE,
     BackfillError,
     Counts,
     Filters,
@@ -49,6 +50,7 @@ from worker.backfill import (
 )
 from worker.backfill import state as states
 from worker.backfill.progress import Display
+from worker.backfill.seen import Seen
 from worker.backfill.state import (
     LEASE_S,
     Lease,
@@ -86,8 +88,6 @@ REDIS_PATIENCE_S = 300.0
 # collect, and one round of Redis calls for all of them, not five per job, is what keeps the
 # backfill's own CPU (taken from the workers' cores) small.
 ENQUEUE_MAX_JOBS = 64
-# The skip reason of a batch listed again while its job is in flight.
-LISTED_TWICE = "listed_twice"
 # Time a job needs beyond its images: fetch, queue bookkeeping.
 _JOB_SLACK_S = 30
 
@@ -245,6 +245,8 @@ def drive(connection: redis.Redis, settings: Settings, name: str, *, progress: b
     """
     run = states.load(connection, name)
     if run.finished:
+        if run.spec.source.manifest:
+            Seen(connection, name).clear()  # left by a driver that died as it finished
         return run.state.value
     yield_cpu(settings.backfill_nice)
     lease = Lease(connection, name)
@@ -359,7 +361,10 @@ class _Driver:
         self.base_bad: list[tuple[int, str]] = []
         self.exhausted = False
         self.counts_stored = False
-        self.listed_twice = 0  # objects skipped as LISTED_TWICE since this driver began
+        self.duplicates = 0  # objects skipped as DUPLICATE since this driver began
+        # A manifest may name an object twice (a listing never does): those runs keep the
+        # set of objects enqueued until their listing ends.
+        self.seen = Seen(connection, self.name) if run.spec.source.manifest else None
         self.taken = 0  # objects the stored position has taken
         self.next_batch: list[_Taken] = []  # taken from the listing, not yet let through
         # Batches let through (by --max-in-flight and --rate) and not yet in Redis: sent
@@ -371,6 +376,10 @@ class _Driver:
         )
         self.last_part = time.monotonic()
         self.last_sweep = 0.0
+        # Results that waited in the reply list when this driver began (done while no driver
+        # ran): written like any, but not counted in the rate, which would otherwise show
+        # them as done in its first second (issue 17: an ETA of 4.9 s for 25 s of work).
+        self.backlog = 0
         # The report and index rows of the parts this driver wrote: at the end only the
         # parts it did not write (before a resume) are read again.
         self.tally = report.Tally()
@@ -439,11 +448,19 @@ class _Driver:
         self.next_batch = []
         self.exhausted = False
         self.counts_stored = False
-        self.listed_twice = 0
+        self.duplicates = 0
         self.taken = position.taken if position else 0
-        self.listing = sources.iter_objects(
-            self.spec.source, self.spec.filters, self.settings, position, self.counts
-        )
+        self.backlog = int(self.connection.llen(self.reply_key))
+        if run.listing_done:
+            # Listed to the end and counted: listing the tail again would count its skips
+            # twice, and its duplicates could no longer be told (the set is dropped).
+            self.listing = iter(())
+            self.exhausted = self.counts_stored = True
+            self.forget_seen()
+        else:
+            self.listing = sources.iter_objects(
+                self.spec.source, self.spec.filters, self.settings, position, self.counts
+            )
         if run.started_at is None:
             self.connection.hsetnx(self.key, "started_at", now_iso())
         if not self.connection.scard(names.rq_queue_workers_key(self.options.queue)):
@@ -522,8 +539,8 @@ class _Driver:
         kept = (self.base_bad + bad)[: sources.BAD_LINES_KEPT]
         objects_skipped = sum(n for reason, n in skipped_by.items() if reason != "bad_line")
         return {
-            # Objects the listing went past: taken (listed twice included) or skipped.
-            "listed": str(taken + objects_skipped - skipped_by.get(LISTED_TWICE, 0)),
+            # Objects the listing went past: taken (duplicates included) or skipped.
+            "listed": str(taken + objects_skipped - skipped_by.get(DUPLICATE, 0)),
             "skipped": str(objects_skipped),
             "skipped_by": json.dumps(skipped_by, sort_keys=True),
             "bad_lines": str(bad_lines),
@@ -531,13 +548,12 @@ class _Driver:
         }
 
     def enqueue(self, batches: list[list[_Taken]]) -> int | None:
-        """One job for each batch, all in one transaction with their bookkeeping; returns
-        how many went in: fewer than the batches when some were in Redis already (the same
-        objects listed twice), 0 when all were (a resend after a lost EXEC reply), None when
-        the run is no longer running."""
+        """One job for each batch (less the objects the run has enqueued already), all in
+        one transaction with their bookkeeping; returns how many went in: 0 when these
+        batches were in Redis already (a resend after a lost EXEC reply) or held only
+        duplicates, None when the run is no longer running."""
         last = batches[-1][-1]
         position = last.position.to_json()
-        jobs = [(job_id(self.name, objects), objects) for objects in _objects(batches)]
         with self.connection.pipeline(transaction=True) as pipe:
             pipe.watch(self.key, self.lease.key)
             current_state, stored_position = pipe.hmget(self.key, "state", "position")
@@ -548,28 +564,19 @@ class _Driver:
                 return 0  # these batches went in; the reply to EXEC was lost
             if current_state is None or current_state.decode() != RunState.RUNNING:
                 return None
-            held = pipe.hmget(self.inflight_key, [jid for jid, _ in jobs])
-            seen: set[str] = set()
-            fresh: list[tuple[str, list[StoredObject]]] = []
-            twice = self.listed_twice
-            for (jid, objects), there in zip(jobs, held, strict=True):
-                if there is not None or jid in seen:
-                    # The same objects, in the same order, listed again while their job is
-                    # in flight (a manifest naming them twice): one job, counted as skipped.
-                    twice += len(objects)
-                    log.warning("backfill_batch_listed_twice", run=self.name, job_id=jid)
-                else:
-                    fresh.append((jid, objects))
-                seen.add(jid)
+            # Only this driver (the lease holder) writes the set, so it can be read outside
+            # the transaction.
+            jobs, marks, duplicates = self.fresh(batches)
             skipped = dict(last.skipped_by)
-            if twice:
-                skipped[LISTED_TWICE] = skipped.get(LISTED_TWICE, 0) + twice
+            total_duplicates = self.duplicates + duplicates
+            if total_duplicates:
+                skipped[DUPLICATE] = skipped.get(DUPLICATE, 0) + total_duplicates
             counted = self.counted(
                 last.position.taken, skipped, self.counts.bad_lines[: last.bad_lines]
             )
             pipe.multi()
             now = rq_timestamp()
-            for jid, objects in fresh:
+            for jid, objects in jobs:
                 job_key = names.rq_job_key(jid)
                 # A DEL first, as docs/protocol.md asks of a reused id: the same objects
                 # enqueued again after their earlier job finished start from a clean hash.
@@ -580,16 +587,46 @@ class _Driver:
                     jid,
                     json.dumps([obj.to_json() for obj in objects], separators=(",", ":")),
                 )
-            if fresh:
-                pipe.rpush(self.queue_key, *(jid for jid, _ in fresh))
+            if jobs:
+                pipe.rpush(self.queue_key, *(jid for jid, _ in jobs))
                 pipe.sadd(names.RQ_QUEUES, self.queue_key)
-                pipe.hincrby(self.key, "enqueued", sum(len(objects) for _, objects in fresh))
-                pipe.hincrby(self.key, "jobs", len(fresh))
+                pipe.hincrby(self.key, "enqueued", sum(len(objects) for _, objects in jobs))
+                pipe.hincrby(self.key, "jobs", len(jobs))
+            if self.seen is not None:
+                self.seen.add(pipe, marks)
             pipe.hset(self.key, mapping={"position": position, **counted})
             pipe.execute()
         self.taken = last.position.taken
-        self.listed_twice = twice
-        return len(fresh)
+        self.duplicates = total_duplicates
+        if duplicates:
+            log.info("backfill_duplicates_skipped", run=self.name, objects=duplicates)
+        return len(jobs)
+
+    def fresh(
+        self, batches: list[list[_Taken]]
+    ) -> tuple[list[tuple[str, list[StoredObject]]], list[tuple[int, bytes]], int]:
+        """The jobs of `batches` without the objects enqueued before (in Redis's set or
+        earlier in `batches`), the marks of those they take, and how many were left out."""
+        if self.seen is None:
+            return [(job_id(self.name, objects), objects) for objects in _objects(batches)], [], 0
+        seen = self.seen
+        marks = [seen.mark(taken.obj.identity or taken.obj.ref) for b in batches for taken in b]
+        known = iter(zip(marks, seen.contains(marks), strict=True))
+        taking: set[tuple[int, bytes]] = set()
+        jobs: list[tuple[str, list[StoredObject]]] = []
+        duplicates = 0
+        for batch in batches:
+            kept: list[StoredObject] = []
+            for taken in batch:
+                mark, there = next(known)
+                if there or mark in taking:
+                    duplicates += 1
+                    continue
+                taking.add(mark)
+                kept.append(taken.obj)
+            if kept:
+                jobs.append((job_id(self.name, kept), kept))
+        return jobs, list(taking), duplicates
 
     def job_fields(self, objects: list[StoredObject], now: str) -> dict[str, str]:
         """The RQ job hash of a backfill job over `objects`."""
@@ -618,16 +655,24 @@ class _Driver:
     def store_counts(self) -> None:
         """The listing ended: the skips and bad lines after the last object taken."""
         skipped = dict(self.counts.skipped)
-        if self.listed_twice:
-            skipped[LISTED_TWICE] = skipped.get(LISTED_TWICE, 0) + self.listed_twice
+        if self.duplicates:
+            skipped[DUPLICATE] = skipped.get(DUPLICATE, 0) + self.duplicates
         counted = self.counted(self.taken, skipped, self.counts.bad_lines)
         with self.connection.pipeline(transaction=True) as pipe:
             pipe.watch(self.key, self.lease.key)
             if not self.lease.held_in(pipe):
                 raise LeaseLost(f"backfill {self.name!r}: another process took over the run")
             pipe.multi()
-            pipe.hset(self.key, mapping=counted)
+            pipe.hset(self.key, mapping={**counted, "listing_done": "1"})
             pipe.execute()
+        self.forget_seen()
+
+    def forget_seen(self) -> None:
+        """Drop the set of enqueued objects: nothing more is enqueued from the listing."""
+        if self.seen is not None:
+            removed = self.seen.clear()
+            if removed:
+                log.info("backfill_seen_dropped", run=self.name, hashes=removed)
 
     # Collecting ---------------------------------------------------------------------------
 
@@ -644,7 +689,8 @@ class _Driver:
         count = min(waiting, COLLECT_MAX)
         raw = self.connection.lrange(self.reply_key, 0, count - 1)
         documents: list[dict[str, Any]] = []
-        for entry in raw:
+        waiting_ids: set[int] = set()  # of the documents that waited for this driver
+        for number, entry in enumerate(raw):
             try:
                 document = json.loads(entry)
             except ValueError:
@@ -652,6 +698,8 @@ class _Driver:
                 continue
             if isinstance(document, dict):
                 documents.append(document)
+                if number < self.backlog:  # FIFO: the first ones are those that waited
+                    waiting_ids.add(id(document))
         ids = list(dict.fromkeys(str(doc.get("job_id")) for doc in documents))
         held = (
             dict(zip(ids, self.connection.hmget(self.inflight_key, ids), strict=True))
@@ -660,7 +708,7 @@ class _Driver:
         )
         lines: list[dict[str, Any]] = []
         taken: list[str] = []
-        jobs_failed = objects_ok = objects_failed = dropped = 0
+        jobs_failed = objects_ok = objects_failed = dropped = waited = 0
         for document in documents:
             jid = str(document.get("job_id"))
             objects_json = held.pop(jid, None)
@@ -673,6 +721,7 @@ class _Driver:
             taken.append(jid)
             jobs_failed += 0 if document.get("ok") else 1
             ok = sum(1 for line in job_lines if line.get("ok"))
+            waited += len(job_lines) if id(document) in waiting_ids else 0
             objects_ok += ok
             objects_failed += len(job_lines) - ok
         seq = run.counts["parts"]
@@ -706,7 +755,8 @@ class _Driver:
             for line in lines:
                 self.tally.add(line)
         self.last_part = time.monotonic()
-        self.display.collected(objects_ok + objects_failed)
+        self.backlog = max(0, self.backlog - len(raw))
+        self.display.collected(objects_ok + objects_failed - waited)
         if dropped:
             log.info("backfill_duplicates_dropped", run=self.name, results=dropped)
         return True
@@ -802,6 +852,7 @@ class _Driver:
             pipe.multi()
             pipe.hset(self.key, mapping={"state": final.value, "finished_at": finished_at})
             pipe.execute()
+        self.forget_seen()  # a cancelled run's listing never ended
         log.info(
             "backfill_finished",
             run=self.name,

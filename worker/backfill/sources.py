@@ -486,7 +486,7 @@ def _listed(index: int, bucket: str, item: dict[str, Any], settings: Settings) -
         return _Entry(index, key, key, None, "folder")
     ref = s3_ref(bucket, key)
     try:
-        storage.parse_reference(ref, settings)
+        parsed = storage.parse_reference(ref, settings)
     except ScanFailed as exc:
         log.warning("backfill_key_skipped", ref=ref, reason=exc.message)
         return _Entry(index, key, key, None, "bad_key")
@@ -496,6 +496,7 @@ def _listed(index: int, bucket: str, item: dict[str, Any], settings: Settings) -
         etag=str(item.get("ETag", "")).strip('"'),
         size=int(item.get("Size", -1)),
         last_modified=item.get("LastModified"),
+        identity=str(parsed),
     )
     return _Entry(index, key, key, obj)
 
@@ -721,7 +722,7 @@ def _plain_line(
             etag = etag or f"{info.st_size}-{info.st_mtime_ns}"
             size = info.st_size if size < 0 else size
             modified = modified or datetime.fromtimestamp(info.st_mtime, UTC)
-    obj = StoredObject(text.strip(), ref.key, etag, size, modified)
+    obj = StoredObject(text.strip(), ref.key, etag, size, modified, str(ref))
     yield _Entry(0, str(number), ref.key, obj)
 
 
@@ -767,14 +768,19 @@ def _inventory_row(
         return _Entry(index, after, key, None, "folder")
     ref = s3_ref(bucket, key)
     try:
-        storage.parse_reference(ref, settings)
+        parsed = storage.parse_reference(ref, settings)
     except ScanFailed as exc:
         if exc.code is ErrorCode.REFUSED_REFERENCE and ".." not in key.split("/"):
             return _Entry(index, after, key, None, "outside_allow_list")
         log.warning("backfill_key_skipped", ref=ref, reason=exc.message)
         return _Entry(index, after, key, None, "bad_key")
     obj = StoredObject(
-        ref, key, column("ETag").strip('"'), int(size_text) if size_text else -1, modified
+        ref,
+        key,
+        column("ETag").strip('"'),
+        int(size_text) if size_text else -1,
+        modified,
+        str(parsed),
     )
     return _Entry(index, after, key, obj)
 

@@ -11,15 +11,19 @@ The hash `qrw:backfill:<name>` (worker/queue/names.py) holds:
   collected), `failed` (collected jobs whose result was not ok), `objects_ok`,
   `objects_failed` (output lines), `parts` (the next part's number), `cancelled` (objects
   taken off the queue by `cancel`), `bad_lines` (manifest lines that are not references);
-- `skipped_by` ({reason: objects}) and `bad_line_list` (the first BAD_LINES_KEPT
-  [line number, reason] pairs), JSON;
+- `skipped_by` ({reason: objects}; `duplicate`: objects a manifest named again) and
+  `bad_line_list` (the first BAD_LINES_KEPT [line number, reason] pairs), JSON;
+- `listing_done`: "1" once the listing has ended and its counts are stored (a resume does
+  not read it again);
 - `created_at`, `started_at`, `finished_at` (ISO 8601, UTC), `error` (why it failed).
 
 The pool's metrics (worker/metrics.py) read these field names: extend, never rename.
 
 One process drives a run at a time: the one holding the lease `qrw:backfill:<name>:lease`,
 a key with a TTL that its holder renews (`Lease`); a driver that dies stops renewing and
-another can take over once the lease lapses.
+another can take over once the lease lapses. Each renewal is also noted in
+`qrw:backfill:<name>:driver` (`token`, `seen_at`, `released_at` on a clean exit), which
+outlives the lease: `qrw backfill status` says from it since when no process drives a run.
 """
 
 from __future__ import annotations
@@ -170,12 +174,28 @@ class Run:
     finished_at: str | None = None
     error: str | None = None
     in_flight: int = 0  # jobs of the run in Redis now (queued, running, or result uncollected)
-    driver: str | None = None  # who holds the lease, if anyone
+    driver: str | None = None  # who holds the lease and lives, if anyone
+    listing_done: bool = False  # listed to the end, its counts stored
+    last_driver: str | None = None  # the lease's last holder (Lease.token)
+    # When the run, not finished, was last seen driven (its last driver's last renewal or
+    # clean exit; created_at when none ever drove it); None while a live process drives it.
+    driver_gone_since: str | None = None
 
     @property
     def finished(self) -> bool:
         """The run is over and its summary written (a cancel still collecting is not)."""
         return self.finished_at is not None
+
+    @property
+    def hint(self) -> str | None:
+        """What to do about a run that no process drives; None when one does, or it ended."""
+        if self.driver_gone_since is None:
+            return None
+        last = f", the last one {self.last_driver}," if self.last_driver else ""
+        return (
+            f"no backfill process drives it{last} since {self.driver_gone_since}: "
+            f"`qrw backfill resume {self.name}` continues it"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -192,6 +212,9 @@ class Run:
             "max_in_flight": self.spec.options.max_in_flight,
             "in_flight": self.in_flight,
             "driver": self.driver,
+            "last_driver": self.last_driver,
+            "driver_gone_since": self.driver_gone_since,
+            "hint": self.hint,
             **self.counts,
             "skipped_by": self.skipped_by,
             "bad_line_list": [list(entry) for entry in self.bad_line_list],
@@ -208,10 +231,22 @@ def _text(fields: Mapping[bytes, bytes], name: str) -> str | None:
 
 
 def parse(
-    name: str, fields: Mapping[bytes, bytes], in_flight: int = 0, driver: str | None = None
+    name: str,
+    fields: Mapping[bytes, bytes],
+    in_flight: int = 0,
+    driver: str | None = None,
+    last: Mapping[bytes, bytes] | None = None,
 ) -> Run:
-    """A Run from the hash's fields (HGETALL)."""
+    """A Run from the hash's fields (HGETALL), with the lease's live holder (`driver`) and
+    the run's driver record (`last`: HGETALL of its driver key)."""
     counts = {counter: int(fields.get(counter.encode(), b"0")) for counter in COUNTERS}
+    last = last or {}
+    last_driver = _text(last, "token")
+    gone_since = None
+    if driver is None and not _text(fields, "finished_at"):
+        gone_since = (
+            _text(last, "released_at") or _text(last, "seen_at") or _text(fields, "created_at")
+        )
     return Run(
         name=name,
         state=RunState(_text(fields, "state") or RunState.FAILED),
@@ -228,6 +263,9 @@ def parse(
         error=_text(fields, "error"),
         in_flight=in_flight,
         driver=driver,
+        listing_done=_text(fields, "listing_done") == "1",
+        last_driver=last_driver,
+        driver_gone_since=gone_since,
     )
 
 
@@ -271,10 +309,14 @@ def load(connection: redis.Redis, name: str) -> Run:
         pipe.hgetall(names.backfill_key(name))
         pipe.hlen(names.backfill_inflight_key(name))
         pipe.get(names.backfill_lease_key(name))
-        fields, in_flight, holder = pipe.execute()
+        pipe.hgetall(names.backfill_driver_key(name))
+        fields, in_flight, holder, last = pipe.execute()
     if not fields:
         raise BackfillError(f"no backfill named {name!r} (see `qrw backfill status`)")
-    return parse(name, fields, int(in_flight), holder.decode() if holder else None)
+    driver = holder.decode() if holder else None
+    if driver is not None and local_process(driver) is False:
+        driver = None  # killed on this machine: its lease only counts down
+    return parse(name, fields, int(in_flight), driver, last)
 
 
 def run_names(connection: redis.Redis) -> list[str]:
@@ -345,6 +387,7 @@ class Lease:
     def __init__(self, connection: redis.Redis, name: str) -> None:
         self.connection = connection
         self.key = names.backfill_lease_key(name)
+        self.record_key = names.backfill_driver_key(name)
         self.token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lost = threading.Event()
         self._stop = threading.Event()
@@ -355,6 +398,10 @@ class Lease:
         taken = self.connection.set(self.key, self.token, nx=True, px=int(LEASE_S * 1000))
         if not taken:
             return False
+        with self.connection.pipeline(transaction=True) as pipe:
+            pipe.delete(self.record_key)  # the last driver's released_at goes with it
+            pipe.hset(self.record_key, mapping={"token": self.token, "seen_at": now_iso()})
+            pipe.execute()
         self._thread = threading.Thread(target=self._renew_loop, name="backfill-lease", daemon=True)
         self._thread.start()
         return True
@@ -388,6 +435,7 @@ class Lease:
             pipe.multi()
             # Absent: it lapsed while Redis was away and nobody took it: ours again.
             pipe.set(self.key, self.token, px=int(LEASE_S * 1000))
+            pipe.hset(self.record_key, mapping={"token": self.token, "seen_at": now_iso()})
             try:
                 pipe.execute()
             except redis.WatchError:
@@ -404,6 +452,7 @@ class Lease:
                 if self.held_in(pipe):
                     pipe.multi()
                     pipe.delete(self.key)
+                    pipe.hset(self.record_key, "released_at", now_iso())
                     pipe.execute()
         except redis.RedisError:
             pass  # it lapses on its own

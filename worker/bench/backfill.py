@@ -17,7 +17,10 @@ does. It measures:
 3. resume: the backfill killed with SIGKILL half-way, then `qrw backfill resume`: seconds
    until it enqueues again, and the output checked to hold every object exactly once;
 4. live jobs while a backfill keeps every worker busy: round trip and queue wait p50/p95
-   of single-image jobs on `qr`, without a backfill and with backfills of two `--batch`.
+   of single-image jobs on `qr`, without a backfill and with backfills of two `--batch`;
+5. dedup: what the set of enqueued objects (worker.backfill.seen) costs Redis per object and
+   the driver per lookup, filled as 10^8 objects fill it (the same objects per hash, on
+   fewer hashes) and as a small run does, and how long dropping it takes.
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ import redis
 
 from models.synth import digital_invoice
 from worker.backfill import Options
+from worker.backfill import seen as dedup_set
+from worker.backfill.runner import ENQUEUE_MAX_JOBS
 from worker.bench.report import machine_line, percentile, write_section
 from worker.queue import names, producer
 from worker.queue.local_redis import free_port, local_redis
@@ -73,6 +78,10 @@ class Scale:
     live_objects: int  # objects of the backfill that keeps the workers busy
     listing_in_flight: int = 64  # --max-in-flight of the listing runs (--batch 10)
     resume_rate: int = 200  # images/s of the run killed half-way
+    # dedup: hashes of the set filled as at 10^8 objects (2^bits of them), and a small run's
+    # objects on the real number of hashes.
+    dedup_bits: int = 14
+    dedup_small: int = 100_000
 
 
 # Throughput: many short pairs rather than a few long runs. This machine is shared and its
@@ -80,8 +89,13 @@ class Scale:
 # median of the per-pair ratios is what survives the drift.
 FULL = Scale(4000, 7, 10_000, 100_000, 3000, 60, 12_000)
 QUICK = Scale(1000, 1, 1_000, 10_000, 400, 12, 3000)
-SMOKE = Scale(60, 1, 100, 300, 300, 3, 400, listing_in_flight=4, resume_rate=50)
-SECTIONS = ("throughput", "listing", "resume", "latency")
+SMOKE = Scale(
+    60, 1, 100, 300, 300, 3, 400, listing_in_flight=4, resume_rate=50, dedup_bits=6,
+    dedup_small=1000,
+)  # fmt: skip
+SECTIONS = ("throughput", "listing", "resume", "latency", "dedup")
+# A run of this many objects is what the dedup section's fill stands for.
+DEDUP_RUN = 10**8
 
 
 @dataclass
@@ -832,6 +846,70 @@ def latency(base: Path, scale: Scale, batches: tuple[int, ...]) -> list[dict[str
 # -- the report ----------------------------------------------------------------------------
 
 
+def dedup(base: Path, scale: Scale) -> dict[str, Any]:
+    """The set of enqueued objects against a real Redis, used as the runner uses it: marks
+    looked up in one round trip per transaction of ENQUEUE_MAX_JOBS jobs of 10, and added in
+    that transaction; then every object looked up again (a manifest naming it twice)."""
+    per_hash = DEDUP_RUN / 2**dedup_set.BUCKET_BITS
+    fills = [
+        ("as at 10^8 objects", scale.dedup_bits, round(per_hash * 2**scale.dedup_bits)),
+        ("small run", dedup_set.BUCKET_BITS, scale.dedup_small),
+    ]
+    chunk = ENQUEUE_MAX_JOBS * 10
+    rows = []
+    with bench_redis(base) as bench:
+        client = bench.client
+        config = client.config_get("hash-max-listpack-entries")
+        for label, bits, objects in fills:
+            client.flushall()
+            empty = int(client.info("memory")["used_memory"])
+            seen = dedup_set.Seen(client, f"dedup-{bits}", bucket_bits=bits)
+            wall = cpu = 0.0
+            for first in range(0, objects, chunk):
+                batch = [_identity(n) for n in range(first, min(objects, first + chunk))]
+                started, cpu_started = time.perf_counter(), time.process_time()
+                marks = [seen.mark(text) for text in batch]
+                if any(seen.contains(marks)):
+                    raise RuntimeError("a new object was taken for one already enqueued")
+                with client.pipeline(transaction=True) as pipe:
+                    seen.add(pipe, marks)
+                    pipe.execute()
+                wall += time.perf_counter() - started
+                cpu += time.process_time() - cpu_started
+            used = int(client.info("memory")["used_memory"]) - empty
+            # Every object once more: all of them must be found.
+            started = time.perf_counter()
+            for first in range(0, objects, chunk):
+                names_again = [_identity(n) for n in range(first, min(objects, first + chunk))]
+                if not all(seen.contains([seen.mark(text) for text in names_again])):
+                    raise RuntimeError("an enqueued object was not found")
+            lookup_wall = time.perf_counter() - started
+            sample = client.randomkey()
+            encoding = client.object("encoding", sample) if sample else None
+            started = time.perf_counter()
+            hashes = seen.clear()
+            clear_s = time.perf_counter() - started
+            rows.append(
+                {
+                    "label": label,
+                    "bucket_bits": bits,
+                    "hashes": hashes,
+                    "objects": objects,
+                    "per_hash": objects / max(1, hashes),
+                    "redis_bytes": used,
+                    "bytes_per_object": used / objects,
+                    "add_us_per_object": wall / objects * 1e6,
+                    "cpu_us_per_object": cpu / objects * 1e6,
+                    "lookup_us_per_object": lookup_wall / objects * 1e6,
+                    "encoding": encoding.decode() if isinstance(encoding, bytes) else encoding,
+                    "clear_s": clear_s,
+                    "left": len(list(client.scan_iter(match=f"{seen.prefix}*"))),
+                }
+            )
+    listpack = config.get("hash-max-listpack-entries") if isinstance(config, dict) else None
+    return {"rows": rows, "hash_max_listpack_entries": listpack, "chunk": chunk}
+
+
 def render(results: dict[str, Any]) -> str:
     measured: dict[str, dict[str, str]] = results["measured"]
     runs = {(run["command"], run["machine"]) for run in measured.values()}
@@ -859,6 +937,7 @@ def render(results: dict[str, Any]) -> str:
         ("listing", _listing_lines),
         ("resume", _resume_lines),
         ("latency", _latency_lines),
+        ("dedup", _dedup_lines),
     ):
         if key in results:
             lines += ["", *section(results)]
@@ -1058,6 +1137,50 @@ def _latency_lines(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _identity(n: int) -> str:
+    return f"s3://{BUCKET}/2024/{n:09d}/invoice.png"
+
+
+def _dedup_lines(results: dict[str, Any]) -> list[str]:
+    dd = results["dedup"]
+    lines = [
+        "### Objects named twice: the set of enqueued objects",
+        "",
+        "A run over a manifest keeps the objects it has enqueued in Redis "
+        f"(worker.backfill.seen: {2**dedup_set.BUCKET_BITS:,} hashes, a {dedup_set.FIELD_BYTES}-"
+        "byte field per object), looked up and added as the runner does: one round trip of "
+        f"lookups per transaction of {dd['chunk']:,} objects, the marks added in it. *As at "
+        f"10^8 objects* = each hash holds what it holds in a run of {DEDUP_RUN:,} objects "
+        f"({DEDUP_RUN / 2**dedup_set.BUCKET_BITS:.0f}), on fewer hashes, so the bytes per "
+        "object are those of such a run; *small run* = the real number of hashes, mostly one "
+        "object each. Redis = `used_memory` over the empty server's. The lookup of every "
+        "object again (a manifest naming all of them twice) found each one. "
+        f"`hash-max-listpack-entries` {dd['hash_max_listpack_entries']}.",
+        "",
+        "| fill | objects | hashes | objects per hash | encoding | Redis bytes per object "
+        "| add: µs per object (driver CPU) | lookup again: µs per object | dropped in s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in dd["rows"]:
+        lines.append(
+            f"| {r['label']} | {r['objects']:,} | {r['hashes']:,} | {r['per_hash']:.0f} "
+            f"| {r['encoding']} | {r['bytes_per_object']:.1f} "
+            f"| {r['add_us_per_object']:.1f} ({r['cpu_us_per_object']:.1f}) "
+            f"| {r['lookup_us_per_object']:.1f} | {r['clear_s']:.2f} |"
+        )
+    full = dd["rows"][0]
+    lines += [
+        "",
+        f"At {DEDUP_RUN:,} objects the set takes about "
+        f"**{full['bytes_per_object'] * DEDUP_RUN / 2**30:.1f} GiB** of Redis "
+        f"({full['bytes_per_object']:.1f} bytes per object) and the driver "
+        f"{full['add_us_per_object'] * DEDUP_RUN / 1e6 / 60:.0f} minutes over the whole run "
+        f"({full['add_us_per_object']:.1f} µs per object); it is dropped when the listing "
+        "ends.",
+    ]
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     size = parser.add_mutually_exclusive_group()
@@ -1090,6 +1213,8 @@ def main(argv: list[str] | None = None) -> int:
             results["resume"] = resume(base / "resume", scale, args.batch)
         if "latency" in only:
             results["latency"] = latency(base / "latency", scale, (1, 10))
+        if "dedup" in only:
+            results["dedup"] = dedup(base / "dedup", scale)
     command = " ".join(
         [COMMAND]
         + (["--quick"] if args.quick else ["--smoke"] if args.smoke else [])

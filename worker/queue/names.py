@@ -105,3 +105,15 @@ def backfill_inflight_key(name: str) -> str:
 def backfill_reply_key(name: str) -> str:
     """Where the run's workers push results; drained into the output as they arrive."""
     return f"{REPLY_PREFIX}backfill:{name}"
+
+
+def backfill_driver_key(name: str) -> str:
+    """The run's last driver and when it last renewed its lease (a hash, kept after the lease
+    lapses): what `qrw backfill status` says of a run whose backfill process died."""
+    return f"qrw:backfill:{name}:driver"
+
+
+def backfill_seen_prefix(name: str) -> str:
+    """The objects the run has enqueued, while its manifest is read: hashes named this and a
+    bucket number (worker.backfill.seen)."""
+    return f"qrw:backfill:{name}:seen:"
