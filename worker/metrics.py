@@ -360,28 +360,31 @@ class PersistenceCollector(Collector):
         yield gauge
 
 
-# Seconds a PING may take before Redis counts as unreachable: far inside a scrape's timeout
-# (Prometheus's default is 10 s), so a Redis that hangs shows as qrw_redis_up 0 instead of
-# failing the whole scrape, which would look like the process itself was down.
-REDIS_PING_TIMEOUT_S = 1.0
+# Seconds one Redis command of a scrape may take: the few a scrape sends stay far inside its
+# timeout (Prometheus's default is 10 s), so a Redis that hangs shows as qrw_redis_up 0
+# instead of failing the whole scrape, which would look like the process itself was down.
+REDIS_SCRAPE_TIMEOUT_S = 1.0
+
+
+def scrape_connection(url: str) -> redis.Redis:
+    """A Redis client for what /metrics reads: each command waits at most
+    REDIS_SCRAPE_TIMEOUT_S. Not the queue's client, which waits 5 s to connect, has no read
+    timeout and retries with backoff, riding out what these gauges are meant to show. A
+    closed connection (Redis restarted since the last scrape) is retried once at once, so it
+    is reopened rather than reported as an outage; a timeout is not retried."""
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=REDIS_SCRAPE_TIMEOUT_S,
+        socket_connect_timeout=REDIS_SCRAPE_TIMEOUT_S,
+        retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+    )
 
 
 class RedisUpCollector(Collector):
-    """qrw_redis_up: whether Redis answers PING within REDIS_PING_TIMEOUT_S, per scrape.
-
-    Its own client, not the queue's: that one waits 5 s to connect and retries with
-    backoff, riding out what this gauge is meant to show. A closed connection (Redis
-    restarted since the last scrape) is retried once at once, so it is reopened rather than
-    reported as an outage; a timeout is not retried.
-    """
+    """qrw_redis_up: whether Redis answers PING within REDIS_SCRAPE_TIMEOUT_S, per scrape."""
 
     def __init__(self, url: str) -> None:
-        self.client = redis.Redis.from_url(
-            url,
-            socket_timeout=REDIS_PING_TIMEOUT_S,
-            socket_connect_timeout=REDIS_PING_TIMEOUT_S,
-            retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
-        )
+        self.client = scrape_connection(url)
 
     def answers(self) -> bool:
         try:
@@ -393,7 +396,7 @@ class RedisUpCollector(Collector):
         gauge = GaugeMetricFamily(
             "qrw_redis_up",
             "1: Redis (REDIS_URL) answered PING at this scrape; 0: it did not, within "
-            f"{REDIS_PING_TIMEOUT_S:g} s.",
+            f"{REDIS_SCRAPE_TIMEOUT_S:g} s.",
         )
         gauge.add_metric([], 1.0 if self.answers() else 0.0)
         yield gauge

@@ -29,7 +29,7 @@ def run(settings: Settings, queues: tuple[str, ...], workers: int, *, burst: boo
     connection = runtime.connect(settings.redis_url)
     check_persistence(connection)
     if settings.metrics_port:
-        serve_metrics(settings, connection, queues)
+        serve_metrics(settings, queues)
     preload(settings)
     pool = WorkerPool(
         queues,
@@ -96,7 +96,7 @@ def check_persistence(connection: redis.Redis) -> persistence.Persistence:
     return found
 
 
-def serve_metrics(settings: Settings, connection: redis.Redis, queues: tuple[str, ...]) -> None:
+def serve_metrics(settings: Settings, queues: tuple[str, ...]) -> None:
     """All worker processes' metrics and the queue gauges, on one port, from this parent.
 
     The multiprocess folder is set before any worker process exists, so every one of
@@ -107,11 +107,14 @@ def serve_metrics(settings: Settings, connection: redis.Redis, queues: tuple[str
 
     from worker import metrics
 
+    # Not the pool's client (no read timeout): a Redis that hangs held every scrape, and a
+    # thread of the metrics server, for good; the pool looked down, not Redis.
+    scraping = metrics.scrape_connection(settings.redis_url)
     registry = metrics.multiprocess_registry(
         [
-            metrics.QueueCollector(connection, queues),
-            metrics.BackfillCollector(connection),
-            metrics.PersistenceCollector(connection),
+            metrics.QueueCollector(scraping, queues),
+            metrics.BackfillCollector(scraping),
+            metrics.PersistenceCollector(scraping),
             metrics.PoolMemoryCollector(),
             metrics.RedisUpCollector(settings.redis_url),
         ]
