@@ -231,6 +231,19 @@ class Settings:
             _number(1, 2_000_000_000),
         ),
     )
+    max_jpeg_scans: int = field(
+        default=100,
+        metadata=_env(
+            "QRW_MAX_JPEG_SCANS",
+            "Most scans (SOS segments) a JPEG may hold, counted before decoding: libjpeg "
+            "decodes every scan over the whole page in one call that no deadline stops. "
+            "Encoders write 1 to 3 (baseline) or about 10 (progressive).",
+            # libjpeg-turbo's fuzz targets cap scans at 500 (TJPARAM_SCANLIMIT) on pages of
+            # at most 1 MP; a scan costs about 0.6 ms per megapixel here, so 100 scans of a
+            # 60 MP page take about 4 s per decode. 10 keeps libjpeg's own colour script.
+            _number(10, 1000),
+        ),
+    )
     max_job_bytes: int = field(
         default=1_048_576,
         metadata=_env(

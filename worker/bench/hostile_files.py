@@ -1,10 +1,11 @@
 """Hostile image files, built on the fly so that none has to live in the repository.
 
 Each generator returns the bytes of a valid file that is small on disk and expensive to
-decode: the inputs the red-team pass of issue 9 used against the engine, rebuilt exactly
-(same container, compression, sizes and frame counts). They are written chunk by chunk
-with `struct` and `zlib`, so building one costs a few megabytes, never the pixels it
-declares. Only `animated_webp` needs an encoder (libwebp, through Pillow).
+decode: the inputs the red-team passes of issues 9 and 17 used against the engine, rebuilt
+exactly (same container, compression, sizes and frame or scan counts). They are written
+chunk by chunk with `struct` and `zlib`, so building one costs a few megabytes, never the
+pixels it declares. Only `animated_webp` (libwebp) and `progressive_jpeg_scans` (libjpeg)
+need an encoder, through Pillow.
 
 `code` arguments take a module matrix (2-D bool array, True = dark module, quiet zone
 included by the caller or not) drawn dark on the page, so a test can also assert that a
@@ -232,3 +233,145 @@ def qr_modules(text: str, quiet_zone: int = 4) -> np.ndarray:
     )
     dark = symbol < 128
     return np.pad(dark, quiet_zone, constant_values=False)
+
+
+def gif_blank_lzw(pixels: int, min_code_size: int = 2) -> bytes:
+    """GIF LZW data for `pixels` pixels of colour index 1, in sub-blocks: what an encoder
+    writes for a blank frame. Each code repeats the longest run in the table, so a 400 MP
+    frame takes about 150 KB once the table is full (4,096 codes, no clear code)."""
+    clear, end = 1 << min_code_size, (1 << min_code_size) + 1
+    width, next_code, run_codes = min_code_size + 1, end + 1, {1: 1}
+    bits = bit_count = 0
+    out = bytearray()
+
+    def emit(code: int) -> None:
+        nonlocal bits, bit_count
+        bits |= code << bit_count
+        bit_count += width
+        while bit_count >= 8:
+            out.append(bits & 0xFF)
+            bits >>= 8
+            bit_count -= 8
+
+    emit(clear)
+    left, longest = pixels, 1
+    while left:
+        run = min(longest, left)
+        emit(run_codes[run])
+        left -= run
+        if next_code < 4096:
+            # The decoder adds this run plus one pixel to its table, as the encoder does.
+            run_codes[run + 1] = next_code
+            longest = max(longest, run + 1)
+            next_code += 1
+            # The decoder adds its entry one code later, so it widens one code later too.
+            if next_code == (1 << width) + 1 and width < 12:
+                width += 1
+    emit(end)
+    if bit_count:
+        out.append(bits & 0xFF)
+    blocks = b"".join(
+        bytes([len(out[k : k + 255])]) + out[k : k + 255] for k in range(0, len(out), 255)
+    )
+    return bytes([min_code_size]) + blocks + b"\x00"
+
+
+def gif_large_frame(frame_side: int = 20_000, screen: int = 16) -> bytes:
+    """A GIF89a whose logical screen is screen x screen and whose second frame declares
+    frame_side x frame_side (the red-team file of issue 17: 16 and 20000, about 150 KB of
+    valid LZW data). Pillow grows its canvas to every frame it decodes, so the screen size
+    in the header says nothing about the memory the second frame takes."""
+    header = (
+        b"GIF89a" + struct.pack("<HHBBB", screen, screen, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff"
+    )
+    frames = b""
+    for side in (screen, frame_side):
+        control = b"\x21\xf9\x04\x00\x0a\x00\x00\x00"  # 1/10 s, no disposal
+        descriptor = b"\x2c" + struct.pack("<HHHHB", 0, 0, side, side, 0)
+        frames += control + descriptor + gif_blank_lzw(side * side)
+    return header + frames + b"\x3b"
+
+
+def progressive_jpeg_scans(side: int = MAX_SIDE, repeats: int = 580_306) -> bytes:
+    """A blank grayscale progressive JPEG of side x side whose last scan is repeated
+    `repeats` times: the red-team file of issue 17 (7745 and 580,306: 52 MB, under
+    QRW_MAX_BYTES). libjpeg decodes every scan over the whole coefficient buffer, about
+    0.6 ms per megapixel per scan, in one C call that no deadline can interrupt."""
+    from PIL import Image  # libjpeg's own progressive script, for the scans to repeat
+
+    buffer = io.BytesIO()
+    Image.new("L", (side, side), 255).save(buffer, format="JPEG", quality=90, progressive=True)
+    data = buffer.getvalue()
+    # Entropy-coded data stuffs every 0xFF as FF 00, so the last FF DA starts the last scan,
+    # which runs up to the end-of-image marker.
+    last = data.rindex(b"\xff\xda")
+    assert data.endswith(b"\xff\xd9")
+    return data[:-2] + data[last:-2] * repeats + b"\xff\xd9"
+
+
+def _png_page(code: np.ndarray, module: int, rgba: bool) -> tuple[bytes, bytes]:
+    """The IHDR and IDAT chunks of an 8-bit gray (or RGBA) page showing `code`."""
+    dark = np.kron(code, np.ones((module, module), bool))
+    gray = np.where(dark, np.uint8(0), np.uint8(255))
+    pixels = np.dstack([gray, gray, gray, np.full_like(gray, 255)]) if rgba else gray
+    height, width = gray.shape
+    rows = (b"\x00" + row.tobytes() for row in pixels.reshape(height, -1))
+    header = struct.pack(">IIBBBBB", width, height, 8, 6 if rgba else 0, 0, 0, 0)
+    return _chunk(b"IHDR", header), _chunk(b"IDAT", _deflate(rows))
+
+
+def png_ancillary(
+    code: np.ndarray, kind: str = "zTXt", *, rgba: bool = False, after_pixels: bool = False
+) -> bytes:
+    """A valid PNG showing `code`, with one large ancillary chunk that no decoder needs for
+    the pixels (issue 17, point 5): `kind` "prVt" is 20 MB of a private chunk, "tEXt" 20 MB
+    of text, and "zTXt", "iTXt" and "iCCP" are 4 KB that inflate to 4 MB, past Pillow's
+    MAX_TEXT_CHUNK (1 MB). The chunk goes before the pixel data, or after it."""
+    bomb = zlib.compress(b"\x00" * (4 * 2**20), 9)
+    bodies = {
+        "prVt": b"\x00" * (20 * 2**20),
+        "tEXt": b"Comment\x00" + b"x" * (20 * 2**20),
+        "zTXt": b"Comment\x00\x00" + bomb,
+        "iTXt": b"Comment\x00\x01\x00\x00\x00" + bomb,
+        "iCCP": b"profile\x00\x00" + bomb,
+    }
+    header, pixels = _png_page(code, 4, rgba)
+    extra = _chunk(kind.encode("ascii"), bodies[kind])
+    middle = pixels + extra if after_pixels else extra + pixels
+    return b"\x89PNG\r\n\x1a\n" + header + middle + _chunk(b"IEND", b"")
+
+
+def apng_large_frame(frame_side: int = 20_000, canvas: int = 16) -> bytes:
+    """An APNG with a canvas x canvas image whose second frame's fcTL declares
+    frame_side x frame_side: the APNG form of the GIF whose frame outgrows its screen."""
+    row = b"\x00" + b"\xff" * canvas
+    data = _deflate([row] * canvas)
+    header = struct.pack(">IIBBBBB", canvas, canvas, 8, 0, 0, 0, 0)
+    first = struct.pack(">IIIIIHHBB", 0, canvas, canvas, 0, 0, 1, 10, 0, 0)
+    second = struct.pack(">IIIIIHHBB", 1, frame_side, frame_side, 0, 0, 1, 10, 0, 0)
+    big = _deflate([b"\x00" + b"\xff" * frame_side] * 64)  # the start of the huge frame
+    return b"".join(
+        [
+            b"\x89PNG\r\n\x1a\n",
+            _chunk(b"IHDR", header),
+            _chunk(b"acTL", struct.pack(">II", 2, 0)),
+            _chunk(b"fcTL", first),
+            _chunk(b"IDAT", data),
+            _chunk(b"fcTL", second),
+            _chunk(b"fdAT", struct.pack(">I", 2) + big),
+            _chunk(b"IEND", b""),
+        ]
+    )
+
+
+def webp_large_frame(frame_side: int = 20_000, canvas: int = 32) -> bytes:
+    """An animated WebP with a canvas x canvas canvas whose first frame is a 32x32 tile
+    and whose second ANMF frame declares frame_side x frame_side around another: the WebP
+    form of the same file."""
+    out = bytearray(animated_webp(2, max(canvas, 34)))
+    vp8x = out.index(b"VP8X") + 8
+    out[vp8x + 4 : vp8x + 10] = _u24(canvas - 1) * 2
+    second = out.index(b"ANMF", out.index(b"ANMF") + 4) + 8
+    out[second : second + 6] = b"\x00" * 6  # at 0,0
+    out[second + 6 : second + 12] = _u24(frame_side - 1) * 2
+    return bytes(out)

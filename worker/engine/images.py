@@ -5,7 +5,11 @@ Four rules shape this module:
   pixel is decoded, so a decompression bomb is refused at the cost of a header parse.
   Three limits apply: pixels per page (QRW_MAX_PIXELS), pages per document
   (QRW_MAX_PAGES; every frame of an animated GIF, PNG or WebP is a page) and pixels per
-  document, all pages together (QRW_MAX_DOCUMENT_PIXELS).
+  document, all pages together (QRW_MAX_DOCUMENT_PIXELS). A header is not trusted
+  beyond what the decoder will do with it: every frame of an animation is checked from
+  its own descriptor (a GIF frame larger than its screen grows Pillow's canvas), and a
+  JPEG's scans are counted (QRW_MAX_JPEG_SCANS), since libjpeg decodes them all in one
+  call that no deadline interrupts.
 - Memory is budgeted per document, not per page. Only one page at a time keeps its large
   images: when a stage moves on to another page, the previous page's full-size and
   thorough-size copies are released and only its small fast-pass copy stays. Pillow
@@ -28,6 +32,8 @@ from __future__ import annotations
 import functools
 import io
 import math
+import re
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -94,9 +100,33 @@ _PILLOW_GRAY_COST = 1.3
 _ANIMATION_COST = {"gif": 19.0, "png": 15.0, "webp": 19.5}
 # Gray rows converted at once from a Pillow frame or a BGRA array: a few MB at most.
 _BAND_ROWS = 64
+# PNG chunks that decide the pixels: the critical ones, transparency, and APNG's frame
+# chunks. The rest (text, ICC profiles, gamma, private data) is dropped before decoding:
+# ancillary chunks cannot change what a code reads, and libpng's chunk size limit and
+# Pillow's text limits would otherwise call a valid PNG corrupt because of one of them.
+# Unknown critical chunks are kept, so a decoder still refuses what it cannot draw.
+_PNG_PIXEL_CHUNKS = frozenset(
+    {b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"acTL", b"fcTL", b"fdAT"}
+)
+# Dropping means copying the file, so the common PNG (pHYs, gAMA, a short tEXt) is left
+# as it is: up to this many ancillary bytes, far under libpng's chunk limit and Pillow's
+# text limits, unless one of them is compressed and may inflate past those.
+_PNG_ANCILLARY_LEFT = 64 * 1024
+_PNG_COMPRESSED_CHUNKS = frozenset({b"zTXt", b"iTXt", b"iCCP"})
+# JPEG markers: start-of-frame (all but DHT C4, JPG C8 and DAC CC), the progressive ones,
+# and those that stand alone without a length (TEM, RST0-7, SOI).
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_JPEG_PROGRESSIVE = frozenset({0xC2, 0xC6, 0xCA, 0xCE})
+_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})
+# The end of entropy-coded data: an 0xFF that is neither stuffing (FF 00), a restart
+# marker (FF D0-D7) nor fill before a marker (FF FF).
+_JPEG_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 # The small fast-pass copies that pages other than the current one keep, all together: 20
 # pages at the default QRW_FAST_MAX_SIDE fit; past it, pages are decoded again when needed.
 _KEPT_SMALL_BYTES = 64 * 2**20
+
+# A frame's place on its canvas: x, y, width, height.
+_Rect = tuple[int, int, int, int]
 
 
 def sniff(data: bytes) -> str | None:
@@ -110,6 +140,65 @@ def sniff(data: bytes) -> str | None:
     if b"%PDF-" in data[:1024]:
         return "pdf"
     return None
+
+
+@dataclass(frozen=True)
+class JpegShape:
+    """What a JPEG's marker segments say, read without decoding: its frame size and
+    components, whether it is progressive, and its scans (SOS segments)."""
+
+    width: int
+    height: int
+    components: int
+    progressive: bool
+    scans: int
+
+
+def jpeg_shape(data: bytes, max_scans: int | None = None) -> JpegShape:
+    """Walk the JPEG's marker segments, skipping entropy-coded data, and count the scans
+    libjpeg would decode.
+
+    A sequential JPEG whose first scan holds every component (nearly every camera and
+    scanner file) has one: the walk ends there. Otherwise (progressive, or one scan per
+    component) every SOS segment counts, up to `max_scans + 1` when a limit is given, so
+    a file of a million scans costs a walk of that many. A walk that meets something
+    other than a marker (junk, truncation) stops there: what to make of a broken file is
+    the decoder's call.
+    """
+    width = height = components = scans = 0
+    progressive = False
+    end, pos = len(data), 2  # after SOI
+    while pos + 1 < end and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if marker == 0xD9:  # EOI
+            break
+        if marker in _JPEG_STANDALONE:
+            pos += 2
+            continue
+        if pos + 4 > end:
+            break
+        length = (data[pos + 2] << 8) | data[pos + 3]
+        body, pos = pos + 4, pos + 2 + length
+        if length < 2:
+            break
+        if marker in _JPEG_SOF and body + 6 <= end:
+            height, width = struct.unpack_from(">HH", data, body + 1)
+            components, progressive = data[body + 5], marker in _JPEG_PROGRESSIVE
+        elif marker == 0xDA:
+            scans += 1
+            if max_scans is not None and scans > max_scans:
+                break
+            if not progressive and scans == 1 and body < end and data[body] >= components:
+                # One sequential scan holding every component is the whole image: libjpeg
+                # refuses or ignores any scan after it. Most JPEGs stop here, at the
+                # cost of a header walk.
+                break
+            found = _JPEG_NEXT_MARKER.search(data, pos)
+            pos = found.start() if found else end
+    return JpegShape(width, height, components, progressive, scans)
 
 
 T = TypeVar("T")
@@ -376,10 +465,17 @@ _PILLOW_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFE
 
 def _raster_pages(data: bytes, fmt: str, settings: Settings, pool: _Pool) -> list[Page]:
     name = f"the {fmt.upper()}"
+    if fmt == "jpeg":
+        _check_jpeg_scans(data, settings)
+    elif fmt == "png":
+        data, frames_at = _png_pixel_chunks(data)
+        _check_frames_inside(frames_at, _png_canvas(data), name)
+    elif fmt == "webp":
+        _check_frames_inside(_webp_frames(data, settings.max_pages + 1), _webp_canvas(data), name)
     # Pillow parses headers lazily: opening reads sizes and frame tables, not pixels.
     try:
         with Image.open(io.BytesIO(data)) as image:
-            frames, more = _frame_count(image, fmt, settings.max_pages)
+            frames, more = _frame_count(image, data, fmt, settings.max_pages)
             _check_page_count(frames, settings, what=name, more=more)
             mode, size, info = image.mode, image.size, image.info
             # TIFF pages each have their own size and mode; reading an IFD decodes nothing.
@@ -399,13 +495,19 @@ def _raster_pages(data: bytes, fmt: str, settings: Settings, pool: _Pool) -> lis
         return pages
     width, height = size
     if frames > 1 and fmt in _ANIMATED_FORMATS:
-        # Every frame is a page the size of the canvas, reached by decoding those before it.
-        _check_document([size] * frames, settings, what=name)
-        _check_page(width, height, _ANIMATION_COST[fmt], settings, what=f"each frame of {name}")
-        animation = _Animation(data, name, pool, _fast_key(width, height, settings), [])
+        # Every frame is a page the size of the canvas it is drawn on, reached by decoding
+        # those before it. Each is checked before the document, so the message names the
+        # frame that is too large.
+        sizes = _gif_sizes(data, frames, name) if fmt == "gif" else [(size, f" of {name}")] * frames
+        for index, ((page_width, page_height), what) in enumerate(sizes):
+            cost = _ANIMATION_COST[fmt]
+            _check_page(page_width, page_height, cost, settings, what=f"frame {index + 1}{what}")
+        _check_document([page_size for page_size, _ in sizes], settings, what=name)
+        keys = [_fast_key(w, h, settings) for (w, h), _ in sizes]
+        animation = _Animation(data, name, pool, keys, [])
         pages = [
-            Page(index, width, height, functools.partial(animation.frame, index), pool)
-            for index in range(frames)
+            Page(index, w, h, functools.partial(animation.frame, index), pool)
+            for index, ((w, h), _) in enumerate(sizes)
         ]
         animation.caches = [page._cache for page in pages]
         return pages
@@ -426,7 +528,7 @@ def _raster_pages(data: bytes, fmt: str, settings: Settings, pool: _Pool) -> lis
     return [Page(0, width, height, decode, pool)]
 
 
-def _frame_count(image: Image.Image, fmt: str, limit: int) -> tuple[int, bool]:
+def _frame_count(image: Image.Image, data: bytes, fmt: str, limit: int) -> tuple[int, bool]:
     """How many frames (pages) the image has, and whether that is only a lower bound.
 
     APNG and WebP declare their frame count. GIF and TIFF frames are counted only up to
@@ -446,42 +548,146 @@ def _frame_count(image: Image.Image, fmt: str, limit: int) -> tuple[int, bool]:
         image.seek(0)
         return count, count > limit
     if fmt == "gif":
-        count = _gif_frames(image, limit)
+        count = max(len(_gif_frames(data, limit)), 1)
         return count, count > limit
     if fmt in _ANIMATED_FORMATS:
         return getattr(image, "n_frames", 1), False
     return 1, False
 
 
-def _gif_frames(image: Image.Image, limit: int) -> int:
-    """The GIF's image descriptors, counted by skipping blocks and only up to `limit + 1`:
-    Pillow's n_frames walks them all, seconds for the millions a 50 MB file can hold."""
-    fp = image.fp
-    assert fp is not None
-    fp.seek(0)
-    header = fp.read(13)
-    if len(header) < 13:
+def _gif_frames(data: bytes, limit: int) -> list[_Rect]:
+    """The GIF's image descriptors (x, y, width, height), found by skipping blocks and
+    only up to `limit + 1`: Pillow's n_frames walks them all, seconds for the millions a
+    50 MB file can hold."""
+    if len(data) < 13:
         raise SyntaxError("truncated GIF header")
-    if header[10] & 0x80:
-        fp.seek(3 << ((header[10] & 7) + 1), io.SEEK_CUR)  # global colour table
-    count = 0
-    while count <= limit:
-        kind = fp.read(1)
-        if kind == b"!":
-            fp.read(1)  # extension label
-        elif kind == b",":
-            descriptor = fp.read(9)
-            if len(descriptor) < 9:
-                break
-            count += 1
-            if descriptor[8] & 0x80:
-                fp.seek(3 << ((descriptor[8] & 7) + 1), io.SEEK_CUR)  # local colour table
-            fp.read(1)  # LZW minimum code size
+    end, pos = len(data), 13
+    if data[10] & 0x80:
+        pos += 3 << ((data[10] & 7) + 1)  # global colour table
+    frames: list[_Rect] = []
+    while len(frames) <= limit and pos < end:
+        kind = data[pos]
+        pos += 1
+        if kind == 0x21:  # "!"
+            pos += 1  # extension label
+        elif kind == 0x2C and pos + 9 <= end:  # ","
+            frames.append(struct.unpack_from("<HHHH", data, pos))
+            flags = data[pos + 8]
+            pos += 9
+            if flags & 0x80:
+                pos += 3 << ((flags & 7) + 1)  # local colour table
+            pos += 1  # LZW minimum code size
         else:  # the trailer, the end of the data, or junk Pillow stops at too
             break
-        while (size := fp.read(1)) and size[0]:
-            fp.seek(size[0], io.SEEK_CUR)
-    return max(count, 1)
+        while pos < end and data[pos]:
+            pos += data[pos] + 1  # one sub-block
+        pos += 1  # the block terminator
+    return frames
+
+
+def _webp_frames(data: bytes, limit: int) -> list[_Rect]:
+    """The ANMF frame headers of an animated WebP (x, y, width, height), up to `limit`."""
+    frames: list[_Rect] = []
+    end, pos = len(data), 12
+    while pos + 8 <= end and len(frames) < limit:
+        kind = data[pos : pos + 4]
+        (length,) = struct.unpack_from("<I", data, pos + 4)
+        if kind == b"ANMF" and length >= 12 and pos + 20 <= end:
+            x, y, w, h = (
+                int.from_bytes(data[pos + 8 + k : pos + 11 + k], "little") for k in (0, 3, 6, 9)
+            )
+            frames.append((2 * x, 2 * y, w + 1, h + 1))  # offsets halved, sizes minus one
+        pos += 8 + length + (length & 1)
+    return frames
+
+
+def _png_pixel_chunks(data: bytes) -> tuple[bytes, list[_Rect]]:
+    """The PNG with only the chunks that decide its pixels, and its APNG frames (x, y,
+    width, height, from each fcTL). The input itself comes back when its ancillary
+    chunks cannot trip a decoder; a chunk running past the end is kept as it is, for the
+    decoder to judge."""
+    pieces: list[memoryview] = []
+    frames: list[_Rect] = []
+    view = memoryview(data)
+    end, pos, kept_from, dropped, compressed = len(data), 8, 0, 0, False
+    while pos + 12 <= end:
+        (length,) = struct.unpack_from(">I", data, pos)
+        kind = data[pos + 4 : pos + 8]
+        after = pos + 12 + length
+        if kind == b"fcTL" and length >= 26 and after <= end:
+            width, height, x, y = struct.unpack_from(">IIII", data, pos + 12)
+            frames.append((x, y, width, height))
+        if kind not in _PNG_PIXEL_CHUNKS and kind[0] & 0x20:  # ancillary: lower-case first
+            if kept_from < pos:
+                pieces.append(view[kept_from:pos])
+            kept_from, dropped = after, dropped + 12 + length
+            compressed = compressed or kind in _PNG_COMPRESSED_CHUNKS
+        if kind == b"IEND":
+            break
+        pos = after
+    if dropped <= _PNG_ANCILLARY_LEFT and not compressed:
+        return data, frames
+    pieces.append(view[kept_from:])
+    return b"".join(pieces), frames
+
+
+def _png_canvas(data: bytes) -> tuple[int, int] | None:
+    if data[12:16] != b"IHDR" or len(data) < 24:
+        return None
+    return struct.unpack_from(">II", data, 16)
+
+
+def _webp_canvas(data: bytes) -> tuple[int, int] | None:
+    if data[12:16] != b"VP8X" or len(data) < 30:
+        return None  # a still WebP: no frames
+    return 1 + int.from_bytes(data[24:27], "little"), 1 + int.from_bytes(data[27:30], "little")
+
+
+def _check_frames_inside(frames: list[_Rect], canvas: tuple[int, int] | None, name: str) -> None:
+    """APNG and WebP require every frame inside the canvas, and their decoders refuse one
+    outside it, some only once the frames before it are decoded: said here, from the
+    frame headers, before anything is decoded."""
+    if canvas is None:
+        return
+    width, height = canvas
+    for index, (x, y, w, h) in enumerate(frames):
+        if x + w > width or y + h > height:
+            raise ScanFailed(
+                ErrorCode.CORRUPT_IMAGE,
+                f"frame {index + 1} of {name} is {w}x{h} at {x},{y}, outside its "
+                f"{width}x{height} canvas: the format requires every frame inside it",
+            )
+
+
+def _gif_sizes(data: bytes, frames: int, name: str) -> list[tuple[tuple[int, int], str]]:
+    """Each GIF frame's page size, with what to say about the frame if it is refused.
+
+    A GIF frame may lie partly outside the logical screen, and Pillow then grows the
+    canvas to cover it, for that frame and every later one: a 16x16 screen can hold a
+    20000x20000 frame. So each page is the screen grown by every frame up to its own,
+    what Pillow allocates, and it is charged as such, rather than refusing any frame
+    past the screen, which some encoders write.
+    """
+    width, height = struct.unpack_from("<HH", data, 6)
+    sizes = []
+    for x, y, w, h in _gif_frames(data, frames)[:frames]:
+        what = f" of {name}"
+        if x + w > width or y + h > height:
+            what = f" of {name} ({w}x{h} at {x},{y}, beyond its {width}x{height} screen)"
+            width, height = max(width, x + w), max(height, y + h)
+        sizes.append(((width, height), what))
+    return sizes
+
+
+def _check_jpeg_scans(data: bytes, settings: Settings) -> None:
+    limit = settings.max_jpeg_scans
+    shape = jpeg_shape(data, max_scans=limit)
+    if shape.scans > limit:
+        raise ScanFailed(
+            ErrorCode.IMAGE_TOO_LARGE,
+            f"the JPEG has more than {limit} scans; the limit is {limit} (QRW_MAX_JPEG_SCANS): "
+            "libjpeg decodes every scan over the whole page in one call no deadline stops",
+        )
 
 
 def _tiff_page(image: Image.Image, index: int) -> tuple[tuple[int, int], str]:
@@ -565,7 +771,7 @@ class _Animation:
     data: bytes
     what: str
     pool: _Pool
-    small_key: int | None
+    small_keys: list[int | None]  # a GIF's pages may differ in size
     caches: list[dict[int | None, tuple[np.ndarray, float]]]
 
     def frame(self, index: int) -> np.ndarray:
@@ -603,8 +809,8 @@ class _Animation:
         if frame == index:
             return  # decoded by the caller, and counted by the pool
         self.pool.decoded_pixels += image.width * image.height
-        if self.small_key not in cache and self.pool.keep_room():
-            self._keep_small(cache, _pillow_gray(image))
+        if self.small_keys[frame] not in cache and self.pool.keep_room():
+            self._keep_small(frame, cache, _pillow_gray(image))
 
     def _prefetching(self, frame: int) -> bool:
         """Whether the walk should go on past the frame asked for, to `frame`."""
@@ -612,14 +818,17 @@ class _Animation:
             return False
         if not self.pool.keep_room():
             return False
-        return any(self.small_key not in cache for cache in self.caches[frame:])
+        return any(
+            key not in cache
+            for key, cache in zip(self.small_keys[frame:], self.caches[frame:], strict=True)
+        )
 
     def _keep_small(
-        self, cache: dict[int | None, tuple[np.ndarray, float]], gray: np.ndarray
+        self, frame: int, cache: dict[int | None, tuple[np.ndarray, float]], gray: np.ndarray
     ) -> None:
-        width = gray.shape[1]
-        small = gray if self.small_key is None else _reduce(gray, self.small_key)
-        cache[self.small_key] = (small, small.shape[1] / width)
+        width, key = gray.shape[1], self.small_keys[frame]
+        small = gray if key is None else _reduce(gray, key)
+        cache[key] = (small, small.shape[1] / width)
         self.pool.kept_small(cache, small.nbytes)
 
 
