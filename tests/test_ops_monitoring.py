@@ -586,6 +586,9 @@ def test_a_dead_redis_then_a_dead_pool_and_shim_raise_their_alerts(stack: Stack)
     targets = {r["metric"]["job"]: r["metric"]["instance"] for r in stack.query("up == 1")}
     pool, shim = targets[POOL_JOB], targets[SHIM_JOB]
     assert values(stack, "qrw_redis_up", "instance") == {pool: 1.0, shim: 1.0}
+    # QrwNoWorkers and QrwNoShims key on metrics that only one kind of process exports.
+    assert set(values(stack, "qrw_pool_processes", "job")) == {POOL_JOB}
+    assert set(values(stack, "qrw_http_requests_total", "job")) == {SHIM_JOB}
 
     def alerts_include(*wanted: tuple[str, str | None]) -> bool:
         return {(name, which, "pending") for name, which in wanted} <= raised(stack)
@@ -640,6 +643,7 @@ def test_a_dead_redis_then_a_dead_pool_and_shim_raise_their_alerts(stack: Stack)
         20,
         "QrwPoolDown and QrwNoWorkers",
     )
+    assert not {name for name, _, _ in raised(stack)} & {"QrwShimDown", "QrwNoShims"}
     # And the shim.
     stack.shim.process.kill()
     stack.shim.process.wait(10)
