@@ -54,6 +54,9 @@ REUSED = (
 # detectors' 45 MB in again costs the next page that runs both about 20 ms of CPU, half
 # as much again), short enough that an idle pool is small.
 IDLE_TRIM_S = 5.0
+# Longest wait of the thread that listens for RQ's commands (RQ's own is 60 s): shutdown
+# joins that thread, so this bounds how long a stopping worker can wait for it.
+COMMAND_LISTENER_WAKE_S = 0.5
 # Running these again cannot help: the input or the job itself is the problem.
 NOT_RETRIED = frozenset(
     {ErrorCode.REFUSED_JOB, ErrorCode.INVALID_PAYLOAD, ErrorCode.DEADLINE_EXCEEDED}
@@ -95,6 +98,25 @@ class QrWorkerMixin:
             kwargs["with_scheduler"] = False  # started; RQ's maintenance still restarts it
         self.load_engine()
         return super().work(*args, **kwargs)  # type: ignore[misc]
+
+    def subscribe(self) -> None:
+        """RQ's command listener, waking every COMMAND_LISTENER_WAKE_S instead of 60 s.
+
+        On shutdown RQ sends UNSUBSCRIBE, then stops the listener thread and joins it. A
+        thread that read the reply before the stop flag was set (likely on a busy machine)
+        went back to waiting up to 60 s for a subscription, and held the worker and the
+        pool that long (issue 18, point 4).
+        """
+        rq: Any = self  # RQ's worker, which this mixin always comes with
+        channel = rq.pubsub_channel_name
+        rq.log.info("Worker %s: subscribing to channel %s", self.name, channel)
+        rq.pubsub = self.connection.pubsub()
+        rq.pubsub.subscribe(**{channel: rq.handle_payload})
+        rq.pubsub_thread = rq.pubsub.run_in_thread(
+            sleep_time=COMMAND_LISTENER_WAKE_S,
+            daemon=True,
+            exception_handler=rq._pubsub_exception_handler,
+        )
 
     def load_engine(self) -> None:
         """Build and warm the engine, before the worker registers: a registered worker is
