@@ -13,7 +13,7 @@ because at 10^8 objects every byte per object counts: SHA-256 of the identity, w
 BUCKET_BITS bits pick one of 2^BUCKET_BITS hashes (`qrw:backfill:<name>:seen:<bucket>`) and whose
 next FIELD_BYTES bytes are a field (empty value) of that hash. Each hash stays a compact
 listpack (up to Redis's `hash-max-listpack-entries`, 512 by default: about 4 x 10^8 objects a
-run), so an object costs about its field's bytes plus a few: 14.5 bytes, 1.4 GiB at 10^8
+run), so an object costs about its field's bytes plus a few: 14.6 bytes, 1.4 GiB at 10^8
 objects (`python -m worker.bench.backfill --only dedup`). Two identities that share a bucket
 and a field (84 bits: a chance of about 3 x 10^-10 in a run of 10^8 objects) would be taken
 for one object.
