@@ -461,6 +461,73 @@ def file_cases() -> list[FileCase]:
             max_seconds=AT_ONCE_S,
             shim=False,
         ),
+        *raster_cases(),
+    ]
+
+
+def raster_cases() -> list[FileCase]:
+    """Issue 17's raster files (points 1, 2 and 5b): frames larger than their canvas, a
+    progressive JPEG of 580,306 scans, and valid PNGs with ancillary chunks that decoders
+    choke on (controls: each must be read)."""
+    return [
+        FileCase(
+            "large-frame.gif",
+            "GIF, 16x16 screen, its second frame 20000x20000",
+            frozenset({"image_too_large"}),
+            lambda: _hf().gif_large_frame(20_000, 16),
+            True,
+            max_seconds=AT_ONCE_S,
+        ),
+        FileCase(
+            "frame-7000.gif",
+            "GIF, 16x16 screen, its second frame 7000x7000",
+            frozenset({"image_too_large"}),
+            lambda: _hf().gif_large_frame(7000, 16),
+            False,
+            max_seconds=AT_ONCE_S,
+        ),
+        FileCase(
+            "large-frame.apng",
+            "APNG, 16x16 canvas, its second frame 20000x20000",
+            frozenset({"corrupt_image"}),
+            lambda: _hf().apng_large_frame(20_000, 16),
+            False,
+            max_seconds=AT_ONCE_S,
+        ),
+        FileCase(
+            "large-frame.webp",
+            "animated WebP, 32x32 canvas, its second frame 20000x20000",
+            frozenset({"corrupt_image"}),
+            lambda: _hf().webp_large_frame(20_000, 32),
+            False,
+            max_seconds=AT_ONCE_S,
+        ),
+        FileCase(
+            "scans.jpg",
+            "progressive JPEG, 7745x7745, its last scan repeated 580,306 times",
+            frozenset({"image_too_large"}),
+            lambda: _hf().progressive_jpeg_scans(7745, 580_306),
+            True,
+            max_seconds=AT_ONCE_S,
+        ),
+        FileCase(
+            "private-chunk.png",
+            "gray PNG with a 20 MB private ancillary chunk before its pixels (control)",
+            frozenset({"ok"}),
+            lambda: _hf().png_ancillary(_hf().qr_modules(INVOICE_TEXT.format(n=5)), "prVt"),
+            False,
+            reads=INVOICE_TEXT.format(n=5),
+        ),
+        FileCase(
+            "ztxt.png",
+            "RGBA PNG, a zTXt chunk inflating to 4 MB after its pixels (control)",
+            frozenset({"ok"}),
+            lambda: _hf().png_ancillary(
+                _hf().qr_modules(INVOICE_TEXT.format(n=6)), "zTXt", rgba=True, after_pixels=True
+            ),
+            True,
+            reads=INVOICE_TEXT.format(n=6),
+        ),
     ]
 
 
