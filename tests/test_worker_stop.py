@@ -9,7 +9,9 @@ which a busy machine makes likely, it went back to waiting for a subscription fo
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -69,3 +71,46 @@ def test_an_idle_two_worker_pool_exits_within_seconds_of_sigterm(
     assert pool.process.returncode == 0
     assert took < STOP_BOUND_S, f"the pool took {took:.1f} s to stop"
     assert client.scard(names.rq_queue_workers_key(queue)) == 0
+
+
+def test_a_pool_stopped_while_its_workers_load_their_engines_exits_within_seconds(
+    redis_server: RedisServer, s3_endpoint: str, file_root: Path, tmp_path: Path
+) -> None:
+    # A worker forks RQ's scheduler, then loads its engine, then installs RQ's signal
+    # handlers. The pool's stop (SIGINT) in between was a KeyboardInterrupt that skipped RQ's
+    # teardown: the scheduler was never stopped, and the worker waited for it at exit for
+    # ever (a KEDA scale-down right after a scale-up meets exactly this).
+    pool = WorkerProcess(
+        worker_env(redis_server.url, s3_endpoint, file_root),
+        "qr-stop-loading",
+        2,
+        log=tmp_path / "pool.log",
+    )
+    try:
+        wait_until(lambda: grandchildren(pool), 90, "a worker to fork its scheduler")
+        started = time.monotonic()
+        pool.signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            pool.process.wait(STOP_BOUND_S * 3)
+        took = time.monotonic() - started
+        assert pool.process.poll() is not None, "the pool was still running"
+    finally:
+        pool.stop()
+    assert took < STOP_BOUND_S, f"the pool took {took:.1f} s to stop"
+    assert pool.process.returncode == 0
+    assert not pool.descendants()
+
+
+def grandchildren(pool: WorkerProcess) -> list[int]:
+    workers = set(pool.descendants())
+    return [
+        pid for pid in workers if Path(f"/proc/{pid}/stat").exists() and parent_of(pid) in workers
+    ]
+
+
+def parent_of(pid: int) -> int:
+    try:
+        # The fourth field; the second (the command) may hold spaces but ends with ')'.
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0

@@ -96,8 +96,15 @@ class QrWorkerMixin:
                 kwargs.get("burst", False), kwargs.get("logging_level") or "INFO", **formats
             )
             kwargs["with_scheduler"] = False  # started; RQ's maintenance still restarts it
-        self.load_engine()
-        return super().work(*args, **kwargs)  # type: ignore[misc]
+        try:
+            self.load_engine()
+            return super().work(*args, **kwargs)  # type: ignore[misc]
+        except KeyboardInterrupt:
+            # The pool's stop (SIGINT) came before RQ's work loop installed its handlers, so
+            # RQ's teardown never ran: without it the scheduler forked above is never
+            # stopped, and this process would wait for it at exit for ever.
+            self.teardown()  # type: ignore[attr-defined]
+            return False
 
     def subscribe(self) -> None:
         """RQ's command listener, waking every COMMAND_LISTENER_WAKE_S instead of 60 s.
