@@ -145,6 +145,17 @@ def test_a_7000x7000_gif_frame_on_a_16x16_screen_is_charged_as_a_7000x7000_anima
     assert report["peak_above_mib"] < 64, report
 
 
+def test_a_one_frame_gif_larger_than_its_screen_is_measured_by_its_frame(
+    classical: Engine,
+) -> None:
+    screen = b"GIF89a" + struct.pack("<HHBBB", 16, 16, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff"
+    frame = b"\x2c" + struct.pack("<HHHHB", 0, 0, 20_000, 20_000, 0)
+    result = classical.scan(screen + frame + hf.gif_blank_lzw(20_000 * 20_000) + b";")
+    assert result.error is not None and result.error.code == ErrorCode.IMAGE_TOO_LARGE
+    assert "20000x20000" in result.error.message
+    assert result.timings_ms["decode_image"] < 1000
+
+
 def gif_code_beyond_screen(symbol: np.ndarray, screen: int = 16, offset: int = 8) -> bytes:
     """A two-frame GIF: a blank screen x screen frame, then a frame showing `symbol` at
     (offset, offset), larger than the screen, as some encoders write animations."""
