@@ -922,7 +922,8 @@ def render(results: dict[str, Any]) -> str:
             f"- {key}: `{run['command']}`, {run['machine']}" for key, run in measured.items()
         ]
     lines = [
-        "## Backfill: throughput against plain queue jobs, listing, resume, live jobs",
+        "## Backfill: throughput against plain queue jobs, listing, resume, live jobs, "
+        "objects named twice",
         "",
         *header,
         "",
