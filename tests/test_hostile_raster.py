@@ -330,6 +330,29 @@ def test_a_valid_png_with_a_large_or_inflating_ancillary_chunk_is_read(
     assert [c.text for c in result.codes] == [CODE]
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: hf.png_empty_chunks(50, b"prVt", hf.qr_modules(CODE)),
+        lambda: hf.png_empty_chunks(50, b"IDAT", hf.qr_modules(CODE)),
+        lambda: hf.webp_junk_chunks(50),
+    ],
+    ids=["png-private", "png-empty-idat", "webp-junk"],
+)
+def test_a_header_walk_over_millions_of_empty_chunks_ends_at_the_deadline(
+    classical: Engine, make: Callable[[], bytes]
+) -> None:
+    # 50 MB of 8- or 12-byte chunks. Pillow walked the PNG's private ones for 20 s with a
+    # 1 s deadline; our own chunk walks check the deadline as they go. The promise is
+    # the deadline + 1 s; the bound leaves a loaded machine some room.
+    data = make()
+    started = time.perf_counter()
+    result = classical.scan(data, deadline_ms=1000)
+    elapsed = time.perf_counter() - started
+    assert result.error is None or result.error.code == ErrorCode.DEADLINE_EXCEEDED, result.error
+    assert elapsed < 3.0, elapsed
+
+
 def test_pillows_text_limits_stay_as_they_are() -> None:
     # The chunks are skipped, not read with a larger limit: a text bomb inflates nowhere.
     from PIL import PngImagePlugin

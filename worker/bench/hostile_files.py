@@ -375,3 +375,29 @@ def webp_large_frame(frame_side: int = 20_000, canvas: int = 32) -> bytes:
     out[second : second + 6] = b"\x00" * 6  # at 0,0
     out[second + 6 : second + 12] = _u24(frame_side - 1) * 2
     return bytes(out)
+
+
+def png_empty_chunks(
+    megabytes: int = 50, kind: bytes = b"prVt", code: np.ndarray | None = None
+) -> bytes:
+    """A small gray PNG (showing `code`, when given) with `megabytes` of empty `kind`
+    chunks (12 bytes each: 4.4 million at 50) between its header and its pixels: every
+    reader of its chunks, ours included, steps over each one."""
+    header, pixels = _png_page(code if code is not None else np.zeros((21, 21), bool), 4, False)
+    empty = _chunk(kind, b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + header
+        + empty * (megabytes * 10**6 // 12)
+        + pixels
+        + _chunk(b"IEND", b"")
+    )
+
+
+def webp_junk_chunks(megabytes: int = 50) -> bytes:
+    """A two-frame animated WebP with `megabytes` of empty unknown chunks (8 bytes each:
+    6 million at 50) before its frames, which libwebp skips and a frame walk steps over."""
+    webp = animated_webp(2, 64)
+    first = webp.index(b"ANMF")
+    payload = webp[8:first] + b"JUNK\x00\x00\x00\x00" * (megabytes * 10**6 // 8) + webp[first:]
+    return b"RIFF" + struct.pack("<I", len(payload)) + payload

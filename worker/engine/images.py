@@ -127,6 +127,9 @@ _KEPT_SMALL_BYTES = 64 * 2**20
 
 # A frame's place on its canvas: x, y, width, height.
 _Rect = tuple[int, int, int, int]
+# Blocks or chunks a header walk steps over between two deadline checks (a few ms): a
+# 50 MB file can hold millions of empty ones.
+_WALK_CHECK_EVERY = 1 << 16
 
 
 def sniff(data: bytes) -> str | None:
@@ -385,7 +388,15 @@ def open_document(
         from worker.engine.pdf import pdf_pages  # imports this module: loaded when needed
 
         return Document("pdf", pdf_pages(data, settings, pool), clock, pool)
-    return Document(fmt, _raster_pages(data, fmt, settings, pool), clock, pool)
+    try:
+        pages = _raster_pages(data, fmt, settings, pool)
+    except DeadlineReached as exc:
+        # Only a header walk over millions of blocks gets here, before any page exists.
+        raise ScanFailed(
+            ErrorCode.DEADLINE_EXCEEDED,
+            f"{exc} while the {fmt.upper()}'s blocks were walked, before any code was read",
+        ) from exc
+    return Document(fmt, pages, clock, pool)
 
 
 def document_from_array(array: np.ndarray, settings: Settings) -> Document:
@@ -468,14 +479,15 @@ def _raster_pages(data: bytes, fmt: str, settings: Settings, pool: _Pool) -> lis
     if fmt == "jpeg":
         _check_jpeg_scans(data, settings)
     elif fmt == "png":
-        data, frames_at = _png_pixel_chunks(data)
+        data, frames_at = _png_pixel_chunks(data, pool.check_deadline)
         _check_frames_inside(frames_at, _png_canvas(data), name)
     elif fmt == "webp":
-        _check_frames_inside(_webp_frames(data, settings.max_pages + 1), _webp_canvas(data), name)
+        frames_at = _webp_frames(data, settings.max_pages + 1, pool.check_deadline)
+        _check_frames_inside(frames_at, _webp_canvas(data), name)
     # Pillow parses headers lazily: opening reads sizes and frame tables, not pixels.
     try:
         with Image.open(io.BytesIO(data)) as image:
-            frames, more = _frame_count(image, data, fmt, settings.max_pages)
+            frames, more = _frame_count(image, data, fmt, settings.max_pages, pool.check_deadline)
             _check_page_count(frames, settings, what=name, more=more)
             mode, size, info = image.mode, image.size, image.info
             # TIFF pages each have their own size and mode; reading an IFD decodes nothing.
@@ -498,7 +510,10 @@ def _raster_pages(data: bytes, fmt: str, settings: Settings, pool: _Pool) -> lis
         # Every frame is a page the size of the canvas it is drawn on, reached by decoding
         # those before it. Each is checked before the document, so the message names the
         # frame that is too large.
-        sizes = _gif_sizes(data, frames, name) if fmt == "gif" else [(size, f" of {name}")] * frames
+        if fmt == "gif":
+            sizes = _gif_sizes(data, frames, name, pool.check_deadline)
+        else:
+            sizes = [(size, f" of {name}")] * frames
         for index, ((page_width, page_height), what) in enumerate(sizes):
             cost = _ANIMATION_COST[fmt]
             _check_page(page_width, page_height, cost, settings, what=f"frame {index + 1}{what}")
@@ -528,7 +543,9 @@ def _raster_pages(data: bytes, fmt: str, settings: Settings, pool: _Pool) -> lis
     return [Page(0, width, height, decode, pool)]
 
 
-def _frame_count(image: Image.Image, data: bytes, fmt: str, limit: int) -> tuple[int, bool]:
+def _frame_count(
+    image: Image.Image, data: bytes, fmt: str, limit: int, check: Callable[[], None]
+) -> tuple[int, bool]:
     """How many frames (pages) the image has, and whether that is only a lower bound.
 
     APNG and WebP declare their frame count. GIF and TIFF frames are counted only up to
@@ -548,14 +565,14 @@ def _frame_count(image: Image.Image, data: bytes, fmt: str, limit: int) -> tuple
         image.seek(0)
         return count, count > limit
     if fmt == "gif":
-        count = max(len(_gif_frames(data, limit)), 1)
+        count = max(len(_gif_frames(data, limit, check)), 1)
         return count, count > limit
     if fmt in _ANIMATED_FORMATS:
         return getattr(image, "n_frames", 1), False
     return 1, False
 
 
-def _gif_frames(data: bytes, limit: int) -> list[_Rect]:
+def _gif_frames(data: bytes, limit: int, check: Callable[[], None]) -> list[_Rect]:
     """The GIF's image descriptors (x, y, width, height), found by skipping blocks and
     only up to `limit + 1`: Pillow's n_frames walks them all, seconds for the millions a
     50 MB file can hold."""
@@ -565,6 +582,7 @@ def _gif_frames(data: bytes, limit: int) -> list[_Rect]:
     if data[10] & 0x80:
         pos += 3 << ((data[10] & 7) + 1)  # global colour table
     frames: list[_Rect] = []
+    blocks = 0
     while len(frames) <= limit and pos < end:
         kind = data[pos]
         pos += 1
@@ -581,15 +599,21 @@ def _gif_frames(data: bytes, limit: int) -> list[_Rect]:
             break
         while pos < end and data[pos]:
             pos += data[pos] + 1  # one sub-block
+            blocks += 1
+            if not blocks % _WALK_CHECK_EVERY:
+                check()
         pos += 1  # the block terminator
     return frames
 
 
-def _webp_frames(data: bytes, limit: int) -> list[_Rect]:
+def _webp_frames(data: bytes, limit: int, check: Callable[[], None]) -> list[_Rect]:
     """The ANMF frame headers of an animated WebP (x, y, width, height), up to `limit`."""
     frames: list[_Rect] = []
-    end, pos = len(data), 12
+    end, pos, chunks = len(data), 12, 0
     while pos + 8 <= end and len(frames) < limit:
+        chunks += 1
+        if not chunks % _WALK_CHECK_EVERY:
+            check()
         kind = data[pos : pos + 4]
         (length,) = struct.unpack_from("<I", data, pos + 4)
         if kind == b"ANMF" and length >= 12 and pos + 20 <= end:
@@ -601,7 +625,7 @@ def _webp_frames(data: bytes, limit: int) -> list[_Rect]:
     return frames
 
 
-def _png_pixel_chunks(data: bytes) -> tuple[bytes, list[_Rect]]:
+def _png_pixel_chunks(data: bytes, check: Callable[[], None]) -> tuple[bytes, list[_Rect]]:
     """The PNG with only the chunks that decide its pixels, and its APNG frames (x, y,
     width, height, from each fcTL). The input itself comes back when its ancillary
     chunks cannot trip a decoder; a chunk running past the end is kept as it is, for the
@@ -609,8 +633,11 @@ def _png_pixel_chunks(data: bytes) -> tuple[bytes, list[_Rect]]:
     pieces: list[memoryview] = []
     frames: list[_Rect] = []
     view = memoryview(data)
-    end, pos, kept_from, dropped, compressed = len(data), 8, 0, 0, False
+    end, pos, kept_from, dropped, compressed, chunks = len(data), 8, 0, 0, False, 0
     while pos + 12 <= end:
+        chunks += 1
+        if not chunks % _WALK_CHECK_EVERY:
+            check()
         (length,) = struct.unpack_from(">I", data, pos)
         kind = data[pos + 4 : pos + 8]
         after = pos + 12 + length
@@ -659,7 +686,9 @@ def _check_frames_inside(frames: list[_Rect], canvas: tuple[int, int] | None, na
             )
 
 
-def _gif_sizes(data: bytes, frames: int, name: str) -> list[tuple[tuple[int, int], str]]:
+def _gif_sizes(
+    data: bytes, frames: int, name: str, check: Callable[[], None]
+) -> list[tuple[tuple[int, int], str]]:
     """Each GIF frame's page size, with what to say about the frame if it is refused.
 
     A GIF frame may lie partly outside the logical screen, and Pillow then grows the
@@ -670,7 +699,7 @@ def _gif_sizes(data: bytes, frames: int, name: str) -> list[tuple[tuple[int, int
     """
     width, height = struct.unpack_from("<HH", data, 6)
     sizes = []
-    for x, y, w, h in _gif_frames(data, frames)[:frames]:
+    for x, y, w, h in _gif_frames(data, frames, check)[:frames]:
         what = f" of {name}"
         if x + w > width or y + h > height:
             what = f" of {name} ({w}x{h} at {x},{y}, beyond its {width}x{height} screen)"
