@@ -917,3 +917,36 @@ def test_the_rate_and_eta_after_a_resume_count_only_what_this_process_saw_done(
             left = line["total"] - line["written"]
             assert line["eta_s"] == pytest.approx(left / line["images_per_s"], abs=0.2)
     assert_exactly_once(tmp_path / "out", refs)
+
+
+def test_a_driver_killed_after_its_listing_ended_counts_the_manifest_tail_once(
+    redis_server, s3_endpoint, file_root, invoices, tmp_path
+):
+    # The skips after the last object (bad lines, duplicates) are stored when the listing
+    # ends; a resume that read the listing's tail again counted them twice.
+    queue = "bf-tail"  # no worker serves it until the driver is dead: the run cannot end
+    refs = archive(file_root / "tail", invoices, 6)
+    manifest = write_manifest(
+        tmp_path / "manifest.txt", [*refs, "not a reference", refs[0], "nor this", refs[1], "x"]
+    )
+    environ = env(redis_server.url, s3_endpoint, file_root)
+    log = tmp_path / "backfill.log"
+    process = spawn(
+        environ, log, "start", "tail", "--manifest", str(manifest), "--out",
+        f"file://{tmp_path}/out", "--queue", queue, "--batch", "2",
+    )  # fmt: skip
+    wait_until(lambda: count(redis_server, "tail", "bad_lines") == 3, 60, "the listing's end")
+    process.send_signal(signal.SIGKILL)
+    process.wait(10)
+    worker = WorkerProcess(
+        worker_env(redis_server.url, s3_endpoint, file_root), queue, 1, log=tmp_path / "w.log"
+    )
+    try:
+        resumed = qrw(environ, "resume", "tail")
+    finally:
+        worker.stop()
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_exactly_once(tmp_path / "out", refs)
+    after = state(redis_server, "tail")
+    assert json.loads(after["skipped_by"]) == {"bad_line": 3, "duplicate": 2}
+    assert (after["bad_lines"], after["skipped"], after["listed"]) == ("3", "2", "8")
