@@ -115,3 +115,22 @@ def test_a_section_re_run_with_only_keeps_the_stored_sections_and_says_who_measu
     # A file written before sections recorded their command is credited to the plain one.
     old = bench.merge({"listing": {}}, {"resume": {}, "measured": {"resume": again}})
     assert old["measured"]["listing"]["command"] == "python -m worker.bench.backfill"
+
+
+def test_the_dedup_section_measures_the_set_of_enqueued_objects_as_the_runner_uses_it(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "benchmarks.md"
+    run = subprocess.run(
+        [sys.executable, "-m", "worker.bench.backfill", "--smoke", "--only", "dedup", "--out",
+         str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "### Objects named twice: the set of enqueued objects" in out.read_text()
+    rows = json.loads((tmp_path / "benchmarks-backfill.json").read_text())["dedup"]["rows"]
+    # Filled as a run of 10^8 objects fills it (~95 per hash), then a small run's one each;
+    # every object was found again, and dropping the set left nothing.
+    assert [round(row["per_hash"]) for row in rows] == [95, 1]
+    assert all(row["encoding"] == "listpack" and row["left"] == 0 for row in rows)
+    assert 8 <= rows[0]["bytes_per_object"] < 64
