@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 QRW := $(VENV)/bin/qrw
 SAMPLES ?= build/samples
 
-.PHONY: setup run test lint train bench bench-quick bench-setup bench-speed bench-queue bench-hostile bench-backfill clean
+.PHONY: setup run test lint train bench bench-quick bench-setup bench-speed bench-queue bench-hostile bench-backfill check-rq-tools clean
 
 setup: $(VENV)/.installed
 
@@ -78,6 +78,20 @@ bench-hostile: setup
 # over 100,000 objects in moto's S3, resume after SIGKILL, live-job latency under a backfill.
 bench-backfill: setup
 	$(PY) -m worker.bench.backfill --out docs/benchmarks.md
+
+# RQ's own tools against a real pool (issue 17): rq-dashboard and rq-exporter list our queues,
+# workers, finished and failed jobs without a server error. They pin rq<3 (we run RQ 3), so they
+# get a venv of their own; rq-dashboard 0.9.0 imports six without declaring it. Not part of
+# `make test` (docs/operations.md, *RQ's own tools*).
+RQ_TOOLS_VENV ?= build/rq-tools-venv
+
+check-rq-tools: setup $(RQ_TOOLS_VENV)/.installed
+	QRW_RQ_TOOLS_VENV=$(RQ_TOOLS_VENV) $(PY) -m pytest -q -p no:cacheprovider tests/test_rq_tools.py
+
+$(RQ_TOOLS_VENV)/.installed:
+	$(PYTHON) -m venv $(RQ_TOOLS_VENV)
+	$(RQ_TOOLS_VENV)/bin/pip install --quiet 'rq-dashboard==0.9.*' 'rq-exporter==3.1.*' six
+	@touch $@
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

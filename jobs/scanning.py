@@ -5,9 +5,10 @@ with the context built at worker start, the run it belongs to, and the payload. 
 the job envelope has been checked (worker.queue.envelope); the payload is validated here.
 
 Input problems never raise: a bad payload, a refused or missing reference, a corrupt
-image all end in a published failure result with the engine's error code. Only
-infrastructure failures (Redis gone for longer than the retries) raise, so that RQ
-runs the job again.
+image all end in a failure result with the engine's error code, published, counted and
+logged by worker.queue.outcome like every other end of a job (the worker then files the
+job in RQ's failed registry, never retried). Only infrastructure failures (Redis gone for
+longer than the retries) raise, so that RQ runs the job again.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from worker import storage
 from worker.engine import ScanResult
 from worker.engine.errors import ErrorCode, ScanFailed
 from worker.engine.results import ScanError
-from worker.queue import payloads
+from worker.queue import outcome, payloads
 from worker.queue.context import JobContext, JobRun
 from worker.queue.results import ImageResult, JobResult
 
@@ -43,40 +44,18 @@ def scan(ctx: JobContext, run: JobRun, payload: object) -> dict[str, Any]:
             request_id=echo.request_id,
             meta=echo.meta,
         )
-        reply_to, result_ttl, stream = echo.reply_to, echo.result_ttl, echo.stream
+        route: outcome.Route = echo
     else:
         result = JobResult.of(ctx, run.job_id)
         result.request_id, result.meta = request.request_id, request.meta
         result.batch = request.batch
         result.images = [_scan_one(ctx, ref, request, started) for ref in request.images]
-        reply_to, result_ttl, stream = request.reply_to, request.result_ttl, request.stream
+        route = request
     result.timings_ms = {"queue_wait": queue_wait, "total": (time.perf_counter() - started) * 1e3}
-    document = result.to_dict()
-    delivered = ctx.publisher.publish(
-        document, reply_to, run.delivery, result_ttl=result_ttl, stream=stream
+    finished = outcome.finish(
+        ctx, result, route, run.delivery, scanned=True, images=len(result.images)
     )
-    _observe(document)
-    error = result.error
-    log.info(
-        "job_finished",
-        job_id=run.job_id,
-        outcome="ok" if error is None else "failed",
-        error=error.code.value if error else None,
-        delivered=delivered,
-        images=len(result.images),
-        timings_ms=_rounded(document["timings_ms"]),
-    )
-    return document
-
-
-def _observe(document: dict[str, Any]) -> None:
-    from worker import metrics  # imported in the worker process: see worker.metrics_env
-
-    for item in document.get("items", [document]):
-        if "timings_ms" in item or item.get("error"):
-            metrics.observe_scan(item, "queue")
-    error = document.get("error")
-    metrics.JOBS.labels(error["code"] if error else "ok").inc()
+    return finished.document
 
 
 def _scan_one(
@@ -100,7 +79,3 @@ def _scan_one(
         deadline = max(1, int(remaining))
     result = ctx.engine.scan(data, deadline_ms=deadline, want=request.want)
     return ImageResult(ref, result, fetch_ms)
-
-
-def _rounded(timings: dict[str, float | None]) -> dict[str, float | None]:
-    return {k: (round(v, 1) if isinstance(v, float) else v) for k, v in timings.items()}

@@ -20,7 +20,7 @@ from rq.job import JobStatus
 from models.synth import digital_invoice
 from tests.services import RedisServer, wait_until
 from worker.queue import producer
-from worker.queue.intake import QrJob
+from worker.queue.job import QrJob
 from worker.queue.replies import Publisher
 from worker.settings import Settings
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker.engine.errors import ErrorCode
-from worker.queue.names import JOB_FUNCTION
+from worker.queue.names import JOB_FUNCTION, JOB_ROUND_FIELD
 from worker.rules import QUOTE_CHARS, quote
 
 MAX_JOB_ID_CHARS = 128
@@ -204,9 +204,10 @@ def salvage_payload(fields: dict[bytes, bytes], limit: int) -> object:
     return None
 
 
-def delivery(created_at: str, data: bytes) -> str:
+def delivery(created_at: str, data: bytes, rounds: int = 0) -> str:
     """One enqueue of a job: the same for every run of it, different when a producer
-    reuses the id for a new job.
+    reuses the id for a new job, and for each round after the job failed for good (a
+    requeue from RQ's failed registry: `rounds`, the job hash's JOB_ROUND_FIELD).
 
     Built from what RQ keeps stable across runs: `created_at` as RQ formats it and the
     inflated `data` (RQ rewrites the stored bytes, zlib-compressed, when it requeues).
@@ -215,16 +216,32 @@ def delivery(created_at: str, data: bytes) -> str:
     digest.update(created_at.encode())
     digest.update(b"\0")
     digest.update(data)
+    _add_round(digest, rounds)
     return digest.hexdigest()
 
 
 def raw_delivery(fields: dict[bytes, bytes]) -> str:
-    """The delivery of a job disposed of before RQ could read it (it never runs again)."""
+    """The delivery of a job disposed of before RQ could read it (run again only by a
+    requeue from RQ's failed registry, which is its next round)."""
     digest = hashlib.blake2b(digest_size=10)
     digest.update(fields.get(b"created_at", b""))
     digest.update(b"\0")
     digest.update(fields.get(b"data", b""))
+    _add_round(digest, round_of(fields.get(JOB_ROUND_FIELD.encode())))
     return digest.hexdigest()
+
+
+def round_of(raw: bytes | str | None) -> int:
+    """The job hash's round (JOB_ROUND_FIELD); 0 when absent or not a small number (only
+    workers write it: anything else is treated as a first round)."""
+    text = raw.decode("ascii", errors="replace") if isinstance(raw, bytes) else raw
+    return int(text) if text and text.isascii() and text.isdigit() and len(text) <= 9 else 0
+
+
+def _add_round(digest: Any, rounds: int) -> None:
+    # Round 0 adds nothing: the tokens of jobs queued before rounds existed stay valid.
+    if rounds:
+        digest.update(b"\0round %d" % rounds)
 
 
 @dataclass(frozen=True, slots=True)

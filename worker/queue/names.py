@@ -31,6 +31,11 @@ def result_key(job_id: str) -> str:
     return f"qrw:result:{job_id}"
 
 
+# Our one field in RQ's job hash: how many times this enqueue entered RQ's failed registry
+# (worker.queue.job). A requeue from there runs the job's next round, a new delivery.
+JOB_ROUND_FIELD = "qrw_round"
+
+
 def delivery_key(job_id: str) -> str:
     """Which enqueue of `job_id` the stored result belongs to (see publish.lua)."""
     return f"qrw:delivery:{job_id}"

@@ -8,7 +8,10 @@
   ten minutes or more (short heartbeats, a short maintenance interval), and a retry budget
   on every job so an abandoned one is queued again instead of only being marked failed.
 - Final failures (exceptions, timeouts, a killed work-horse, a worker that vanished) are
-  published with a stable error code chosen by the exception's type, never its text.
+  published with a stable error code chosen by the exception's type, never its text, by
+  worker.queue.outcome, which also counts and logs every end of a job.
+- A job whose result is not ok (a missing image, a refused reference) is a failed job to RQ
+  too: its failed registry, with the code and message as JSON, never retried.
 """
 
 from __future__ import annotations
@@ -30,10 +33,11 @@ from rq.timeouts import JobTimeoutException
 from worker.engine.detector.detector import Detector
 from worker.engine.engine import Engine, return_memory_to_os
 from worker.engine.errors import ErrorCode, ScanFailed
-from worker.queue import context, payloads, runtime
+from worker.queue import context, outcome, payloads, runtime
 from worker.queue.envelope import JobRejected
-from worker.queue.intake import QrJob, QrQueue, delivery_of
-from worker.queue.results import JobResult, clip
+from worker.queue.intake import QrQueue
+from worker.queue.job import QrJob, delivery_of
+from worker.queue.results import JobResult
 from worker.settings import Settings
 
 __all__ = ["QrJob", "QrQueue", "QrSimpleWorker", "QrWorker", "worker_class"]
@@ -214,6 +218,16 @@ class QrWorkerMixin:
         # to the job hash only while the hash still holds this enqueue. Said here once:
         if hash_reused(job):
             log.info("job_hash_reused", job_id=job.id, detail=REUSED)
+        failure = failed_result(job)
+        if failure is not None and isinstance(job, QrJob):
+            # A failed result (not_found, a corrupt image, ...) is a failed job to RQ's own
+            # tools too: its failed registry, counted and requeued there. Never retried by
+            # us: the input is the problem, and the result is out.
+            job.failure_code, job.failure_message = failure
+            job.outcome_published = True
+            job.retries_left = 0
+            self.handle_job_failure(job, queue, started_job_registry, execution=execution)
+            return
         super().handle_job_success(job, queue, started_job_registry, execution)  # type: ignore[misc]
 
     def handle_job_failure(
@@ -225,6 +239,8 @@ class QrWorkerMixin:
         execution: Any = None,
     ) -> None:
         code, message = failure_of(job, exc_string, stopped=self._stopped_job_id == job.id)
+        if isinstance(job, QrJob):  # RQ's failure text is ours (QrJob._handle_failure)
+            job.failure_code, job.failure_message = code, message
         # A job can fail before it ever started (RQ's intermediate-queue cleanup after a
         # worker lost Redis mid-dequeue); it still deserves its retries.
         give_retry_budget(job)
@@ -236,7 +252,9 @@ class QrWorkerMixin:
             # new job), so it gets its result now (a no-op if delivered before it failed).
             job.retries_left = 0
             log.warning("job_hash_reused", job_id=job.id, detail=REUSED, error=code.value)
-        if not (job.should_retry and self._stopped_job_id != job.id):
+        if isinstance(job, QrJob) and job.outcome_published:
+            pass  # jobs.scan published this failure
+        elif not (job.should_retry and self._stopped_job_id != job.id):
             publish_failure(job, code, message)
         else:
             log.warning("job_retry", job_id=job.id, error=code, retries_left=job.retries_left)
@@ -396,6 +414,8 @@ def failure_of(job: Job, exc_string: str, *, stopped: bool) -> tuple[ErrorCode, 
 
 
 def publish_failure(job: Job, code: ErrorCode, message: str) -> None:
+    """The failure result of a job that ends without one of its own (a timeout, a crash, a
+    lost worker), from whichever process ends it."""
     ctx = context.current()
     try:
         payload = job.args[0] if job.args else None
@@ -405,11 +425,17 @@ def publish_failure(job: Job, code: ErrorCode, message: str) -> None:
     result = JobResult.failed(
         ctx, job.id, code, message, request_id=echo.request_id, meta=echo.meta
     )
-    ctx.publisher.publish(
-        result.to_dict(),
-        echo.reply_to,
-        delivery_of(job),
-        result_ttl=echo.result_ttl,
-        stream=echo.stream,
-    )
-    log.error("job_failed", job_id=job.id, error=code.value, detail=clip(message, 500))
+    outcome.finish(ctx, result, echo, delivery_of(job), event="job_failed", queue=job.origin)
+
+
+def failed_result(job: Job) -> tuple[ErrorCode, str] | None:
+    """The error code and message of a result `jobs.scan` returned with `ok: false`."""
+    document = job._result  # what perform() returned: the published document
+    if not isinstance(document, dict) or document.get("ok") is not False:
+        return None
+    error = document.get("error") or {}
+    try:
+        code = ErrorCode(error.get("code"))
+    except ValueError:
+        code = ErrorCode.INTERNAL_ERROR
+    return code, str(error.get("message") or "")

@@ -2,7 +2,8 @@
 
 SIGTERM or SIGINT asks every worker for a warm shutdown: each finishes its current job,
 then exits, and so does the pool. Before any worker starts, the pool checks that Redis
-persists (see worker.queue.persistence) and logs an error when it does not.
+persists (see worker.queue.persistence) and logs an error when it does not, and takes its
+metrics port: a port held by another process stops it (`MetricsPortTaken`).
 
 The workers are forks of this process: what it has imported before they start, they
 share (see `preload`).
@@ -11,6 +12,7 @@ share (see `preload`).
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import importlib
 
@@ -20,7 +22,7 @@ from rq.serializers import JSONSerializer
 from rq.worker_pool import WorkerPool
 
 from worker.metrics_env import prepare_multiprocess
-from worker.queue import persistence, runtime
+from worker.queue import names, persistence, runtime
 from worker.queue.rq_worker import QrJob, QrQueue, worker_class
 from worker.settings import Settings
 
@@ -28,6 +30,7 @@ from worker.settings import Settings
 def run(settings: Settings, queues: tuple[str, ...], workers: int, *, burst: bool = False) -> int:
     connection = runtime.connect(settings.redis_url)
     check_persistence(connection)
+    register_queues(connection, queues)
     if settings.metrics_port:
         serve_metrics(settings, queues)
     preload(settings)
@@ -79,6 +82,20 @@ def preload(settings: Settings) -> list[str]:
     return loaded
 
 
+def register_queues(connection: redis.Redis, queues: tuple[str, ...]) -> None:
+    """List the pool's queues in rq:queues. RQ adds a queue there only when something is
+    enqueued on it, and dashboards and exporters (rq-dashboard, rq-exporter) list only what
+    is there: a queue this pool serves would stay invisible to them until its first job
+    (qr-backfill, often for days). Redis away: the pool starts anyway (its workers ride the
+    outage out) and the first enqueue registers the queue."""
+    try:
+        connection.sadd(names.RQ_QUEUES, *(names.rq_queue_key(queue) for queue in queues))
+    except redis.RedisError as exc:
+        structlog.get_logger("worker").warning(
+            "queues_not_registered", queues=list(queues), error=str(exc)
+        )
+
+
 def check_persistence(connection: redis.Redis) -> persistence.Persistence:
     """Say loudly when a Redis restart would lose every queued job; never stop the workers
     for it (jobs still run, and ops may be fixing Redis as we speak)."""
@@ -94,6 +111,10 @@ def check_persistence(connection: redis.Redis) -> persistence.Persistence:
     else:
         log.info("redis_persistence", **fields)
     return found
+
+
+class MetricsPortTaken(Exception):
+    """QRW_METRICS_PORT cannot be served: the pool must not start."""
 
 
 def serve_metrics(settings: Settings, queues: tuple[str, ...]) -> None:
@@ -119,11 +140,20 @@ def serve_metrics(settings: Settings, queues: tuple[str, ...]) -> None:
             metrics.RedisUpCollector(settings.redis_url),
         ]
     )
-    log = structlog.get_logger("worker")
+    port = settings.metrics_port
     try:
-        start_http_server(settings.metrics_port, registry=registry)
+        start_http_server(port, registry=registry)
     except OSError as exc:
-        # Jobs matter more than their metrics: run without, and say so loudly.
-        log.error("metrics_unavailable", port=settings.metrics_port, error=str(exc))
-        return
-    log.info("metrics_serving", port=settings.metrics_port, multiprocess_dir=folder)
+        # Running on without metrics hid the pool from its alerts, while Prometheus scraped
+        # whoever holds the port (another pool) as if it were this one.
+        held = (
+            ": another process holds it (another pool?), and Prometheus would scrape its "
+            "numbers as this pool's"
+            if exc.errno == errno.EADDRINUSE
+            else ""
+        )
+        raise MetricsPortTaken(
+            f"cannot serve metrics on QRW_METRICS_PORT={port} ({exc.strerror}){held}; set "
+            "QRW_METRICS_PORT to a free port, or QRW_METRICS_PORT=0 to run without metrics"
+        ) from exc
+    structlog.get_logger("worker").info("metrics_serving", port=port, multiprocess_dir=folder)
