@@ -18,6 +18,8 @@ from worker.queue import names
 from worker.settings import Settings, SettingsError, parse_one
 
 if TYPE_CHECKING:
+    import redis
+
     from worker.engine import Code
 
 
@@ -488,6 +490,24 @@ def _cmd_backfill_report(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        status = _main(argv)
+        sys.stdout.flush()  # what is still buffered: a reader gone shows here
+    except BrokenPipeError:
+        # The reader left early (`qrw status --json | head`). As Python's docs advise (the
+        # signal module's note on SIGPIPE): stdout goes to devnull, so the interpreter's last
+        # flush cannot fail again, and the status is that of a program cut off by SIGPIPE.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return _CUT_OFF_BY_SIGPIPE
+    return status
+
+
+# 128 + SIGPIPE, what shells report for `seq` or `cat` cut off the same way.
+_CUT_OFF_BY_SIGPIPE = 141
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:  # the benchmark owns its arguments
         from worker.bench.accuracy import main as bench
@@ -576,7 +596,11 @@ def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
     logs.configure(settings)
     queues = worker_queues(args.queues) or settings.queues
-    return supervisor.run(settings, queues, args.workers or settings.workers, burst=args.burst)
+    try:
+        return supervisor.run(settings, queues, args.workers or settings.workers, burst=args.burst)
+    except supervisor.MetricsPortTaken as exc:
+        print(f"qrw: error: {exc}", file=sys.stderr)
+        return 2
 
 
 def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -624,6 +648,12 @@ def _cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
         else [{"image": ref, **options} for ref in args.refs]
     )
     queue = args.queue or settings.queues[0]
+    if reply_to is not None and not _served(connection, queue):
+        print(
+            f"qrw: warning: no worker serves queue {queue!r} now (none is registered on it); "
+            "the jobs are queued and wait for one",
+            file=sys.stderr,
+        )
     job_ids = [producer.enqueue(connection, payload, queue=queue) for payload in payloads]
     if reply_to is None:
         for job_id in job_ids:
@@ -644,6 +674,13 @@ def _cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
     if missing:
         print(f"{missing} job(s) gave no result within {args.wait:g} s", file=sys.stderr)
     return 0 if not missing and all(r.get("ok") for r in results) else 1
+
+
+def _served(connection: redis.Redis, queue: str) -> bool:
+    """Whether a live worker is registered on the queue (RQ's set of them, whose members
+    outlive a worker killed without its teardown, so each one's own key must still exist)."""
+    workers = connection.smembers(names.rq_queue_workers_key(queue))
+    return any(connection.exists(key) for key in workers)
 
 
 def _shown(code: Code) -> str:

@@ -34,6 +34,9 @@ def run(settings: Settings, samples: Path, count: int, workers: int) -> int:
             "REDIS_URL": url,
             "QRW_FILE_ROOTS": str(samples),
             "QRW_LOG_LEVEL": os.environ.get("QRW_LOG_LEVEL", "warning"),
+            # A pool already on this host holds the default port, and a pool refuses a port
+            # it cannot take: the demo runs without metrics unless asked.
+            "QRW_METRICS_PORT": os.environ.get("QRW_METRICS_PORT", "0"),
         }
         pool = subprocess.Popen(
             [

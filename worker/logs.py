@@ -11,7 +11,8 @@ from worker.settings import Settings
 
 
 def configure(settings: Settings) -> None:
-    """structlog for our events, and the same JSON lines for stdlib loggers (RQ's own)."""
+    """structlog for our events, and the same JSON lines for stdlib loggers: RQ's at the
+    configured level, other libraries' from WARNING up."""
     # Settings admit only the five standard names, so the lookup cannot miss.
     level = logging.getLevelNamesMapping()[settings.log_level.upper()]
     renderer: structlog.typing.Processor = (
@@ -43,8 +44,11 @@ def configure(settings: Settings) -> None:
     )
     root = logging.getLogger()
     root.handlers = [handler]
-    root.setLevel(level)
-    # RQ installs its own coloured handler unless its loggers already have one.
+    # Other libraries' INFO (botocore's "Found credentials ...", two lines per `qrw backfill`
+    # command) is their chatter, not our operation: only their warnings and errors pass.
+    root.setLevel(max(level, logging.WARNING))
+    # RQ's lifecycle lines are the queue's own story: they keep the configured level. RQ
+    # installs its own coloured handler unless its loggers already have one.
     for name in ("rq", "rq.worker", "rq.worker_pool", "rq.job", "rq.queue", "rq.registry"):
         logger = logging.getLogger(name)
         logger.handlers = [handler]

@@ -547,7 +547,8 @@ class Settings:
         metadata=_env(
             "QRW_METRICS_PORT",
             "Port of `qrw worker`'s Prometheus endpoint (all its processes and the queue "
-            "gauges on one port); 0 turns it off.",
+            "gauges on one port); a port another process holds stops the pool at start. 0 "
+            "turns it off.",
             _number(0, 65_535),
         ),
     )

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.bench.readers import READERS
-from worker.bench.report import machine_line, percentile, write_section
+from worker.bench.report import machine_line, percentile, plots_missing, write_section
 
 # Left out of --quick unless named: one of them alone takes longer than a quick run may.
 SLOW_READERS = ("arbez",)
@@ -314,6 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=None, help="markdown file to update")
     args = parser.parse_args(argv)
+    no_plots = plots_missing() if args.out else None
+    if no_plots:
+        print(f"qrw bench: {no_plots}", file=sys.stderr)
     per_category = args.per_category or (10 if args.quick else 100)
     if args.readers is None:
         args.readers = [r for r in READERS if not (args.quick and r in SLOW_READERS)]
@@ -355,5 +358,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             + "\n"
         )
-        plot(runs, summaries, args.out.parent)
+        if no_plots:
+            print(f"qrw bench: plots skipped: {no_plots}", file=sys.stderr)
+        else:
+            plot(runs, summaries, args.out.parent)
     return 0

@@ -133,6 +133,8 @@ class Bench:
             "QRW_LOG_LEVEL": "warning",
             "QRW_LOG_FORMAT": "json",
             "PYTHONUNBUFFERED": "1",
+            # Metrics on, as in production, on a port no other pool holds.
+            "QRW_METRICS_PORT": str(free_port()),
         }
         if self.endpoint:
             env |= {

@@ -32,7 +32,7 @@ import redis
 from models.synth import digital_invoice
 from worker.bench.report import machine_line, percentile, write_section
 from worker.queue import names, producer
-from worker.queue.local_redis import local_redis
+from worker.queue.local_redis import free_port, local_redis
 
 COMMAND = "python -m worker.bench.queue"
 
@@ -46,6 +46,8 @@ def start_workers(
         "QRW_FILE_ROOTS": str(root),
         "QRW_WORKER_CLASS": kind,
         "QRW_LOG_LEVEL": "warning",
+        # Metrics on, as in production, on a port no other pool holds.
+        "QRW_METRICS_PORT": str(free_port()),
     }
     return subprocess.Popen(
         [sys.executable, "-m", "worker.cli", "worker", "--queues", queue, "--workers", str(count)],

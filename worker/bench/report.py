@@ -6,6 +6,7 @@ markers, so separate commands can each regenerate their own numbers.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
 import re
@@ -14,6 +15,17 @@ from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
+
+
+def plots_missing() -> str | None:
+    """Why the benchmark's plots cannot be drawn here, or None: matplotlib comes with the
+    `bench` extra only, and a run should say so before its work, not fail after it."""
+    if importlib.util.find_spec("matplotlib") is None:
+        return (
+            "matplotlib is not installed (pip install -e '.[bench]'), so the report is "
+            "written without its plots"
+        )
+    return None
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -5,6 +5,7 @@ works from Rust."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -13,6 +14,9 @@ import redis
 
 from worker.queue import names
 from worker.queue.names import DEFAULT_QUEUE, JOB_FUNCTION
+
+# redis-py's socket timeout when a client names none (redis-py 8; None, no limit, before).
+_DEFAULT_SOCKET_TIMEOUT_S = 5.0
 
 
 def rq_timestamp(moment: datetime | None = None) -> str:
@@ -51,9 +55,21 @@ def enqueue(
 
 
 def wait_for_reply(connection: redis.Redis, reply_to: str, timeout: float) -> dict[str, Any] | None:
-    """Block on the reply list (BLPOP): no polling. None when nothing came in time."""
-    popped = connection.blpop([reply_to], timeout=timeout)
-    return None if popped is None else json.loads(popped[1])
+    """Block on the reply list (BLPOP): no polling. None when nothing came in time.
+
+    The wait is made of BLPOPs shorter than the client's socket timeout (redis-py's
+    default is 5 s): one BLPOP that outlasts it fails with TimeoutError instead of
+    returning nothing.
+    """
+    socket_timeout = connection.connection_pool.connection_kwargs.get("socket_timeout")
+    step = max(0.1, (socket_timeout or _DEFAULT_SOCKET_TIMEOUT_S) / 2)
+    until = time.monotonic() + timeout
+    while (left := until - time.monotonic()) > 0:
+        # At least 10 ms: BLPOP reads a timeout of 0 as "for ever".
+        popped = connection.blpop([reply_to], timeout=max(0.01, min(left, step)))
+        if popped is not None:
+            return json.loads(popped[1])
+    return None
 
 
 def fetch_result(connection: redis.Redis, job_id: str) -> dict[str, Any] | None:

@@ -2,7 +2,8 @@
 
 SIGTERM or SIGINT asks every worker for a warm shutdown: each finishes its current job,
 then exits, and so does the pool. Before any worker starts, the pool checks that Redis
-persists (see worker.queue.persistence) and logs an error when it does not.
+persists (see worker.queue.persistence) and logs an error when it does not, and takes its
+metrics port: a port held by another process stops it (`MetricsPortTaken`).
 
 The workers are forks of this process: what it has imported before they start, they
 share (see `preload`).
@@ -11,6 +12,7 @@ share (see `preload`).
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import importlib
 
@@ -111,6 +113,10 @@ def check_persistence(connection: redis.Redis) -> persistence.Persistence:
     return found
 
 
+class MetricsPortTaken(Exception):
+    """QRW_METRICS_PORT cannot be served: the pool must not start."""
+
+
 def serve_metrics(settings: Settings, queues: tuple[str, ...]) -> None:
     """All worker processes' metrics and the queue gauges, on one port, from this parent.
 
@@ -134,11 +140,20 @@ def serve_metrics(settings: Settings, queues: tuple[str, ...]) -> None:
             metrics.RedisUpCollector(settings.redis_url),
         ]
     )
-    log = structlog.get_logger("worker")
+    port = settings.metrics_port
     try:
-        start_http_server(settings.metrics_port, registry=registry)
+        start_http_server(port, registry=registry)
     except OSError as exc:
-        # Jobs matter more than their metrics: run without, and say so loudly.
-        log.error("metrics_unavailable", port=settings.metrics_port, error=str(exc))
-        return
-    log.info("metrics_serving", port=settings.metrics_port, multiprocess_dir=folder)
+        # Running on without metrics hid the pool from its alerts, while Prometheus scraped
+        # whoever holds the port (another pool) as if it were this one.
+        held = (
+            ": another process holds it (another pool?), and Prometheus would scrape its "
+            "numbers as this pool's"
+            if exc.errno == errno.EADDRINUSE
+            else ""
+        )
+        raise MetricsPortTaken(
+            f"cannot serve metrics on QRW_METRICS_PORT={port} ({exc.strerror}){held}; set "
+            "QRW_METRICS_PORT to a free port, or QRW_METRICS_PORT=0 to run without metrics"
+        ) from exc
+    structlog.get_logger("worker").info("metrics_serving", port=port, multiprocess_dir=folder)
