@@ -122,6 +122,46 @@ def test_a_job_whose_worker_is_killed_is_counted_worker_lost_by_the_pool(
     assert failure_text(own_redis, job_id)["code"] == "worker_lost"
 
 
+def test_a_job_whose_work_horse_is_killed_is_counted_worker_lost_by_its_worker(
+    own_redis: RedisServer, start_worker, slow_batch: list[str]
+) -> None:
+    port = free_port()
+    queue = "qr-horse"
+    # The forking worker: its parent sees the horse die and ends the job itself.
+    pool = start_worker(
+        own_redis.url,
+        queue,
+        QRW_METRICS_PORT=str(port),
+        QRW_MAX_ATTEMPTS="1",
+        QRW_WORKER_CLASS="fork",
+    )
+    wait_counted(port, "worker_lost", 0.0, timeout=60)
+    reply_to = reply_list()
+    job_id = producer.enqueue(
+        own_redis.client(), {"images": slow_batch, "reply_to": reply_to}, queue=queue
+    )
+    wait_until(lambda: status(own_redis, job_id) == "started", 60, "the job to start")
+    (worker,) = children(pool.process.pid)
+    # RQ puts each work-horse in a process group of its own (RQ's scheduler, the worker's
+    # other child, stays in the pool's): that tells them apart.
+    (horse,) = wait_until(
+        lambda: [pid for pid in children(worker) if _group(pid) == pid], 10, "the work-horse"
+    )
+    os.kill(horse, signal.SIGKILL)
+
+    result = wait_result(own_redis, reply_to, timeout=60)
+    assert result["error"]["code"] == "worker_lost"
+    wait_counted(port, "worker_lost", 1.0)
+    assert failure_text(own_redis, job_id)["code"] == "worker_lost"
+
+
+def _group(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
 def test_a_job_past_its_timeout_is_counted_deadline_exceeded(
     own_redis: RedisServer, start_worker, slow_batch: list[str]
 ) -> None:
