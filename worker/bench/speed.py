@@ -63,11 +63,23 @@ def _best_of(fn: Callable[[], object], repeat: int) -> float:
     return float(np.median(times))
 
 
+def _plain_decode(data: bytes, settings: Settings) -> Callable[[], object]:
+    """What merely decoding the file costs: OpenCV's full-size decode, or for a PDF,
+    PDFium rasterising its first page in this process at QRW_PDF_DPI (OpenCV reads no PDF)."""
+    if data.startswith(b"%PDF-"):
+        import pypdfium2 as pdfium
+
+        document = pdfium.PdfDocument(data)
+        scale = settings.pdf_dpi / 72.0
+        return lambda: document[0].render(scale=scale, grayscale=True)
+    buffer = np.frombuffer(data, np.uint8)
+    return lambda: cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+
+
 def measure(name: str, samples: list[Sample], engine: Engine, repeat: int) -> Row:
     row = Row(name, [], [], 0, len(samples), 0)
     for sample in samples:
-        buffer = np.frombuffer(sample.data, np.uint8)
-        row.decode_ms.append(_best_of(lambda b=buffer: cv2.imdecode(b, cv2.IMREAD_COLOR), repeat))
+        row.decode_ms.append(_best_of(_plain_decode(sample.data, engine.settings), repeat))
         row.scan_ms.append(_best_of(lambda s=sample: engine.scan(s.data), repeat))
         result = engine.scan(sample.data)
         if {c.data for c in result.codes} == {c.payload for c in sample.codes}:
@@ -86,6 +98,8 @@ def corpus(count: int) -> dict[str, list[Sample]]:
         "digital 2 MP PNG, colour": [
             digital_invoice(2500 + i, fmt="png", color=True) for i in range(count)
         ],
+        # Rendered by PDFium in a child process unless QRW_PDF_CHILD=false (docs/reliability.md).
+        "digital 2 MP PDF, grey": [digital_invoice(3500 + i, fmt="pdf") for i in range(count)],
         "phone photo 2 MP JPEG": [photo_invoice(3000 + i) for i in range(count)],
     }
 
@@ -98,7 +112,8 @@ def render(rows: list[dict[str, float | int | str]], count: int, repeat: int) ->
         f"Machine: {machine_line()}",
         "",
         "Per image, the median of the repeats; then the median and 95th percentile over",
-        "the images. `decode` is `cv2.imdecode(IMREAD_COLOR)` of the same file, full size;",
+        "the images. `decode` is `cv2.imdecode(IMREAD_COLOR)` of the same file, full size",
+        "(for a PDF, PDFium rendering its page in-process at QRW_PDF_DPI);",
         "`scan` is `Engine.scan` on the file bytes (header check, decode, cascade).",
         "",
         "| set | images | read | fast stage only | decode median / p95 ms "

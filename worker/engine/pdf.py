@@ -224,6 +224,32 @@ class _InProcess:
         return holder[0]
 
 
+def page_grids(
+    sizes: list[tuple[float, float]], dpi: int, max_pixels: int, max_document_pixels: int
+) -> list[tuple[float, int, int]]:
+    """Each page's rendering scale (pixels per point) and pixel grid: QRW_PDF_DPI, lowered
+    to fit the page and document pixel budgets."""
+    # Posters and drawings can be huge in points: lower the resolution to fit the page and
+    # document pixel budgets rather than refuse a legitimate document.
+    fit_document = math.sqrt(max_document_pixels / sum(w * h for w, h in sizes))
+    grids = []
+    for points_w, points_h in sizes:
+        fit_page = math.sqrt(max_pixels / (points_w * points_h))
+        scale = min(dpi / 72.0, fit_page, fit_document)
+        width, height = max(1, math.floor(points_w * scale)), max(1, math.floor(points_h * scale))
+        grids.append((scale, width, height))
+    return grids
+
+
+def reduced_scale(grid: tuple[float, int, int], max_side: int | None) -> float:
+    """The scale page `grid` is rendered at when a stage asks for `max_side`: the PDF
+    analogue of JPEG DCT scaling, straight to the reduced size."""
+    scale, width, height = grid
+    if max_side is None or max(width, height) <= max_side:
+        return scale
+    return scale * (max_side / max(width, height))
+
+
 def pdf_pages(data: bytes, settings: Settings, pool: _Pool) -> list[Page]:
     """The pages of a PDF, each rendered when a stage first asks for it, at that size."""
     from worker.engine import images
@@ -239,26 +265,21 @@ def pdf_pages(data: bytes, settings: Settings, pool: _Pool) -> list[Page]:
     else:
         renderer = _InProcess(data, settings)
     images._check_page_count(renderer.count, settings, what="the PDF")
-    sizes = renderer.sizes
-    # Posters and drawings can be huge in points: lower the resolution to fit the page and
-    # document pixel budgets rather than refuse a legitimate document.
-    fit_document = math.sqrt(settings.max_document_pixels / sum(w * h for w, h in sizes))
+    grids = page_grids(
+        renderer.sizes, settings.pdf_dpi, settings.max_pixels, settings.max_document_pixels
+    )
     pages: list[Page] = []
-    for index, (points_w, points_h) in enumerate(sizes):
-        fit_page = math.sqrt(settings.max_pixels / (points_w * points_h))
-        scale = min(settings.pdf_dpi / 72.0, fit_page, fit_document)
-        width, height = max(1, math.floor(points_w * scale)), max(1, math.floor(points_h * scale))
-        render = _page_renderer(renderer, index, scale, width, height)
+    for index, grid in enumerate(grids):
+        render = _page_renderer(renderer, index, grid)
+        _, width, height = grid
         pages.append(images.Page(index, width, height, lambda r=render: r(None), pool, render))
     return pages
 
 
 def _page_renderer(
-    renderer: Renderer, index: int, scale: float, width: int, height: int
+    renderer: Renderer, index: int, grid: tuple[float, int, int]
 ) -> Callable[[int | None], np.ndarray]:
     def render(max_side: int | None) -> np.ndarray:
-        # Rasterising at the reduced size is the PDF analogue of JPEG DCT scaling.
-        factor = 1.0 if max_side is None else max_side / max(width, height)
-        return renderer.render(index, scale * factor)
+        return renderer.render(index, reduced_scale(grid, max_side))
 
     return render
