@@ -273,3 +273,37 @@ def test_rq_requeue_of_a_failed_job_delivers_its_new_result_once(
     assert not in_failed_registry(own_redis, queue, job_id)
     time.sleep(1.5)
     assert client.llen(reply_to) == 0  # exactly once more
+
+
+def test_rq_requeue_of_a_job_that_timed_out_delivers_its_second_result(
+    own_redis: RedisServer, start_worker, slow_batch: list[str]
+) -> None:
+    """The issue's own case: a job in RQ's failed registry (past its timeout), requeued with
+    `rq requeue`, ran again and its result was dropped (`delivered: false`)."""
+    queue = "qr-requeue-timeout"
+    start_worker(own_redis.url, queue)
+    client = own_redis.client()
+    reply_to = reply_list()
+    job_id = producer.enqueue(
+        client, {"images": slow_batch * 4, "reply_to": reply_to}, queue=queue, timeout=1
+    )
+    first = wait_result(own_redis, reply_to)
+    assert first["error"]["code"] == "deadline_exceeded"
+    wait_until(lambda: in_failed_registry(own_redis, queue, job_id), 10, "the failed registry")
+
+    out = subprocess.run(
+        [RQ, "requeue", "--url", own_redis.url, "--queue", queue, "--serializer", "json", job_id],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0 and "Unable" not in out.stdout + out.stderr, out
+
+    # Within the client's 10 s socket timeout: the first run took about 2 s.
+    second = wait_result(own_redis, reply_to, timeout=9)
+    assert second["error"]["code"] == "deadline_exceeded"
+    assert second["finished_at"] > first["finished_at"]
+    assert json.loads(client.get(names.result_key(job_id)))["finished_at"] == second["finished_at"]
+    entries = [e for _, e in client.xrange(names.RESULTS_STREAM) if e[b"job_id"] == job_id.encode()]
+    assert len(entries) == 2
+    wait_until(lambda: in_failed_registry(own_redis, queue, job_id), 10, "the failed registry")
+    time.sleep(1.5)
+    assert client.llen(reply_to) == 0
