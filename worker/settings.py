@@ -509,9 +509,9 @@ class Settings:
         default=16_384,
         metadata=_env(
             "QRW_HTTP_MIN_BODY_RATE",
-            "Least upload rate, bytes per second, over each QRW_HTTP_BODY_RATE_WINDOW of the "
-            "body; a client trickling or stalling slower is cut off with 408. 0 turns the "
-            "rate check off.",
+            "Least upload rate, bytes per second, on average after the first second and over "
+            "each QRW_HTTP_BODY_RATE_WINDOW of the body; a client trickling or stalling "
+            "slower is cut off with 408. 0 turns the rate checks off.",
             _number(0, ONE_GIB, "bytes/s"),
         ),
     )
@@ -519,9 +519,9 @@ class Settings:
         default=5.0,
         metadata=_env(
             "QRW_HTTP_BODY_RATE_WINDOW",
-            "Seconds over which QRW_HTTP_MIN_BODY_RATE is measured: an upload that stalls, "
-            "however fast it began, is cut about this long after it stalls (at most 1 1/8 "
-            "windows) and frees its upload budget.",
+            "Seconds over which QRW_HTTP_MIN_BODY_RATE is also measured: an upload that "
+            "stalls, however fast it began, is cut about this long after it stalls (at most "
+            "1 1/8 windows) and frees its upload budget.",
             _number(0.1, 600.0, "s"),
         ),
     )

@@ -3,12 +3,12 @@
 The size limit is enforced while the bytes arrive (and from Content-Length when the
 client declares it), so an oversized upload is refused before it is buffered. The time
 is bounded too: the whole body within QRW_HTTP_BODY_TIMEOUT, and at least
-QRW_HTTP_MIN_BODY_RATE bytes a second over the last QRW_HTTP_BODY_RATE_WINDOW seconds.
-The rate is measured over that recent window, never since the start: an upload that sends
-most of its body at once and then stalls would otherwise keep a high average for
-minutes while it holds its bytes against the process's upload budget (`limits.Uploads`).
-A stalled upload is cut with 408 within 1 1/8 windows of its stall (the window is
-tracked in eighths, below), a trickle from the start within one window.
+QRW_HTTP_MIN_BODY_RATE bytes a second both on average since the first second (a trickle
+from the start is cut within seconds) and over the last QRW_HTTP_BODY_RATE_WINDOW
+seconds. The average alone let an upload that sends most of its body at once and then
+stalls keep a high rate for minutes, while it held its bytes against the process's upload
+budget (`limits.Uploads`); the window cuts it with 408 within 1 1/8 windows of its stall
+(the window is tracked in eighths, below).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import math
 import time
 from collections import deque
 from dataclasses import dataclass
+from enum import Enum
 
 import anyio
 from starlette.datastructures import UploadFile
@@ -28,6 +29,9 @@ from worker.http.limits import Holding
 
 # Room for multipart boundaries and part headers around the file itself.
 _MULTIPART_OVERHEAD = 64 * 1024
+# A connection's first second is not held against the average rate: TCP slow start and a
+# client's own set-up would otherwise cut off honest uploads.
+_RATE_GRACE_S = 1.0
 # Arrivals closer together than this share of the window count as one: a body's bookkeeping
 # stays a few marks however small the chunks, and a mark's time is its latest chunk, so the
 # cut comes at most an eighth of a window late, never early.
@@ -36,7 +40,8 @@ _MARKS_PER_WINDOW = 8
 
 @dataclass(frozen=True, slots=True)
 class Pace:
-    """How fast a body must arrive: a total time, and a least rate (0: none) over a window."""
+    """How fast a body must arrive: a total time, and a least rate (0: none), on average
+    and over each window."""
 
     timeout_s: float
     min_rate: int
@@ -44,6 +49,14 @@ class Pace:
 
     def start(self, now: float) -> Arrival:
         return Arrival(self, now)
+
+
+class Limit(Enum):
+    """Which bound a body's next bytes must arrive within."""
+
+    TIMEOUT = "timeout"
+    AVERAGE = "average"
+    WINDOW = "window"
 
 
 @dataclass(slots=True)
@@ -74,14 +87,15 @@ class Arrival:
         else:
             self._marks.append(_Mark(now, now, self.received))
 
-    def wait_s(self, now: float) -> tuple[float, bool]:
-        """Seconds the next bytes may take, and whether the rate (not the timeout) binds."""
-        left = self.pace.timeout_s - (now - self.started)
+    def wait_s(self, now: float) -> tuple[float, Limit]:
+        """Seconds the next bytes may take, and the bound that sets it."""
+        bounds = [(self.started + self.pace.timeout_s, Limit.TIMEOUT)]
         if self.pace.min_rate > 0:
-            by_rate = self._window_start() + self.pace.window_s - now
-            if by_rate < left:
-                return max(0.0, by_rate), True
-        return max(0.0, left), False
+            average = self.started + _RATE_GRACE_S + self.received / self.pace.min_rate
+            bounds.append((average, Limit.AVERAGE))
+            bounds.append((self._window_start() + self.pace.window_s, Limit.WINDOW))
+        until, limit = min(bounds, key=lambda bound: bound[0])
+        return max(0.0, until - now), limit
 
     def _window_start(self) -> float:
         """When the last `need` bytes began to arrive (the request's start if fewer came):
@@ -92,14 +106,19 @@ class Arrival:
             self._marks.popleft()
         return self._marks[0].last
 
-    def failure(self, declared: str, now: float, by_rate: bool) -> ScanFailed:
+    def failure(self, declared: str, now: float, limit: Limit) -> ScanFailed:
         of = f" of {declared}" if declared else ""
         elapsed = now - self.started
-        if by_rate:
+        over = (
+            "on average"
+            if limit is Limit.AVERAGE
+            else f"over the last QRW_HTTP_BODY_RATE_WINDOW={self.pace.window_s:g} s"
+        )
+        if limit is not Limit.TIMEOUT:
             message = (
                 f"the request body arrived slower than QRW_HTTP_MIN_BODY_RATE="
-                f"{self.pace.min_rate} bytes/s over the last QRW_HTTP_BODY_RATE_WINDOW="
-                f"{self.pace.window_s:g} s ({self.received}{of} bytes in {elapsed:.1f} s)"
+                f"{self.pace.min_rate} bytes/s {over} ({self.received}{of} bytes in "
+                f"{elapsed:.1f} s)"
             )
         else:
             message = (
@@ -141,12 +160,12 @@ async def _read_limited(
     chunks: list[bytes] = []
     arrival = pace.start(time.monotonic())
     while True:
-        wait, by_rate = arrival.wait_s(time.monotonic())
+        wait, bound = arrival.wait_s(time.monotonic())
         message: Message | None = None
         with anyio.move_on_after(wait):
             message = await request.receive()
         if message is None:
-            raise arrival.failure(declared, time.monotonic(), by_rate)
+            raise arrival.failure(declared, time.monotonic(), bound)
         if message["type"] == "http.disconnect":
             raise ClientClosed(arrival.received)
         chunk = message.get("body", b"")

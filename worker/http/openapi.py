@@ -198,8 +198,8 @@ DOCUMENT: dict[str, Any] = {
                     "408": _json(
                         ERROR_RESPONSE,
                         "request_timeout: the body did not arrive within QRW_HTTP_BODY_TIMEOUT, "
-                        "or slower than QRW_HTTP_MIN_BODY_RATE over a QRW_HTTP_BODY_RATE_WINDOW; "
-                        "the connection is closed.",
+                        "or slower than QRW_HTTP_MIN_BODY_RATE (on average, or over a "
+                        "QRW_HTTP_BODY_RATE_WINDOW); the connection is closed.",
                     ),
                     "413": _json(ERROR_RESPONSE, "Over the byte or pixel limit."),
                     "415": _json(ERROR_RESPONSE, "Not an image or PDF format we read."),
