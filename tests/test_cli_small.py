@@ -176,7 +176,7 @@ def test_enqueue_wait_to_a_queue_no_worker_serves_warns_at_once_and_still_enqueu
     redis_server: RedisServer,
 ) -> None:
     queue = "qr-nobody-serves"
-    wait_s = 12  # past redis-py's default socket timeout (5 s), which a single BLPOP outlasted
+    wait_s = 7  # past redis-py's default socket timeout (5 s), which a single BLPOP outlasted
     process = subprocess.Popen(
         [
             sys.executable,
