@@ -1,14 +1,15 @@
 """PDF documents: checked before PDFium parses a page, rendered lazily at the sizes asked for.
 
 PDFium is a large native parser that no in-process check can fully bound: a page's
-content is parsed whole when the page is loaded, and a FlateDecode stream of 1 KB can
+content is parsed whole when the page is loaded, and a FlateDecode stream of 1 MB can
 inflate to a gigabyte of operators that PDFium holds (twice, while it parses) and walks for
 tens of seconds. So a PDF goes through two guards:
 
-- a cheap one here, before PDFium sees the file: the Flate streams other than images
-  (page contents, form XObjects, fonts, object streams) are inflated and counted, at
-  most PDF_MAX_STREAM_BYTES in all, without keeping what they inflate to; past it the
-  document is refused with image_too_large;
+- a cheap one here, before PDFium sees the file: the Flate streams PDFium parses as
+  operators or objects (page contents, form XObjects, object streams; not images, font
+  programs or attachments) are inflated and counted, at most PDF_MAX_STREAM_BYTES in
+  all, without keeping what they inflate to; past it the document is refused with
+  image_too_large;
 - the general one in worker.engine.isolation, for whatever no check foresees: PDFium
   runs in a child process with an address-space limit, killed at the scan's deadline.
 
@@ -35,10 +36,10 @@ if TYPE_CHECKING:
 
 # Inflated bytes of a document's Flate streams that PDFium parses as operators or objects:
 # page contents, form XObjects, patterns, object and cross-reference streams. An invoice
-# holds a few KiB of them; at this limit PDFium parses a page in about 0.3 s and holds
-# about twice this while it does (measured: 64 MiB of `q Q ` took 1.2 s and 130 MiB per
-# render). Images, font programs and attachments are left out: PDFium decodes them as
-# data, not as operators, and the child's address-space limit bounds what they take.
+# holds a few KiB of them. Just under this limit, a page of `q Q ` takes PDFium 0.27 s and
+# 29 MiB to load and render (64 MiB of it: 1.2 s and 130 MiB). Images, font programs and
+# attachments are left out: PDFium decodes them as data, not as operators, and the child's
+# address-space limit bounds what they take.
 PDF_MAX_STREAM_BYTES = 16 * 2**20
 # PDFium's error code for a document that needs a password it was not given.
 _FPDF_ERR_PASSWORD = 4
