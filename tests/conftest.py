@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -125,7 +126,12 @@ def reply_list() -> str:
 
 
 def wait_result(redis_server: RedisServer, reply_to: str, timeout: float = 60) -> dict[str, Any]:
-    popped = redis_server.client().blpop([reply_to], timeout=timeout)
+    # The test client gives up reading after 10 s: a longer BLPOP would end in redis-py's
+    # TimeoutError instead of this message, so wait in slices.
+    deadline = time.monotonic() + timeout
+    popped = None
+    while popped is None and (left := deadline - time.monotonic()) > 0:
+        popped = redis_server.client().blpop([reply_to], timeout=max(1, min(5, int(left))))
     assert popped is not None, f"no result on {reply_to} within {timeout}s"
     return json.loads(popped[1])
 
