@@ -46,6 +46,9 @@ CODE = "https://invoices.example.com/2026/INV-001717?total=880.00"
 RED_TEAM_GIF = {"frame_side": 20_000, "screen": 16}
 # Thousands of repeated scans over a modest page: each decode of it takes seconds here.
 SCAN_BOMB = {"side": 2000, "repeats": 3000}
+# 100 scans (libjpeg's 6 for gray and 94 repeats), at QRW_MAX_JPEG_SCANS, over 49 MP:
+# 295 KB, and about 4 s per decode here, reduced or not.
+SLOW_SCANS = {"side": 7000, "repeats": 94}
 
 
 @pytest.fixture(scope="module")
@@ -309,6 +312,95 @@ def test_the_jpeg_walk_counts_scans_through_stuffed_bytes_and_restart_markers(
     assert jpeg_shape(hf.progressive_jpeg_scans(64, 10_000), max_scans=100).scans == 101
 
 
+def test_a_progressive_jpeg_within_the_scan_limit_but_slow_to_decode_ends_within_the_deadline(
+    classical: Engine,
+) -> None:
+    # 100 scans pass QRW_MAX_JPEG_SCANS, yet each decode of this page runs them all over
+    # 49 MP in one C call: before the fix a 1 s deadline ended after 4.0 s here
+    # (deadline_exceeded once the fast pass's reduced decode returned).
+    data = hf.progressive_jpeg_scans(**SLOW_SCANS)
+    assert jpeg_shape(data).scans == Settings().max_jpeg_scans
+    started = time.perf_counter()
+    result = classical.scan(data, deadline_ms=1000)
+    elapsed = time.perf_counter() - started
+    assert result.error is not None and result.error.code == ErrorCode.IMAGE_TOO_LARGE
+    assert "QRW_MAX_JPEG_SCAN_PIXELS" in result.error.message, result.error.message
+    assert elapsed < 1.0 + 1.0, elapsed
+
+
+def test_a_decode_that_cannot_end_in_the_time_left_is_not_started(classical: Engine) -> None:
+    # With a budget ten times the default, the 49 MP page of 100 scans passes every limit;
+    # its decode is predicted from its scans (about 4.9 s) and not started with 1 s left.
+    # Without the prediction the scan ended after 4.0 s.
+    lenient = Engine(Settings(backend="none", max_jpeg_scan_pixels=10_000_000_000))
+    started = time.perf_counter()
+    result = lenient.scan(hf.progressive_jpeg_scans(**SLOW_SCANS), deadline_ms=1000)
+    elapsed = time.perf_counter() - started
+    assert result.error is not None and result.error.code == ErrorCode.DEADLINE_EXCEEDED
+    assert result.stages_run == ["fast"]
+    assert elapsed < 1.0, elapsed
+
+
+@pytest.fixture(scope="module")
+def normal_60mp_jpeg(symbol: np.ndarray) -> bytes:
+    # The colour progressive JPEG whose scans cover the most pixels libjpeg's own script
+    # writes (4:4:4, 10 scans: 840 M), at QRW_MAX_PIXELS.
+    return hf.progressive_jpeg_page(symbol, hf.MAX_SIDE, subsampling=0)
+
+
+def test_a_normal_60_mp_progressive_jpeg_is_read(
+    classical: Engine, normal_60mp_jpeg: bytes
+) -> None:
+    shape = jpeg_shape(normal_60mp_jpeg)
+    assert (shape.scans, shape.width * shape.height) == (10, hf.MAX_SIDE**2)
+    assert shape.scan_pixels < Settings().max_jpeg_scan_pixels
+    result = classical.scan(normal_60mp_jpeg)
+    assert [c.text for c in result.codes] == [CODE], result.error
+
+
+def test_a_normal_60_mp_progressive_jpeg_is_not_decoded_with_too_little_time_left(
+    classical: Engine, normal_60mp_jpeg: bytes
+) -> None:
+    # Its decode is predicted at about 860 ms (it took 280 to 700 here): with a 500 ms
+    # deadline it is not started, rather than end past the deadline. Before the
+    # prediction the page was decoded and read after 280 to 520 ms.
+    started = time.perf_counter()
+    result = classical.scan(normal_60mp_jpeg, deadline_ms=500)
+    elapsed = time.perf_counter() - started
+    assert result.error is not None and result.error.code == ErrorCode.DEADLINE_EXCEEDED
+    assert elapsed < 0.5, elapsed
+
+
+def test_scan_pixels_count_each_scan_over_the_components_it_holds(symbol: np.ndarray) -> None:
+    # libjpeg's scripts at 1000x1000: gray, 6 scans of the page; colour 4:4:4, two DC
+    # scans of all three planes and eight AC scans of one; 4:2:0, chroma planes a quarter.
+    for options, scan_pixels in (
+        ({"colour": False}, 6_000_000),
+        ({"subsampling": 0}, 14_000_000),
+        ({"subsampling": 2}, 8_000_000),
+    ):
+        shape = jpeg_shape(hf.progressive_jpeg_page(symbol, 1000, **options))
+        assert shape.scan_pixels == scan_pixels, options
+    repeated = jpeg_shape(hf.progressive_jpeg_scans(1000, 10))
+    assert (repeated.scans, repeated.scan_pixels) == (16, 16_000_000)
+
+
+def test_a_jpeg_whose_scans_cover_the_limit_is_read_and_one_pixel_more_is_refused(
+    symbol: np.ndarray,
+) -> None:
+    # A gray 2000x2000 page of 26 scans: 104 M pixels counted.
+    data = hf.progressive_jpeg_page(symbol, 2000, colour=False, extra_scans=20, module=12)
+    scan_pixels = jpeg_shape(data).scan_pixels
+    assert scan_pixels == 26 * 2000 * 2000
+    at_limit = Engine(Settings(backend="none", max_jpeg_scan_pixels=scan_pixels))
+    assert [c.text for c in at_limit.scan(data).codes] == [CODE]
+    under = Engine(Settings(backend="none", max_jpeg_scan_pixels=scan_pixels - 1))
+    over = under.scan(data)
+    assert over.error is not None and over.error.code == ErrorCode.IMAGE_TOO_LARGE
+    assert f"cover {scan_pixels} pixels" in over.error.message
+    assert f"the limit is {scan_pixels - 1} (QRW_MAX_JPEG_SCAN_PIXELS)" in over.error.message
+
+
 # --- point 5b: valid PNGs with large ancillary chunks ------------------------------------------
 
 
@@ -370,6 +462,7 @@ def hostile_inputs() -> dict[str, bytes]:
     return {
         "frame.gif": hf.gif_large_frame(**RED_TEAM_GIF),
         "scans.jpg": hf.progressive_jpeg_scans(**SCAN_BOMB),
+        "slow-scans.jpg": hf.progressive_jpeg_scans(**SLOW_SCANS),
     }
 
 
@@ -400,7 +493,11 @@ def test_a_worker_answers_the_hostile_frame_and_scans_at_once_and_stays_alive(
     warm, _ = run("control.png", 120)  # the worker loads its engine first
     assert warm["ok"] is True
     alive = set(worker.descendants())
-    for name, check in (("frame.gif", "frame 2"), ("scans.jpg", "QRW_MAX_JPEG_SCANS")):
+    for name, check in (
+        ("frame.gif", "frame 2"),
+        ("scans.jpg", "QRW_MAX_JPEG_SCANS"),
+        ("slow-scans.jpg", "QRW_MAX_JPEG_SCAN_PIXELS"),
+    ):
         result, seconds = run(name, 60)
         assert result["error"]["code"] == "image_too_large", result
         assert check in result["error"]["message"]

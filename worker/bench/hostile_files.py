@@ -301,7 +301,39 @@ def progressive_jpeg_scans(side: int = MAX_SIDE, repeats: int = 580_306) -> byte
 
     buffer = io.BytesIO()
     Image.new("L", (side, side), 255).save(buffer, format="JPEG", quality=90, progressive=True)
-    data = buffer.getvalue()
+    return _repeat_last_scan(buffer.getvalue(), repeats)
+
+
+def progressive_jpeg_page(
+    code: np.ndarray | None = None,
+    side: int = MAX_SIDE,
+    *,
+    colour: bool = True,
+    subsampling: int = 0,
+    extra_scans: int = 0,
+    module: int = 24,
+) -> bytes:
+    """A white side x side progressive JPEG with `code` drawn at its centre, `module`
+    pixels a module: libjpeg's own script (10 scans in colour, 6 in gray), its last scan
+    repeated `extra_scans` more times. `subsampling` is Pillow's (0 = 4:4:4, the colour
+    page whose scans cover the most pixels; 2 = 4:2:0, what cameras write)."""
+    from PIL import Image
+
+    page = np.full((side, side), 255, np.uint8)
+    if code is not None:
+        dark = np.kron(code, np.ones((module, module), bool))
+        top, left = (side - dark.shape[0]) // 2, (side - dark.shape[1]) // 2
+        page[top : top + dark.shape[0], left : left + dark.shape[1]][dark] = 0
+    image = Image.fromarray(page)
+    options: dict[str, int] = {}
+    if colour:
+        image, options = image.convert("RGB"), {"subsampling": subsampling}
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90, progressive=True, **options)
+    return _repeat_last_scan(buffer.getvalue(), extra_scans)
+
+
+def _repeat_last_scan(data: bytes, repeats: int) -> bytes:
     # Entropy-coded data stuffs every 0xFF as FF 00, so the last FF DA starts the last scan,
     # which runs up to the end-of-image marker.
     last = data.rindex(b"\xff\xda")

@@ -8,8 +8,9 @@ Four rules shape this module:
   document, all pages together (QRW_MAX_DOCUMENT_PIXELS). A header is not trusted
   beyond what the decoder will do with it: every frame of an animation is checked from
   its own descriptor (a GIF frame larger than its screen grows Pillow's canvas), and a
-  JPEG's scans are counted (QRW_MAX_JPEG_SCANS), since libjpeg decodes them all in one
-  call that no deadline interrupts.
+  JPEG's scans are counted (QRW_MAX_JPEG_SCANS), with the pixels they cover all together
+  (QRW_MAX_JPEG_SCAN_PIXELS), since libjpeg decodes them all in one call that no deadline
+  interrupts.
 - Memory is budgeted per document, not per page. Only one page at a time keeps its large
   images: when a stage moves on to another page, the previous page's full-size and
   thorough-size copies are released and only its small fast-pass copy stays. Pillow
@@ -22,7 +23,9 @@ Four rules shape this module:
 - Pages are decoded lazily and at the resolution a stage asks for: the fast pass asks
   for a reduced page, and a JPEG is then decoded directly at 1/2, 1/4 or 1/8 size by
   libjpeg's DCT scaling, which is where most of the time of a scan would otherwise go.
-  The deadline is checked before each page and between the frames of an animation.
+  The deadline is checked before each page and between the frames of an animation, and a
+  JPEG of several scans is not decoded when its decode, predicted from its scans, would
+  end past the deadline.
 - Every coordinate a stage reports is mapped back to the page's own pixel grid through
   the scale returned with each image.
 """
@@ -121,6 +124,15 @@ _JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})
 # The end of entropy-coded data: an 0xFF that is neither stuffing (FF 00), a restart
 # marker (FF D0-D7) nor fill before a marker (FF FF).
 _JPEG_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+# What decoding a JPEG of several scans costs. libjpeg keeps the whole page's coefficients
+# and each scan revisits every block of the components it holds, so the time grows with the
+# pixels each scan covers, summed over the scans (JpegShape.scan_pixels); DCT scaling saves
+# only the final inverse DCT, so a reduced decode costs the same. Measured here (libjpeg-turbo
+# 3.1 in OpenCV 5.1, 60 MP pages, full and 1/8 decodes): 0.83 to 0.96 ns per pixel counted
+# for libjpeg's own gray and colour (4:2:0, 4:4:4) scripts and for the last scan repeated 90
+# times, DC scans less (0.2 to 0.55); dense entropy-coded data adds about 20 ns per byte.
+JPEG_SCAN_NS_PER_PIXEL = 1.0
+JPEG_DATA_NS_PER_BYTE = 20.0
 # The small fast-pass copies that pages other than the current one keep, all together: 20
 # pages at the default QRW_FAST_MAX_SIDE fit; past it, pages are decoded again when needed.
 _KEPT_SMALL_BYTES = 64 * 2**20
@@ -155,6 +167,9 @@ class JpegShape:
     components: int
     progressive: bool
     scans: int
+    # The pixels the scans cover, summed over scans: each scan counts every component it
+    # holds at that component's own size (a subsampled chroma plane is a quarter of the page).
+    scan_pixels: int = 0
 
 
 def jpeg_shape(data: bytes, max_scans: int | None = None) -> JpegShape:
@@ -168,8 +183,9 @@ def jpeg_shape(data: bytes, max_scans: int | None = None) -> JpegShape:
     other than a marker (junk, truncation) stops there: what to make of a broken file is
     the decoder's call.
     """
-    width = height = components = scans = 0
+    width = height = components = scans = scan_pixels = 0
     progressive = False
+    planes: dict[int, int] = {}  # component id: the pixels of its plane
     end, pos = len(data), 2  # after SOI
     while pos + 1 < end and data[pos] == 0xFF:
         marker = data[pos + 1]
@@ -190,10 +206,14 @@ def jpeg_shape(data: bytes, max_scans: int | None = None) -> JpegShape:
         if marker in _JPEG_SOF and body + 6 <= end:
             height, width = struct.unpack_from(">HH", data, body + 1)
             components, progressive = data[body + 5], marker in _JPEG_PROGRESSIVE
+            planes = _jpeg_planes(data[body + 6 : min(pos, end)], width, height)
         elif marker == 0xDA:
             scans += 1
             if max_scans is not None and scans > max_scans:
                 break
+            if body < end:
+                held = data[body + 1 : min(body + 1 + 2 * data[body], end) : 2]
+                scan_pixels += sum(planes.get(component, 0) for component in held)
             if not progressive and scans == 1 and body < end and data[body] >= components:
                 # One sequential scan holding every component is the whole image: libjpeg
                 # refuses or ignores any scan after it. Most JPEGs stop here, at the
@@ -201,7 +221,20 @@ def jpeg_shape(data: bytes, max_scans: int | None = None) -> JpegShape:
                 break
             found = _JPEG_NEXT_MARKER.search(data, pos)
             pos = found.start() if found else end
-    return JpegShape(width, height, components, progressive, scans)
+    return JpegShape(width, height, components, progressive, scans, scan_pixels)
+
+
+def _jpeg_planes(spec: bytes, width: int, height: int) -> dict[int, int]:
+    """Each component's plane size in pixels, from the frame header's component entries
+    (id, sampling factors, table): a component sampled at h/hmax x v/vmax of the page."""
+    entries = [spec[i : i + 3] for i in range(0, len(spec) - 2, 3)]
+    factors = {entry[0]: (entry[1] >> 4, entry[1] & 15) for entry in entries}
+    h_max = max((h for h, _ in factors.values()), default=1) or 1
+    v_max = max((v for _, v in factors.values()), default=1) or 1
+    return {
+        component: -(-width * h // h_max) * -(-height * v // v_max)
+        for component, (h, v) in factors.items()
+    }
 
 
 T = TypeVar("T")
@@ -267,8 +300,17 @@ class _Pool:
         if self.deadline is not None and self.deadline.expired():
             raise DeadlineReached(f"the deadline of {self.deadline.budget_ms:g} ms passed")
 
-    def decode(self, fn: Callable[[], np.ndarray]) -> np.ndarray:
+    def decode(self, fn: Callable[[], np.ndarray], predicted_ms: float = 0.0) -> np.ndarray:
+        """Run the decode `fn`, unless the deadline has passed or the time left is shorter
+        than `predicted_ms`: a decode is one C call, and one that cannot end in time is
+        refused before it starts rather than let run past the deadline."""
         self.check_deadline()
+        if self.deadline is not None and predicted_ms > self.deadline.remaining_ms():
+            raise DeadlineReached(
+                f"decoding the page would take about {predicted_ms:.0f} ms, and "
+                f"{max(self.deadline.remaining_ms(), 0.0):.0f} ms of the deadline of "
+                f"{self.deadline.budget_ms:g} ms are left"
+            )
         image = self.clock.timed(fn)
         self.decoded_pixels += image.size
         return image
@@ -288,6 +330,9 @@ class Page:
     _pool: _Pool
     # Straight to a reduced size (JPEG DCT scaling, PDF rasterising), when the format can.
     _decode_reduced: Callable[[int], np.ndarray] | None = None
+    # What one decode is predicted to take, reduced or not, where a model says (a JPEG of
+    # several scans); 0 where decoding is not refused ahead of the deadline.
+    _decode_ms: float = 0.0
     _cache: dict[int | None, tuple[np.ndarray, float]] = field(default_factory=dict)
 
     def gray(self, max_side: int | None = None) -> tuple[np.ndarray, float]:
@@ -304,10 +349,13 @@ class Page:
         self._pool.enter(self._cache)
         if key is not None and self._decode_reduced is not None:
             side = key
-            image = self._pool.decode(lambda: self._decode_reduced(side))  # type: ignore[misc]
+            image = self._pool.decode(
+                lambda: self._decode_reduced(side),  # type: ignore[misc]
+                self._decode_ms,
+            )
             self._cache[key] = (image, image.shape[1] / self.width)
             return self._cache[key]
-        full = self._pool.decode(self._decode)
+        full = self._pool.decode(self._decode, self._decode_ms)
         # A page is decoded at full size only to be reduced: derive every size the cascade
         # asks for now, so the page is not decoded again, and keep the full page only
         # when it is itself one of those sizes.
@@ -476,9 +524,8 @@ _PILLOW_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFE
 
 def _raster_pages(data: bytes, fmt: str, settings: Settings, pool: _Pool) -> list[Page]:
     name = f"the {fmt.upper()}"
-    if fmt == "jpeg":
-        _check_jpeg_scans(data, settings)
-    elif fmt == "png":
+    jpeg = _check_jpeg_scans(data, settings) if fmt == "jpeg" else None
+    if fmt == "png":
         data, frames_at = _png_pixel_chunks(data, pool.check_deadline)
         _check_frames_inside(frames_at, _png_canvas(data), name)
     elif fmt == "webp":
@@ -530,8 +577,9 @@ def _raster_pages(data: bytes, fmt: str, settings: Settings, pool: _Pool) -> lis
     if fmt in _CV2_FORMATS and not has_alpha:
         cost = _WEBP_PATH_COST if fmt == "webp" else _GRAY_PATH_COST
         _check_page(width, height, cost, settings, what=name)
+        decode_ms = _jpeg_decode_ms(jpeg, len(data), settings) if jpeg else 0.0
         decode, reduced = _cv2_decoders(data, fmt, width, height, cv2.IMREAD_GRAYSCALE)
-        return [Page(0, width, height, decode, pool, reduced)]
+        return [Page(0, width, height, decode, pool, reduced, decode_ms)]
     if fmt == "webp":
         # A still WebP with alpha: OpenCV's BGRA into a band-wise flattening costs less
         # than Pillow's animation decoder with its extra canvases.
@@ -708,7 +756,7 @@ def _gif_sizes(
     return sizes
 
 
-def _check_jpeg_scans(data: bytes, settings: Settings) -> None:
+def _check_jpeg_scans(data: bytes, settings: Settings) -> JpegShape:
     limit = settings.max_jpeg_scans
     shape = jpeg_shape(data, max_scans=limit)
     if shape.scans > limit:
@@ -717,6 +765,26 @@ def _check_jpeg_scans(data: bytes, settings: Settings) -> None:
             f"the JPEG has more than {limit} scans; the limit is {limit} (QRW_MAX_JPEG_SCANS): "
             "libjpeg decodes every scan over the whole page in one call no deadline stops",
         )
+    return shape
+
+
+def _jpeg_decode_ms(shape: JpegShape, size: int, settings: Settings) -> float:
+    """What one decode of a JPEG of several scans is predicted to take, after refusing one
+    whose scans cover more than QRW_MAX_JPEG_SCAN_PIXELS. Called once the page itself is
+    within QRW_MAX_PIXELS, so a page too large is refused for that. A JPEG of one scan is
+    decoded row by row, at a cost the page limits already bound: 0, never refused early."""
+    if shape.scans <= 1:
+        return 0.0
+    limit = settings.max_jpeg_scan_pixels
+    if shape.scan_pixels > limit:
+        raise ScanFailed(
+            ErrorCode.IMAGE_TOO_LARGE,
+            f"the JPEG's {shape.scans} scans cover {shape.scan_pixels} pixels in all "
+            f"({shape.width}x{shape.height}, each scan counted over the components it holds); "
+            f"the limit is {limit} (QRW_MAX_JPEG_SCAN_PIXELS): libjpeg decodes them all in one "
+            f"call no deadline stops, about {JPEG_SCAN_NS_PER_PIXEL:g} ns per pixel counted",
+        )
+    return (shape.scan_pixels * JPEG_SCAN_NS_PER_PIXEL + size * JPEG_DATA_NS_PER_BYTE) / 1e6
 
 
 def _tiff_page(image: Image.Image, index: int) -> tuple[tuple[int, int], str]:
