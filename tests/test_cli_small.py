@@ -175,7 +175,7 @@ logging.getLogger("botocore.endpoint").warning("a warning of theirs")
 def test_enqueue_wait_to_a_queue_no_worker_serves_warns_at_once_and_still_enqueues(
     redis_server: RedisServer,
 ) -> None:
-    queue = "qr-nobody-serves"
+    queue = "qr-unserved-wait"  # a queue of its own: others count what waits on theirs
     wait_s = 7  # past redis-py's default socket timeout (5 s), which a single BLPOP outlasted
     process = subprocess.Popen(
         [
