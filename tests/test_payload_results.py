@@ -237,7 +237,8 @@ def test_index_rows_show_an_invoices_issuer_date_and_total() -> None:
 
 def test_index_rows_without_a_payload_leave_the_payload_columns_empty() -> None:
     for shown in (row(line("c.png", code(NOT_A_SCHEME))), row(line("d.png"))):
-        assert [shown[name] for name in output.INDEX_COLUMNS[7:]] == [""] * 6
+        payload_columns = ("scheme", *output.INDEX_PAYLOAD_FIELDS, "payload_ok")
+        assert [shown[name] for name in payload_columns] == [""] * 6
     failed_job = {"key": "e.png", "ok": False, "codes": [], "error": {"code": "worker_lost"}}
     assert row(failed_job)["scheme"] == ""
 
@@ -254,7 +255,10 @@ def test_payload_cells_cannot_run_as_formulas() -> None:
     assert shown["scheme"] == "'=cmd|' /C calc'!A0"
     assert shown["issuer_tax_id"] == "'@SUM(1+1)"
     assert shown["total"] == "'-12.50"
-    assert shown["currency"] == "\ufffdEUR"
+    # A control character is spelled out (index.csv is one physical line per row), and
+    # unescape_cell gives the payload's text back.
+    assert shown["currency"] == "\\u0007EUR"
+    assert output.unescape_cell(shown["currency"]) == "\x07EUR"
 
 
 def test_the_report_counts_codes_by_scheme_and_failed_checks_by_kind() -> None:
