@@ -1,9 +1,12 @@
 """`qrw worker`: N worker processes under RQ's WorkerPool, which respawns any that dies.
 
 SIGTERM or SIGINT asks every worker for a warm shutdown: each finishes its current job,
-then exits, and so does the pool. Before any worker starts, the pool checks that Redis
-persists (see worker.queue.persistence) and logs an error when it does not, and takes its
-metrics port: a port held by another process stops it (`MetricsPortTaken`).
+then exits, and so does the pool. The pool owns every process its workers start (RQ's
+scheduler, a PDF renderer child, a work-horse): it is their subreaper, so a worker killed
+outright leaves them to the pool, which stops and reaps them (`OwningWorkerPool`).
+Before any worker starts, the pool checks that Redis persists (see
+worker.queue.persistence) and logs an error when it does not, and takes its metrics port:
+a port held by another process stops it (`MetricsPortTaken`).
 
 The workers are forks of this process: what it has imported before they start, they
 share (see `preload`).
@@ -12,9 +15,14 @@ share (see `preload`).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import gc
 import importlib
+import os
+import signal
+import time
+from pathlib import Path
 
 import redis
 import structlog
@@ -34,7 +42,8 @@ def run(settings: Settings, queues: tuple[str, ...], workers: int, *, burst: boo
     if settings.metrics_port:
         serve_metrics(settings, queues)
     preload(settings)
-    pool = WorkerPool(
+    become_subreaper()
+    pool = OwningWorkerPool(
         queues,
         connection=connection,
         num_workers=workers,
@@ -45,6 +54,90 @@ def run(settings: Settings, queues: tuple[str, ...], workers: int, *, burst: boo
     )
     pool.start(burst=burst, logging_level=settings.log_level.upper())
     return 0
+
+
+# prctl(2) option: orphans below this process are re-parented to it instead of init.
+PR_SET_CHILD_SUBREAPER = 36
+# An adopted orphan asked to stop with SIGTERM (RQ's scheduler then releases its locks) gets
+# this long before SIGKILL.
+ORPHAN_GRACE_S = 5.0
+
+
+def become_subreaper() -> bool:
+    """Make this process the reaper of every process below it. A worker killed with SIGKILL
+    (the OOM killer, an operator) left RQ's scheduler it had forked to init: running outside
+    the pool, out of its PSS and its SIGTERM, holding the queue's scheduler lock."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        error = ctypes.get_errno()
+        structlog.get_logger("worker").warning(
+            "pool_not_subreaper", error=os.strerror(error), message="orphans go to init"
+        )
+        return False
+    return True
+
+
+class OwningWorkerPool(WorkerPool):
+    """RQ's WorkerPool, which also stops and reaps the processes it adopts as subreaper.
+
+    RQ's pool waits only for the workers it started (multiprocessing's own handles); an
+    orphan it adopted would stay a zombie, or run on, for good. Each pass of the pool's loop
+    (once a second) asks every adopted process to stop, kills one still there after
+    ORPHAN_GRACE_S, and reaps it; a stopping pool exits only once they are gone too.
+    """
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.orphans: dict[int, float] = {}  # pid -> when it was asked to stop
+
+    def reap_workers(self) -> None:
+        super().reap_workers()
+        self.reap_orphans()
+
+    def all_workers_have_stopped(self) -> bool:
+        return super().all_workers_have_stopped() and not self.orphans
+
+    def reap_orphans(self) -> None:
+        workers = {data.pid for data in self.worker_dict.values()}
+        now = time.monotonic()
+        for pid in children(os.getpid()):
+            # A worker that has just exited is RQ's to reap (multiprocessing's handle): waiting
+            # for it here would hide its end from the pool, which would never respawn it.
+            if pid not in workers and pid not in self.orphans:
+                self.orphans[pid] = now
+                self._signal(pid, signal.SIGTERM)
+                structlog.get_logger("worker").warning("pool_adopted_orphan", pid=pid)
+        for pid, asked in list(self.orphans.items()):
+            try:
+                ended, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                ended = pid
+            if ended:
+                del self.orphans[pid]
+            elif now - asked > ORPHAN_GRACE_S:
+                self._signal(pid, signal.SIGKILL)
+
+    @staticmethod
+    def _signal(pid: int, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+def children(pid: int) -> list[int]:
+    """`pid`'s children, from /proc (each thread lists those it forked or adopted).
+
+    worker.metrics reads the tree the same way, but importing it here, before
+    serve_metrics sets the multiprocess folder, would create its metrics in the wrong mode.
+    """
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for task in tasks:
+        with contextlib.suppress(OSError, ValueError):
+            found += [int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+    return found
 
 
 # What every worker imports while it builds and warms its engine, beyond what this process
