@@ -518,8 +518,9 @@ def file_cases() -> list[FileCase]:
 
 def raster_cases() -> list[FileCase]:
     """Issue 17's raster files (points 1, 2 and 5b): frames larger than their canvas, a
-    progressive JPEG of 580,306 scans, and valid PNGs with ancillary chunks that decoders
-    choke on (controls: each must be read)."""
+    progressive JPEG of 580,306 scans, two within the scan limit whose decode outlasts a
+    short deadline, and valid files that decoders choke on or that are merely large
+    (controls: each must be read)."""
     return [
         FileCase(
             "large-frame.gif",
@@ -560,6 +561,44 @@ def raster_cases() -> list[FileCase]:
             lambda: _hf().progressive_jpeg_scans(7745, 580_306),
             True,
             max_seconds=AT_ONCE_S,
+        ),
+        FileCase(
+            "slow-scans.jpg",
+            "progressive JPEG, 7000x7000, 100 scans (within QRW_MAX_JPEG_SCANS; 4 s a decode), "
+            "deadline_ms=1000",
+            frozenset({"image_too_large"}),
+            lambda: _hf().progressive_jpeg_scans(7000, 94),
+            True,
+            deadline_ms=1000,
+            max_seconds=1.0 + 1.0,
+        ),
+        FileCase(
+            "slow-page.jpg",
+            "progressive JPEG, 4000x4000, 56 scans (within QRW_MAX_JPEG_SCAN_PIXELS; about "
+            "0.8 s a decode), deadline_ms=500",
+            frozenset({"deadline_exceeded"}),
+            lambda: _hf().progressive_jpeg_scans(4000, 50),
+            False,
+            deadline_ms=500,
+            max_seconds=0.5 + 1.0,
+        ),
+        FileCase(
+            "cmyk-40mp.jpg",
+            "progressive CMYK JPEG, 6325x6325, 18 scans: 9.1 bytes a pixel of coefficients",
+            frozenset({"image_too_large"}),
+            lambda: _hf().progressive_jpeg_page(None, 6325, mode="CMYK"),
+            False,
+            max_seconds=AT_ONCE_S,
+        ),
+        FileCase(
+            "progressive-60mp.jpg",
+            "progressive JPEG, 7745x7745 colour 4:2:0, libjpeg's 10 scans (control)",
+            frozenset({"ok"}),
+            lambda: _hf().progressive_jpeg_page(
+                _hf().qr_modules(INVOICE_TEXT.format(n=7)), subsampling=2
+            ),
+            False,
+            reads=INVOICE_TEXT.format(n=7),
         ),
         FileCase(
             "private-chunk.png",

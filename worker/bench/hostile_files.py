@@ -308,15 +308,16 @@ def progressive_jpeg_page(
     code: np.ndarray | None = None,
     side: int = MAX_SIDE,
     *,
-    colour: bool = True,
+    mode: str = "RGB",
     subsampling: int = 0,
     extra_scans: int = 0,
     module: int = 24,
 ) -> bytes:
-    """A white side x side progressive JPEG with `code` drawn at its centre, `module`
-    pixels a module: libjpeg's own script (10 scans in colour, 6 in gray), its last scan
-    repeated `extra_scans` more times. `subsampling` is Pillow's (0 = 4:4:4, the colour
-    page whose scans cover the most pixels; 2 = 4:2:0, what cameras write)."""
+    """A white side x side progressive JPEG in Pillow's `mode` ("L", "RGB" or "CMYK") with
+    `code` drawn at its centre, `module` pixels a module: libjpeg's own script (6 scans in
+    gray, 10 in colour, 18 in CMYK), its last scan repeated `extra_scans` more times.
+    `subsampling` is Pillow's, for RGB (0 = 4:4:4, the colour page whose scans cover the
+    most pixels; 2 = 4:2:0, what cameras write)."""
     from PIL import Image
 
     page = np.full((side, side), 255, np.uint8)
@@ -324,10 +325,8 @@ def progressive_jpeg_page(
         dark = np.kron(code, np.ones((module, module), bool))
         top, left = (side - dark.shape[0]) // 2, (side - dark.shape[1]) // 2
         page[top : top + dark.shape[0], left : left + dark.shape[1]][dark] = 0
-    image = Image.fromarray(page)
-    options: dict[str, int] = {}
-    if colour:
-        image, options = image.convert("RGB"), {"subsampling": subsampling}
+    image = Image.fromarray(page).convert(mode)
+    options = {"subsampling": subsampling} if mode == "RGB" else {}
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=90, progressive=True, **options)
     return _repeat_last_scan(buffer.getvalue(), extra_scans)

@@ -91,6 +91,12 @@ PAGE_BYTES_PER_PIXEL = 5.5
 # row by row; OpenCV's WebP reader decodes to BGR first, and with alpha to a BGRA canvas
 # that it then copies.
 _GRAY_PATH_COST = 2.1
+# A JPEG of several scans is not decoded row by row: libjpeg first gathers every scan into
+# a buffer of the whole page's coefficients, 2 bytes for each pixel of each component's
+# plane, with the gray page beside it. Measured at 60 MP (full decodes; 1/8 ones hold a
+# byte less): gray 3.06, 4:2:0 colour 4.07, 4:4:4 7.07, CMYK 9.08 bytes per pixel.
+_JPEG_COEFFICIENT_BYTES = 2.0
+_JPEG_BUFFERED_PAGE_COST = 1.1
 _WEBP_PATH_COST = 4.5
 _WEBP_ALPHA_PATH_COST = 8.5
 # Pillow keeps 1-bit, L and P frames in one byte per pixel, 16-bit ones in two, and
@@ -170,6 +176,8 @@ class JpegShape:
     # The pixels the scans cover, summed over scans: each scan counts every component it
     # holds at that component's own size (a subsampled chroma plane is a quarter of the page).
     scan_pixels: int = 0
+    # The pixels of every component's plane together: 1.5 pages for 4:2:0 colour, 3 for 4:4:4.
+    plane_pixels: int = 0
 
 
 def jpeg_shape(data: bytes, max_scans: int | None = None) -> JpegShape:
@@ -221,7 +229,8 @@ def jpeg_shape(data: bytes, max_scans: int | None = None) -> JpegShape:
                 break
             found = _JPEG_NEXT_MARKER.search(data, pos)
             pos = found.start() if found else end
-    return JpegShape(width, height, components, progressive, scans, scan_pixels)
+    plane_pixels = sum(planes.values())
+    return JpegShape(width, height, components, progressive, scans, scan_pixels, plane_pixels)
 
 
 def _jpeg_planes(spec: bytes, width: int, height: int) -> dict[int, int]:
@@ -576,6 +585,9 @@ def _raster_pages(data: bytes, fmt: str, settings: Settings, pool: _Pool) -> lis
     has_alpha = mode in _ALPHA_MODES or "transparency" in info
     if fmt in _CV2_FORMATS and not has_alpha:
         cost = _WEBP_PATH_COST if fmt == "webp" else _GRAY_PATH_COST
+        if jpeg is not None and jpeg.scans > 1 and width * height > 0:
+            planes = jpeg.plane_pixels / (width * height)
+            cost = max(cost, _JPEG_BUFFERED_PAGE_COST + _JPEG_COEFFICIENT_BYTES * planes)
         _check_page(width, height, cost, settings, what=name)
         decode_ms = _jpeg_decode_ms(jpeg, len(data), settings) if jpeg else 0.0
         decode, reduced = _cv2_decoders(data, fmt, width, height, cv2.IMREAD_GRAYSCALE)
