@@ -173,8 +173,10 @@ class JpegShape:
     components: int
     progressive: bool
     scans: int
-    # The pixels the scans cover, summed over scans: each scan counts every component it
-    # holds at that component's own size (a subsampled chroma plane is a quarter of the page).
+    # What libjpeg gathers before it decodes a JPEG of several scans (0 for one scan, which
+    # is decoded row by row). The pixels the scans cover, summed over scans: each scan
+    # counts every component it holds at that component's own size (a subsampled chroma
+    # plane is a quarter of the page).
     scan_pixels: int = 0
     # The pixels of every component's plane together: 1.5 pages for 4:2:0 colour, 3 for 4:4:4.
     plane_pixels: int = 0
@@ -191,9 +193,9 @@ def jpeg_shape(data: bytes, max_scans: int | None = None) -> JpegShape:
     other than a marker (junk, truncation) stops there: what to make of a broken file is
     the decoder's call.
     """
-    width = height = components = scans = scan_pixels = 0
+    width = height = components = scans = 0
     progressive = False
-    planes: dict[int, int] = {}  # component id: the pixels of its plane
+    frame, held = b"", []  # the frame's component entries; the component ids of each scan
     end, pos = len(data), 2  # after SOI
     while pos + 1 < end and data[pos] == 0xFF:
         marker = data[pos + 1]
@@ -214,14 +216,13 @@ def jpeg_shape(data: bytes, max_scans: int | None = None) -> JpegShape:
         if marker in _JPEG_SOF and body + 6 <= end:
             height, width = struct.unpack_from(">HH", data, body + 1)
             components, progressive = data[body + 5], marker in _JPEG_PROGRESSIVE
-            planes = _jpeg_planes(data[body + 6 : min(pos, end)], width, height)
+            frame = data[body + 6 : min(pos, end)]
         elif marker == 0xDA:
             scans += 1
             if max_scans is not None and scans > max_scans:
                 break
             if body < end:
-                held = data[body + 1 : min(body + 1 + 2 * data[body], end) : 2]
-                scan_pixels += sum(planes.get(component, 0) for component in held)
+                held.append(data[body + 1 : min(body + 1 + 2 * data[body], end) : 2])
             if not progressive and scans == 1 and body < end and data[body] >= components:
                 # One sequential scan holding every component is the whole image: libjpeg
                 # refuses or ignores any scan after it. Most JPEGs stop here, at the
@@ -229,6 +230,10 @@ def jpeg_shape(data: bytes, max_scans: int | None = None) -> JpegShape:
                 break
             found = _JPEG_NEXT_MARKER.search(data, pos)
             pos = found.start() if found else end
+    if scans <= 1:  # nearly every JPEG: nothing more to count
+        return JpegShape(width, height, components, progressive, scans)
+    planes = _jpeg_planes(frame, width, height)
+    scan_pixels = sum(planes.get(component, 0) for ids in held for component in ids)
     plane_pixels = sum(planes.values())
     return JpegShape(width, height, components, progressive, scans, scan_pixels, plane_pixels)
 
