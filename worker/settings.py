@@ -253,10 +253,10 @@ class Settings:
             "decoding: such a decode costs about 1 ns per pixel counted, in one call that no "
             "deadline stops. A 60 MP colour progressive JPEG covers 480 M (4:2:0) to 840 M "
             "(4:4:4), a gray one 360 M.",
-            # Measured here (libjpeg-turbo 3.1 in OpenCV 5.1), 60 MP pages: 0.83 to 0.96 ns per
-            # pixel counted, reduced (DCT-scaled) decodes alike; the default keeps one decode
-            # of any accepted page under about a second. A CMYK progressive JPEG (18 scans, 24
-            # pixels counted per pixel) passes up to 41 MP; 100 M still takes a 7 MP 4:4:4 page.
+            # Measured here (libjpeg-turbo 3.1 in OpenCV 5.1), 60 MP pages: 0.6 to 1.0 ns per
+            # pixel counted (machine idle to loaded), reduced (DCT-scaled) decodes alike; the
+            # default keeps one decode of any accepted page under about a second, libjpeg's own
+            # scripts pass at 60 MP. 100 M still takes a 7 MP 4:4:4 page.
             _number(100_000_000, 100_000_000_000),
         ),
     )

@@ -134,9 +134,12 @@ _JPEG_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 # and each scan revisits every block of the components it holds, so the time grows with the
 # pixels each scan covers, summed over the scans (JpegShape.scan_pixels); DCT scaling saves
 # only the final inverse DCT, so a reduced decode costs the same. Measured here (libjpeg-turbo
-# 3.1 in OpenCV 5.1, 60 MP pages, full and 1/8 decodes): 0.83 to 0.96 ns per pixel counted
-# for libjpeg's own gray and colour (4:2:0, 4:4:4) scripts and for the last scan repeated 90
-# times, DC scans less (0.2 to 0.55); dense entropy-coded data adds about 20 ns per byte.
+# 3.1 in OpenCV 5.1, 60 MP pages, full and 1/8 decodes, machine idle to loaded): 0.6 to 1.0
+# ns per pixel counted for libjpeg's own gray and colour (4:2:0, 4:4:4) scripts and for a
+# blank page's last scan repeated 90 times (0.61 to 0.83), DC scans less (0.14 to 0.5);
+# dense entropy-coded data adds about 20 ns per byte (96 scans over 16 MP in 35 MB: 1.6 s,
+# blank 1.0 s). The prediction takes the top of that range: a decode it lets start ends
+# about when it says or sooner, and one it refuses could not have ended in time.
 JPEG_SCAN_NS_PER_PIXEL = 1.0
 JPEG_DATA_NS_PER_BYTE = 20.0
 # The small fast-pass copies that pages other than the current one keep, all together: 20
