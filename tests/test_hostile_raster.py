@@ -5,7 +5,10 @@ and 5b), rebuilt exactly by worker/bench/hostile_files.py.
   frame it decodes, so each frame's own size and offset is checked from its descriptor
   (APNG fcTL and WebP ANMF headers alike) before any pixel is decoded.
 - A progressive JPEG's scans are decoded one after another in one C call that no deadline
-  interrupts: its SOS markers are counted first and past QRW_MAX_JPEG_SCANS it is refused.
+  interrupts: its SOS markers are counted first and past QRW_MAX_JPEG_SCANS it is refused;
+  within that, the pixels its scans cover are counted too (QRW_MAX_JPEG_SCAN_PIXELS), a
+  decode predicted to outlast the time left is not started, and the coefficients libjpeg
+  gathers first are charged to the page's memory.
 - Ancillary PNG chunks (text, ICC profiles, private data) say nothing about the pixels:
   a large or inflating one must not make a valid PNG "corrupt".
 
