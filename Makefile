@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 QRW := $(VENV)/bin/qrw
 SAMPLES ?= build/samples
 
-.PHONY: setup run test lint train bench bench-quick bench-setup bench-speed bench-queue bench-hostile bench-backfill check-rq-tools clean
+.PHONY: setup run test lint train bench bench-quick bench-setup bench-speed bench-queue bench-hostile bench-soak bench-backfill check-rq-tools clean
 
 setup: $(VENV)/.installed
 
@@ -73,6 +73,13 @@ bench-queue: setup
 # (outcome, seconds, peak memory per input, and the promises as PASS/FAIL). About a minute.
 bench-hostile: setup
 	$(PY) -m worker.bench.hostile --out docs/reliability.md
+
+# Issue 18's soak: 15 minutes at 80% of the pool's measured capacity through a fault every
+# minute (deploy, worker SIGKILL, Redis SIGKILL, Redis full for 30 s), then the accounting;
+# then 20 idle and 20 busy pools stopped and timed. About 22 minutes; exits 1 on a lost or
+# duplicated job or a slow stop.
+bench-soak: setup
+	$(PY) -m worker.bench.soak --minutes 15 --stops 20 --out docs/reliability.md
 
 # Issue 10's measurement: backfill throughput against plain queue jobs, listing and enqueue
 # over 100,000 objects in moto's S3, resume after SIGKILL, live-job latency under a backfill.
