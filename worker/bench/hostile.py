@@ -61,7 +61,7 @@ from urllib.parse import quote
 
 import redis
 
-from worker.bench.report import percentile
+from worker.bench.report import percentile, write_document
 from worker.queue.local_redis import free_port, local_redis
 from worker.queue.names import (
     DEAD_LETTER_STREAM,
@@ -2118,8 +2118,7 @@ def main(argv: list[str] | None = None) -> int:
     text = render(run)
     print(text)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+        write_document(args.out, text)
     return 0 if all(good is not False for _, good, _ in promises(run)) else 1
 
 

@@ -63,3 +63,18 @@ def write_section(path: Path, name: str, body: str) -> None:
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+# A section write_section put into a document.
+_SECTION = re.compile(r"<!-- begin:([\w-]+) -->.*?<!-- end:\1 -->", re.DOTALL)
+
+
+def write_document(path: Path, text: str) -> None:
+    """Write a benchmark's whole document, keeping the sections other commands wrote into
+    it with write_section (docs/reliability.md: the hostile report, and the soak's section
+    after it), so each command can regenerate its own numbers alone."""
+    kept = (
+        [found.group(0) for found in _SECTION.finditer(path.read_text())] if path.exists() else []
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n\n".join([text.rstrip(), *kept]) + "\n")
