@@ -340,6 +340,8 @@ def test_a_decode_that_cannot_end_in_the_time_left_is_not_started(classical: Eng
     result = lenient.scan(hf.progressive_jpeg_scans(**SLOW_SCANS), deadline_ms=1000)
     elapsed = time.perf_counter() - started
     assert result.error is not None and result.error.code == ErrorCode.DEADLINE_EXCEEDED
+    # The result says why: the decode was refused for the time it would take.
+    assert "decoding the page would take about" in result.error.message, result.error.message
     assert result.stages_run == ["fast"]
     assert elapsed < 1.0, elapsed
 

@@ -134,6 +134,7 @@ class Engine:
         findings = Findings()
         ctx = StageContext(document, self.settings, deadline, want, findings)
         clock = document.clock
+        stopped: str | None = None  # why a decode was not made in time, when one was not
         for stage in self.stages:
             if findings.satisfied(want, len(document.pages)):
                 break
@@ -146,9 +147,11 @@ class Engine:
             stage_ctx = replace(ctx, skip_blind_pages=True) if id(stage) in self._refiners else ctx
             try:
                 stage.run(stage_ctx)
-            except DeadlineReached:
-                # The deadline passed while a page was waiting to be decoded: stop here.
+            except DeadlineReached as reached:
+                # The deadline passed while a page was waiting to be decoded, or the decode
+                # would have outlasted it: stop here, and say which.
                 result.complete = False
+                stopped = str(reached)
             # One more look is all a page asks for: the stage after the asking one gave it.
             findings.looks_taken(asked)
             spent = (time.perf_counter() - started) * 1000.0
@@ -163,11 +166,10 @@ class Engine:
         # One zxing pass can return several codes at once; "first" promises exactly one.
         result.codes = findings.codes[:1] if want == "first" else findings.codes
         if not result.complete and not result.codes:
-            raise ScanFailed(
-                ErrorCode.DEADLINE_EXCEEDED,
-                f"the deadline of {deadline.budget_ms:g} ms passed before any code was read "
-                f"(stages run: {', '.join(result.stages_run) or 'none'})",
-            )
+            why = stopped or f"the deadline of {deadline.budget_ms:g} ms passed"
+            stages = ", ".join(result.stages_run) or "none"
+            message = f"{why}; no code was read (stages run: {stages})"
+            raise ScanFailed(ErrorCode.DEADLINE_EXCEEDED, message)
 
 
 # A scan that decoded this many pixels (a phone photo at full size) has grown the heap by
