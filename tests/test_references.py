@@ -216,3 +216,80 @@ def test_a_file_swapped_for_a_symlink_after_the_check_is_not_followed(
 def test_a_regular_file_under_a_root_is_read(policy: Settings, tmp_path: Path) -> None:
     (tmp_path / "a.png").write_bytes(b"png bytes")
     assert fetch(parse_reference(f"file://{tmp_path}/a.png", policy), policy) == b"png bytes"
+
+
+# Issue 18, point 1: S3 keys are opaque. Everything after `s3://bucket/` is the key, percent-
+# decoded and nothing else: an empty first segment, `//` inside and a trailing `/` are part
+# of it (the parser stripped every leading `/`, so `s3://invoices//c/x.png` read `c/x.png`).
+@pytest.mark.parametrize(
+    ("ref", "key"),
+    [
+        ("s3://invoices//c/x.png", "/c/x.png"),
+        ("s3://invoices///c/x.png", "//c/x.png"),
+        ("s3://invoices/c//x.png", "c//x.png"),
+        ("s3://invoices/c/x/", "c/x/"),
+        ("s3://invoices//", "/"),
+        ("s3://invoices/c/./x.png", "c/./x.png"),
+        ("s3://invoices/%2Fc/x.png", "/c/x.png"),
+        ("s3://invoices/a b+c%25%C3%BC.png", "a b+c%ü.png"),
+        ("s3://scans/in//x.png", "in//x.png"),
+        ("s3://scans/in/x/", "in/x/"),
+    ],
+)
+def test_an_s3_key_is_exactly_what_follows_the_bucket(policy: Settings, ref: str, key: str) -> None:
+    parsed = parse_reference(ref, policy)
+    assert parsed.key == key
+    # One identity per key (the backfill's duplicate check compares these texts).
+    assert str(parsed) == f"s3://{parsed.bucket}/{key}"
+
+
+@pytest.mark.parametrize(
+    ("ref", "code"),
+    [
+        # A folder admits whole segments: the segments of `/in/x.png` are "", "in", "x.png",
+        # so it is not under the folder `in` (before the fix it was read as `in/x.png`).
+        ("s3://scans//in/x.png", "refused_reference"),
+        ("s3://archive//2024/x.png", "refused_reference"),
+        ("s3://scans/in-evil//x.png", "refused_reference"),
+        # `..` stays refused wherever the empty segments are.
+        ("s3://invoices//../x.png", "refused_reference"),
+        ("s3://invoices/a//..//x.png", "refused_reference"),
+        ("s3://invoices/c/..", "refused_reference"),
+    ],
+)
+def test_empty_segments_open_no_way_out_of_a_folder(policy: Settings, ref: str, code: str) -> None:
+    with pytest.raises(ScanFailed) as caught:
+        parse_reference(ref, policy)
+    assert caught.value.code == code
+
+
+@pytest.mark.parametrize(
+    "ref",
+    ["s3://invoices/a#b.png", "s3://invoices/a?b.png", "s3://invoices/a.png#", "file:///tmp/a#b"],
+)
+def test_a_literal_question_mark_or_hash_is_refused_instead_of_cutting_the_name(
+    policy: Settings, ref: str
+) -> None:
+    # urlsplit took them for a query or a fragment, and the parser dropped the rest:
+    # `s3://invoices/a#b.png` read the object `a`.
+    with pytest.raises(ScanFailed) as caught:
+        parse_reference(ref, policy)
+    assert caught.value.code == "invalid_payload"
+    assert "%23" in caught.value.message
+
+
+def test_an_encoded_question_mark_or_hash_is_part_of_the_key(policy: Settings) -> None:
+    assert parse_reference("s3://invoices/a%23b%3F.png", policy).key == "a#b?.png"
+
+
+def test_a_file_path_keeps_its_normalisation_so_slashes_lead_nowhere_new(
+    policy: Settings, tmp_path: Path
+) -> None:
+    # file:// paths are paths, not keys: `//` is `/`, and the roots still hold.
+    (tmp_path / "a.png").write_bytes(b"x")
+    assert parse_reference(f"file://{tmp_path}//a.png", policy).key == str(tmp_path / "a.png")
+    assert parse_reference(f"file://{tmp_path}/a.png/", policy).key == str(tmp_path / "a.png")
+    for ref in ("file:////etc/passwd", f"file://{tmp_path}//..//etc/passwd", "file:///"):
+        with pytest.raises(ScanFailed) as caught:
+            parse_reference(ref, policy)
+        assert caught.value.code == "refused_reference", ref

@@ -5,9 +5,11 @@ AWS_* variables, so AWS S3, MinIO, Ceph and R2 all work) from the buckets, or bu
 folders, in QRW_S3_BUCKETS; `file:///path` only from under QRW_FILE_ROOTS. Nothing
 else is fetched: no URL a producer writes can make a worker reach an arbitrary host.
 
-A reference is checked whole before any byte is fetched: a control character (NUL, tab,
-newline...), a lone surrogate or percent-encoding that is not UTF-8 makes it
-`invalid_payload`; a place outside the allow-lists (folders match whole path segments)
+An S3 key is opaque: everything after `s3://bucket/`, percent-decoded, so `s3://b//c/x.png`
+is the key `/c/x.png` and `s3://b/c/x/` the key `c/x/`; a file path is a path, normalised and
+resolved. A reference is checked whole before any byte is fetched: a control character (NUL,
+tab, newline...), a lone surrogate, percent-encoding that is not UTF-8 or a literal `?` or `#`
+makes it `invalid_payload`; a place outside the allow-lists (folders match whole path segments)
 makes it `refused_reference`. Under a file root only regular files are read, opened
 without blocking and without following a link swapped in after the check: a FIFO, socket,
 device or folder is `read_failed`.
@@ -81,10 +83,19 @@ def parse_reference(
         )
     parts = urlsplit(ref)
     if parts.scheme in ("s3", "file"):
-        host, path = _text(ref, parts.netloc), _text(ref, parts.path)
+        if "?" in ref or "#" in ref:
+            # urlsplit takes them for a query or a fragment and the rest of the name is
+            # dropped: `s3://b/a#b.png` would read the object `a`.
+            raise ScanFailed(
+                ErrorCode.INVALID_PAYLOAD,
+                f"{_short(ref)}: percent-encode '?' and '#' (%3F, %23) in a reference",
+            )
+        host = _text(ref, parts.netloc)
         if parts.scheme == "s3":
-            return _s3_reference(ref, host, path.lstrip("/"), settings)
-        return _file_reference(ref, host, path, settings, folders)
+            # The key is everything after `s3://bucket/`, opaque: `s3://b//c/x.png` names
+            # `/c/x.png`, another object than `c/x.png`. Only that one `/` is the separator.
+            return _s3_reference(ref, host, _text(ref, parts.path[1:]), settings)
+        return _file_reference(ref, host, _text(ref, parts.path), settings, folders)
     raise ScanFailed(
         ErrorCode.REFUSED_REFERENCE,
         f"{_short(ref)}: only s3:// and file:// references are accepted",
@@ -116,13 +127,15 @@ def _text(ref: str, component: str) -> str:
 
 
 def _s3_reference(ref: str, bucket: str, key: str, settings: Settings) -> Reference:
-    if not bucket or not key or key.endswith("/"):
+    # A key ending in `/` is an object like any other (S3's console makes them as folders).
+    if not bucket or not key:
         raise ScanFailed(ErrorCode.INVALID_PAYLOAD, f"{_short(ref)}: expected s3://bucket/key")
     if ".." in key.split("/"):
         raise ScanFailed(ErrorCode.REFUSED_REFERENCE, f"{_short(ref)}: '..' is not allowed in keys")
     for allowed in settings.s3_buckets:
         allowed_bucket, _, prefix = allowed.partition("/")
-        # A folder matches whole path segments: `in` admits `in/x`, never `in-evil/x`.
+        # A folder matches whole path segments: `in` admits `in/x`, never `in-evil/x`, nor
+        # `/in/x` (its segments are "", "in", "x"; Settings refuses an empty one in a folder).
         folder = prefix if not prefix or prefix.endswith("/") else prefix + "/"
         if bucket == allowed_bucket and key.startswith(folder):
             return Reference("s3", bucket, key)

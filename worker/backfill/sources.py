@@ -412,7 +412,9 @@ def _prefixes(spec: SourceSpec, settings: Settings) -> list[tuple[str, str]]:
                 f"--source {where}: expected s3://bucket/prefix/ (percent-encode '?' and '#')"
             )
         try:
-            prefix = unquote(parts.path.lstrip("/"), errors="strict")
+            # Opaque, as storage reads keys: only the `/` after the bucket separates, so
+            # `s3://b//` is the prefix `/` (the keys under it), not the whole bucket.
+            prefix = unquote(parts.path[1:], errors="strict")
         except UnicodeDecodeError:
             raise BackfillError(f"--source {where}: percent-encoding must be UTF-8") from None
         if ".." in prefix.split("/"):
