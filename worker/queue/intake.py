@@ -10,10 +10,18 @@ registry when RQ's tools can read it) and taken off RQ's queue lists, and the wo
 the next id. An id whose hash is not
 waiting to run (started, finished or failed: the same enqueue pushed twice) is not run
 again: one `duplicate_job` dead-letter entry, the hash left alone.
+
+A popped job is never dropped for a Redis that refuses writes (full under `noeviction`, a
+replica after a failover): its admission is retried with backoff until Redis takes it.
+And the maintenance pass finds the jobs no worker will ever run (`recover_stranded`): a
+hash that says queued or started while its id is in no queue, intermediate list or started
+registry and no live worker holds it, as a worker that died between its pop and its
+registration left it (issue 18, point 2: 27 objects of a backfill never got a line).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -29,8 +37,10 @@ from worker.engine.errors import ErrorCode
 from worker.queue import context, envelope, names, outcome, payloads
 from worker.queue.envelope import JobRejected, UnusableJobId
 from worker.queue.job import QrJob
+from worker.queue.replies import WRITE_REFUSED, wait_for_writes
 from worker.queue.results import JobResult, clip
 from worker.rules import quote
+from worker.settings import Settings
 
 log = structlog.get_logger("worker")
 
@@ -47,12 +57,27 @@ NOT_WAITING = {
 }
 
 
+# Job hashes one maintenance pass looks at per queue (SCAN's COUNT), from where the last
+# pass stopped: a few milliseconds of Redis per pass; a million keys are covered in about
+# a thousand passes (under three hours at the default 10 s interval).
+STRANDED_SCAN_COUNT = 1000
+# A queue longer than this is not read whole to tell its waiting jobs from stranded ones:
+# its queued-looking hashes are judged once it is shorter (started ones are judged anyway).
+STRANDED_QUEUE_READ_MAX = 100_000
+# Where the scan goes on from, per queue; kept a day after the last pass.
+STRANDED_CURSOR_PREFIX = names.PREFIX + "stranded-scan:"
+# A stranded-looking job first seen at (a timestamp); judged again a grace later.
+STRANDED_SEEN_PREFIX = names.PREFIX + "stranded-seen:"
+_STRANDED_STATES = (JobStatus.QUEUED.value.encode(), JobStatus.STARTED.value.encode())
+
+
 class QrIntermediateQueue(IntermediateQueue):
     """RQ's list of popped, not yet started ids, as its maintenance sweeps it.
 
     An id left there by a worker that died right after popping it may be one RQ cannot
     parse (RQ raises on it in every worker's maintenance, for good): those are
-    dead-lettered first, and RQ sweeps the rest as it always does.
+    dead-lettered first, and RQ sweeps the rest as it always does. Then the jobs that are
+    in no list at all are looked for (`recover_stranded`).
     """
 
     def cleanup(self, worker: Any, queue: Queue) -> None:
@@ -62,6 +87,105 @@ class QrIntermediateQueue(IntermediateQueue):
             except UnusableJobId as rejected:
                 reject_unusable(self.connection, queue, raw_id, rejected)
         super().cleanup(worker, queue)
+        recover_stranded(self.connection, queue, stranded_grace_s())
+
+
+def stranded_grace_s() -> int:
+    """How long a job must look stranded before it is queued again: three maintenance
+    intervals, so a live worker that popped it (and waits for a full Redis to take its
+    registration, retrying at most every few seconds) has registered it long before."""
+    ctx = context.get()
+    interval = ctx.settings.recovery_interval if ctx else Settings().recovery_interval
+    return max(15, 3 * interval)
+
+
+def recover_stranded(connection: redis.Redis, queue: Queue, grace_s: int) -> list[str]:
+    """Queue again this queue's jobs that nothing would ever run; returns their ids.
+
+    Stranded: the hash says queued or started, but the id is in neither the queue, its
+    intermediate list nor its started registry, and the worker the hash names (if any) is
+    gone: a worker popped it (BLPOP, when it serves several queues) and died before
+    registering it, or RQ's bookkeeping was cut off. A job is put back only once it has
+    looked stranded for `grace_s` (first seen in one pass, still so in a later one), and
+    only if its hash has not moved meanwhile (WATCH). Each pass SCANs a bounded slice of
+    the job hashes (STRANDED_SCAN_COUNT), going on from where the last one stopped.
+    """
+    cursor_key = STRANDED_CURSOR_PREFIX + queue.name
+    cursor = int(connection.get(cursor_key) or 0)
+    cursor, keys = connection.scan(
+        cursor, match=names.RQ_JOB_PREFIX + "*", count=STRANDED_SCAN_COUNT, _type="HASH"
+    )
+    connection.set(cursor_key, cursor, ex=86_400)
+    if not keys:
+        return []
+    with connection.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.hmget(key, "status", "origin", "worker_name")
+        rows = pipe.execute(raise_on_error=False)
+    origin = queue.name.encode()
+    candidates = [
+        (key, row[0], row[2])
+        for key, row in zip(keys, rows, strict=True)
+        if isinstance(row, list) and row[1] == origin and row[0] in _STRANDED_STATES
+    ]
+    if not candidates:
+        return []
+    held = {job_id.encode() for job_id in queue.started_job_registry.get_job_ids(cleanup=False)}
+    held.update(connection.lrange(queue.intermediate_queue_key, 0, -1))
+    queued: set[bytes] | None = None
+    if connection.llen(queue.key) <= STRANDED_QUEUE_READ_MAX:
+        queued = set(connection.lrange(queue.key, 0, -1))
+    recovered = []
+    prefix = len(names.RQ_JOB_PREFIX)
+    for key, status, worker_name in candidates:
+        raw_id = key[prefix:] if isinstance(key, bytes) else key.encode()[prefix:]
+        if raw_id in held:
+            continue
+        if status == JobStatus.QUEUED.value.encode() and (queued is None or raw_id in queued):
+            continue
+        if worker_name and connection.exists(names.rq_worker_key(worker_name.decode())):
+            continue  # its worker is alive: its own run (or RQ's lease) ends it
+        try:
+            job_id = envelope.job_id(raw_id)
+        except UnusableJobId:
+            continue  # no queue holds it: nothing to run, and it was never ours to answer
+        if _requeue_stranded(connection, queue, job_id, status, grace_s):
+            recovered.append(job_id)
+    return recovered
+
+
+def _requeue_stranded(
+    connection: redis.Redis, queue: Queue, job_id: str, status: bytes, grace_s: int
+) -> bool:
+    seen_key = f"{STRANDED_SEEN_PREFIX}{queue.name}:{job_id}"
+    now_s = time.time()
+    if connection.set(seen_key, now_s, nx=True, ex=grace_s * 4):
+        return False  # first seen now: a live worker may be about to register it
+    first = float(connection.get(seen_key) or now_s)
+    if now_s - first < grace_s:
+        return False
+    key = names.rq_job_key(job_id)
+    with connection.pipeline(transaction=True) as pipe:
+        try:
+            pipe.watch(key)
+            if pipe.hget(key, "status") != status:
+                return False  # moved on since the scan: someone has it
+            pipe.multi()
+            pipe.hset(key, "status", JobStatus.QUEUED.value)
+            # At the front: it was popped from there, and has waited longest.
+            pipe.lpush(queue.key, job_id)
+            pipe.delete(seen_key)
+            pipe.execute()
+        except redis.WatchError:
+            return False
+    log.warning(
+        "job_stranded_requeued",
+        job_id=job_id,
+        queue=queue.name,
+        status=status.decode(),
+        stranded_s=round(now_s - first, 1),
+    )
+    return True
 
 
 class QrQueue(Queue):
@@ -76,6 +200,21 @@ class QrQueue(Queue):
     @property
     def intermediate_queue(self) -> IntermediateQueue:
         return QrIntermediateQueue(self.key, connection=self.connection)
+
+    def acquire_maintenance_lock(self) -> bool:
+        """RQ's maintenance lock on this queue, held at most `maintenance_lock_ttl_s()`.
+
+        RQ's lasts 899 s and is deleted only by a pass that ends well: a worker that died
+        mid-pass (on a full Redis) held every pool's recovery off for 15 minutes. A lock
+        found with a longer time to live (taken by RQ's default, an older deploy) is
+        shortened to ours.
+        """
+        ttl = maintenance_lock_ttl_s()
+        if self.connection.set(self.registry_cleaning_key, 1, nx=True, ex=ttl):
+            return True
+        if self.connection.ttl(self.registry_cleaning_key) > ttl:
+            self.connection.expire(self.registry_cleaning_key, ttl)
+        return False
 
     @classmethod
     def dequeue_any(  # type: ignore[override]
@@ -107,7 +246,7 @@ class QrQueue(Queue):
                 death_penalty_class=death_penalty_class,
             )
             try:
-                job = admit(connection, queue, raw_id)
+                job = admit_holding(connection, queue, raw_id)
             except (redis.ConnectionError, redis.TimeoutError):
                 raise  # RQ's dequeue loop backs off and reconnects
             except Exception as exc:
@@ -125,6 +264,28 @@ class QrQueue(Queue):
                 continue
             if job is not None:
                 return job, queue
+
+
+def maintenance_lock_ttl_s() -> int:
+    """Seconds a maintenance pass may hold its queue's lock: three intervals (a pass takes
+    well under one), at least 15 s, never RQ's 899. A pass that outlives it may overlap the
+    next one: RQ's cleanups and `recover_stranded` each act on a job only while it is still
+    as they found it."""
+    ctx = context.get()
+    interval = ctx.settings.recovery_interval if ctx else Settings().recovery_interval
+    return min(899, max(15, 3 * interval))
+
+
+def admit_holding(connection: redis.Redis, queue: Queue, raw_id: bytes) -> Job | None:
+    """`admit`, tried again with backoff while Redis refuses its writes: a job popped off
+    several queues (BLPOP) is in no list now, and only this process can run it."""
+    attempt = 0
+    while True:
+        try:
+            return admit(connection, queue, raw_id)
+        except WRITE_REFUSED as exc:
+            wait_for_writes("admission", exc, attempt, job_id=envelope.quote_id(raw_id))
+            attempt += 1
 
 
 def admit(connection: redis.Redis, queue: Queue, raw_id: bytes) -> Job | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import re
 import time
 from dataclasses import dataclass
@@ -27,10 +28,42 @@ from worker.settings import Settings
 log = structlog.get_logger("worker.replies")
 
 _SCRIPT = Path(__file__).with_name("publish.lua").read_text()
-# Redis restarting or failing over: about 7.5 s of backed-off tries before the error
+# Redis restarting, failing over or full: about 7.5 s of backed-off tries before the error
 # reaches RQ, which then runs the job again (and the delivery token keeps it to one result).
 _ATTEMPTS = 5
-_FIRST_BACKOFF_S = 0.5
+# Redis answering but refusing writes: full (`maxmemory` under `noeviction`: OOM, or the
+# EXECABORT of a transaction holding a refused write) or a replica after a failover
+# (READONLY). The command did nothing; the same command can succeed once Redis has room.
+WRITE_REFUSED: tuple[type[redis.RedisError], ...] = (
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.ExecAbortError,
+    redis.exceptions.ReadOnlyError,
+)
+# Errors a retry of the same Redis command may outlast.
+TRANSIENT = (redis.ConnectionError, redis.TimeoutError, *WRITE_REFUSED)
+
+
+# Longest wait between two tries of a write that a full Redis refused.
+WRITE_BACKOFF_CAP_S = 5.0
+
+
+def wait_for_writes(what: str, exc: BaseException, attempt: int, **fields: Any) -> None:
+    """Redis refused a write (WRITE_REFUSED) during `what`: log it (the first try of an
+    outage, then every tenth), then back off before try `attempt + 2`."""
+    if attempt % 10 == 0:
+        log.warning(
+            "redis_write_refused", during=what, attempt=attempt + 1, error=str(exc)[:300], **fields
+        )
+    time.sleep(backoff_s(attempt, cap_s=WRITE_BACKOFF_CAP_S))
+
+
+def backoff_s(attempt: int, *, first_s: float = 0.5, cap_s: float = 4.0) -> float:
+    """Seconds to wait before try `attempt + 1` (attempt counts from 0): exponential from
+    `first_s`, capped, with jitter (0.5x to 1.5x) so that a pool waiting out the same outage
+    does not come back in lockstep."""
+    return min(cap_s, first_s * 2**attempt) * (0.5 + random.random())
+
+
 # A document nested deeper than this is a bug upstream; its depths are cut when scrubbed.
 _MAX_DEPTH = 64
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -114,11 +147,11 @@ class Publisher:
             try:
                 status, reply_error = self._script(keys=keys, args=args)
                 break
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
+            except TRANSIENT as exc:
                 if attempt == _ATTEMPTS - 1:
                     raise
                 log.warning("publish_retry", job_id=job_id, attempt=attempt + 1, error=repr(exc))
-                time.sleep(_FIRST_BACKOFF_S * 2**attempt)
+                time.sleep(backoff_s(attempt))
         published = Published(
             delivered=bool(status),
             reply_error=ReplyError(reply_error.decode()) if reply_error else None,

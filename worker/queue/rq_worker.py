@@ -12,10 +12,18 @@
   worker.queue.outcome, which also counts and logs every end of a job.
 - A job whose result is not ok (a missing image, a refused reference) is a failed job to RQ
   too: its failed registry, with the code and message as JSON, never retried.
+- Redis refusing writes (full under `noeviction`, or a replica after a failover) costs no
+  worker and no job: RQ quit its work loop on the first refused write, and the pool
+  respawned the worker, engine and all, dozens of times a minute (issue 18, point 2). Here
+  a refused write is waited out with backoff wherever RQ's loop makes one: a popped job
+  is registered once Redis takes writes again, and a job whose bookkeeping is refused
+  after it ran is left to its lease (RQ's maintenance runs it again; its result was
+  published once, by delivery token).
 """
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import threading
 import time
@@ -24,11 +32,14 @@ from typing import Any
 
 import redis
 import structlog
-from rq import Queue, SimpleWorker, Worker
+from rq import Queue, SimpleWorker, Worker, worker_registration
 from rq.exceptions import AbandonedJobError, DeserializationError
 from rq.job import Job
+from rq.registry import clean_registries
 from rq.serializers import JSONSerializer
 from rq.timeouts import JobTimeoutException
+from rq.utils import now as utcnow
+from rq.worker import WorkerStatus
 
 from worker.engine.detector.detector import Detector
 from worker.engine.engine import Engine, return_memory_to_os
@@ -37,6 +48,7 @@ from worker.queue import context, outcome, payloads, runtime
 from worker.queue.envelope import JobRejected
 from worker.queue.intake import QrQueue
 from worker.queue.job import QrJob, delivery_of
+from worker.queue.replies import WRITE_REFUSED, wait_for_writes
 from worker.queue.results import JobResult
 from worker.settings import Settings
 
@@ -61,6 +73,8 @@ IDLE_TRIM_S = 5.0
 # Longest wait of the thread that listens for RQ's commands (RQ's own is 60 s): shutdown
 # joins that thread, so this bounds how long a stopping worker can wait for it.
 COMMAND_LISTENER_WAKE_S = 0.5
+# How long a worker whose engine failed to load waits for its scheduler to stop on SIGTERM.
+SCHEDULER_STOP_S = 2.0
 # Running these again cannot help: the input or the job itself is the problem.
 NOT_RETRIED = frozenset(
     {ErrorCode.REFUSED_JOB, ErrorCode.INVALID_PAYLOAD, ErrorCode.DEADLINE_EXCEEDED}
@@ -74,6 +88,8 @@ class QrWorkerMixin:
     connection: Any
     name: str
     _stopped_job_id: str | None
+    _state: str
+    last_cleaned_at: Any
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         settings = Settings.from_env()
@@ -109,6 +125,119 @@ class QrWorkerMixin:
             # stopped, and this process would wait for it at exit for ever.
             self.teardown()  # type: ignore[attr-defined]
             return False
+        except Exception:
+            # An engine that cannot load (a corrupt model) ends this worker, for the pool to
+            # start again with backoff. The scheduler forked above outlived it, and this
+            # process waited for it at exit for ever (multiprocessing joins its children):
+            # a worker that did nothing, which the pool never replaced.
+            # A scheduler only just forked may take SIGTERM before it handles it (and ignore
+            # it, with the pool's handler it inherited): killed if it is still there soon.
+            rq: Any = self
+            process = rq.scheduler._process if rq.scheduler is not None else None
+            if process is not None and process.pid:
+                process.terminate()
+                process.join(SCHEDULER_STOP_S)
+                if process.is_alive():
+                    process.kill()
+                    process.join()
+            raise
+
+    def register_birth(self) -> None:
+        # A worker started (or respawned) while Redis is full waits here, engine loaded,
+        # instead of exiting for the pool to start it again.
+        attempt = 0
+        while True:
+            try:
+                return super().register_birth()  # type: ignore[misc]
+            except WRITE_REFUSED as exc:
+                wait_for_writes("register_birth", exc, attempt)
+                attempt += 1
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        if pipeline is not None:  # queued in a transaction: its caller handles the outcome
+            return super().heartbeat(timeout, pipeline)  # type: ignore[misc]
+        try:
+            super().heartbeat(timeout)  # type: ignore[misc]
+        except WRITE_REFUSED as exc:
+            # A missed beat only shortens the worker's key; the next one renews it.
+            log.warning("heartbeat_refused", worker=self.name, error=str(exc)[:300])
+
+    def set_state(self, state: str, pipeline: Any = None) -> None:
+        if pipeline is not None:
+            return super().set_state(state, pipeline)  # type: ignore[misc]
+        try:
+            super().set_state(state)  # type: ignore[misc]
+        except WRITE_REFUSED as exc:
+            # What dashboards show; the state in memory (what RQ decides by) is set.
+            log.warning("worker_state_refused", worker=self.name, state=state, error=str(exc)[:300])
+
+    def run_maintenance_tasks(self) -> None:
+        try:
+            super().run_maintenance_tasks()  # type: ignore[misc]
+        except WRITE_REFUSED as exc:
+            # Tried again at the next interval; a lock this pass took expires on its own
+            # (QrQueue.acquire_maintenance_lock keeps it short).
+            log.warning("maintenance_refused", worker=self.name, error=str(exc)[:300])
+            self.last_cleaned_at = utcnow()
+
+    def check_for_suspension(self, burst: bool) -> None:
+        # RQ's check renews the worker's key in the same transaction, which a full Redis
+        # refuses whole. Nothing is in hand here: wait until Redis takes writes again.
+        attempt = 0
+        while True:
+            try:
+                return super().check_for_suspension(burst)  # type: ignore[misc]
+            except WRITE_REFUSED as exc:
+                wait_for_writes("suspension_check", exc, attempt)
+                attempt += 1
+
+    def clean_registries(self) -> None:
+        # RQ's pass, with each queue's lock released however the pass ends: a pass cut off
+        # by a refused write left its lock to expire, and recovery waited for it.
+        rq: Any = self
+        for queue in rq.queues:
+            if queue.acquire_maintenance_lock():
+                try:
+                    rq.log.info(
+                        "Worker %s: cleaning registries for queue: %s", self.name, queue.name
+                    )
+                    clean_registries(queue, rq._exc_handlers)
+                    worker_registration.clean_worker_registry(queue)
+                    queue.intermediate_queue.cleanup(self, queue)
+                finally:
+                    with contextlib.suppress(redis.RedisError):
+                        queue.release_maintenance_lock()
+        self.last_cleaned_at = utcnow()
+
+    def dequeue_job_and_maintain_ttl(
+        self, timeout: int | None, max_idle_time: int | None = None
+    ) -> tuple[Job, Queue] | None:
+        # LMOVE is refused by a full Redis before anything moves; a job popped otherwise is
+        # kept by QrQueue.dequeue_any until it is admitted. Nothing popped is lost here.
+        attempt = 0
+        while True:
+            try:
+                return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)  # type: ignore[misc]
+            except WRITE_REFUSED as exc:
+                wait_for_writes("dequeue", exc, attempt)
+                attempt += 1
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        try:
+            super().execute_job(job, queue)  # type: ignore[misc]
+        except WRITE_REFUSED as exc:
+            # Past registration (prepare_execution waits for it): the job is in the started
+            # registry, and once its lease lapses RQ's maintenance runs it again.
+            wait_for_writes("job_bookkeeping", exc, 0, job_id=job.id)
+
+    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
+        attempt = 0
+        while True:
+            try:
+                return super().prepare_job_execution(job, remove_from_intermediate_queue)  # type: ignore[misc]
+            except WRITE_REFUSED as exc:
+                wait_for_writes("job_start", exc, attempt, job_id=job.id)
+                attempt += 1
 
     def subscribe(self) -> None:
         """RQ's command listener, waking every COMMAND_LISTENER_WAKE_S instead of 60 s.
@@ -163,9 +292,26 @@ class QrWorkerMixin:
         return int(max(1, min(remaining, self.job_monitoring_interval))) + HEARTBEAT_GRACE
 
     def prepare_execution(self, job: Job) -> Any:
+        # The popped job is held until Redis takes its registration: in memory only, when
+        # it came off several queues (BLPOP), so a stop request waits for it as for a
+        # running job (RQ raises StopRequested at once in an idle worker).
+        self._state = WorkerStatus.BUSY
         # Producers in other languages set no retry budget; give every job one, so a
         # job whose worker died is run again rather than only marked failed.
-        if give_retry_budget(job):
+        budgeted = give_retry_budget(job)
+        attempt = 0
+        while True:
+            executions = set(self.executions)  # type: ignore[attr-defined]
+            try:
+                return self._prepare_execution(job, budgeted)
+            except WRITE_REFUSED as exc:
+                for stale in set(self.executions) - executions:  # type: ignore[attr-defined]
+                    self.executions.pop(stale, None)  # type: ignore[attr-defined]
+                wait_for_writes("job_registration", exc, attempt, job_id=job.id)
+                attempt += 1
+
+    def _prepare_execution(self, job: Job, budgeted: bool) -> Any:
+        if budgeted:
             budget = {"retries_left": job.retries_left, "retry_intervals": "[0]"}
             if isinstance(job, QrJob):
                 job.write_fields(budget)

@@ -14,6 +14,7 @@ share (see `preload`).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import errno
@@ -27,10 +28,11 @@ from pathlib import Path
 import redis
 import structlog
 from rq.serializers import JSONSerializer
-from rq.worker_pool import WorkerPool
+from rq.worker_pool import WorkerData, WorkerPool
 
 from worker.metrics_env import prepare_multiprocess
 from worker.queue import names, persistence, runtime
+from worker.queue.replies import backoff_s
 from worker.queue.rq_worker import QrJob, QrQueue, worker_class
 from worker.settings import Settings
 
@@ -89,10 +91,33 @@ class OwningWorkerPool(WorkerPool):
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.orphans: dict[int, float] = {}  # pid -> when it was asked to stop
+        self.respawns = RespawnBackoff()
 
     def reap_workers(self) -> None:
         super().reap_workers()
         self.reap_orphans()
+
+    def handle_dead_worker(self, worker_data: WorkerData) -> None:
+        super().handle_dead_worker(worker_data)
+        if self.status != self.Status.STOPPED:
+            self.respawns.died(time.monotonic())
+            structlog.get_logger("worker").warning(
+                "pool_worker_died",
+                pid=worker_data.pid,
+                deaths_last_minute=len(self.respawns.deaths),
+                respawn_in_s=round(self.respawns.wait_s(time.monotonic()), 1),
+            )
+
+    def check_workers(self, respawn: bool = True) -> None:
+        # RQ's pass (reap, then start what is missing), the start held off while the
+        # deaths this pass found (or earlier ones) ask for a wait.
+        self.reap_workers()
+        if not respawn or self.status == self.Status.STOPPED:
+            return
+        if self.respawns.wait_s(time.monotonic()) > 0:
+            return
+        for _ in range(self.num_workers - len(self.worker_dict)):
+            self.start_worker(burst=self._burst, _sleep=self._sleep)
 
     def all_workers_have_stopped(self) -> bool:
         return super().all_workers_have_stopped() and not self.orphans
@@ -121,6 +146,38 @@ class OwningWorkerPool(WorkerPool):
     def _signal(pid: int, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
+
+
+# Deaths within this many seconds count as one crash loop.
+RESPAWN_WINDOW_S = 60.0
+# Longest wait before a worker that keeps dying is started again.
+RESPAWN_BACKOFF_CAP_S = 30.0
+
+
+class RespawnBackoff:
+    """When the pool may start a worker again after one died.
+
+    A worker that died alone in the last RESPAWN_WINDOW_S is replaced at once (the pool's
+    next pass, within a second); each further death in the window doubles the wait (from
+    about 1 s, jittered, up to RESPAWN_BACKOFF_CAP_S). A worker that dies as it starts (a
+    corrupt model, a Redis that refused its writes) cost a whole engine load per respawn,
+    39 times a minute in issue 18; now a few times a minute.
+    """
+
+    def __init__(self) -> None:
+        self.deaths: collections.deque[float] = collections.deque()
+        self.next_at = 0.0
+
+    def died(self, now: float) -> None:
+        self.deaths.append(now)
+        while self.deaths and now - self.deaths[0] > RESPAWN_WINDOW_S:
+            self.deaths.popleft()
+        if len(self.deaths) > 1:
+            wait = backoff_s(len(self.deaths) - 2, first_s=1.0, cap_s=RESPAWN_BACKOFF_CAP_S)
+            self.next_at = max(self.next_at, now + wait)
+
+    def wait_s(self, now: float) -> float:
+        return max(0.0, self.next_at - now)
 
 
 def children(pid: int) -> list[int]:
