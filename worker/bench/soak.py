@@ -385,7 +385,7 @@ def render(
     stops: list[dict[str, Any]],
 ) -> str:
     lines = [
-        "## Soak: steady load through a fault every minute",
+        "## Soak: steady load through a fault at a time, every one in turn",
         "",
         f"Produced by `{command(args)}`, {started:%Y-%m-%d %H:%M} UTC, in {wall_s / 60:.1f} min.  ",
         f"Machine: {machine_line()}",
@@ -417,6 +417,12 @@ def render(
         ]
     if books["lost"]:
         lines += [f"Lost (first 10): {', '.join(books['lost'][:10])}", ""]
+    if books["unexpected"]:
+        lines += [
+            f"{len(books['unexpected'])} result(s) of jobs the producer saw refused: Redis ran",
+            "the enqueue, its reply was lost (Redis killed as it answered).",
+            "",
+        ]
     lines += [
         "Faults (seconds since the producer started):",
         "",
