@@ -385,7 +385,7 @@ def render(
     stops: list[dict[str, Any]],
 ) -> str:
     lines = [
-        "## Soak: steady load through a fault at a time, every one in turn",
+        "## Soak: steady load through deploys, SIGKILLs and a full Redis, in turn",
         "",
         f"Produced by `{command(args)}`, {started:%Y-%m-%d %H:%M} UTC, in {wall_s / 60:.1f} min.  ",
         f"Machine: {machine_line()}",
