@@ -165,6 +165,10 @@ def test_a_manifest_run_writes_one_line_per_object_a_summary_an_index_and_the_ba
     assert summary["failed_by_code"] == {"corrupt_image": 1}
     # Bad manifest lines are counted and reported with their line numbers, never enqueued.
     assert [n for n, _ in summary["bad_line_list"]] == [6, 17]
+    # The skipped total is the sum of its reasons: bad lines are lines, not objects, and are
+    # reported apart (issue 18 point 6: `skipped` 0 beside `skipped_by` {"bad_line": 2}).
+    assert summary["bad_lines"] == 2
+    assert summary["skipped"] == sum(summary["skipped_by"].values()) == 0
     with (out / "index.csv").open(encoding="utf-8-sig", newline="") as handle:
         assert len(list(csv.reader(handle))) == 1 + 15
 

@@ -845,3 +845,37 @@ def test_a_plain_manifest_starting_with_a_byte_order_mark_reads_its_first_line(
         # Resumed after the first line, the second is read as it was.
         rest, _ = take(spec, policy, position=pairs[0][1])
         assert [obj.ref for obj, _ in rest] == refs[1:]
+
+
+def test_inventory_rows_with_extra_columns_or_keys_that_are_not_text_are_bad_lines(
+    s3: str, policy: Settings
+) -> None:
+    # Issue 18 point 6: the row with a ninth column was read as an object, and the key that
+    # URL-decodes to bytes that are not UTF-8 was counted under bad_key with no line number.
+    rows = [
+        inventory_row("scans/2024/fine.png"),
+        inventory_row("scans/2024/extra.png") + ',"one more"',
+        inventory_row("scans/2024/%FF%FE.png"),
+        inventory_row("scans/2024/bell%07.png"),  # a control character: bad_key, by design
+        inventory_row("scans/2024/../2023/x.png"),  # a `..` segment: bad_key, by design
+    ]
+    client = s3_client(s3)
+    base = "inventory/bf-src/rows"
+    client.put_object(Bucket=INV, Key=f"{base}/data/rows.csv", Body="\n".join(rows).encode())
+    manifest = {
+        "sourceBucket": SRC,
+        "destinationBucket": f"arn:aws:s3:::{INV}",
+        "fileFormat": "CSV",
+        "fileSchema": SCHEMA,
+        "files": [{"key": f"{base}/data/rows.csv", "size": 1, "MD5checksum": "x"}],
+    }
+    key = f"{base}/manifest.json"
+    client.put_object(Bucket=INV, Key=key, Body=json.dumps(manifest).encode())
+
+    pairs, counts = take(SourceSpec(manifest=f"s3://{INV}/{key}"), policy)
+    assert [obj.key for obj, _ in pairs] == ["scans/2024/fine.png"]
+    assert [line for line, _ in counts.bad_lines] == [2, 3]
+    extra, undecodable = (reason for _, reason in counts.bad_lines)
+    assert extra == "rows.csv: expected 8 UTF-8 columns, got 9"
+    assert undecodable.startswith("rows.csv: Key ") and "UTF-8" in undecodable
+    assert counts.skipped == {"bad_line": 2, "bad_key": 2}

@@ -345,10 +345,15 @@ def _driving(settings: Settings, name: str) -> int:
     print(f"backfill {name}: {final}")
     if final in ("done", "cancelled"):
         return 0
-    reason = connection.hget(names.backfill_key(name), "error")
+    import redis
+
+    try:
+        reason = connection.hget(names.backfill_key(name), "error")
+    except redis.RedisError:
+        reason = None  # Redis still away: the reason is only in the log
+    said = reason.decode() if reason else "see its backfill_failed log line"
     print(
-        f"qrw: backfill {name} failed: {reason.decode() if reason else final}; fix it, then "
-        f"`qrw backfill resume {name}`",
+        f"qrw: backfill {name} failed: {said}; fix it, then `qrw backfill resume {name}`",
         file=sys.stderr,
     )
     return 1

@@ -577,6 +577,15 @@ class Settings:
             _number(0, 19),
         ),
     )
+    backfill_redis_patience: int = field(
+        default=300,
+        metadata=_env(
+            "QRW_BACKFILL_REDIS_PATIENCE",
+            "Seconds `qrw backfill` rides out a Redis that is unreachable or full before it "
+            "stops, marks the run failed and exits 1 (resume continues it).",
+            _number(1, 86_400, "s"),
+        ),
+    )
     log_level: str = field(
         default="info",
         metadata=_env(

@@ -26,6 +26,9 @@ RUN_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # The skip reason of an object a manifest named before (worker.backfill.seen): counted in the
 # run's skipped_by, and as `duplicates` in its report.
 DUPLICATE = "duplicate"
+# The reason a manifest line that is not an object is counted under in a run's skipped_by: a
+# line, not an object, so not in its `skipped` total (Counts.bad_lines has the numbers).
+BAD_LINE = "bad_line"
 
 
 class BackfillError(Exception):

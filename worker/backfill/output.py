@@ -749,8 +749,14 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+def backoff_s(attempt: int) -> float:
+    """The backfill's wait before retry `attempt` (0 first): 0.25 s doubling to at most
+    4 s, jittered by half either way so that processes retrying together spread out."""
+    return min(4.0, 0.25 * 2 ** min(attempt, 16)) * (0.5 + random.random())
+
+
 def _backoff(attempt: int) -> None:
-    time.sleep(min(4.0, 0.25 * 2**attempt) * (0.5 + random.random()))
+    time.sleep(backoff_s(attempt))
 
 
 def _transient_client_error(exc: Any) -> bool:

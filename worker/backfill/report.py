@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from worker.backfill import DUPLICATE
+from worker.backfill import BAD_LINE, DUPLICATE
 
 # Each bucket spans a factor of 1.01; its midpoint (geometric) is within 0.5 % of any value in it.
 _STEP = math.log(1.01)
@@ -39,6 +39,12 @@ STATE_FIELDS = (
     "bad_line_list",
     "cancelled",
 )
+
+
+def skipped_objects(skipped_by: dict[str, int]) -> dict[str, int]:
+    """A run's skipped_by without its bad lines: the objects skipped by reason, which add
+    up to its `skipped`; the bad lines are reported apart (`bad_lines`, `bad_line_list`)."""
+    return {reason: n for reason, n in skipped_by.items() if reason != BAD_LINE}
 
 
 class Histogram:
@@ -168,6 +174,8 @@ class Tally:
         objects = self.objects
         report: dict[str, Any] = {name: state[name] for name in STATE_FIELDS if name in state}
         skipped_by = state.get("skipped_by")
+        if isinstance(skipped_by, dict):
+            report["skipped_by"] = skipped_objects(skipped_by)
         report.update(
             {
                 "duplicates": (skipped_by or {}).get(DUPLICATE, 0)

@@ -37,6 +37,7 @@ import structlog
 
 from worker import rules
 from worker.backfill import (
+    BAD_LINE,
     DUPLICATE,
     BackfillError,
     Counts,
@@ -82,14 +83,30 @@ IDLE_S = 0.1
 # Jobs whose hash and result are both gone (a driver away for longer than the reply list's
 # TTL) are looked for at start and every SWEEP_EVERY_S, and enqueued again.
 SWEEP_EVERY_S = 60.0
-# How long Redis may be away (restarting, failing over) before the driver gives up.
-REDIS_PATIENCE_S = 300.0
+# What the driver rides out, backing off, for QRW_BACKFILL_REDIS_PATIENCE: Redis restarting
+# or failing over (a replica still read-only), or at its maxmemory refusing writes.
+REDIS_AWAY: tuple[type[Exception], ...] = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.ReadOnlyError,
+)
+# How long a driver that gave up waits for Redis to take the reason (then exits anyway).
+RECORD_FOR_S = 30.0
 # Jobs enqueued in one transaction at most: a quarter of the in-flight jobs frees up at each
 # collect, and one round of Redis calls for all of them, not five per job, is what keeps the
 # backfill's own CPU (taken from the workers' cores) small.
 ENQUEUE_MAX_JOBS = 64
 # Time a job needs beyond its images: fetch, queue bookkeeping.
 _JOB_SLACK_S = 30
+
+
+def _away(exc: Exception) -> str:
+    if isinstance(exc, redis.exceptions.OutOfMemoryError):
+        return "full (at its maxmemory)"
+    if isinstance(exc, redis.exceptions.ReadOnlyError):
+        return "read-only (a replica)"
+    return "unreachable"
 
 
 def job_id(name: str, objects: list[StoredObject]) -> str:
@@ -389,24 +406,39 @@ class _Driver:
 
     def loop(self) -> str:
         failing_since: float | None = None
+        attempt = 0
+        patience = self.settings.backfill_redis_patience
         while True:
-            if self.lease.lost.is_set():
-                raise LeaseLost(f"backfill {self.name!r}: another process took over the run")
+            if self.lease.lost_to is not None:
+                raise self.lease.lost(self.lease.lost_to)
             try:
                 final = self.step()
-                failing_since = None
-            except (redis.ConnectionError, redis.TimeoutError, redis.WatchError) as exc:
-                # Redis restarting (or a transaction racing a pause/cancel): read it all again.
-                failing_since = failing_since or time.monotonic()
-                if time.monotonic() - failing_since > REDIS_PATIENCE_S:
-                    raise BackfillError(
-                        f"Redis has been unreachable for {REDIS_PATIENCE_S:.0f} s ({exc}); "
-                        f"run `qrw backfill resume {self.name}` when it is back"
-                    ) from None
-                if not isinstance(exc, redis.WatchError):
-                    log.warning("backfill_redis_retry", run=self.name, error=repr(exc)[:200])
-                    time.sleep(1.0)
+                failing_since, attempt = None, 0
+            except redis.WatchError:
+                continue  # a transaction raced a pause, a cancel or a takeover: read again
+            except REDIS_AWAY as exc:
+                # Each write to Redis is one transaction: a refused one left nothing there,
+                # and the next step reads the state again and carries on from it.
+                now = time.monotonic()
+                failing_since = failing_since or now
+                if now - failing_since > patience:
+                    return self.fail(
+                        f"Redis was {_away(exc)} for {patience} s "
+                        f"(QRW_BACKFILL_REDIS_PATIENCE), the last error: {exc}"
+                    )
+                log.warning(
+                    "backfill_redis_retry",
+                    run=self.name,
+                    error=repr(exc)[:200],
+                    failing_for_s=round(now - failing_since, 1),
+                )
+                time.sleep(output.backoff_s(attempt))
+                attempt += 1
                 continue
+            except redis.RedisError as exc:
+                # Nothing waiting mends (a command refused for another reason): the reason in
+                # the run's state, not a traceback.
+                return self.fail(f"Redis refused a command: {exc}")
             except LeaseLost:
                 raise
             except BackfillError as exc:
@@ -535,9 +567,9 @@ class _Driver:
         skipped_by = dict(self.base_skipped)
         for reason, number in skipped.items():
             skipped_by[reason] = skipped_by.get(reason, 0) + number
-        bad_lines = skipped_by.get("bad_line", 0)
+        bad_lines = skipped_by.get(BAD_LINE, 0)
         kept = (self.base_bad + bad)[: sources.BAD_LINES_KEPT]
-        objects_skipped = sum(n for reason, n in skipped_by.items() if reason != "bad_line")
+        objects_skipped = sum(report.skipped_objects(skipped_by).values())
         return {
             # Objects the listing went past: taken (duplicates included) or skipped.
             "listed": str(taken + objects_skipped - skipped_by.get(DUPLICATE, 0)),
@@ -557,8 +589,7 @@ class _Driver:
         with self.connection.pipeline(transaction=True) as pipe:
             pipe.watch(self.key, self.lease.key)
             current_state, stored_position = pipe.hmget(self.key, "state", "position")
-            if not self.lease.held_in(pipe):
-                raise LeaseLost(f"backfill {self.name!r}: another process took over the run")
+            self.lease.hold_in(pipe)
             if stored_position is not None and stored_position.decode() == position:
                 self.taken = last.position.taken
                 return 0  # these batches went in; the reply to EXEC was lost
@@ -575,6 +606,7 @@ class _Driver:
                 last.position.taken, skipped, self.counts.bad_lines[: last.bad_lines]
             )
             pipe.multi()
+            self.lease.keep_in(pipe)
             now = rq_timestamp()
             for jid, objects in jobs:
                 job_key = names.rq_job_key(jid)
@@ -660,9 +692,9 @@ class _Driver:
         counted = self.counted(self.taken, skipped, self.counts.bad_lines)
         with self.connection.pipeline(transaction=True) as pipe:
             pipe.watch(self.key, self.lease.key)
-            if not self.lease.held_in(pipe):
-                raise LeaseLost(f"backfill {self.name!r}: another process took over the run")
+            self.lease.hold_in(pipe)
             pipe.multi()
+            self.lease.keep_in(pipe)
             pipe.hset(self.key, mapping={**counted, "listing_done": "1"})
             pipe.execute()
         self.forget_seen()
@@ -730,11 +762,11 @@ class _Driver:
         with self.connection.pipeline(transaction=True) as pipe:
             pipe.watch(self.key, self.lease.key)
             stored_parts = pipe.hget(self.key, "parts")
-            if not self.lease.held_in(pipe):
-                raise LeaseLost(f"backfill {self.name!r}: another process took over the run")
+            self.lease.hold_in(pipe)
             if int(stored_parts or 0) != seq:
                 raise redis.WatchError("the parts moved on: read again")
             pipe.multi()
+            self.lease.keep_in(pipe)
             pipe.ltrim(self.reply_key, len(raw), -1)
             if taken:
                 pipe.hdel(self.inflight_key, *taken)
@@ -793,13 +825,13 @@ class _Driver:
     def requeue(self, jid: str, state: RunState) -> None:
         with self.connection.pipeline(transaction=True) as pipe:
             pipe.watch(self.key, self.lease.key, self.inflight_key)
-            if not self.lease.held_in(pipe):
-                raise LeaseLost(f"backfill {self.name!r}: another process took over the run")
+            self.lease.hold_in(pipe)
             held = pipe.hget(self.inflight_key, jid)
             if held is None or pipe.exists(names.rq_job_key(jid)):
                 return
             objects = [StoredObject.from_json(value) for value in json.loads(held)]
             pipe.multi()
+            self.lease.keep_in(pipe)
             if state == RunState.CANCELLED:
                 pipe.hdel(self.inflight_key, jid)
                 pipe.hincrby(self.key, "cancelled", len(objects))
@@ -834,7 +866,7 @@ class _Driver:
         summary.update(
             {
                 "state": final.value,
-                "skipped_by": run.skipped_by,
+                "skipped_by": report.skipped_objects(run.skipped_by),
                 "bad_lines": run.counts["bad_lines"],
                 "bad_line_list": [list(entry) for entry in run.bad_line_list],
                 "cancelled": run.counts["cancelled"],
@@ -845,11 +877,11 @@ class _Driver:
         with self.connection.pipeline(transaction=True) as pipe:
             pipe.watch(self.key, self.lease.key)
             current = pipe.hget(self.key, "state")
-            if not self.lease.held_in(pipe):
-                raise LeaseLost(f"backfill {self.name!r}: another process took over the run")
+            self.lease.hold_in(pipe)
             if final == RunState.DONE and (current or b"").decode() != RunState.RUNNING:
                 raise redis.WatchError("paused or cancelled while finishing: read again")
             pipe.multi()
+            self.lease.keep_in(pipe)
             pipe.hset(self.key, mapping={"state": final.value, "finished_at": finished_at})
             pipe.execute()
         self.forget_seen()  # a cancelled run's listing never ended
@@ -865,19 +897,35 @@ class _Driver:
         return final.value
 
     def fail(self, message: str) -> str:
-        """Mark the run failed with `message` (resume continues it once the cause is fixed)."""
+        """Mark the run failed with `message` (resume continues it once the cause is fixed).
+
+        A Redis that is away or full cannot take the record at once: it is tried again for
+        up to RECORD_FOR_S, so that `status` says why the run stopped rather than showing
+        it running with no driver. LeaseLost when another driver took the run meanwhile:
+        its state is that driver's to write."""
         log.error("backfill_failed", run=self.name, error=message)
-        with (
-            contextlib.suppress(redis.RedisError),
-            self.connection.pipeline(transaction=True) as pipe,
-        ):
-            pipe.watch(self.key, self.lease.key)
-            if not self.lease.held_in(pipe):
+        until = time.monotonic() + RECORD_FOR_S
+        attempt = 0
+        while True:
+            try:
+                with self.connection.pipeline(transaction=True) as pipe:
+                    pipe.watch(self.key, self.lease.key)
+                    self.lease.hold_in(pipe)
+                    pipe.multi()
+                    self.lease.keep_in(pipe)
+                    pipe.hset(
+                        self.key, mapping={"state": RunState.FAILED.value, "error": message[:500]}
+                    )
+                    pipe.execute()
                 return RunState.FAILED.value
-            pipe.multi()
-            pipe.hset(self.key, mapping={"state": RunState.FAILED.value, "error": message[:500]})
-            pipe.execute()
-        return RunState.FAILED.value
+            except redis.WatchError:
+                continue
+            except redis.RedisError as exc:
+                if not isinstance(exc, REDIS_AWAY) or time.monotonic() >= until:
+                    log.error("backfill_failure_unrecorded", run=self.name, error=repr(exc)[:200])
+                    return RunState.FAILED.value
+                time.sleep(output.backoff_s(attempt))
+                attempt += 1
 
 
 # -- cancel ------------------------------------------------------------------------------------

@@ -76,7 +76,14 @@ from urllib.parse import quote, unquote, unquote_plus, urlsplit
 import structlog
 
 from worker import rules, storage
-from worker.backfill import BackfillError, Counts, Filters, SourceSpec, StoredObject
+from worker.backfill import (
+    BAD_LINE,
+    BackfillError,
+    Counts,
+    Filters,
+    SourceSpec,
+    StoredObject,
+)
 from worker.engine.errors import ErrorCode, ScanFailed
 from worker.settings import Settings
 
@@ -348,7 +355,7 @@ def _iterate(
     )
     for entry in entries:
         if isinstance(entry, _BadLine):
-            _count(counts, "bad_line")
+            _count(counts, BAD_LINE)
             if len(counts.bad_lines) < BAD_LINES_KEPT:
                 counts.bad_lines.append((entry.line, entry.reason))
             continue
@@ -747,9 +754,14 @@ def _inventory_row(
         at = columns.get(column_name)
         return row[at] if at is not None and at < len(row) else ""
 
-    if len(row) < len(columns) or not rules.text_ok(line):
+    if len(row) != len(columns) or not rules.text_ok(line):
         return _BadLine(number, f"{name}: expected {len(columns)} UTF-8 columns, got {len(row)}")
-    bucket, key = column("Bucket"), unquote_plus(column("Key"), errors="surrogateescape")
+    try:
+        key = unquote_plus(column("Key"), errors="strict")
+    except UnicodeDecodeError:
+        quoted = rules.quote(column("Key"))
+        return _BadLine(number, f"{name}: Key {quoted} does not URL-decode to UTF-8 text")
+    bucket = column("Bucket")
     after = str(number)
     if column("IsLatest").lower() == "false":
         return _Entry(index, after, key, None, "old_version")

@@ -372,7 +372,7 @@ _VERB = {
 
 
 class LeaseLost(BackfillError):
-    """Another process drives the run now."""
+    """Another process drives the run now: it holds the lease."""
 
 
 class Lease:
@@ -386,10 +386,11 @@ class Lease:
 
     def __init__(self, connection: redis.Redis, name: str) -> None:
         self.connection = connection
+        self.name = name
         self.key = names.backfill_lease_key(name)
         self.record_key = names.backfill_driver_key(name)
         self.token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.lost = threading.Event()
+        self.lost_to: str | None = None  # the driver that took the lease from us, once seen
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -415,12 +416,32 @@ class Lease:
         raw = pipe.get(self.key)
         return raw is not None and raw.decode() == self.token
 
+    def hold_in(self, pipe: redis.client.Pipeline) -> None:
+        """Inside a WATCH of self.key, before MULTI: LeaseLost when another process holds
+        the lease. A lease that lapsed with nobody taking it (Redis away for longer than
+        LEASE_S) is still ours to drive with: the caller's transaction takes it back with
+        `keep_in`, and the WATCH fails its EXEC if another driver took it in between."""
+        raw = pipe.get(self.key)
+        if raw is not None and raw.decode() != self.token:
+            raise self.lost(raw.decode())
+
+    def keep_in(self, pipe: redis.client.Pipeline) -> None:
+        """Inside MULTI, after `hold_in`: the lease is ours for another LEASE_S."""
+        pipe.set(self.key, self.token, px=int(LEASE_S * 1000))
+
+    def lost(self, holder: str) -> LeaseLost:
+        self.lost_to = holder
+        return LeaseLost(f"backfill {self.name!r}: another process took over the run: {holder}")
+
     def _renew_loop(self) -> None:
         while not self._stop.wait(LEASE_RENEW_S):
             try:
                 if not self._renew():
-                    log.error("backfill_lease_lost", key=self.key, holder=self.holder())
-                    self.lost.set()
+                    holder = self.holder()
+                    if holder is None:
+                        continue  # released by its taker at once: ours again at the next turn
+                    log.error("backfill_lease_lost", key=self.key, holder=holder)
+                    self.lost_to = holder
                     return
             except redis.RedisError as exc:
                 # Redis restarting: the key (AOF) or its absence says who holds it after.
