@@ -61,9 +61,10 @@ NOT_WAITING = {
 # pass stopped: a few milliseconds of Redis per pass; a million keys are covered in about
 # a thousand passes (under three hours at the default 10 s interval).
 STRANDED_SCAN_COUNT = 1000
-# A queue longer than this is not read whole to tell its waiting jobs from stranded ones:
-# its queued-looking hashes are judged once it is shorter (started ones are judged anyway).
-STRANDED_QUEUE_READ_MAX = 100_000
+# A queue longer than this (about 0.7 MB of ids) is not read whole to tell its waiting jobs
+# from stranded ones: its queued-looking hashes are judged once it is shorter (started ones
+# are judged anyway). Read only in a pass that found a queued job held nowhere else.
+STRANDED_QUEUE_READ_MAX = 20_000
 # Where the scan goes on from, per queue; kept a day after the last pass.
 STRANDED_CURSOR_PREFIX = names.PREFIX + "stranded-scan:"
 # A stranded-looking job first seen at (a timestamp); judged again a grace later.
@@ -87,7 +88,12 @@ class QrIntermediateQueue(IntermediateQueue):
             except UnusableJobId as rejected:
                 reject_unusable(self.connection, queue, raw_id, rejected)
         super().cleanup(worker, queue)
-        recover_stranded(self.connection, queue, stranded_grace_s())
+        try:
+            recover_stranded(self.connection, queue, stranded_grace_s())
+        except redis.ResponseError as exc:
+            # Refused writes, or a Redis without SCAN's TYPE (before 6.0): a scan that
+            # cannot run must not cost the worker its loop. The next pass tries again.
+            log.warning("stranded_scan_failed", queue=queue.name, error=str(exc)[:300])
 
 
 def stranded_grace_s() -> int:
@@ -132,19 +138,26 @@ def recover_stranded(connection: redis.Redis, queue: Queue, grace_s: int) -> lis
         return []
     held = {job_id.encode() for job_id in queue.started_job_registry.get_job_ids(cleanup=False)}
     held.update(connection.lrange(queue.intermediate_queue_key, 0, -1))
+    prefix = len(names.RQ_JOB_PREFIX)
+    unheld = [
+        (raw_id, status, worker_name)
+        for key, status, worker_name in candidates
+        if (raw_id := (key if isinstance(key, bytes) else key.encode())[prefix:]) not in held
+    ]
     queued: set[bytes] | None = None
-    if connection.llen(queue.key) <= STRANDED_QUEUE_READ_MAX:
+    waiting = any(status == JobStatus.QUEUED.value.encode() for _, status, _ in unheld)
+    if waiting and connection.llen(queue.key) <= STRANDED_QUEUE_READ_MAX:
         queued = set(connection.lrange(queue.key, 0, -1))
     recovered = []
-    prefix = len(names.RQ_JOB_PREFIX)
-    for key, status, worker_name in candidates:
-        raw_id = key[prefix:] if isinstance(key, bytes) else key.encode()[prefix:]
-        if raw_id in held:
-            continue
+    for raw_id, status, worker_name in unheld:
         if status == JobStatus.QUEUED.value.encode() and (queued is None or raw_id in queued):
             continue
-        if worker_name and connection.exists(names.rq_worker_key(worker_name.decode())):
-            continue  # its worker is alive: its own run (or RQ's lease) ends it
+        started = status == JobStatus.STARTED.value.encode()
+        worker_key = names.rq_worker_key((worker_name or b"").decode(errors="replace"))
+        if started and worker_name and connection.exists(worker_key):
+            # Its worker is alive: its own run (or RQ's lease) ends it. (A queued job's
+            # worker_name is an earlier run's, and says nothing of who popped it now.)
+            continue
         try:
             job_id = envelope.job_id(raw_id)
         except UnusableJobId:
