@@ -21,7 +21,6 @@ import gzip
 import io
 import json
 import os
-import random
 import re
 import time
 import uuid
@@ -35,6 +34,7 @@ from urllib.parse import unquote, urlsplit
 from worker import storage
 from worker.backfill import BackfillError, StoredObject
 from worker.engine.results import ScanResult
+from worker.queue.replies import backoff_s
 from worker.queue.results import ECHO_REFERENCE_CHARS, clip
 from worker.settings import Settings
 
@@ -749,14 +749,8 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def backoff_s(attempt: int) -> float:
-    """The backfill's wait before retry `attempt` (0 first): 0.25 s doubling to at most
-    4 s, jittered by half either way so that processes retrying together spread out."""
-    return min(4.0, 0.25 * 2 ** min(attempt, 16)) * (0.5 + random.random())
-
-
 def _backoff(attempt: int) -> None:
-    time.sleep(backoff_s(attempt))
+    time.sleep(backoff_s(attempt, first_s=0.25))
 
 
 def _transient_client_error(exc: Any) -> bool:

@@ -64,6 +64,7 @@ from worker.backfill.state import (
 from worker.queue import names
 from worker.queue.names import JOB_FUNCTION
 from worker.queue.producer import rq_timestamp
+from worker.queue.replies import TRANSIENT, backoff_s
 from worker.settings import Settings
 
 log = structlog.get_logger("worker.backfill")
@@ -83,14 +84,6 @@ IDLE_S = 0.1
 # Jobs whose hash and result are both gone (a driver away for longer than the reply list's
 # TTL) are looked for at start and every SWEEP_EVERY_S, and enqueued again.
 SWEEP_EVERY_S = 60.0
-# What the driver rides out, backing off, for QRW_BACKFILL_REDIS_PATIENCE: Redis restarting
-# or failing over (a replica still read-only), or at its maxmemory refusing writes.
-REDIS_AWAY: tuple[type[Exception], ...] = (
-    redis.ConnectionError,
-    redis.TimeoutError,
-    redis.exceptions.OutOfMemoryError,
-    redis.exceptions.ReadOnlyError,
-)
 # How long a driver that gave up waits for Redis to take the reason (then exits anyway).
 RECORD_FOR_S = 30.0
 # Jobs enqueued in one transaction at most: a quarter of the in-flight jobs frees up at each
@@ -102,7 +95,7 @@ _JOB_SLACK_S = 30
 
 
 def _away(exc: Exception) -> str:
-    if isinstance(exc, redis.exceptions.OutOfMemoryError):
+    if isinstance(exc, redis.exceptions.OutOfMemoryError | redis.exceptions.ExecAbortError):
         return "full (at its maxmemory)"
     if isinstance(exc, redis.exceptions.ReadOnlyError):
         return "read-only (a replica)"
@@ -416,9 +409,11 @@ class _Driver:
                 failing_since, attempt = None, 0
             except redis.WatchError:
                 continue  # a transaction raced a pause, a cancel or a takeover: read again
-            except REDIS_AWAY as exc:
-                # Each write to Redis is one transaction: a refused one left nothing there,
-                # and the next step reads the state again and carries on from it.
+            except TRANSIENT as exc:
+                # Ridden out, backing off, for QRW_BACKFILL_REDIS_PATIENCE: Redis restarting
+                # or failing over, or full and refusing writes. Each write to Redis is one
+                # transaction: a refused one left nothing there, and the next step reads the
+                # state again and carries on from it.
                 now = time.monotonic()
                 failing_since = failing_since or now
                 if now - failing_since > patience:
@@ -432,7 +427,7 @@ class _Driver:
                     error=repr(exc)[:200],
                     failing_for_s=round(now - failing_since, 1),
                 )
-                time.sleep(output.backoff_s(attempt))
+                time.sleep(backoff_s(attempt))
                 attempt += 1
                 continue
             except redis.RedisError as exc:
@@ -921,10 +916,10 @@ class _Driver:
             except redis.WatchError:
                 continue
             except redis.RedisError as exc:
-                if not isinstance(exc, REDIS_AWAY) or time.monotonic() >= until:
+                if not isinstance(exc, TRANSIENT) or time.monotonic() >= until:
                     log.error("backfill_failure_unrecorded", run=self.name, error=repr(exc)[:200])
                     return RunState.FAILED.value
-                time.sleep(output.backoff_s(attempt))
+                time.sleep(backoff_s(attempt))
                 attempt += 1
 
 
