@@ -230,6 +230,16 @@ def test_an_output_that_is_neither_a_local_folder_nor_an_s3_prefix_is_refused(ur
     assert "\n" not in str(raised.value)
 
 
+def test_an_s3_output_whose_first_folder_is_empty_is_refused_not_written_elsewhere(settings):
+    # S3 keys are opaque: s3://b//run/ names keys starting "/run/". The parser stripped every
+    # leading "/" and wrote under "run/" instead; an empty folder is refused, first or not.
+    for url in ("s3://results//run/", "s3://results///run/", "s3://results/%2Frun/"):
+        with pytest.raises(BackfillError, match="empty or '..' folders"):
+            open_output(url, settings)
+    assert open_output("s3://results/run/", settings).url == "s3://results/run/"
+    assert open_output("s3://results/", settings).url == "s3://results/"
+
+
 def test_a_local_output_folder_is_created_when_checked(tmp_path, settings):
     out = open_output(f"file://{tmp_path}/a/b/c/", settings)
     assert not (tmp_path / "a").exists()

@@ -126,12 +126,14 @@ def open_output(url: str, settings: Settings) -> Output:
             raise BackfillError(f"--out {url}: '..' is not allowed")
         return LocalOutput(Path(path))
     if parts.scheme == "s3":
-        bucket, prefix = parts.netloc, unquote(parts.path).lstrip("/")
+        # Only the one "/" after the bucket separates it from the prefix: S3 keys are opaque,
+        # and a prefix starting "/" names other keys than the same without it.
+        bucket, prefix = parts.netloc, unquote(parts.path).removeprefix("/")
         if not bucket:
             raise BackfillError(f"--out {url}: expected s3://bucket/prefix/")
         if prefix and not prefix.endswith("/"):
             prefix += "/"  # a prefix names a folder: s3://b/run1 writes s3://b/run1/part-...
-        if "//" in prefix or ".." in prefix.split("/"):
+        if "//" in prefix or prefix.startswith("/") or ".." in prefix.split("/"):
             raise BackfillError(f"--out {url}: empty or '..' folders are not allowed")
         return S3Output(bucket, prefix, settings)
     raise BackfillError(f"--out {url}: only file:///dir and s3://bucket/prefix/ are accepted")
