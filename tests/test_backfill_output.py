@@ -234,7 +234,7 @@ def test_an_s3_output_whose_first_folder_is_empty_is_refused_not_written_elsewhe
     # S3 keys are opaque: s3://b//run/ names keys starting "/run/". The parser stripped every
     # leading "/" and wrote under "run/" instead; an empty folder is refused, first or not.
     for url in ("s3://results//run/", "s3://results///run/", "s3://results/%2Frun/"):
-        with pytest.raises(BackfillError, match="empty or '..' folders"):
+        with pytest.raises(BackfillError, match=r"empty or '\.\.' folders"):
             open_output(url, settings)
     assert open_output("s3://results/run/", settings).url == "s3://results/run/"
     assert open_output("s3://results/", settings).url == "s3://results/"
