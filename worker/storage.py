@@ -18,7 +18,6 @@ device or folder is `read_failed`.
 from __future__ import annotations
 
 import os
-import random
 import re
 import stat
 import time
@@ -29,6 +28,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from worker import rules
+from worker.backoff import backoff_s
 from worker.engine.errors import ErrorCode, ScanFailed
 from worker.settings import Settings
 
@@ -208,7 +208,7 @@ def fetch(
     last: TransientFetchError | None = None
     for attempt in range(settings.fetch_attempts):
         if attempt:
-            sleep(min(4.0, 0.25 * 2 ** (attempt - 1)) * (0.5 + random.random()))
+            sleep(backoff_s(attempt - 1, first_s=0.25))
         try:
             return reader(ref, settings)
         except TransientFetchError as exc:

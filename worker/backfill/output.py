@@ -33,8 +33,8 @@ from urllib.parse import unquote, urlsplit
 
 from worker import storage
 from worker.backfill import BackfillError, StoredObject
+from worker.backoff import backoff_s
 from worker.engine.results import ScanResult
-from worker.queue.replies import backoff_s
 from worker.queue.results import ECHO_REFERENCE_CHARS, clip
 from worker.settings import Settings
 

@@ -61,10 +61,11 @@ from worker.backfill.state import (
     Spec,
     now_iso,
 )
+from worker.backoff import backoff_s
 from worker.queue import names
 from worker.queue.names import JOB_FUNCTION
 from worker.queue.producer import rq_timestamp
-from worker.queue.replies import TRANSIENT, backoff_s
+from worker.queue.replies import TRANSIENT
 from worker.settings import Settings
 
 log = structlog.get_logger("worker.backfill")

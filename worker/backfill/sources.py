@@ -63,7 +63,6 @@ import hashlib
 import io
 import json
 import os
-import random
 import re
 import time
 import zlib
@@ -84,6 +83,7 @@ from worker.backfill import (
     SourceSpec,
     StoredObject,
 )
+from worker.backoff import backoff_s
 from worker.engine.errors import ErrorCode, ScanFailed
 from worker.settings import Settings
 
@@ -161,7 +161,7 @@ class Retry:
 
     def pause(self, failures: int) -> None:
         # Jittered, so shard processes that failed together do not retry together.
-        time.sleep(min(self.cap_s, self.base_s * 2 ** (failures - 1)) * (0.5 + random.random()))
+        time.sleep(backoff_s(failures - 1, first_s=self.base_s, cap_s=self.cap_s))
 
 
 RETRY = Retry()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import re
 import time
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Any
 import redis
 import structlog
 
+from worker.backoff import backoff_s
 from worker.queue import names
 from worker.settings import Settings
 
@@ -55,13 +55,6 @@ def wait_for_writes(what: str, exc: BaseException, attempt: int, **fields: Any) 
             "redis_write_refused", during=what, attempt=attempt + 1, error=str(exc)[:300], **fields
         )
     time.sleep(backoff_s(attempt, cap_s=WRITE_BACKOFF_CAP_S))
-
-
-def backoff_s(attempt: int, *, first_s: float = 0.5, cap_s: float = 4.0) -> float:
-    """Seconds to wait before try `attempt + 1` (attempt counts from 0): exponential from
-    `first_s`, capped, with jitter (0.5x to 1.5x) so that a pool waiting out the same outage
-    does not come back in lockstep."""
-    return min(cap_s, first_s * 2**attempt) * (0.5 + random.random())
 
 
 # A document nested deeper than this is a bug upstream; its depths are cut when scrubbed.

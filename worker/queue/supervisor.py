@@ -31,9 +31,9 @@ import structlog
 from rq.serializers import JSONSerializer
 from rq.worker_pool import WorkerData, WorkerPool
 
+from worker.backoff import backoff_s
 from worker.metrics_env import prepare_multiprocess
 from worker.queue import names, persistence, runtime
-from worker.queue.replies import backoff_s
 from worker.queue.rq_worker import QrJob, QrQueue, worker_class
 from worker.settings import Settings
 
