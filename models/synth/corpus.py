@@ -4,7 +4,10 @@ Each category isolates one reason a reader fails.  ``digital`` holds clean
 renders; the photo categories put one degradation, at a spread of strengths
 (mostly moderate, some severe), on top of a mild phone-photo base (a slight
 tilt, uneven light, lens softness, sensor noise, JPEG); ``dense``, ``multi``
-and ``none`` vary the content instead.  Strengths are set in the code's own
+and ``none`` vary the content instead; ``lowres`` (photos shrunk by an upload
+pipeline, several codes at 2-4 pixels per module) and ``multi_digital`` (clean
+pages with a dense code beside smaller ones) are the pages issue 19 found
+codes lost on.  Strengths are set in the code's own
 units (pixels per module, share of the symbol) so that zxing-cpp alone reads
 roughly a third to four fifths of each photo category: hard enough to leave a
 better pipeline room, easy enough not to be noise.
@@ -59,6 +62,8 @@ CATEGORIES: tuple[str, ...] = (
     "dense",
     "multi",
     "none",
+    "lowres",
+    "multi_digital",
 )
 
 _STREAM = 5  # keeps corpus draws apart from samples.py's streams 1-4
@@ -666,6 +671,91 @@ def _none(rng: np.random.Generator, name: str) -> CorpusSample:
     return _finish(rng, scene, name, "none")
 
 
+def _lowres(rng: np.random.Generator, name: str) -> CorpusSample:
+    """A phone photo of an invoice as an upload pipeline delivers it: shot at a few times
+    the final size, then area-shrunk so that every code spans 2 to 4 pixels per module,
+    and saved again as a JPEG of quality 60 to 85. Two to four codes a page, some pages
+    turned at any angle or by quarter turns in the frame.
+
+    The codes of one page share a printed module size (within 10%), so "2 to 4 pixels"
+    holds for each of them, not just for the largest.
+    """
+    count = int(rng.integers(2, 5))
+    module_mm = float(rng.uniform(0.5, 0.8))
+    specs = [
+        dataclasses.replace(spec, module_mm=module_mm * float(rng.uniform(0.9, 1.1)))
+        for spec in _specs(rng, count, micro_share=0.05)
+    ]
+    scene = _page(rng, specs, megapixels=float(rng.uniform(3.0, 5.0)))
+    turned = rng.random()
+    if turned < 0.15:
+        roll = float(90 * rng.integers(1, 4) + rng.uniform(-3, 3))
+    elif turned < 0.35:
+        roll = float(rng.uniform(0, 360))
+    else:
+        roll = float(rng.uniform(-4.0, 4.0))
+    pose = _mild_pose(rng, roll=roll, fill=float(rng.uniform(0.7, 0.95)))
+    # The largest code lands at `target`; the others, up to a fifth smaller, stay above 2.
+    target = float(rng.uniform(2.6, 4.0))
+    shrink = float(rng.uniform(2.0, 3.0))  # how much larger the phone's own photo was
+    _snap(rng, scene, pose, scale=_scale_for(scene, pose, target * shrink))
+    _room_light(rng, scene)
+    # The phone's lens, sensor and JPEG at its own resolution, before the pipeline shrinks it.
+    softness = float(rng.uniform(0.4, 0.9))
+    noise = float(rng.uniform(2.0, 5.0))
+    phone_quality = int(rng.integers(85, 96))
+    scene.image = effects.grain(effects.defocus(scene.image, softness), noise, rng)
+    scene.image = effects.jpeg_pass(scene.image, phone_quality)
+    scene.image, points = effects.resize(scene.image, scene.quads.reshape(-1, 2), 1.0 / shrink)
+    scene.quads = points.reshape(scene.quads.shape)
+    quality = int(rng.integers(60, 86))
+    sizes = scene.module_px()
+    scene.note(
+        codes=count,
+        roll=roll,
+        shrink=shrink,
+        module_px_min=float(sizes.min()),
+        module_px_max=float(sizes.max()),
+        lens_sigma_px=softness,
+        noise_sigma=noise,
+        phone_jpeg_quality=phone_quality,
+        jpeg_quality=quality,
+    )
+    return _assemble(scene, name, "lowres", "jpeg", quality)
+
+
+def _multi_digital(rng: np.random.Generator, name: str) -> CorpusSample:
+    """A clean digital page with two or three codes of mixed size and density: a dense
+    payment or tax record (an EPC or QR-bill payment code, a long pipe record) printed at
+    0.3-0.45 mm per module beside one or two ordinary codes.
+
+    The page reduced for a fast look shrinks the dense code to a module or two per pixel
+    while the ordinary ones stay readable: the case of a page called complete with one of
+    its codes unread.
+    """
+    fmt = str(rng.choice(("png", "jpeg", "pdf")))
+    dpi = float(rng.choice((150, 200, 240, 300)))
+    paper = "letter" if rng.random() < 0.25 else "a4"
+    count = int(rng.integers(2, 4))
+    dense = _dense_payment_spec(rng)
+    others = _specs(rng, count - 1, micro_share=0.1)
+    scene = _page(rng, [dense, *others], dpi=dpi, paper=paper)
+    scene.note(dpi=dpi, paper=paper, codes=count, dense_version=scene.placed[0].version)
+    return _assemble(scene, name, "multi_digital", fmt, int(rng.integers(80, 96)))
+
+
+def _dense_payment_spec(rng: np.random.Generator) -> CodeSpec:
+    """A payment (EPC, QR-bill) or tax record long enough for version 9 or more on its own
+    (never padded up: see _dense_spec), at the small module size dense codes are printed."""
+    while True:
+        kind = "newline_record" if rng.random() < 0.6 else "pipe_record"
+        payload = make_payload(rng, kind)
+        error = str(rng.choice(("l", "m", "q"), p=(0.25, 0.6, 0.15)))
+        symbol = make_symbol(payload.data, payload.is_text, error=error, mask=0)
+        if 9 <= symbol.version <= 25:
+            return CodeSpec(payload, error=error, module_mm=float(rng.uniform(0.3, 0.45)))
+
+
 _BUILDERS: dict[str, Builder] = {
     "digital": _digital,
     "blurred": _blurred,
@@ -682,6 +772,8 @@ _BUILDERS: dict[str, Builder] = {
     "dense": _dense,
     "multi": _multi,
     "none": _none,
+    "lowres": _lowres,
+    "multi_digital": _multi_digital,
 }
 
 
