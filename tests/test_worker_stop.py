@@ -177,3 +177,45 @@ def parent_of(pid: int) -> int:
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
     except (OSError, IndexError, ValueError):
         return 0
+
+
+def test_a_stop_that_lands_while_a_worker_admits_a_job_stops_it_and_answers_every_job_it_took(
+    redis_server: RedisServer, s3_endpoint: str, file_root: Path, tmp_path: Path
+) -> None:
+    # Issue 18's soak: one deploy's pool did not stop in 120 s (it was killed) and one job
+    # never got a result. RQ's stop request raised StopRequested wherever the idle worker's
+    # main thread was; inside the admission of a job just popped, a guard meant for bugs in
+    # our checks caught it: the job was dead-lettered as an admission failure (no result
+    # under its id) and the stop was forgotten, so the worker ran on and the pool waited for
+    # it for good. A stream of jobs refused at admission keeps the worker admitting almost
+    # all the time, so the pool's stop lands there.
+    queue = "qr-stop-admitting"
+    pool = WorkerProcess(
+        worker_env(redis_server.url, s3_endpoint, file_root), queue, 1, log=tmp_path / "pool.log"
+    )
+    client = redis_server.client()
+    try:
+        wait_until(
+            lambda: client.scard(names.rq_queue_workers_key(queue)) == 1, 90, "the worker ready"
+        )
+        job_ids = [
+            producer.enqueue(client, {"images": ["file:///x.png"]}, queue=queue, function="os.system")
+            for _ in range(4000)
+        ]
+        wait_until(lambda: client.llen(names.rq_queue_key(queue)) < 3500, 60, "admissions")
+        started = time.monotonic()
+        pool.signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            pool.process.wait(STOP_BOUND_S * 3)
+        took = time.monotonic() - started
+        stopped = pool.process.poll() is not None
+    finally:
+        pool.stop()
+    assert stopped, f"the pool was still running {took:.1f} s after SIGTERM"
+    assert took < STOP_BOUND_S, f"the pool took {took:.1f} s to stop"
+    waiting = {raw.decode() for raw in client.lrange(names.rq_queue_key(queue), 0, -1)}
+    taken = [job_id for job_id in job_ids if job_id not in waiting]
+    unanswered = [job_id for job_id in taken if not client.exists(names.result_key(job_id))]
+    assert taken and not unanswered, f"{len(unanswered)} of {len(taken)} taken jobs unanswered"
+    for job_id in taken:
+        assert json.loads(client.get(names.result_key(job_id)))["error"]["code"] == "refused_job"
