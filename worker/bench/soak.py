@@ -511,6 +511,23 @@ def command(args: argparse.Namespace) -> str:
     return text
 
 
+def keep_evidence(soak: Soak, books: dict[str, Any], folder: Path) -> None:
+    """A lost or doubled job, or a pool that would not stop: keep what explains it (the
+    pools' logs, and what Redis holds of each such job) before the run's folder goes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for log in soak.folder.glob("pool-*.log"):
+        (folder / log.name).write_bytes(log.read_bytes())
+    client = soak.client()
+    jobs = {}
+    for job_id in [*books["lost"], *books["unexpected"]][:100]:
+        with contextlib.suppress(redis.RedisError):
+            fields = client.hgetall(names.rq_job_key(job_id))
+            jobs[job_id] = {k.decode(): v.decode("utf-8", "replace") for k, v in fields.items()}
+    (folder / "jobs.json").write_text(json.dumps(jobs, indent=1))
+    (folder / "faults.json").write_text(json.dumps(soak.ledger.faults, indent=1))
+    print(f"soak: evidence kept in {folder}", file=sys.stderr)
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=15.0)
@@ -520,6 +537,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--full-seconds", type=float, default=30.0, help="Redis full, seconds")
     parser.add_argument("--stops", type=int, default=0, help="idle and busy pools to stop")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        default=Path("build/soak-evidence"),
+        help="where the pools' logs and the lost jobs' hashes go when a job is lost",
+    )
     args = parser.parse_args(argv)
     if not 0 < args.fraction <= 1 or args.minutes <= 0 or args.workers < 1:
         parser.error("--fraction in (0, 1], --minutes > 0, --workers >= 1")
@@ -541,6 +564,12 @@ def main(argv: list[str] | None = None) -> int:
         try:
             run = soak.run()
             books = accounting(soak)
+            if (
+                books["lost"]
+                or books["duplicates"]
+                or any(fault.get("killed") for fault in soak.ledger.faults)
+            ):
+                keep_evidence(soak, books, args.keep)
             stops = timed_stops(soak, args.stops) if args.stops else []
         finally:
             soak.close()

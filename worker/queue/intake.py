@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from enum import Enum
 from typing import Any
 
 import redis
 import structlog
 from rq import Queue
+from rq.exceptions import DequeueTimeout
 from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
@@ -39,6 +41,7 @@ from worker.queue.envelope import JobRejected, UnusableJobId
 from worker.queue.job import QrJob
 from worker.queue.replies import WRITE_REFUSED, wait_for_writes
 from worker.queue.results import JobResult, clip
+from worker.queue.stopping import GATE, POP_SLICE_S
 from worker.rules import quote
 from worker.settings import Settings
 
@@ -240,43 +243,100 @@ class QrQueue(Queue):
         death_penalty_class: Any = None,
     ) -> tuple[Job, Queue] | None:
         queue_keys = [queue.key for queue in queues]
+        until = None if timeout is None else time.monotonic() + timeout
         while True:
+            # Nothing is in hand between two pops: a stop asked for meanwhile ends the wait
+            # here, where no job can be lost (see worker.queue.stopping).
+            GATE.check()
+            GATE.hold()
+            try:
+                job = cls._pop_and_admit(
+                    connection, queue_keys, until, job_class, serializer, death_penalty_class
+                )
+            except BaseException:
+                GATE.release()
+                raise
+            if job is not AGAIN:
+                return job  # held until the worker has run it (None: nothing to hold)
+            GATE.release()
+
+    @classmethod
+    def _pop_and_admit(
+        cls,
+        connection: redis.Redis,
+        queue_keys: list[str],
+        until: float | None,
+        job_class: type[Job] | None,
+        serializer: Any,
+        death_penalty_class: Any,
+    ) -> tuple[Job, Queue] | _Again | None:
+        """One pop and its admission: the admitted job; AGAIN when the pop found nothing
+        within POP_SLICE_S (time left) or popped a job that was refused and answered; None
+        when a non-blocking pop (burst mode) found the queues empty. Raises RQ's
+        DequeueTimeout once the whole wait is over."""
+        wait = None if until is None else min(POP_SLICE_S, until - time.monotonic())
+        if wait is not None and wait < MIN_POP_S:
+            raise DequeueTimeout(0, queue_keys)
+        try:
             # RQ's own pop, unchanged: one queue moves the id to its intermediate list
             # (recovered by RQ's maintenance if this process dies right now).
             if len(queue_keys) == 1 and get_version(connection) >= (6, 2, 0):
-                popped = cls.lmove(connection, queue_keys[0], timeout)
+                popped = cls.lmove(connection, queue_keys[0], wait)
             else:
-                popped = cls.lpop(queue_keys, timeout, connection=connection)
-            if popped is None:
-                return None
-            queue_key = _text(popped[0])
-            raw_id = popped[1] if isinstance(popped[1], bytes) else str(popped[1]).encode()
-            queue = cls.from_queue_key(
-                queue_key,
-                connection=connection,
-                job_class=job_class,
-                serializer=serializer,
-                death_penalty_class=death_penalty_class,
-            )
-            try:
-                job = admit_holding(connection, queue, raw_id)
-            except (redis.ConnectionError, redis.TimeoutError):
-                raise  # RQ's dequeue loop backs off and reconnects
-            except Exception as exc:
-                # A bug in the checks must not cost the worker: the job is answered anyway.
-                log.exception("job_admission_failed", job_id=envelope.quote_id(raw_id))
-                reject_unusable(
-                    connection,
-                    queue,
-                    raw_id,
-                    JobRejected(
-                        ErrorCode.INTERNAL_ERROR,
-                        clip(f"admission failed: {type(exc).__name__}: {exc}", 300),
-                    ),
-                )
-                continue
-            if job is not None:
-                return job, queue
+                popped = cls.lpop(queue_keys, wait, connection=connection)
+        except DequeueTimeout:
+            if until is not None and until - time.monotonic() >= MIN_POP_S:
+                return AGAIN  # the slice is over, not the wait
+            raise
+        if popped is None:
+            return None
+        queue_key = _text(popped[0])
+        raw_id = popped[1] if isinstance(popped[1], bytes) else str(popped[1]).encode()
+        queue = cls.from_queue_key(
+            queue_key,
+            connection=connection,
+            job_class=job_class,
+            serializer=serializer,
+            death_penalty_class=death_penalty_class,
+        )
+        try:
+            job = admit_holding(connection, queue, raw_id)
+        except (redis.ConnectionError, redis.TimeoutError):
+            raise  # RQ's dequeue loop backs off and reconnects
+        except Exception as exc:
+            # A bug in the checks must not cost the worker: the job is answered anyway.
+            log.exception("job_admission_failed", job_id=envelope.quote_id(raw_id))
+            answer_admission_failure(connection, queue, raw_id, exc)
+            return AGAIN
+        return AGAIN if job is None else (job, queue)
+
+
+class _Again(Enum):
+    """What one pop returns when the worker should pop again."""
+
+    AGAIN = 0
+
+
+AGAIN = _Again.AGAIN
+# A pop with less than this left of its wait is not started: BLPOP reads 0 as "for ever".
+MIN_POP_S = 0.01
+
+
+def answer_admission_failure(
+    connection: redis.Redis, queue: Queue, raw_id: bytes, exc: Exception
+) -> None:
+    """The failure result of a job whose admission itself failed (a bug of ours): under
+    its id when the id can name one, like any refused job; else a dead-letter entry."""
+    rejected = JobRejected(
+        ErrorCode.INTERNAL_ERROR, clip(f"admission failed: {type(exc).__name__}: {exc}", 300)
+    )
+    try:
+        job_id = envelope.job_id(raw_id)
+    except UnusableJobId:
+        reject_unusable(connection, queue, raw_id, rejected)
+        return
+    fields = connection.hgetall(names.rq_job_key(job_id))
+    reject(connection, queue, job_id, raw_id, fields, rejected)
 
 
 def maintenance_lock_ttl_s() -> int:

@@ -50,6 +50,7 @@ from worker.queue.intake import QrQueue
 from worker.queue.job import QrJob, delivery_of
 from worker.queue.replies import WRITE_REFUSED, wait_for_writes
 from worker.queue.results import JobResult
+from worker.queue.stopping import GATE
 from worker.settings import Settings
 
 __all__ = ["QrJob", "QrQueue", "QrSimpleWorker", "QrWorker", "worker_class"]
@@ -88,6 +89,7 @@ class QrWorkerMixin:
     connection: Any
     name: str
     _stopped_job_id: str | None
+    _stop_requested: bool
     _state: str
     last_cleaned_at: Any
 
@@ -172,6 +174,8 @@ class QrWorkerMixin:
             log.warning("worker_state_refused", worker=self.name, state=state, error=str(exc)[:300])
 
     def run_maintenance_tasks(self) -> None:
+        # Not cut short by a stop request: a pass moves jobs between lists and registries.
+        GATE.hold()
         try:
             super().run_maintenance_tasks()  # type: ignore[misc]
         except WRITE_REFUSED as exc:
@@ -179,6 +183,8 @@ class QrWorkerMixin:
             # (QrQueue.acquire_maintenance_lock keeps it short).
             log.warning("maintenance_refused", worker=self.name, error=str(exc)[:300])
             self.last_cleaned_at = utcnow()
+        finally:
+            GATE.release()
 
     def check_for_suspension(self, burst: bool) -> None:
         # RQ's check renews the worker's key in the same transaction, which a full Redis
@@ -188,7 +194,8 @@ class QrWorkerMixin:
             try:
                 return super().check_for_suspension(burst)  # type: ignore[misc]
             except WRITE_REFUSED as exc:
-                wait_for_writes("suspension_check", exc, attempt)
+                with GATE.interruptible():
+                    wait_for_writes("suspension_check", exc, attempt)
                 attempt += 1
 
     def clean_registries(self) -> None:
@@ -214,13 +221,16 @@ class QrWorkerMixin:
     ) -> tuple[Job, Queue] | None:
         # LMOVE is refused by a full Redis before anything moves; a job popped otherwise is
         # kept by QrQueue.dequeue_any until it is admitted. Nothing popped is lost here.
+        # A stop request may end this wait, except while a job is in hand (the pop holds it).
+        GATE.release()
         attempt = 0
-        while True:
-            try:
-                return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)  # type: ignore[misc]
-            except WRITE_REFUSED as exc:
-                wait_for_writes("dequeue", exc, attempt)
-                attempt += 1
+        with GATE.interruptible():
+            while True:
+                try:
+                    return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)  # type: ignore[misc]
+                except WRITE_REFUSED as exc:
+                    wait_for_writes("dequeue", exc, attempt)
+                    attempt += 1
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         try:
@@ -229,6 +239,23 @@ class QrWorkerMixin:
             # Past registration (prepare_execution waits for it): the job is in the started
             # registry, and once its lease lapses RQ's maintenance runs it again.
             wait_for_writes("job_bookkeeping", exc, 0, job_id=job.id)
+        finally:
+            GATE.release()
+
+    def _shutdown(self) -> None:
+        """RQ's stop request, from its signal handler. A busy worker finishes its job first
+        (RQ's own path); an idle one stops where no job can be lost (worker.queue.stopping)."""
+        rq: Any = self
+        if rq.get_state() == WorkerStatus.BUSY:
+            self._stop_requested = True
+            # Recorded for dashboards; a Redis away or full must not raise into the job.
+            with contextlib.suppress(redis.RedisError):
+                rq.set_shutdown_requested_date()
+            if rq.scheduler:
+                rq.stop_scheduler()
+            return
+        self._stop_requested = True
+        GATE.request()
 
     def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
         attempt = 0
