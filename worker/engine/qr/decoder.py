@@ -1,0 +1,251 @@
+"""decode(): one located QR symbol read with soft decisions, or None.
+
+The steps, each refusing rather than guessing: finder patterns in the region (three
+binarisations), the module grid fitted to them and to every alignment pattern, soft module
+values, format information (both copies, nearest BCH codeword within distance 3 of 15 bits;
+the code's minimum distance is 7, so the nearest is unique), version information for
+versions 7 and up (both copies, within distance 3 of 18 bits; minimum distance 8), the symbol
+read as is and mirrored, Reed-Solomon with errors and erasures within the margin that
+`codewords` states, and a bit stream that must be well formed to its padding (`bitstream`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from worker.engine.qr import bitstream, codewords, grid
+from worker.engine.qr.tables import (
+    FORMAT_CODEWORDS,
+    VERSION_CODEWORDS,
+    alignment_centres,
+    dimension,
+    format_positions,
+    version_positions,
+)
+from worker.engine.results import Quad
+
+# Hamming distance limits for the BCH-protected fields (see the module docstring).
+FORMAT_MAX_DISTANCE = 3
+VERSION_MAX_DISTANCE = 3
+# The region is searched with this much margin around it (fraction of its larger side).
+_MARGIN = 0.12
+# Finder search resolution: small regions are enlarged so a 2 px module survives
+# thresholding, large ones reduced so contour tracing stays cheap.
+_MIN_SIDE = 360
+_MAX_SIDE = 1100
+_MAX_UPSCALE = 4.0
+
+
+@dataclass(frozen=True, slots=True)
+class SoftRead:
+    text: str
+    data: bytes
+    content_type: str
+    symbology_identifier: str
+    ec_level: str
+    version: str
+    quad: Quad
+    errors: int
+    erasures: int
+
+
+class _OutOfTime(Exception):
+    pass
+
+
+@dataclass(slots=True)
+class _Clock:
+    deadline: float
+
+    def check(self) -> None:
+        if time.perf_counter() > self.deadline:
+            raise _OutOfTime
+
+
+def decode(gray: np.ndarray, region: Quad, *, budget_ms: float | None = None) -> SoftRead | None:
+    """The symbol in `region` of `gray` (uint8, 2-D), or None when it cannot be read with
+    certainty or within `budget_ms`."""
+    start = time.perf_counter()
+    clock = _Clock(math.inf if budget_ms is None else start + budget_ms / 1000.0)
+    if not isinstance(gray, np.ndarray) or gray.dtype != np.uint8 or gray.ndim != 2:
+        return None
+    try:
+        corners = np.array(region, dtype=np.float64).reshape(4, 2)
+    except (TypeError, ValueError):
+        return None
+    if not np.isfinite(corners).all() or gray.shape[0] < 21 or gray.shape[1] < 21:
+        return None
+    try:
+        return _decode(gray, corners, clock)
+    except _OutOfTime:
+        return None
+
+
+def _decode(gray: np.ndarray, corners: np.ndarray, clock: _Clock) -> SoftRead | None:
+    lo = corners.min(axis=0)
+    hi = corners.max(axis=0)
+    margin = _MARGIN * float((hi - lo).max()) + 4
+    x0 = max(0, math.floor(lo[0] - margin))
+    y0 = max(0, math.floor(lo[1] - margin))
+    x1 = min(gray.shape[1], math.ceil(hi[0] + margin))
+    y1 = min(gray.shape[0], math.ceil(hi[1] + margin))
+    if x1 - x0 < 21 or y1 - y0 < 21:
+        return None
+    crop = gray[y0:y1, x0:x1]
+    side = max(crop.shape)
+    scale = 1.0
+    if side < _MIN_SIDE:
+        scale = min(_MAX_UPSCALE, _MIN_SIDE / side)
+        work = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+    elif side > _MAX_SIDE:
+        scale = _MAX_SIDE / side
+        work = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    else:
+        work = np.ascontiguousarray(crop)
+    tried: set[tuple[int, int, int, int, int, int]] = set()
+    finders: list[grid.Finder] = []
+    for dark in grid._binarisations(work):
+        clock.check()
+        for finder in grid.find_finders(work, dark):
+            if all(math.hypot(finder.x - f.x, finder.y - f.y) > 2 * f.module for f in finders):
+                finders.append(finder)
+        for triple in grid.triples(finders):
+            key = (
+                *tuple(round(v) for f in (triple.tl, triple.tr) for v in (f.x, f.y)),
+                round(triple.bl.x),
+                round(triple.bl.y),
+            )
+            if key in tried:
+                continue
+            tried.add(key)  # type: ignore[arg-type]
+            read = _read_triple(work, triple, clock)
+            if read is not None:
+                return _to_page(read, scale, x0, y0)
+    return None
+
+
+def _to_page(read: SoftRead, scale: float, x0: int, y0: int) -> SoftRead:
+    quad: Quad = tuple((x / scale + x0, y / scale + y0) for x, y in read.quad)  # type: ignore[assignment]
+    return SoftRead(
+        read.text,
+        read.data,
+        read.content_type,
+        read.symbology_identifier,
+        read.ec_level,
+        read.version,
+        quad,
+        read.errors,
+        read.erasures,
+    )
+
+
+def _sizes(triple: grid.Triple) -> list[int]:
+    """Candidate symbol sizes from the finder spacing, nearest first."""
+    module = (triple.tl.module + triple.tr.module + triple.bl.module) / 3
+    span = (
+        math.hypot(triple.tr.x - triple.tl.x, triple.tr.y - triple.tl.y)
+        + math.hypot(triple.bl.x - triple.tl.x, triple.bl.y - triple.tl.y)
+    ) / 2
+    estimate = span / module + 7
+    candidates = [dimension(v) for v in range(1, 41)]
+    candidates.sort(key=lambda s: abs(s - estimate))
+    return [s for s in candidates[:2] if abs(s - estimate) < 0.25 * estimate + 4]
+
+
+def _read_triple(image: np.ndarray, triple: grid.Triple, clock: _Clock) -> SoftRead | None:
+    for size in _sizes(triple):
+        clock.check()
+        read = _read_size(image, triple, size, clock, refit=True)
+        if read is not None:
+            return read
+    return None
+
+
+def _read_size(
+    image: np.ndarray, triple: grid.Triple, size: int, clock: _Clock, refit: bool
+) -> SoftRead | None:
+    version = (size - 17) // 4
+    mapping = grid.fit(image, triple, size, alignment_centres(version))
+    span = math.hypot(triple.tr.x - triple.tl.x, triple.tr.y - triple.tl.y)
+    samples = grid.sample(image, mapping, size, span / (size - 7))
+    clock.check()
+    for mirrored in (False, True):
+        dark = samples.dark.T if mirrored else samples.dark
+        confidence = samples.confidence.T if mirrored else samples.confidence
+        form = read_format(dark)
+        if form is None:
+            continue
+        level, mask, _ = form
+        if version >= 7:
+            found = read_version(dark)
+            if found is None:
+                continue
+            if found != version:
+                if refit and abs(dimension(found) - size) <= 0.3 * size:
+                    return _read_size(image, triple, dimension(found), clock, refit=False)
+                continue
+        stream, conf = codewords.stream(dark, confidence, version, mask)
+        clock.check()
+        corrected = codewords.correct(stream, conf, version, level)
+        if corrected is None:
+            continue
+        try:
+            content = bitstream.parse(corrected.data, version)
+        except bitstream.StreamError:
+            continue
+        n = float(size)
+        module_corners = [(0.0, 0.0), (n, 0.0), (n, n), (0.0, n)]
+        if mirrored:
+            module_corners = [(0.0, 0.0), (0.0, n), (n, n), (n, 0.0)]
+        pts = mapping(np.array(module_corners))
+        quad: Quad = tuple((float(x), float(y)) for x, y in pts)  # type: ignore[assignment]
+        return SoftRead(
+            text=content.text,
+            data=content.data,
+            content_type=content.content_type,
+            symbology_identifier=content.symbology_identifier,
+            ec_level=level,
+            version=str(version),
+            quad=quad,
+            errors=corrected.errors,
+            erasures=corrected.erasures,
+        )
+    return None
+
+
+def _bits(dark: np.ndarray, positions: list[tuple[int, int]]) -> int:
+    return sum(int(dark[r, c]) << i for i, (r, c) in enumerate(positions))
+
+
+def read_format(dark: np.ndarray) -> tuple[str, int, int] | None:
+    """(level, mask, distance) from the nearer of the two format copies, or None."""
+    first, second = format_positions(dark.shape[0])
+    copies = (_bits(dark, first), _bits(dark, second))
+    best: tuple[int, int, tuple[str, int]] | None = None
+    for key, codeword in FORMAT_CODEWORDS.items():
+        d1, d2 = (bin(c ^ codeword).count("1") for c in copies)
+        rank = (min(d1, d2), d1 + d2)
+        if best is None or rank < best[:2]:
+            best = (rank[0], rank[1], key)
+    if best is None or best[0] > FORMAT_MAX_DISTANCE:
+        return None
+    return best[2][0], best[2][1], best[0]
+
+
+def read_version(dark: np.ndarray) -> int | None:
+    """The version from the nearer of the two version copies (versions 7..40), or None."""
+    first, second = version_positions(dark.shape[0])
+    copies = (_bits(dark, first), _bits(dark, second))
+    best: tuple[int, int] | None = None
+    for version, codeword in VERSION_CODEWORDS.items():
+        distance = min(bin(c ^ codeword).count("1") for c in copies)
+        if best is None or distance < best[0]:
+            best = (distance, version)
+    if best is None or best[0] > VERSION_MAX_DISTANCE:
+        return None
+    return best[1]

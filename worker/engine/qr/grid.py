@@ -1,0 +1,321 @@
+"""Where the modules are: finder patterns, the module grid fitted to them and to the
+alignment patterns, and each module's soft value.
+
+The mapping from module coordinates (x = column, y = row, a module spanning [c, c + 1]) to
+pixels starts as the affine map through the three finder centres, becomes a homography once
+the bottom-right alignment pattern is found, and is refined by every alignment pattern of the
+version: a least-squares homography through all of them plus a smooth residual field
+(Gaussian-weighted, fading to zero away from the patterns), so that perspective and a bent
+page are both followed. Patterns are searched for in a locally rectified patch (the current
+mapping resampled at 4 samples per module) by normalised correlation with the ideal pattern,
+so the search works the same at any rotation and scale.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from itertools import combinations
+
+import cv2
+import numpy as np
+
+# Finder contours: nested dark-light-dark with areas 49 : 25 : 9 modules; blur, perspective
+# and thresholding move the ratios, so ranges.
+_OUTER_TO_CENTRE = (2.5, 14.0)
+_OUTER_TO_HOLE = (1.25, 4.0)
+# Rectified patch resolution for pattern search.
+_SAMPLES = 4
+# Correlation an alignment pattern must reach to be used.
+_ALIGNMENT_SCORE = 0.45
+
+
+@dataclass(frozen=True, slots=True)
+class Finder:
+    x: float
+    y: float
+    module: float
+
+
+def _binarisations(gray: np.ndarray) -> list[np.ndarray]:
+    side = min(gray.shape)
+    out = []
+    for divisor in (8, 4):
+        block = max(11, (side // divisor) | 1)
+        out.append(
+            cv2.adaptiveThreshold(
+                gray, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY_INV, block, 3
+            )
+        )
+    out.append(cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY_INV | cv2.THRESH_OTSU)[1])
+    return out
+
+
+def find_finders(gray: np.ndarray, dark: np.ndarray) -> list[Finder]:
+    """Finder pattern candidates in one binarisation (dark = 255), deduplicated."""
+    contours, hierarchy = cv2.findContours(dark, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)
+    if hierarchy is None:
+        return []
+    links = hierarchy[0]
+    found: list[Finder] = []
+    for index, contour in enumerate(contours):
+        hole = links[index][2]
+        if hole < 0:
+            continue
+        centre_index = links[hole][2]
+        if centre_index < 0:
+            continue
+        outer = cv2.contourArea(contour)
+        if outer < 36:
+            continue
+        inner = cv2.contourArea(contours[hole])
+        centre = cv2.contourArea(contours[centre_index])
+        if centre <= 0 or inner <= 0:
+            continue
+        if not (_OUTER_TO_CENTRE[0] <= outer / centre <= _OUTER_TO_CENTRE[1]):
+            continue
+        if not (_OUTER_TO_HOLE[0] <= outer / inner <= _OUTER_TO_HOLE[1]):
+            continue
+        if links[links[hole][2]][0] >= 0 and links[links[hole][2]][0] != centre_index:
+            # More than one dark island inside the ring: a data region, not a finder.
+            continue
+        m_outer = cv2.moments(contour)
+        m_centre = cv2.moments(contours[centre_index])
+        if m_outer["m00"] <= 0 or m_centre["m00"] <= 0:
+            continue
+        ox, oy = m_outer["m10"] / m_outer["m00"], m_outer["m01"] / m_outer["m00"]
+        cx, cy = m_centre["m10"] / m_centre["m00"], m_centre["m01"] / m_centre["m00"]
+        module = math.sqrt(outer) / 7.0
+        if math.hypot(ox - cx, oy - cy) > 0.75 * module:
+            continue
+        _x, _y, w, h = cv2.boundingRect(contour)
+        if min(w, h) < 0.4 * max(w, h):
+            continue
+        found.append(Finder((ox + cx) / 2, (oy + cy) / 2, module))
+    unique: list[Finder] = []
+    for f in sorted(found, key=lambda f: -f.module):
+        if all(math.hypot(f.x - g.x, f.y - g.y) > 2.5 * g.module for g in unique):
+            unique.append(f)
+    return unique
+
+
+@dataclass(frozen=True, slots=True)
+class Triple:
+    tl: Finder
+    tr: Finder
+    bl: Finder
+    score: float
+
+
+def triples(finders: list[Finder], limit: int = 6) -> list[Triple]:
+    """Plausible (top-left, top-right, bottom-left) assignments, best first; top-right and
+    bottom-left ordered as in an unmirrored symbol."""
+    out: list[Triple] = []
+    for a, b, c in combinations(finders[:12], 3):
+        for corner, p, q in ((a, b, c), (b, a, c), (c, a, b)):
+            u = np.array([p.x - corner.x, p.y - corner.y])
+            v = np.array([q.x - corner.x, q.y - corner.y])
+            lu, lv = float(np.hypot(*u)), float(np.hypot(*v))
+            if lu < 1 or lv < 1:
+                continue
+            cosine = abs(float(u @ v)) / (lu * lv)
+            length = max(lu, lv) / min(lu, lv)
+            modules = [corner.module, p.module, q.module]
+            size = max(modules) / min(modules)
+            module = sum(modules) / 3
+            span = (lu + lv) / 2 / module + 7
+            if cosine > 0.5 or length > 1.6 or size > 1.8 or not (17 <= span <= 190):
+                continue
+            if u[0] * v[1] - u[1] * v[0] < 0:
+                p, q = q, p
+            out.append(Triple(corner, p, q, cosine + (length - 1) + (size - 1) * 0.5))
+    out.sort(key=lambda t: t.score)
+    return out[:limit]
+
+
+class Mapping:
+    """Module coordinates -> pixels: a homography plus a smooth residual correction."""
+
+    def __init__(
+        self,
+        homography: np.ndarray,
+        anchors: np.ndarray | None = None,
+        residuals: np.ndarray | None = None,
+        sigma: float = 1.0,
+    ) -> None:
+        self.homography = homography
+        self.anchors = anchors
+        self.residuals = residuals
+        self.sigma = sigma
+
+    def __call__(self, points: np.ndarray) -> np.ndarray:
+        pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        h = self.homography
+        den = pts[:, 0] * h[2, 0] + pts[:, 1] * h[2, 1] + h[2, 2]
+        x = (pts[:, 0] * h[0, 0] + pts[:, 1] * h[0, 1] + h[0, 2]) / den
+        y = (pts[:, 0] * h[1, 0] + pts[:, 1] * h[1, 1] + h[1, 2]) / den
+        out = np.stack([x, y], axis=1)
+        if self.anchors is not None and self.residuals is not None and len(self.anchors):
+            d2 = ((pts[:, None, :] - self.anchors[None, :, :]) ** 2).sum(axis=2)
+            w = np.exp(-d2 / (2 * self.sigma**2))
+            # The constant in the denominator fades the correction out between and beyond
+            # the anchors instead of extrapolating one anchor's residual everywhere.
+            out += (w @ self.residuals) / (w.sum(axis=1, keepdims=True) + 0.25)
+        return out
+
+
+def _finder_points(size: int) -> np.ndarray:
+    return np.array([[3.5, 3.5], [size - 3.5, 3.5], [3.5, size - 3.5]])
+
+
+def initial_mapping(triple: Triple, size: int) -> Mapping:
+    src = _finder_points(size).astype(np.float32)
+    dst = np.array(
+        [[triple.tl.x, triple.tl.y], [triple.tr.x, triple.tr.y], [triple.bl.x, triple.bl.y]],
+        dtype=np.float32,
+    )
+    affine = cv2.getAffineTransform(src, dst)
+    return Mapping(np.vstack([affine, [0.0, 0.0, 1.0]]))
+
+
+def _alignment_template() -> np.ndarray:
+    """The ideal alignment pattern at _SAMPLES samples a module: 0 dark, 255 light."""
+    dark = np.ones((5, 5), dtype=np.float32)
+    dark[1:4, 1:4] = 0
+    dark[2, 2] = 1
+    return 255 * (1 - np.kron(dark, np.ones((_SAMPLES, _SAMPLES), dtype=np.float32)))
+
+
+_TEMPLATE = _alignment_template()
+
+
+def rectify(
+    image: np.ndarray, mapping: Mapping, x0: float, y0: float, w: float, h: float
+) -> np.ndarray:
+    """The image resampled on the module grid [x0, x0 + w) x [y0, y0 + h), _SAMPLES a module."""
+    nx, ny = round(w * _SAMPLES), round(h * _SAMPLES)
+    xs = x0 + (np.arange(nx) + 0.5) / _SAMPLES
+    ys = y0 + (np.arange(ny) + 0.5) / _SAMPLES
+    gx, gy = np.meshgrid(xs, ys)
+    pts = mapping(np.stack([gx.ravel(), gy.ravel()], axis=1))
+    mx = pts[:, 0].reshape(ny, nx).astype(np.float32)
+    my = pts[:, 1].reshape(ny, nx).astype(np.float32)
+    return cv2.remap(image, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def find_alignment(
+    image: np.ndarray, mapping: Mapping, cx: float, cy: float, radius: float
+) -> tuple[float, float, float] | None:
+    """The alignment pattern nearest (cx, cy) (module coordinates of its centre) within
+    `radius` modules: its centre in module coordinates under `mapping`, and the score."""
+    half = radius + 2.5
+    patch = rectify(image, mapping, cx - half, cy - half, 2 * half, 2 * half)
+    if patch.shape[0] < _TEMPLATE.shape[0] or patch.shape[1] < _TEMPLATE.shape[1]:
+        return None
+    scores = cv2.matchTemplate(patch.astype(np.float32), _TEMPLATE, cv2.TM_CCOEFF_NORMED)
+    # Prefer the peak nearest the prediction among good ones: a neighbour in the data can
+    # look like an alignment pattern too.
+    sy, sx = np.indices(scores.shape)
+    centre = (scores.shape[1] - 1) / 2, (scores.shape[0] - 1) / 2
+    dist = np.hypot(sx - centre[0], sy - centre[1]) / (_SAMPLES * max(radius, 1.0))
+    ranked = scores - 0.15 * dist
+    iy, ix = np.unravel_index(int(np.argmax(ranked)), scores.shape)
+    score = float(scores[iy, ix])
+    if not np.isfinite(score) or score < _ALIGNMENT_SCORE:
+        return None
+    fx, fy = float(ix), float(iy)
+    if 0 < ix < scores.shape[1] - 1:
+        left, c, r = scores[iy, ix - 1], scores[iy, ix], scores[iy, ix + 1]
+        den = left - 2 * c + r
+        if den < 0:
+            fx += float(np.clip(0.5 * (left - r) / den, -0.5, 0.5))
+    if 0 < iy < scores.shape[0] - 1:
+        t, c, b = scores[iy - 1, ix], scores[iy, ix], scores[iy + 1, ix]
+        den = t - 2 * c + b
+        if den < 0:
+            fy += float(np.clip(0.5 * (t - b) / den, -0.5, 0.5))
+    # Top-left of the template at (fx, fy) samples; its centre is 2.5 modules further.
+    mx = cx - half + fx / _SAMPLES + 2.5
+    my = cy - half + fy / _SAMPLES + 2.5
+    return mx, my, score
+
+
+def fit(
+    image: np.ndarray,
+    triple: Triple,
+    size: int,
+    alignment: list[tuple[int, int]],
+) -> Mapping:
+    """The module->pixel mapping for a symbol of `size` modules a side."""
+    mapping = initial_mapping(triple, size)
+    finders_px = np.array(
+        [[triple.tl.x, triple.tl.y], [triple.tr.x, triple.tr.y], [triple.bl.x, triple.bl.y]]
+    )
+    src = list(_finder_points(size))
+    dst = list(finders_px)
+    if not alignment:
+        return mapping
+    # The bottom-right pattern first, with a wide search: it is what perspective moves most.
+    corner = max(alignment, key=lambda rc: rc[0] + rc[1])
+    found = find_alignment(image, mapping, corner[1] + 0.5, corner[0] + 0.5, 3.0 + 0.08 * size)
+    if found is not None:
+        px = mapping(np.array([[found[0], found[1]]]))[0]
+        src.append(np.array([corner[1] + 0.5, corner[0] + 0.5]))
+        dst.append(px)
+        h, _ = cv2.findHomography(np.array(src, np.float64), np.array(dst, np.float64), 0)
+        if h is not None:
+            mapping = Mapping(h)
+    rest = [rc for rc in alignment if rc != corner]
+    if not rest:
+        return mapping
+    for r, c in sorted(rest, key=lambda rc: rc[0] + rc[1]):
+        found = find_alignment(image, mapping, c + 0.5, r + 0.5, 2.0)
+        if found is None:
+            continue
+        src.append(np.array([c + 0.5, r + 0.5]))
+        dst.append(mapping(np.array([[found[0], found[1]]]))[0])
+    src_a = np.array(src, np.float64)
+    dst_a = np.array(dst, np.float64)
+    h, _ = cv2.findHomography(src_a, dst_a, 0)
+    if h is None:
+        return mapping
+    base = Mapping(h)
+    residuals = dst_a - base(src_a)
+    spacing = (size - 13) / max(1, math.isqrt(len(alignment) + 3) - 1)
+    return Mapping(h, src_a, residuals, sigma=0.6 * spacing)
+
+
+@dataclass(frozen=True, slots=True)
+class Samples:
+    values: np.ndarray  # (size, size) float: area-averaged intensity at each module centre
+    dark: np.ndarray  # (size, size) bool
+    confidence: np.ndarray  # (size, size) float in [0, 1]
+
+
+def sample(image: np.ndarray, mapping: Mapping, size: int, module_px: float) -> Samples:
+    """Each module's intensity averaged over its central area, against a local threshold
+    from the neighbouring modules' light and dark levels."""
+    sigma = max(0.35, 0.22 * module_px)
+    blurred = cv2.GaussianBlur(image, (0, 0), sigma)
+    centres = np.arange(size) + 0.5
+    gx, gy = np.meshgrid(centres, centres)
+    pts = mapping(np.stack([gx.ravel(), gy.ravel()], axis=1))
+    mx = pts[:, 0].reshape(size, size).astype(np.float32)
+    my = pts[:, 1].reshape(size, size).astype(np.float32)
+    values = cv2.remap(blurred, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    values = values.astype(np.float32)
+    return classify(values)
+
+
+def classify(values: np.ndarray) -> Samples:
+    kernel = np.ones((5, 5), np.uint8)
+    high = cv2.dilate(values, kernel)
+    low = cv2.erode(values, kernel)
+    high = cv2.blur(high, (5, 5))
+    low = cv2.blur(low, (5, 5))
+    threshold = (high + low) / 2
+    contrast = float(np.median(high - low))
+    if contrast <= 1e-3:
+        return Samples(values, values < threshold, np.zeros_like(values))
+    confidence = np.clip(np.abs(values - threshold) / (0.5 * contrast), 0.0, 1.0)
+    return Samples(values, values < threshold, confidence)
