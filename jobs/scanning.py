@@ -20,8 +20,8 @@ import structlog
 
 from worker import storage
 from worker.engine import ScanResult
-from worker.engine.errors import ErrorCode, ScanFailed
 from worker.engine.results import ScanError
+from worker.errors import ErrorCode, ScanFailed
 from worker.queue import outcome, payloads
 from worker.queue.context import JobContext, JobRun
 from worker.queue.results import ImageResult, JobResult

@@ -25,7 +25,7 @@ from starlette.routing import Route
 
 from worker import metrics, rules
 from worker.engine import Engine, ScanResult
-from worker.engine.errors import ErrorCode, ScanFailed
+from worker.errors import ErrorCode, ScanFailed
 from worker.http.body import ClientClosed, Pace, read_image
 from worker.http.limits import Busy, Slots, Uploads
 from worker.http.openapi import DOCUMENT

@@ -24,7 +24,7 @@ from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import Message
 
-from worker.engine.errors import ErrorCode, ScanFailed
+from worker.errors import ErrorCode, ScanFailed
 from worker.http.limits import Holding
 
 # Room for multipart boundaries and part headers around the file itself.

@@ -19,7 +19,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from worker.engine.errors import ErrorCode
+from worker.errors import ErrorCode
 from worker.queue.names import JOB_FUNCTION, JOB_ROUND_FIELD
 from worker.rules import QUOTE_CHARS, quote
 

@@ -35,7 +35,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 from rq.utils import get_version, now, utcformat
 
-from worker.engine.errors import ErrorCode
+from worker.errors import ErrorCode
 from worker.queue import context, envelope, names, outcome, payloads
 from worker.queue.envelope import JobRejected, UnusableJobId
 from worker.queue.job import QrJob

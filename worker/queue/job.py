@@ -24,7 +24,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 from rq.utils import utcformat
 
-from worker.engine.errors import ErrorCode
+from worker.errors import ErrorCode
 from worker.queue import context, envelope, names
 from worker.queue.context import JobRun
 from worker.queue.outcome import failure_text

@@ -25,7 +25,7 @@ import redis
 import structlog
 from rq.utils import now, utcformat
 
-from worker.engine.errors import ErrorCode
+from worker.errors import ErrorCode
 from worker.queue import names
 from worker.queue.context import JobContext
 from worker.queue.results import MESSAGE_CHARS, JobResult, clip

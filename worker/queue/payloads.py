@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker import rules
-from worker.engine.errors import ErrorCode, ScanFailed
+from worker.errors import ErrorCode, ScanFailed
 from worker.queue.names import REPLY_PREFIX
 
 MAX_BATCH = 100

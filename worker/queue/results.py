@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from worker.engine import ScanResult
-from worker.engine.errors import ErrorCode
 from worker.engine.results import ScanError
+from worker.errors import ErrorCode
 from worker.queue.context import JobContext
 
 # An image reference is echoed in its item so a producer can match items to its refs;

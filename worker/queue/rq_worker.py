@@ -43,7 +43,7 @@ from rq.worker import WorkerStatus
 
 from worker.engine.detector.detector import Detector
 from worker.engine.engine import Engine, return_memory_to_os
-from worker.engine.errors import ErrorCode, ScanFailed
+from worker.errors import ErrorCode, ScanFailed
 from worker.queue import context, outcome, payloads, runtime
 from worker.queue.envelope import JobRejected
 from worker.queue.intake import QrQueue
