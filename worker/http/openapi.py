@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from worker.engine.errors import ErrorCode
+from worker.errors import ErrorCode
 
 _ERROR = {
     "type": "object",
