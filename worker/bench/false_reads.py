@@ -1,0 +1,310 @@
+"""False reads and speed of our own QR decoder (worker/engine/qr).
+
+    python -m worker.bench.false_reads --count 100000     # crops that must never decode
+    python -m worker.bench.false_reads --speed            # median ms per symbol, versions 1-10
+
+The false-read crops are of seven kinds, drawn in turn from one seed:
+
+- noise: uniform random pixels; blobs: blurred noise, thresholded or not;
+- modules: a random module grid (no finder patterns) at 2-6 px a module;
+- mock_qr: a real symbol's function patterns, format and version information with random
+  data modules (everything a reader checks before Reed-Solomon is valid);
+- mock_qr_warped: the same, rotated, in perspective, blurred and noisy;
+- half_code: a real symbol with 35-65% of its area replaced by random modules; reading
+  it right is allowed, reading anything else is a misread;
+- decoy: models.synth's page decoys (linear barcodes, Data Matrix, Aztec, PDF417, finder
+  logos, mosaics, tables, stamps, halftone).
+
+Every crop is handed to decode() with the whole crop as its region. A false read is any
+read of a crop that holds no symbol, or a read of a half code that differs from its payload.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import segno
+
+from worker.engine.qr import decode
+from worker.engine.qr.tables import layout
+from worker.engine.results import Quad
+
+KINDS = (
+    "noise",
+    "blobs",
+    "modules",
+    "mock_qr",
+    "mock_qr_warped",
+    "half_code",
+    "decoy",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Crop:
+    kind: str
+    image: np.ndarray
+    region: Quad
+    payload: bytes | None  # the true content of a half code; None where nothing is there
+
+
+def whole(image: np.ndarray) -> Quad:
+    h, w = image.shape
+    return ((0.0, 0.0), (float(w), 0.0), (float(w), float(h)), (0.0, float(h)))
+
+
+def render(
+    modules: np.ndarray, px: int, border: int = 4, ink: int = 0, paper: int = 255
+) -> np.ndarray:
+    """A module grid (True = dark) as an upright image, `px` pixels a module."""
+    grid = np.pad(modules.astype(bool), border)
+    image = np.where(grid, ink, paper).astype(np.uint8)
+    return np.kron(image, np.ones((px, px), dtype=np.uint8))
+
+
+def warp(
+    image: np.ndarray,
+    rng: np.random.Generator,
+    angle: float | None = None,
+    perspective: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`image` rotated by `angle` (random when None) with random perspective of up to
+    `perspective` (fraction of the side) on a white canvas; the 3x3 map from input pixels."""
+    h, w = image.shape
+    if angle is None:
+        angle = float(rng.uniform(0, 360))
+    side = int(np.hypot(h, w) * (1 + perspective)) + 8
+    src = np.array([[0, 0], [w, 0], [w, h], [0, h]], dtype=np.float64)
+    centred = src - [w / 2, h / 2]
+    jitter = rng.uniform(-perspective, perspective, size=(4, 2)) * max(h, w)
+    theta = np.deg2rad(angle)
+    rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    dst = centred @ rot.T + jitter + side / 2
+    matrix = cv2.getPerspectiveTransform(src.astype(np.float32), dst.astype(np.float32))
+    out = cv2.warpPerspective(image, matrix, (side, side), flags=cv2.INTER_LINEAR, borderValue=255)
+    return out, matrix
+
+
+def _degrade(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    out = image
+    if rng.random() < 0.7:
+        out = cv2.GaussianBlur(out, (0, 0), float(rng.uniform(0.4, 1.8)))
+    if rng.random() < 0.7:
+        noise = rng.normal(0, float(rng.uniform(2, 14)), out.shape)
+        out = np.clip(out + noise, 0, 255).astype(np.uint8)
+    return out
+
+
+class CropSource:
+    """The crops of `KINDS`, deterministic per (seed, index)."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        setup = np.random.default_rng([seed, 1])
+        self.symbols: list[segno.QRCode] = []
+        for index in range(60):
+            version = int(setup.integers(1, 16))
+            level = "LMQH"[index % 4]
+            length = int(setup.integers(1, 40))
+            text = "".join(chr(int(c)) for c in setup.integers(0x21, 0x7F, size=length))
+            self.symbols.append(
+                segno.make_qr(
+                    text, version=max(version, 1), error=level, mask=index % 8, boost_error=False
+                )
+                if _fits(text, version, level)
+                else segno.make_qr(text, error=level, mask=index % 8, boost_error=False)
+            )
+        from models.synth.decoys import DECOYS
+
+        self.decoys = list(DECOYS.items())
+
+    def crop(self, index: int) -> Crop:
+        rng = np.random.default_rng([self.seed, 2, index])
+        kind = KINDS[index % len(KINDS)]
+        return getattr(self, f"_{kind}")(rng)
+
+    def __iter__(self) -> Iterator[Crop]:
+        index = 0
+        while True:
+            yield self.crop(index)
+            index += 1
+
+    def _noise(self, rng: np.random.Generator) -> Crop:
+        h, w = (int(v) for v in rng.integers(40, 260, size=2))
+        image = rng.integers(0, 256, size=(h, w), dtype=np.uint8)
+        return Crop("noise", image, whole(image), None)
+
+    def _blobs(self, rng: np.random.Generator) -> Crop:
+        h, w = (int(v) for v in rng.integers(60, 300, size=2))
+        field = cv2.GaussianBlur(
+            rng.random((h, w)).astype(np.float32), (0, 0), float(rng.uniform(0.8, 6))
+        )
+        field = (field - field.min()) / max(1e-6, float(field.max() - field.min()))
+        if rng.random() < 0.5:
+            field = (field > float(np.median(field))).astype(np.float32)
+        image = (field * 255).astype(np.uint8)
+        return Crop("blobs", image, whole(image), None)
+
+    def _modules(self, rng: np.random.Generator) -> Crop:
+        n = int(rng.integers(21, 62))
+        modules = rng.random((n, n)) < 0.5
+        image = render(modules, int(rng.integers(2, 7)), border=int(rng.integers(0, 5)))
+        if rng.random() < 0.5:
+            image, _ = warp(image, rng, perspective=0.05)
+        return Crop("modules", _degrade(image, rng), whole(image), None)
+
+    def _mock_modules(self, rng: np.random.Generator) -> np.ndarray:
+        symbol = self.symbols[int(rng.integers(len(self.symbols)))]
+        modules = np.array(symbol.matrix, dtype=bool)
+        lay = layout(symbol.version)
+        noise = rng.random(modules.shape) < 0.5
+        return np.where(lay.function, modules, noise)
+
+    def _mock_qr(self, rng: np.random.Generator) -> Crop:
+        image = render(self._mock_modules(rng), int(rng.integers(2, 6)))
+        return Crop("mock_qr", image, whole(image), None)
+
+    def _mock_qr_warped(self, rng: np.random.Generator) -> Crop:
+        image = render(self._mock_modules(rng), int(rng.integers(2, 6)))
+        image, _ = warp(image, rng, perspective=float(rng.uniform(0, 0.08)))
+        image = _degrade(image, rng)
+        return Crop("mock_qr_warped", image, whole(image), None)
+
+    def _half_code(self, rng: np.random.Generator) -> Crop:
+        symbol = self.symbols[int(rng.integers(len(self.symbols)))]
+        modules = np.array(symbol.matrix, dtype=bool)
+        n = modules.shape[0]
+        share = float(rng.uniform(0.35, 0.65))
+        if rng.random() < 0.5:
+            cut = round(n * share)
+            modules[:, n - cut :] = rng.random((n, cut)) < 0.5
+        else:
+            cut = round(n * share)
+            modules[n - cut :, :] = rng.random((cut, n)) < 0.5
+        image = render(modules, int(rng.integers(2, 6)))
+        if rng.random() < 0.5:
+            image, _ = warp(image, rng, perspective=0.04)
+            image = _degrade(image, rng)
+        payload = symbol_payload(symbol)
+        return Crop("half_code", image, whole(image), payload)
+
+    def _decoy(self, rng: np.random.Generator) -> Crop:
+        side = int(rng.integers(120, 360))
+        page = np.full((side, side), 255, dtype=np.uint8)
+        _name, draw = self.decoys[int(rng.integers(len(self.decoys)))]
+        draw(page, (8, 8, side - 8, side - 8), rng)
+        if rng.random() < 0.5:
+            page = _degrade(page, rng)
+        return Crop("decoy", page, whole(page), None)
+
+
+def _fits(text: str, version: int, level: str) -> bool:
+    try:
+        segno.make_qr(text, version=version, error=level)
+    except segno.DataOverflowError:
+        return False
+    return True
+
+
+def symbol_payload(symbol: segno.QRCode) -> bytes:
+    """The bytes zxing-cpp reports for a symbol, read back from its clean render."""
+    import zxingcpp
+
+    image = render(np.array(symbol.matrix, dtype=bool), 4)
+    found = zxingcpp.read_barcodes(image, formats=zxingcpp.BarcodeFormat.QRCode)
+    return bytes(found[0].bytes)
+
+
+def false_reads(count: int, seed: int) -> int:
+    source = CropSource(seed)
+    by_kind: Counter[str] = Counter()
+    bad: Counter[str] = Counter()
+    correct = 0
+    start = time.perf_counter()
+    for index in range(count):
+        if index and index % 10000 == 0:
+            print(f"{index} crops, {sum(bad.values())} false reads", flush=True)
+        crop = source.crop(index)
+        by_kind[crop.kind] += 1
+        read = decode(crop.image, crop.region, budget_ms=100)
+        if read is None:
+            continue
+        if crop.payload is not None and read.data == crop.payload:
+            correct += 1
+            continue
+        bad[crop.kind] += 1
+        print(f"FALSE READ: crop {index} ({crop.kind}, seed {seed}): {read.data!r}", flush=True)
+    elapsed = time.perf_counter() - start
+    print(f"crops: {count} ({', '.join(f'{k} {v}' for k, v in sorted(by_kind.items()))})")
+    print(f"half codes read correctly: {correct}")
+    print(f"seconds: {elapsed:.0f}")
+    print(f"false reads: {sum(bad.values())}" + (f" ({dict(bad)})" if bad else ""))
+    return sum(bad.values())
+
+
+def speed(per_version: int, seed: int) -> None:
+    """Median decode time per symbol, versions 1-10: random payloads filling 50-100% of the
+    symbol, every level, 3-5 px a module, any rotation, mild blur."""
+    rng = np.random.default_rng([seed, 3])
+    times: dict[int, list[float]] = {}
+    unread = 0
+    for version in range(1, 11):
+        for index in range(per_version):
+            level = "LMQH"[index % 4]
+            capacity = _capacity(version, level)
+            length = max(1, int(capacity * float(rng.uniform(0.5, 1.0))))
+            data = bytes(int(b) for b in rng.integers(0x20, 0x7F, size=length))
+            symbol = segno.make_qr(data, version=version, error=level, boost_error=False)
+            image = render(np.array(symbol.matrix, dtype=bool), int(rng.integers(3, 6)))
+            image, _matrix = warp(image, rng)
+            image = cv2.GaussianBlur(image, (0, 0), 0.6)
+            region = whole(image)
+            decode(image, region)  # warm caches for this version
+            started = time.perf_counter()
+            read = decode(image, region)
+            times.setdefault(version, []).append((time.perf_counter() - started) * 1000)
+            if read is None or read.data != data:
+                unread += 1
+    everything = [t for values in times.values() for t in values]
+    for version, values in times.items():
+        median = statistics.median(values)
+        print(f"version {version:2d}: median {median:5.2f} ms, max {max(values):6.2f} ms")
+    print(f"symbols: {len(everything)}, unread: {unread}")
+    print(f"median per symbol, versions 1-10: {statistics.median(everything):.2f} ms")
+
+
+def _capacity(version: int, level: str) -> int:
+    low, high = 1, 3000
+    while low < high:
+        mid = (low + high + 1) // 2
+        try:
+            segno.make_qr(b"a" * mid, version=version, error=level, boost_error=False)
+            low = mid
+        except segno.DataOverflowError:
+            high = mid - 1
+    return low
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=100_000, help="crops to try")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--speed", action="store_true", help="measure decode time instead")
+    parser.add_argument("--per-version", type=int, default=40, help="symbols per version (--speed)")
+    args = parser.parse_args(argv)
+    if args.speed:
+        speed(args.per_version, args.seed)
+        return 0
+    return 1 if false_reads(args.count, args.seed) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
