@@ -16,7 +16,7 @@ import numpy as np
 
 from worker.engine.deadline import Deadline
 from worker.engine.images import Document, Page
-from worker.engine.results import Code, Quad
+from worker.engine.results import Code, LocatedBy, Quad
 from worker.engine.zxing_reader import Symbol
 from worker.settings import Settings
 
@@ -28,8 +28,11 @@ Box = tuple[float, float, float, float]  # x0, y0, x1, y1
 class Findings:
     """Codes read so far (one entry per printed symbol), and symbols seen but not yet read.
 
-    A located-but-unreadable symbol (zxing's `valid=False`) is the cheap evidence that
-    "all" is not yet satisfied: the next stage gets a chance at it.
+    A symbol located on a page is read or it keeps the page open (issue 19, "complete means
+    complete"): zxing's located-but-unreadable symbols (`valid=False`) and the detectors'
+    boxes (each over its model's threshold) that no read code covers are the page's
+    `unread` regions; "all" is not satisfied while a page has one, so the next stage gets
+    its chance, and a scan that ends with one left says so (ScanResult.unread).
     """
 
     codes: list[Code] = field(default_factory=list)
@@ -134,15 +137,37 @@ class Findings:
     def unresolved(self) -> int:
         return len(self._pending)
 
+    def unread(self, page: int) -> list[tuple[Quad, LocatedBy]]:
+        """The symbols located on `page` that no read code covers: zxing's located ones
+        (their quads) first, then the detectors' boxes (as axis-aligned quads), each place
+        once: both detectors and zxing often report the same symbol, and zxing reports a
+        damaged one several times over (as a QR code and as rMQR or Micro QR shapes
+        overlapping it). A position that overlaps a read code is that code seen again
+        (zxing's rMQR ghosts span a read code and its neighbour), and one with no area
+        (zxing's corners all on one point) locates nothing."""
+        located: list[tuple[Quad, LocatedBy]] = [
+            (q, "zxing") for p, q in self._pending if p == page
+        ]
+        located += [(_box_quad(box), "detector") for box in self.detector_boxes.get(page, ())]
+        read = [code.quad for code in self.codes if code.page == page]
+        kept: list[tuple[Quad, LocatedBy]] = []
+        for quad, by in located:
+            if _area(quad) < _MIN_LOCATED_AREA or self.covers(page, _centre(quad)):
+                continue
+            if any(_overlap(other, quad) for other in [*read, *(seen for seen, _ in kept)]):
+                continue
+            kept.append((quad, by))
+        return kept
+
     def page_satisfied(self, page: int, want: Want) -> bool:
-        """ "first": any code anywhere; "all": this page has a code, nothing left unread,
-        and no look asked for that a stage has not yet taken."""
+        """ "first": any code anywhere; "all": this page has a code, no located symbol left
+        unread, and no look asked for that a stage has not yet taken."""
         if want == "first":
             return bool(self.codes)
         return (
             any(c.page == page for c in self.codes)
-            and not any(p == page for p, _ in self._pending)
             and page not in self._looks_asked
+            and not self.unread(page)
         )
 
     def satisfied(self, want: Want, pages: int) -> bool:
@@ -163,6 +188,30 @@ def _inside(quad: Quad, point: tuple[float, float]) -> bool:
 
 def _centre(quad: Quad) -> tuple[float, float]:
     return (sum(p[0] for p in quad) / 4.0, sum(p[1] for p in quad) / 4.0)
+
+
+# The smallest located position worth a look: a version 1 code at a pixel a module is 441.
+_MIN_LOCATED_AREA = 100.0
+
+
+def _area(quad: Quad) -> float:
+    """The quad's area (shoelace), whatever its corners' order."""
+    xs, ys = [p[0] for p in quad], [p[1] for p in quad]
+    return abs(sum(xs[i] * ys[(i + 1) % 4] - xs[(i + 1) % 4] * ys[i] for i in range(4))) / 2.0
+
+
+def _overlap(a: Quad, b: Quad) -> bool:
+    """Whether the outlines of `a` and `b` share at least a quarter of the smaller one."""
+    ax0, ay0, ax1, ay1 = _bounds(a)
+    bx0, by0, bx1, by1 = _bounds(b)
+    shared = max(0.0, min(ax1, bx1) - max(ax0, bx0)) * max(0.0, min(ay1, by1) - max(ay0, by0))
+    smaller = min((ax1 - ax0) * (ay1 - ay0), (bx1 - bx0) * (by1 - by0))
+    return shared > 0.0 and shared >= 0.25 * smaller
+
+
+def _box_quad(box: Box) -> Quad:
+    x0, y0, x1, y1 = box
+    return ((x0, y0), (x1, y0), (x1, y1), (x0, y1))
 
 
 def _bounds(quad: Quad) -> Box:

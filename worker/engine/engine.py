@@ -16,7 +16,7 @@ from worker.engine.cascade import Findings, Stage, StageContext, Want
 from worker.engine.deadline import Deadline
 from worker.engine.errors import DeadlineReached, ErrorCode, ScanFailed
 from worker.engine.images import DecodeClock, Document, document_from_array, open_document
-from worker.engine.results import ScanError, ScanResult
+from worker.engine.results import ScanError, ScanResult, Unread, UnreadReason
 from worker.engine.stages import DetectorStage, FastStage, ThoroughStage
 from worker.settings import Settings
 
@@ -165,6 +165,17 @@ class Engine:
                 result.complete = False
         # One zxing pass can return several codes at once; "first" promises exactly one.
         result.codes = findings.codes[:1] if want == "first" else findings.codes
+        if want == "all":
+            # Complete means complete: a symbol located and not read is reported, never
+            # dropped; it was cut short by the deadline, or every stage failed on it.
+            reason = UnreadReason.NOT_DECODED if result.complete else UnreadReason.DEADLINE
+            result.unread = [
+                Unread(quad, page.index, reason, by)
+                for page in document.pages
+                for quad, by in findings.unread(page.index)
+            ]
+            if result.unread:
+                result.complete = False
         if not result.complete and not result.codes:
             why = stopped or f"the deadline of {deadline.budget_ms:g} ms passed"
             stages = ", ".join(result.stages_run) or "none"

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
-from enum import Enum
-from typing import Any
+from enum import Enum, StrEnum
+from typing import Any, Literal
 
 from worker.engine.errors import ErrorCode
 from worker.schemes import Payload, parse
@@ -82,6 +82,39 @@ class Code:
         }
 
 
+class UnreadReason(StrEnum):
+    """Why a located symbol was left unread (ScanResult.unread)."""
+
+    DEADLINE = "deadline"
+    """The deadline passed before every stage had tried it."""
+    NOT_DECODED = "not_decoded"
+    """Every stage of the cascade tried it and none could read it."""
+
+
+# zxing: its finder patterns and format were found, a QR code for certain; detector: a box
+# over the model's threshold, a code or something that looks like one (a DataMatrix, a logo).
+LocatedBy = Literal["zxing", "detector"]
+
+
+@dataclass(frozen=True, slots=True)
+class Unread:
+    """A symbol located on a page (by zxing, or a detector's box over its threshold) that no
+    code read covers: the reason its page is not complete."""
+
+    quad: Quad
+    page: int
+    reason: UnreadReason
+    located_by: LocatedBy
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "quad": [[round(x, 1), round(y, 1)] for x, y in self.quad],
+            "page": self.page,
+            "reason": str(self.reason),
+            "located_by": self.located_by,
+        }
+
+
 @dataclass(frozen=True, slots=True)
 class ScanError:
     code: ErrorCode
@@ -97,7 +130,8 @@ class ScanResult:
 
     `ok` is False only when `error` is set; finding no code is a successful, empty scan.
     `complete` is False when the deadline cut the cascade short after something was
-    already read: the codes are real, but a later stage might have found more.
+    already read, or when a symbol located on a page was left unread (`unread` lists
+    those, with why): the codes are real, but the page holds more than them.
     """
 
     codes: list[Code] = field(default_factory=list)
@@ -109,6 +143,7 @@ class ScanResult:
     complete: bool = True
     stages_run: list[str] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
+    unread: list[Unread] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -125,5 +160,6 @@ class ScanResult:
             "pages": self.pages,
             "complete": self.complete,
             "stages_run": list(self.stages_run),
+            "unread": [u.to_dict() for u in self.unread],
             "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
         }

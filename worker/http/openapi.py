@@ -69,6 +69,13 @@ _PAYLOAD = {
     },
 }
 
+_QUAD = {
+    "type": "array",
+    "minItems": 4,
+    "maxItems": 4,
+    "items": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
+}
+
 _CODE = {
     "type": "object",
     "required": ["text", "bytes_b64", "format", "quad", "page", "stage", "decoder", "payload"],
@@ -76,12 +83,7 @@ _CODE = {
         "text": {"type": "string"},
         "bytes_b64": {"type": "string", "contentEncoding": "base64"},
         "format": {"type": "string", "enum": ["QRCode", "MicroQRCode", "RMQRCode"]},
-        "quad": {
-            "type": "array",
-            "minItems": 4,
-            "maxItems": 4,
-            "items": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
-        },
+        "quad": _QUAD,
         "page": {"type": "integer", "minimum": 0},
         "stage": {"type": "string"},
         "decoder": {"type": "string"},
@@ -94,6 +96,29 @@ _CODE = {
         "payload": {
             "oneOf": [{"type": "null"}, _PAYLOAD],
             "description": "null when the text is no known scheme.",
+        },
+    },
+}
+
+_UNREAD = {
+    "type": "object",
+    "required": ["quad", "page", "reason", "located_by"],
+    "description": "A symbol located on a page (by zxing-cpp, or a detector's box over its "
+    "threshold) that no read code covers; docs/protocol.md, *Complete means complete*.",
+    "properties": {
+        "quad": _QUAD,
+        "page": {"type": "integer", "minimum": 0},
+        "reason": {
+            "type": "string",
+            "enum": ["deadline", "not_decoded"],
+            "description": "deadline: the deadline passed before every stage had tried it; "
+            "not_decoded: every stage tried it and none could read it.",
+        },
+        "located_by": {
+            "type": "string",
+            "enum": ["zxing", "detector"],
+            "description": "zxing: its finder patterns and format information were found, a "
+            "QR code for certain; detector: a detector's box, a code or a look-alike.",
         },
     },
 }
@@ -132,8 +157,12 @@ DETECT_RESPONSE = {
         "width": {"type": "integer"},
         "height": {"type": "integer"},
         "pages": {"type": "integer"},
-        "complete": {"type": "boolean"},
+        "complete": {
+            "type": "boolean",
+            "description": "True only when every symbol located on every page was read.",
+        },
         "stages_run": {"type": "array", "items": {"type": "string"}},
+        "unread": {"type": "array", "items": _UNREAD},
     },
 }
 
