@@ -26,7 +26,7 @@ import pytest
 
 from tests.conftest import BUCKET, s3_client
 from tests.services import wait_until
-from worker import storage
+from worker import s3 as worker_s3
 from worker.backfill import BackfillError, StoredObject, output, report
 from worker.backfill.output import ResultMismatch, object_lines, open_output
 from worker.settings import Settings
@@ -549,7 +549,7 @@ def test_a_spool_with_a_gap_or_past_its_limit_does_not_stand_in_for_the_parts(mo
 
 @pytest.fixture
 def s3(s3_endpoint, monkeypatch):
-    """storage.s3_client() pointed at moto's server, as a backfill process configures it."""
+    """worker.s3.client() pointed at moto's server, as a backfill process configures it."""
     for name, value in {
         "AWS_ENDPOINT_URL": s3_endpoint,
         "AWS_ACCESS_KEY_ID": "test",
@@ -557,9 +557,9 @@ def s3(s3_endpoint, monkeypatch):
         "AWS_DEFAULT_REGION": "us-east-1",
     }.items():
         monkeypatch.setenv(name, value)
-    storage.s3_client.cache_clear()
+    worker_s3.client.cache_clear()
     yield s3_client(s3_endpoint)
-    storage.s3_client.cache_clear()
+    worker_s3.client.cache_clear()
 
 
 @pytest.fixture
@@ -632,8 +632,7 @@ def test_an_unreachable_s3_endpoint_fails_the_check_in_one_line(monkeypatch, set
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setattr(output, "S3_ATTEMPTS", 2)
-    monkeypatch.setattr(output, "_backoff", lambda attempt: None)
-    storage.s3_client.cache_clear()
+    worker_s3.client.cache_clear()
     started = time.monotonic()
     with pytest.raises(BackfillError, match="not writable") as raised:
         open_output(f"s3://{BUCKET}/out/", settings).check_writable()

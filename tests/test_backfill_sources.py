@@ -22,6 +22,7 @@ import pytest
 
 from tests.conftest import s3_client
 from tests.services import free_port
+from worker import s3 as worker_s3
 from worker import storage
 from worker.backfill import BackfillError, Counts, Filters, SourceSpec, StoredObject
 from worker.backfill.sources import (
@@ -95,10 +96,10 @@ def policy(root: Path) -> Settings:
 def s3(
     monkeypatch: pytest.MonkeyPatch, s3_endpoint: str, archive: dict[str, bytes]
 ) -> Iterator[str]:
-    """storage.s3_client() pointed at moto (it is cached per process: cleared around)."""
+    """worker.s3.client() pointed at moto (it is cached per process: cleared around)."""
     point_at(monkeypatch, s3_endpoint)
     yield s3_endpoint
-    storage.s3_client.cache_clear()
+    worker_s3.client.cache_clear()
 
 
 def point_at(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
@@ -109,7 +110,7 @@ def point_at(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
         "AWS_DEFAULT_REGION": "us-east-1",
     }.items():
         monkeypatch.setenv(name, value)
-    storage.s3_client.cache_clear()
+    worker_s3.client.cache_clear()
 
 
 def take(
@@ -277,7 +278,7 @@ def test_a_prefix_outside_the_allow_lists_is_refused_before_anything_is_listed(
             with pytest.raises(BackfillError, match="--source"):
                 check_source(SourceSpec(prefixes=(malformed,)), policy, retry=FAST)
     finally:
-        storage.s3_client.cache_clear()
+        worker_s3.client.cache_clear()
 
 
 def test_a_prefix_without_its_closing_slash_is_refused_with_a_hint(policy: Settings) -> None:
@@ -439,7 +440,7 @@ def test_an_unreachable_s3_ends_in_a_clear_error_after_the_retries(
         with pytest.raises(BackfillError, match=r"failed 3 times.*EndpointConnectionError"):
             take(prefix("scans/2024/"), policy)
     finally:
-        storage.s3_client.cache_clear()
+        worker_s3.client.cache_clear()
 
 
 # --- Plain manifests --------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """Fetching the image a job names, from the only places it may name.
 
-`s3://bucket/key` is read with boto3 (endpoint, region and credentials from the usual
-AWS_* variables, so AWS S3, MinIO, Ceph and R2 all work) from the buckets, or bucket
-folders, in QRW_S3_BUCKETS; `file:///path` only from under QRW_FILE_ROOTS. Nothing
-else is fetched: no URL a producer writes can make a worker reach an arbitrary host.
+`s3://bucket/key` is read through worker.s3 (endpoint, region and credentials from the
+usual AWS_* variables) from the buckets, or bucket folders, in QRW_S3_BUCKETS; `file:///path`
+only from under QRW_FILE_ROOTS. Nothing else is fetched: no URL a producer writes can make
+a worker reach an arbitrary host.
 
 An S3 key is opaque: everything after `s3://bucket/`, percent-decoded, so `s3://b//c/x.png`
 is the key `/c/x.png` and `s3://b/c/x/` the key `c/x/`; a file path is a path, normalised and
@@ -23,34 +23,14 @@ import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache, lru_cache
-from typing import Any
+from functools import lru_cache
 from urllib.parse import unquote, urlsplit
 
-from worker import rules
-from worker.backoff import backoff_s
-from worker.engine.errors import ErrorCode, ScanFailed
+from worker import rules, s3
+from worker.errors import ErrorCode, ScanFailed
 from worker.settings import Settings
 
-# S3 error codes that say "try again", whatever the HTTP status says.
-_TRANSIENT_S3_CODES = frozenset(
-    {
-        "SlowDown",
-        "RequestTimeout",
-        "InternalError",
-        "ServiceUnavailable",
-        "Throttling",
-        "RequestTimeTooSkewed",
-    }
-)
-_MISSING_S3_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "404", "NotFound"})
-
-
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-class TransientFetchError(Exception):
-    """Storage failed in a way that may pass: a retry is worth it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,26 +177,27 @@ def _short(ref: str) -> str:
 
 
 def fetch(
-    ref: Reference, settings: Settings, *, sleep: Callable[[float], None] = time.sleep
+    ref: Reference,
+    settings: Settings,
+    *,
+    deadline: float | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> bytes:
-    """The object's bytes, with transient failures retried with jittered exponential backoff.
+    """The object's bytes, with transient S3 failures retried (worker.s3.call).
 
     Raises ScanFailed: not_found, image_too_large, read_failed, or storage_unavailable
-    once QRW_FETCH_ATTEMPTS tries have failed transiently.
+    once QRW_FETCH_ATTEMPTS tries have failed transiently, or when the next try would start
+    after `deadline` (time.monotonic()).
     """
-    reader = _read_s3 if ref.scheme == "s3" else _read_file
-    last: TransientFetchError | None = None
-    for attempt in range(settings.fetch_attempts):
-        if attempt:
-            sleep(backoff_s(attempt - 1, first_s=0.25))
-        try:
-            return reader(ref, settings)
-        except TransientFetchError as exc:
-            last = exc
-    raise ScanFailed(
-        ErrorCode.STORAGE_UNAVAILABLE,
-        f"{ref}: storage failed {settings.fetch_attempts} times: {last}",
-    )
+    if ref.scheme == "file":
+        return _read_file(ref, settings)
+    retry = s3.Retry(attempts=settings.fetch_attempts, base_s=0.25, cap_s=4.0)
+    try:
+        return s3.call(
+            str(ref), lambda: _read_s3(ref, settings), retry, deadline=deadline, sleep=sleep
+        )
+    except s3.GaveUp as exc:
+        raise ScanFailed(ErrorCode.STORAGE_UNAVAILABLE, f"{ref}: storage {exc}") from exc
 
 
 def _too_large(ref: Reference, size: int, settings: Settings) -> ScanFailed:
@@ -257,29 +238,12 @@ def _read_file(ref: Reference, settings: Settings) -> bytes:
     return data
 
 
-@cache
-def s3_client() -> Any:
-    """One client per process: boto3 reads AWS_ENDPOINT_URL, AWS_REGION and credentials.
-
-    Its own retries are off; `fetch` retries, so the attempt count is one setting.
-    """
-    import boto3
-    from botocore.config import Config
-
-    config = Config(
-        retries={"total_max_attempts": 1, "mode": "standard"},
-        connect_timeout=5,
-        read_timeout=30,
-        max_pool_connections=4,
-    )
-    return boto3.session.Session().client("s3", config=config)
-
-
 def _read_s3(ref: Reference, settings: Settings) -> bytes:
-    from botocore.exceptions import BotoCoreError, ClientError
+    """One GetObject, its body read whole; transient failures are raised for s3.call."""
+    from botocore.exceptions import ClientError
 
     try:
-        response = s3_client().get_object(Bucket=ref.bucket, Key=ref.key)
+        response = s3.client().get_object(Bucket=ref.bucket, Key=ref.key)
         size = int(response.get("ContentLength") or 0)
         body = response["Body"]
         try:
@@ -291,21 +255,12 @@ def _read_s3(ref: Reference, settings: Settings) -> bytes:
         finally:
             body.close()
     except ClientError as exc:
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code", ""))
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-        if code in _MISSING_S3_CODES or status == 404:
-            raise ScanFailed(
-                ErrorCode.NOT_FOUND, f"{ref} does not exist ({code or status})"
-            ) from exc
-        if code in _TRANSIENT_S3_CODES or status >= 500 or status == 429:
-            raise TransientFetchError(f"{code or status}: {error.get('Message', '')}") from exc
-        raise ScanFailed(ErrorCode.READ_FAILED, f"{ref} cannot be read: {code or status}") from exc
-    except BotoCoreError as exc:
-        # Connection refused or reset, timeouts, truncated bodies: the network, not the request.
-        raise TransientFetchError(f"{type(exc).__name__}: {exc}") from exc
-    except (ConnectionError, TimeoutError) as exc:
-        raise TransientFetchError(f"{type(exc).__name__}: {exc}") from exc
+        if s3.is_transient(exc):
+            raise
+        what = s3.error_code(exc) or s3.status_code(exc)
+        if s3.is_missing(exc):
+            raise ScanFailed(ErrorCode.NOT_FOUND, f"{ref} does not exist ({what})") from exc
+        raise ScanFailed(ErrorCode.READ_FAILED, f"{ref} cannot be read: {what}") from exc
     if len(data) > settings.max_bytes:
         raise _too_large(ref, len(data), settings)
     return data

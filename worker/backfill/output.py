@@ -22,7 +22,6 @@ import io
 import json
 import os
 import re
-import time
 import uuid
 import zlib
 from abc import ABC, abstractmethod
@@ -31,9 +30,8 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from worker import storage
+from worker import s3
 from worker.backfill import BackfillError, StoredObject
-from worker.backoff import backoff_s
 from worker.engine.results import ScanResult
 from worker.queue.results import ECHO_REFERENCE_CHARS, clip
 from worker.settings import Settings
@@ -67,8 +65,7 @@ INDEX_PAYLOAD_FIELDS = ("issuer_tax_id", "issue_date", "total", "currency")
 # The job-level fields of a result every line keeps: which job, worker and model read it.
 JOB_FIELDS = ("job_id", "worker", "backend", "model", "finished_at")
 
-# S3 writes and reads are retried this many times on a transient failure (the shared client
-# retries nothing itself: storage.s3_client).
+# S3 writes and reads are tried this many times on a transient failure (worker.s3.call).
 S3_ATTEMPTS = 5
 # A file larger than this goes up as a multipart upload of chunks this size (S3's minimum
 # chunk is 5 MiB); parts are far smaller and always go up as one PutObject.
@@ -163,9 +160,6 @@ class Output(ABC):
     def _delete(self, name: str) -> None:
         """Remove `name`; absent is fine."""
 
-    def _retrying(self, what: str, action: Callable[[], T], attempts: int = 1) -> T:
-        return action()
-
     def _exists(self, name: str) -> bool:
         return name in self._names(name)
 
@@ -222,7 +216,8 @@ class Output(ABC):
         # A read cut off half-way (an S3 connection reset) starts the part again and skips
         # what was already yielded.
         done = 0
-        for attempt in range(S3_ATTEMPTS):
+        retry = _retry()
+        for attempt in range(1, retry.attempts + 1):
             try:
                 with self._reader(name) as raw, _gzip_reader(raw) as text:
                     for number, text_line in enumerate(text):
@@ -237,10 +232,10 @@ class Output(ABC):
                         done += 1
                         yield line
                 return
-            except _TransientRead as exc:
-                if attempt == S3_ATTEMPTS - 1:
+            except s3.BodyBroken as exc:
+                if attempt == retry.attempts:
                     raise BackfillError(f"{self.url}{name} cannot be read: {exc}") from None
-                _backoff(attempt)
+                retry.pause(attempt)
             except (OSError, EOFError) as exc:  # a missing or truncated part: not transient
                 raise BackfillError(f"{self.url}{name} cannot be read: {exc}") from None
 
@@ -353,20 +348,15 @@ class S3Output(Output):
         self.bucket, self.prefix, self.settings = bucket, prefix, settings
         self.url = f"s3://{bucket}/{prefix}"
 
-    def _retrying(self, what: str, action: Callable[[], T], attempts: int = S3_ATTEMPTS) -> T:
-        from botocore.exceptions import BotoCoreError, ClientError
+    def _retrying(self, what: str, action: Callable[[], T]) -> T:
+        from botocore.exceptions import ClientError
 
-        for attempt in range(attempts):
-            try:
-                return action()
-            except ClientError as exc:
-                if not _transient_client_error(exc) or attempt == attempts - 1:
-                    raise BackfillError(f"{what} {self.url}: {_s3_reason(exc)}") from None
-            except BotoCoreError as exc:
-                if attempt == attempts - 1:
-                    raise BackfillError(f"{what} {self.url}: {exc}") from None
-            _backoff(attempt)
-        raise AssertionError("unreachable")
+        try:
+            return s3.call(f"{what} {self.url}", action, _retry())
+        except s3.GaveUp as exc:
+            raise BackfillError(f"{what} {self.url}: {exc}") from None
+        except ClientError as exc:
+            raise BackfillError(f"{what} {self.url}: {s3.reason(exc)}") from None
 
     @contextlib.contextmanager
     def _writer(self, name: str) -> Iterator[IO[bytes]]:
@@ -382,9 +372,9 @@ class S3Output(Output):
     def _reader(self, name: str) -> Iterator[IO[bytes]]:
         key = self.prefix + name
         response = self._retrying(
-            "reading", lambda: storage.s3_client().get_object(Bucket=self.bucket, Key=key)
+            "reading", lambda: s3.client().get_object(Bucket=self.bucket, Key=key)
         )
-        body = _S3Body(response["Body"])
+        body = s3.Body(response["Body"])
         try:
             yield body  # type: ignore[misc]
         finally:
@@ -399,7 +389,7 @@ class S3Output(Output):
             "Delimiter": "/",
         }
         while True:
-            page = self._retrying("listing", lambda: storage.s3_client().list_objects_v2(**request))
+            page = self._retrying("listing", lambda: s3.client().list_objects_v2(**request))
             for item in page.get("Contents", []):
                 yield item["Key"][len(self.prefix) :]
             if not page.get("IsTruncated"):
@@ -409,7 +399,7 @@ class S3Output(Output):
     def _delete(self, name: str) -> None:
         key = self.prefix + name
         self._retrying(
-            "deleting from", lambda: storage.s3_client().delete_object(Bucket=self.bucket, Key=key)
+            "deleting from", lambda: s3.client().delete_object(Bucket=self.bucket, Key=key)
         )
 
 
@@ -434,7 +424,7 @@ class _S3Upload(io.RawIOBase):
         return len(data)
 
     def _client(self) -> Any:
-        return storage.s3_client()
+        return s3.client()
 
     def _send_chunk(self, chunk: bytes) -> None:
         out = self.output
@@ -487,35 +477,6 @@ class _S3Upload(io.RawIOBase):
                     Bucket=self.output.bucket, Key=self.key, UploadId=self.upload_id
                 )
         self.buffer = bytearray()
-
-
-class _TransientRead(Exception):
-    """An S3 body read failed half-way; the part is read again."""
-
-
-class _S3Body(io.RawIOBase):
-    """botocore's streaming body as a file gzip can read; read errors become _TransientRead."""
-
-    def __init__(self, body: Any) -> None:
-        self.body = body
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        from botocore.exceptions import BotoCoreError
-
-        try:
-            data = self.body.read(len(buffer))
-        except (BotoCoreError, OSError) as exc:
-            raise _TransientRead(str(exc)) from exc
-        buffer[: len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.body.close()
-        super().close()
 
 
 # Lines -------------------------------------------------------------------------------------
@@ -751,19 +712,9 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def _backoff(attempt: int) -> None:
-    time.sleep(backoff_s(attempt, first_s=0.25))
-
-
-def _transient_client_error(exc: Any) -> bool:
-    error = exc.response.get("Error", {})
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
-    return error.get("Code") in storage._TRANSIENT_S3_CODES or int(status) >= 500
-
-
-def _s3_reason(exc: Any) -> str:
-    error = exc.response.get("Error", {})
-    return f"{error.get('Code', 'error')}: {error.get('Message', '')}".rstrip(": ")
+def _retry() -> s3.Retry:
+    # Built when used, so that S3_ATTEMPTS is read then.
+    return s3.Retry(attempts=S3_ATTEMPTS, base_s=0.25, cap_s=4.0)
 
 
 def _reason(exc: OSError) -> str:

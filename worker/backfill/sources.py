@@ -49,9 +49,10 @@ iterator yields exactly the objects that follow, and ends with the same counts a
 that was never interrupted: counts read right after an object is yielded hold exactly the
 skips and bad lines before it, so store them together with its position.
 
-Transient S3 failures (5xx, throttling, timeouts, connections) are retried with jittered
-exponential backoff (`Retry`), also in the middle of a streamed manifest (re-opened where
-it broke off); anything else, or too many failures in a row, is a `BackfillError`.
+Transient S3 failures (worker.s3.is_transient: 5xx, 429, throttling, timeouts, connections)
+are retried with jittered exponential backoff (worker.s3.call, `Retry`), also in the middle
+of a streamed manifest (re-opened where it broke off); anything else, or too many failures
+in a row, is a `BackfillError`.
 """
 
 from __future__ import annotations
@@ -64,7 +65,6 @@ import io
 import json
 import os
 import re
-import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -74,7 +74,7 @@ from urllib.parse import quote, unquote, unquote_plus, urlsplit
 
 import structlog
 
-from worker import rules, storage
+from worker import rules, s3, storage
 from worker.backfill import (
     BAD_LINE,
     BackfillError,
@@ -83,8 +83,8 @@ from worker.backfill import (
     SourceSpec,
     StoredObject,
 )
-from worker.backoff import backoff_s
-from worker.engine.errors import ErrorCode, ScanFailed
+from worker.errors import ErrorCode, ScanFailed
+from worker.s3 import Retry
 from worker.settings import Settings
 
 log = structlog.get_logger("backfill")
@@ -103,18 +103,6 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # unquote unchanged: '%' (decoded), '?' and '#' (query, fragment), white space (stripped
 # at the ends), control characters (refused anyway). Everything else stays readable.
 _REF_ESCAPE = re.compile(r"[%?#\s\x00-\x1f\x7f]")
-# S3 error codes that say "try again", whatever the HTTP status says.
-_TRANSIENT_CODES = frozenset(
-    {
-        "SlowDown",
-        "RequestTimeout",
-        "InternalError",
-        "ServiceUnavailable",
-        "Throttling",
-        "ThrottlingException",
-        "RequestTimeTooSkewed",
-    }
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,20 +139,8 @@ class Position:
         return cls(source, after, taken)
 
 
-@dataclass(frozen=True, slots=True)
-class Retry:
-    """How often, and how patiently, a transient S3 failure is retried."""
-
-    attempts: int = 6
-    base_s: float = 0.5
-    cap_s: float = 8.0
-
-    def pause(self, failures: int) -> None:
-        # Jittered, so shard processes that failed together do not retry together.
-        time.sleep(backoff_s(failures - 1, first_s=self.base_s, cap_s=self.cap_s))
-
-
-RETRY = Retry()
+# How patiently a backfill's reads are retried: a run is long, and can wait out a bad minute.
+RETRY = Retry(attempts=6, base_s=0.5, cap_s=8.0)
 
 
 @dataclass(slots=True)
@@ -200,7 +176,7 @@ def check_source(spec: SourceSpec, settings: Settings, *, retry: Retry = RETRY) 
     """
     _check_spec(spec)
     if spec.prefixes:
-        client = storage.s3_client()
+        client = s3.client()
         for bucket, prefix in _prefixes(spec, settings):
             _call(
                 f"listing s3://{bucket}/{prefix}",
@@ -213,7 +189,7 @@ def check_source(spec: SourceSpec, settings: Settings, *, retry: Retry = RETRY) 
     assert spec.manifest is not None
     manifest = _Manifest.open(spec.manifest, settings, retry)
     if manifest.inventory is not None:
-        client = storage.s3_client()
+        client = s3.client()
         for data in manifest.inventory.files:
             _call(
                 f"reading s3://{manifest.inventory.bucket}/{data}",
@@ -461,7 +437,7 @@ def _prefix_allowed(bucket: str, prefix: str, settings: Settings) -> bool:
 def _prefix_entries(
     spec: SourceSpec, settings: Settings, start: Position, retry: Retry, page_size: int
 ) -> Iterator[_Entry]:
-    client = storage.s3_client()
+    client = s3.client()
     for index, (bucket, prefix) in enumerate(_prefixes(spec, settings)):
         if index < start.source:
             continue
@@ -594,14 +570,14 @@ def _s3_opener(bucket: str, key: str, retry: Retry) -> Opener:
         if etag:
             request["IfMatch"] = etag[0]
         try:
-            response = storage.s3_client().get_object(**request)
+            response = s3.client().get_object(**request)
         except ClientError as exc:
             if offset and exc.response.get("Error", {}).get("Code") == "InvalidRange":
                 return io.BufferedReader(io.BytesIO())  # it broke off right at the end
             raise
         if not etag and response.get("ETag"):
             etag.append(str(response["ETag"]))
-        return io.BufferedReader(_Body(response["Body"]), 1 << 16)
+        return io.BufferedReader(s3.Body(response["Body"]), 1 << 16)
 
     def opener(offset: int) -> io.BufferedReader:
         return _call(f"reading s3://{bucket}/{key}", retry, lambda: get(offset))
@@ -804,26 +780,15 @@ def _inventory_row(
 
 
 def _call(what: str, retry: Retry, request: Callable[[], T]) -> T:
-    """`request()`, with transient S3 failures retried; BackfillError otherwise."""
-    from botocore.exceptions import BotoCoreError, ClientError
+    """`request()`, with transient S3 failures retried (s3.call); BackfillError otherwise."""
+    from botocore.exceptions import ClientError
 
-    last = ""
-    for attempt in range(1, retry.attempts + 1):
-        try:
-            return request()
-        except ClientError as exc:
-            error = exc.response.get("Error", {})
-            code = str(error.get("Code", ""))
-            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-            last = f"{code or status}: {error.get('Message', '')}".rstrip(": ")
-            if not (code in _TRANSIENT_CODES or status >= 500 or status == 429):
-                raise BackfillError(f"{what}: {last}") from None
-        except (BotoCoreError, ConnectionError, TimeoutError) as exc:
-            last = f"{type(exc).__name__}: {exc}"
-        if attempt < retry.attempts:
-            log.warning("backfill_source_retry", what=what, attempt=attempt, error=last)
-            retry.pause(attempt)
-    raise BackfillError(f"{what}: failed {retry.attempts} times; the last: {last}")
+    try:
+        return s3.call(what, request, retry)
+    except s3.GaveUp as exc:
+        raise BackfillError(f"{what}: {exc}") from None
+    except ClientError as exc:
+        raise BackfillError(f"{what}: {s3.reason(exc)}") from None
 
 
 def _stream_errors() -> tuple[type[BaseException], ...]:
@@ -831,7 +796,7 @@ def _stream_errors() -> tuple[type[BaseException], ...]:
     from urllib3.exceptions import HTTPError
 
     # EOFError and zlib.error: a gzip stream cut short by a dropped connection.
-    return (BotoCoreError, HTTPError, OSError, EOFError, zlib.error)
+    return (s3.BodyBroken, BotoCoreError, HTTPError, OSError, EOFError, zlib.error)
 
 
 def _lines(where: str, opener: Opener, skip: int, retry: Retry) -> Iterator[tuple[int, str | None]]:
@@ -905,23 +870,3 @@ def _discard(stream: IO[bytes], count: int) -> None:
         if not chunk:
             raise EOFError("the stream is shorter than when it was read before")
         count -= len(chunk)
-
-
-class _Body(io.RawIOBase):
-    """botocore's streaming body as a raw stream, for io.BufferedReader."""
-
-    def __init__(self, body: Any) -> None:
-        self._body = body
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        data = self._body.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
-        if not self.closed:
-            self._body.close()
-        super().close()
