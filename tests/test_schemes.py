@@ -562,7 +562,7 @@ def test_dian_accepts_key_equals_value_and_the_bare_search_url() -> None:
 
 def test_nfce_contingency_and_version_3() -> None:
     key = "35250312345678000195650010000000429123456789"  # tpEmis 9, DV recomputed
-    from worker.schemes.latam import access_key_check
+    from worker.schemes.nfce import access_key_check
 
     assert access_key_check(key).outcome == Outcome.OK
     v3 = f"https://www.nfce.fazenda.sp.gov.br/qrcode?p={key}|3|1|15|121.50|1|12345678000195|c2ln"
@@ -611,7 +611,7 @@ def test_an_emv_merchant_code_is_recognised_with_its_crc16() -> None:
         "00020101021126360014BR.GOV.BCB.PIX0114+5511999999999520400005303986"
         "5802BR5913FULANO DE TAL6008BRASILIA6304"
     )
-    from worker.schemes.others import _crc16
+    from worker.schemes.emv import _crc16
 
     payload = recognise(body + f"{_crc16(body.encode()):04X}")
     assert payload is not None and payload.scheme == "emv.merchant"

@@ -42,6 +42,15 @@ def unchecked(name: str, detail: str) -> Check:
     return Check(name, Outcome.NOT_CHECKABLE, detail)
 
 
+RECOGNISED_ONLY = "recognised only: the format is not verified in our reference"
+
+
+def recognised_only() -> Check:
+    """The structure check of a recognise-only scheme: the digest could not verify enough of
+    its format to check more than its header."""
+    return unchecked("structure", RECOGNISED_ONLY)
+
+
 def structure(name: str, problems: list[str]) -> Check:
     """One check summing up a list of structural problems (ok when there are none)."""
     return failed(name, "; ".join(problems)) if problems else ok(name)

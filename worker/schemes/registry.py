@@ -7,7 +7,28 @@ candidate that does not hold together (a lookalike) is handed on, not claimed.
 
 from __future__ import annotations
 
-from worker.schemes import Payload, epc, ksef, latam, others, pt, qrbill, spain, zatca
+from worker.schemes import (
+    Payload,
+    afip,
+    bysquare,
+    cfdi,
+    dian,
+    ecf,
+    emv,
+    epc,
+    gost,
+    ksef,
+    nfce,
+    pt,
+    qrbill,
+    sid,
+    sifen,
+    spain,
+    spayd,
+    sunat,
+    upn,
+    zatca,
+)
 from worker.schemes.checks import split_url
 
 SCHEMES = (
@@ -57,21 +78,21 @@ def _from_url(s: str) -> Payload | None:
         return spain.verifactu(host, path, query)
     if host in spain.TICKETBAI_HOSTS:
         return spain.ticketbai(s, host, path, query)
-    if host in latam.CFDI_HOSTS:
-        return latam.cfdi(query, latam.CFDI_HOSTS[host])
-    if host in latam.AFIP_HOSTS:
-        return latam.afip(host, path, query)
-    if host in latam.DIAN_HOSTS:
-        return latam.dian_url(host, path, query)
+    if host in cfdi.CFDI_HOSTS:
+        return cfdi.cfdi(query, cfdi.CFDI_HOSTS[host])
+    if host in afip.AFIP_HOSTS:
+        return afip.afip(host, path, query)
+    if host in dian.DIAN_HOSTS:
+        return dian.dian_url(host, path, query)
     if host in ksef.HOSTS:
         return ksef.url(host, path)
-    if host in others.ECF_HOSTS:
-        return others.ecf(path, query)
+    if host in ecf.ECF_HOSTS:
+        return ecf.ecf(path, query)
     # NFC-e and SIFEN pages live on many state hosts: recognised by their parameters.
-    if latam.is_nfce_candidate(query):
-        return latam.nfce(query)
+    if nfce.is_nfce_candidate(query):
+        return nfce.nfce(query)
     if "cHashQR=" in query:
-        return others.sifen(query)
+        return sifen.sifen(query)
     return None
 
 
@@ -97,34 +118,34 @@ def _from_text(s: str, data: bytes | None) -> Payload | None:
         if qrbill.is_candidate(s):
             return qrbill.parse(s)
         if s.startswith("SPD*"):
-            return others.spayd(s)
+            return spayd.spayd(s)
         if s.startswith("SID*"):
-            return others.sid(s)
-        if others.is_gost_candidate(s):
-            return others.gost(s, data)
+            return sid.sid(s)
+        if gost.is_gost_candidate(s):
+            return gost.gost(s, data)
     if first == "A" and s.startswith("A:") and pt.is_candidate(s):
         return pt.parse(s)
-    if first == "U" and others.is_upn_candidate(s):
-        return others.upn(s, data)
+    if first == "U" and upn.is_upn_candidate(s):
+        return upn.upn(s, data)
     if first == "?" and s[1:4].lower() == "re=":
-        return latam.cfdi_legacy(s)
+        return cfdi.cfdi_legacy(s)
     if first.isdigit():
-        if latam.is_sunat_candidate(s):
-            return latam.sunat(s)
+        if sunat.is_sunat_candidate(s):
+            return sunat.sunat(s)
         if ksef.is_number_candidate(s):
             return ksef.number(s)
         if s.startswith("000201"):
-            payload = others.emv(s)
+            payload = emv.emv(s)
             if payload is not None:
                 return payload
-    if latam.is_dian_block(s):
-        payload = latam.dian_block(s)
+    if dian.is_dian_block(s):
+        payload = dian.dian_block(s)
         if payload is not None:
             return payload
     if zatca.is_text_candidate(s):
         payload = zatca.from_text(s)
         if payload is not None:
             return payload
-    if others.is_bysquare_candidate(s):
-        return others.bysquare(s)
+    if bysquare.is_bysquare_candidate(s):
+        return bysquare.bysquare(s)
     return None
