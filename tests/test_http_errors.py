@@ -9,6 +9,7 @@ so a caller that parses every error body broke on `GET /detect`. The shim runs a
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -106,7 +107,8 @@ def test_answers_on_other_routes_are_not_counted_as_detect(client: httpx.Client)
 
 def test_a_bug_outside_detect_is_a_json_500_and_the_shim_goes_on(tmp_path: Path) -> None:
     """/metrics of a shim whose metrics folder was removed under it (a /tmp cleaner, say)
-    cannot be built: a 500, in the same shape as /detect's own, and /detect still answers."""
+    cannot be built: a 500 in the same shape as /detect's own, its trace in the log, and
+    /detect still answers."""
     folder = tmp_path / "metrics"
     folder.mkdir()
     server = ShimProcess(
@@ -121,6 +123,11 @@ def test_a_bug_outside_detect_is_a_json_500_and_the_shim_goes_on(tmp_path: Path)
             shutil.rmtree(folder)
             body = assert_json_error(http.get("/metrics"), 500, "internal_error")
             assert "ValueError" in body["error"]["message"]
-            assert http.post("/detect", content=digital_invoice(63).data).status_code == 200
+            assert http.post("/detect", content=digital_invoice(64).data).status_code == 200
     finally:
         server.stop()
+    # "The shim's log holds the details": the trace, as the error event of the request.
+    lines = (tmp_path / "shim.log").read_text().splitlines()
+    events = [json.loads(line) for line in lines if line.startswith("{")]
+    errors = [event for event in events if event.get("level") == "error"]
+    assert any("MultiProcessCollector" in json.dumps(event) for event in errors), errors
