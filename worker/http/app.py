@@ -57,12 +57,13 @@ _PREPROCESS = ("read", "decode_image")
 _CLIENT_CLOSED = 499
 # Bodies held at once: one per scan slot, and room for two more arriving or waiting.
 _BODIES_BEYOND_SLOTS = 2
-# Statuses whose answers carry no body (RFC 9110), framework errors among them.
+# Statuses whose answers must carry no body (RFC 9110): a framework exception with one is
+# answered bare.
 _BODILESS = frozenset({204, 304})
 
 
 @dataclass(frozen=True)
-class Shim:
+class ShimState:
     """What every request of one app shares, built by the lifespan before uvicorn accepts a
     connection, and reached from a request as `request.state.shim`."""
 
@@ -94,7 +95,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 @asynccontextmanager
 async def _lifespan(
     settings: Settings, engine: Engine | None, _: Starlette
-) -> AsyncIterator[dict[str, Shim]]:
+) -> AsyncIterator[dict[str, ShimState]]:
     if engine is None:
         started = time.perf_counter()
         engine = await anyio.to_thread.run_sync(Engine, settings)
@@ -102,7 +103,7 @@ async def _lifespan(
         log.info("shim_ready", model=_model_name(settings), ms=_ms(started))
     metrics.start("http", settings.backend_name, settings.model_names)
     yield {
-        "shim": Shim(
+        "shim": ShimState(
             settings=settings,
             engine=engine,
             slots=Slots(settings.http_concurrency, settings.http_slot_wait_ms / 1000.0),
@@ -122,8 +123,8 @@ async def _lifespan(
     }
 
 
-def _shim(request: Request) -> Shim:
-    shim: Shim = request.state.shim
+def _shim(request: Request) -> ShimState:
+    shim: ShimState = request.state.shim
     return shim
 
 
