@@ -126,7 +126,10 @@ def test_a_symbol_zxing_located_keeps_the_page_out_of_the_blind_gate(neural: Eng
     sample = corpus_sample("low_contrast", 13, seed=7)
     result = neural.scan(sample.data)
     assert [code.data for code in result.codes] == [code.payload for code in sample.codes]
-    assert result.codes[0].stage == "thorough"
+    # Since issue 19 the soft decoder reads the located symbol where the fast pass found it;
+    # without that read, the symbol keeps the page for the guided thorough pass.
+    code = result.codes[0]
+    assert code.stage == "thorough" or (code.stage, code.decoder) == ("fast", "qrw-soft")
 
 
 def test_regions_around_decoys_yield_no_invented_code() -> None:

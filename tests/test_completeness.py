@@ -239,3 +239,72 @@ def test_one_symbol_reported_by_zxing_and_both_detectors_is_listed_once() -> Non
     findings.detected(1, [0.7], [(102.0, 101.0, 199.0, 198.0)])
     assert findings.unread(1) == [(SQUARE, "zxing")]
     assert findings.unread(0) == []
+
+
+# The soft decoder reads what zxing locates and cannot ----------------------------------------
+
+SOFT_PAYLOAD = b"https://pay.example.com/inv/2026/0042?amount=120.00&iban=CH4431999123000889012"
+GLARED = segno.make_qr(SOFT_PAYLOAD, error="l", mask=2)
+
+
+def _page_with_a_glared_code() -> np.ndarray:
+    """A white 1000 x 1400 page with a version 4-L code (6 px a module) whose middle third is
+    washed out by glare (85% of its contrast gone): zxing locates it, and binarises the
+    washed-out modules into more errors than Reed-Solomon corrects; ours reads them as
+    unsure and corrects them as erasures."""
+    matrix = np.array(GLARED.matrix, np.uint8)
+    symbol = 255.0 - np.kron(matrix, np.ones((6, 6), np.float32)) * 255.0
+    side = symbol.shape[0]
+    lo, hi, left, right = (int(f * side) for f in (0.35, 0.65, 0.3, 0.6))
+    symbol[lo:hi, left:right] = 255.0 - (255.0 - symbol[lo:hi, left:right]) * 0.15
+    page = np.full((1400, 1000), 255.0, np.float32)
+    page[300 : 300 + side, 300 : 300 + side] = symbol
+    return page.astype(np.uint8)
+
+
+def test_zxing_locates_the_glared_code_and_cannot_read_it() -> None:
+    symbols = zxing_reader.read(_page_with_a_glared_code(), zxing_reader.Transform())
+    assert symbols and not any(s.valid for s in symbols)
+    assert any(s.format == "QRCode" for s in symbols)
+
+
+@pytest.mark.parametrize("engine_name", ["neural", "classical"])
+def test_the_soft_decoder_reads_it_in_the_fast_stage_with_its_erasures(engine_name, request):
+    engine: Engine = request.getfixturevalue(engine_name)
+    result = engine.scan(_page_with_a_glared_code())
+    [code] = result.codes
+    assert code.data == SOFT_PAYLOAD and code.text == SOFT_PAYLOAD.decode()
+    assert (code.stage, code.decoder) == ("fast", "qrw-soft")
+    assert code.variant.endswith("+soft")
+    assert code.erasures is not None and code.erasures > 0
+    assert code.errors_corrected is not None and code.errors_corrected >= 0
+    assert (code.version, code.ec_level) == (str(GLARED.version), "L")
+    assert result.stages_run == ["fast"] and result.complete and result.unread == []
+    document = result.to_dict()["codes"][0]
+    assert (document["erasures"], document["errors_corrected"]) == (
+        code.erasures,
+        code.errors_corrected,
+    )
+    jsonschema.validate(
+        document,
+        DETECT_RESPONSE["properties"]["codes"]["items"],
+        cls=jsonschema.Draft202012Validator,
+    )
+
+
+def test_zxing_reads_carry_no_correction_counts(classical: Engine) -> None:
+    [code] = classical.scan(digital_invoice(7, fmt="png").data).codes
+    assert code.decoder.startswith("zxing-cpp")
+    assert (code.errors_corrected, code.erasures) == (None, None)
+
+
+def test_soft_reads_are_counted_by_stage() -> None:
+    from prometheus_client import generate_latest
+
+    from worker import metrics
+
+    result = Engine(CLASSICAL).scan(_page_with_a_glared_code())
+    metrics.observe_scan(result, "unit")
+    metrics.observe_scan(result.to_dict(), "unit")
+    text = generate_latest().decode()
+    assert 'qrw_soft_reads_total{source="unit",stage="fast"} 2.0' in text

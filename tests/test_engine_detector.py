@@ -77,4 +77,9 @@ def test_every_detected_code_on_a_page_is_read_not_just_the_first(neural: Engine
     sample = corpus_sample("multi", 15, seed=7)  # three codes the fast pass cannot read
     result = neural.scan(sample.data)
     assert {code.data for code in result.codes} == {code.payload for code in sample.codes}
-    assert [code.stage for code in result.codes] == ["detect_small"] * 3
+    # Each by the small detector's crops, or (issue 19) by the soft decoder straight from
+    # where the fast pass located it (within its time budget, so either may come first).
+    assert all(
+        code.stage == "detect_small" or (code.stage, code.decoder) == ("fast", "qrw-soft")
+        for code in result.codes
+    )

@@ -30,6 +30,7 @@ from redis.retry import Retry
 
 from worker.engine.errors import ErrorCode
 from worker.engine.results import ScanResult
+from worker.engine.stages import soft
 from worker.metrics_env import multiprocess_enabled
 from worker.queue import names, persistence
 
@@ -49,6 +50,14 @@ SCANS = Counter(
 )
 CODES = Counter(
     "qrw_codes_read_total", "QR codes read, by the stage that read them.", ["source", "stage"]
+)
+# Reads by our soft-decision decoder (issue 19): how often it finds what zxing-cpp could not.
+# Each code's corrected errors and erasures are in the result (codes[].errors_corrected,
+# codes[].erasures); a label per count would be unbounded.
+SOFT_READS = Counter(
+    "qrw_soft_reads_total",
+    "QR codes read by the soft-decision decoder (decoder 'qrw-soft'), by the stage.",
+    ["source", "stage"],
 )
 # The parser's own scheme names (worker.schemes: a fixed set, so the label stays bounded),
 # "none" for a code whose text is no known scheme.
@@ -84,6 +93,8 @@ def observe_scan(result: ScanResult | dict[str, Any], source: str) -> None:
             SCAN_SECONDS.labels(source, phase).observe(ms / 1000.0)
     for code in document.get("codes") or []:
         CODES.labels(source, code.get("stage", "unknown")).inc()
+        if code.get("decoder") == soft.DECODER:
+            SOFT_READS.labels(source, code.get("stage", "unknown")).inc()
         payload = code.get("payload")
         scheme = payload.get("scheme") if isinstance(payload, dict) else None
         CODES_BY_SCHEME.labels(source, str(scheme or "none")).inc()

@@ -46,6 +46,8 @@ class Findings:
     # Pages where the codes read so far may not be all there are: "all" waits for one more
     # stage to look at them (see ask_another_look).
     _looks_asked: set[int] = field(default_factory=set)
+    # Places the soft decoder has tried (page, quad in page pixels).
+    _soft_tried: list[tuple[int, Quad]] = field(default_factory=list)
 
     def ask_another_look(self, page: int) -> None:
         """The codes read on `page` may not be all: on a photo, a code the reduced page
@@ -98,9 +100,7 @@ class Findings:
             if not symbol.valid:
                 self._pending.append((page, symbol.quad))
                 continue
-            if self._seen(page, symbol):
-                continue
-            self.codes.append(
+            added += self.add_code(
                 Code(
                     text=symbol.text,
                     data=symbol.data,
@@ -117,19 +117,35 @@ class Findings:
                     version=symbol.version,
                 )
             )
-            added += 1
-        if added:
-            self._pending = [(p, q) for p, q in self._pending if not self.covers(p, _centre(q))]
         return added
 
-    def _seen(self, page: int, symbol: Symbol) -> bool:
+    def add_code(self, code: Code) -> bool:
+        """One code read (by zxing or our soft decoder); False when it is a re-read."""
+        if self._seen(code):
+            return False
+        self.codes.append(code)
+        self._pending = [(p, q) for p, q in self._pending if not self.covers(p, _centre(q))]
+        return True
+
+    def first_soft_look(self, page: int, quad: Quad) -> bool:
+        """Whether the soft decoder has yet to try this place (then it is marked tried): the
+        fast pass, a detector and the thorough pass often hand it the same symbol."""
+        if any(p == page and _overlap(seen, quad) for p, seen in self._soft_tried):
+            return False
+        self._soft_tried.append((page, quad))
+        return True
+
+    def soft_looks(self, page: int) -> int:
+        return sum(p == page for p, _ in self._soft_tried)
+
+    def _seen(self, new: Code) -> bool:
         # The same content at another place on the page is another printed symbol (posters
         # and forms repeat codes) and is listed; at the same place it is a re-read.
-        centre = _centre(symbol.quad)
+        centre = _centre(new.quad)
         return any(
-            code.page == page
-            and code.format == symbol.format
-            and code.data == symbol.data
+            code.page == new.page
+            and code.format == new.format
+            and code.data == new.data
             and _inside(code.quad, centre)
             for code in self.codes
         )

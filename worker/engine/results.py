@@ -46,6 +46,11 @@ class Code:
     symbology_identifier: str = ""
     ec_level: str = ""
     version: str = ""
+    errors_corrected: int | None = None
+    """Codewords Reed-Solomon corrected as errors; known for our soft decoder's reads only
+    (decoder "qrw-soft"), None for zxing-cpp's, which does not say."""
+    erasures: int | None = None
+    """Codewords the soft decoder marked unsure and Reed-Solomon filled in as erasures."""
     # Parsed on first use and kept: a result is serialised more than once (the shim's
     # metrics and its answer), and a code the cascade drops is never parsed at all.
     _payload: Payload | _Unparsed | None = field(
@@ -78,6 +83,8 @@ class Code:
             "symbology_identifier": self.symbology_identifier,
             "ec_level": self.ec_level,
             "version": self.version,
+            "errors_corrected": self.errors_corrected,
+            "erasures": self.erasures,
             "payload": payload.to_dict() if payload is not None else None,
         }
 

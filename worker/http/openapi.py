@@ -93,6 +93,18 @@ _CODE = {
         "symbology_identifier": {"type": "string"},
         "ec_level": {"type": "string"},
         "version": {"type": "string"},
+        "errors_corrected": {
+            "type": ["integer", "null"],
+            "minimum": 0,
+            "description": "Codewords Reed-Solomon corrected as errors: our soft decoder's "
+            "reads (decoder 'qrw-soft') only, null for zxing-cpp's.",
+        },
+        "erasures": {
+            "type": ["integer", "null"],
+            "minimum": 0,
+            "description": "Codewords the soft decoder filled in as erasures (unsure modules); "
+            "null for zxing-cpp's reads.",
+        },
         "payload": {
             "oneOf": [{"type": "null"}, _PAYLOAD],
             "description": "null when the text is no known scheme.",

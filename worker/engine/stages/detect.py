@@ -21,6 +21,8 @@ from worker.engine.cascade import StageContext
 from worker.engine.detector.detector import Detector
 from worker.engine.detector.geometry import Detection
 from worker.engine.images import Page
+from worker.engine.results import Quad
+from worker.engine.stages import soft
 from worker.engine.zxing_reader import ReadOptions
 
 _BINARY = ReadOptions(binarizer=zxingcpp.Binarizer.FixedThreshold, try_downscale=False)
@@ -137,11 +139,20 @@ class DetectorStage:
         det: Detection,
         late: _LateBudget,
     ) -> None:
+        label = self.detector.label
         # Variants share their cuts: each warp is done once per detection.
         cuts: dict[object, tuple[np.ndarray, rectify.Perspective] | None] = {}
+        softly = False
         for variant in VARIANTS:
             if ctx.deadline.expired():
                 return
+            if variant.options is _LATE and not softly:
+                # The soft decoder before the late variants: it reads in a few ms most of
+                # what they would, and what none of them can (issue 19).
+                softly = True
+                quad: Quad = tuple((float(x), float(y)) for x, y in det.quad)  # type: ignore[assignment]
+                if soft.read(ctx, page, quad, stage=self.name, variant="soft", model=label):
+                    return
             if variant.options is _LATE and late.spent():
                 return
             if variant.cut not in cuts:
@@ -159,9 +170,13 @@ class DetectorStage:
                     stage=self.name,
                     decoder=zxing_reader.DECODER,
                     variant=variant.name,
-                    model=self.detector.label,
+                    model=label,
                 )
                 if added or any(s.valid for s in symbols):
+                    return
+                if soft.read_located(
+                    ctx, page, symbols, stage=self.name, variant=variant.name, model=label
+                ):
                     return
 
 

@@ -13,6 +13,7 @@ import numpy as np
 from worker.engine import evidence, zxing_reader
 from worker.engine.cascade import StageContext
 from worker.engine.images import Page
+from worker.engine.stages import soft
 
 # A rendered page (PDF, e-invoice image) is mostly paper at full white; a photo of paper
 # almost never is (room light, shading, sensor noise). Over the benchmark corpus rendered
@@ -37,14 +38,16 @@ class FastStage:
         for page in ctx.pages_to_scan():
             gray, scale = page.gray(ctx.settings.fast_max_side)
             symbols = zxing_reader.read(gray, zxing_reader.Transform(scale))
+            variant = "reduced" if scale < 1.0 else "full"
             ctx.findings.add(
                 symbols,
                 page=page.index,
                 stage=self.name,
                 decoder=zxing_reader.DECODER,
-                variant="reduced" if scale < 1.0 else "full",
+                variant=variant,
             )
-            if ctx.want != "all" or not any(s.valid for s in symbols):
+            softly = soft.read_located(ctx, page, symbols, stage=self.name, variant=variant)
+            if ctx.want != "all" or not (softly or any(s.valid for s in symbols)):
                 continue
             if rendered(gray):
                 if scale < 1.0:
@@ -75,6 +78,7 @@ class FastStage:
                 decoder=zxing_reader.DECODER,
                 variant="full_region",
             )
+            soft.read_located(ctx, page, symbols, stage=self.name, variant="full_region")
             if not symbols:
                 ctx.findings.ask_another_look(page.index)
 

@@ -23,6 +23,7 @@ import zxingcpp
 from worker.engine import enhance, zxing_reader
 from worker.engine.cascade import Box, StageContext
 from worker.engine.images import Page
+from worker.engine.stages import soft
 from worker.engine.zxing_reader import ReadOptions, Transform
 
 _GLOBAL = ReadOptions(binarizer=zxingcpp.Binarizer.GlobalHistogram)
@@ -179,6 +180,7 @@ class ThoroughStage:
             decoder=zxing_reader.DECODER,
             variant=variant.name,
         )
+        soft.read_located(ctx, page, symbols, stage=self.name, variant=variant.name)
 
 
 def _contains(box: Box, point: tuple[float, float]) -> bool:
