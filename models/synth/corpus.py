@@ -700,10 +700,12 @@ def _lowres(rng: np.random.Generator, name: str) -> CorpusSample:
     shrink = float(rng.uniform(2.0, 3.0))  # how much larger the phone's own photo was
     _snap(rng, scene, pose, scale=_scale_for(scene, pose, target * shrink))
     _room_light(rng, scene)
-    # The phone's lens, sensor and JPEG at its own resolution, before the pipeline shrinks it.
-    softness = float(rng.uniform(0.4, 0.9))
-    noise = float(rng.uniform(2.0, 5.0))
-    phone_quality = int(rng.integers(85, 96))
+    # The phone's focus, sensor and JPEG at its own resolution, before the pipeline shrinks
+    # it: a hand-held shot of a whole page is soft by a third to 0.6 of a module, which the
+    # shrink then folds into 2-4 pixels.
+    softness = float(rng.uniform(0.3, 0.6)) * target * shrink
+    noise = float(rng.uniform(3.0, 8.0))
+    phone_quality = int(rng.integers(80, 96))
     scene.image = effects.grain(effects.defocus(scene.image, softness), noise, rng)
     scene.image = effects.jpeg_pass(scene.image, phone_quality)
     scene.image, points = effects.resize(scene.image, scene.quads.reshape(-1, 2), 1.0 / shrink)
