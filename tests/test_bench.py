@@ -103,7 +103,7 @@ def test_a_peer_that_cannot_load_is_reported_absent_not_zero(monkeypatch, tiny: 
 
 def test_an_unknown_reader_run_as_a_process_says_absent(tiny: Path) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "worker.bench.harness", "no-such-reader", str(tiny)],
+        [sys.executable, "-m", "worker.bench.reader_process", "no-such-reader", str(tiny)],
         capture_output=True,
         text=True,
         timeout=60,

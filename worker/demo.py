@@ -8,9 +8,6 @@ file:// references, and the results printed with their timing breakdowns.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from contextlib import ExitStack
@@ -18,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from worker.console import IMAGE_SUFFIXES, print_job_results
+from worker.harness import NotStarted, Pool, local_redis
 from worker.queue import names, producer, runtime
-from worker.queue.local_redis import local_redis
 from worker.settings import Settings
 
 
@@ -30,7 +27,6 @@ def run(settings: Settings, samples: Path, count: int, workers: int) -> int:
         url = os.environ.get("REDIS_URL") or stack.enter_context(local_redis())
         queue = f"demo-{uuid.uuid4().hex[:8]}"
         env = {
-            **os.environ,
             "REDIS_URL": url,
             "QRW_FILE_ROOTS": str(samples),
             "QRW_LOG_LEVEL": os.environ.get("QRW_LOG_LEVEL", "warning"),
@@ -38,22 +34,14 @@ def run(settings: Settings, samples: Path, count: int, workers: int) -> int:
             # it cannot take: the demo runs without metrics unless asked.
             "QRW_METRICS_PORT": os.environ.get("QRW_METRICS_PORT", "0"),
         }
-        pool = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "worker.cli",
-                "worker",
-                "--queues",
-                queue,
-                "--workers",
-                str(workers),
-            ],
-            env=env,
-        )
-        stack.callback(_stop, pool)
-        connection = runtime.connect(url)
-        _wait_for_workers(connection, queue, workers, pool)
+        # The pool's warnings reach the terminal, as `qrw worker` run by hand shows them.
+        pool = Pool(env, queue, workers, "inherit")
+        stack.callback(pool.stop)
+        connection = runtime.connect(settings.replace(redis_url=url))
+        try:
+            pool.wait_ready(connection, timeout=60)
+        except NotStarted as exc:
+            raise SystemExit(f"the workers did not start: {exc}") from exc
         print(f"redis {url}, queue {queue}, {workers} worker(s), {len(refs)} invoices", flush=True)
         reply_to = f"{names.REPLY_PREFIX}{uuid.uuid4()}"
         for ref in refs:
@@ -80,21 +68,3 @@ def _samples(folder: Path, count: int) -> list[str]:
             (folder / f"{sample.name}.{sample.extension}").write_bytes(sample.data)
         existing = sorted(p for p in folder.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     return [f"file://{path}" for path in existing]
-
-
-def _wait_for_workers(
-    connection: Any, queue: str, count: int, pool: subprocess.Popen[bytes]
-) -> None:
-    until = time.monotonic() + 60
-    while connection.scard(names.rq_queue_workers_key(queue)) < count:
-        if pool.poll() is not None or time.monotonic() > until:
-            raise SystemExit("the workers did not start")
-        time.sleep(0.05)
-
-
-def _stop(pool: subprocess.Popen[bytes]) -> None:
-    pool.send_signal(signal.SIGTERM)
-    try:
-        pool.wait(30)
-    except subprocess.TimeoutExpired:
-        pool.kill()

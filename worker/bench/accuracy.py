@@ -73,7 +73,7 @@ def run_reader(name: str, folders: list[Path], limit: int | None = None) -> dict
         [
             sys.executable,
             "-m",
-            "worker.bench.harness",
+            "worker.bench.reader_process",
             name,
             *(["--limit", str(limit)] if limit else []),
             *map(str, folders),

@@ -2,7 +2,7 @@
 
     python -m worker.bench.backfill [--quick] [--out docs/benchmarks.md]
 
-Every run starts its own redis-server (worker.queue.local_redis), `qrw worker` processes
+Every run starts its own redis-server (worker.harness.local_redis), `qrw worker` processes
 serving `qr,qr-backfill`, and drives `qrw backfill` as a subprocess, the way an operator
 does. It measures:
 1. throughput: the same generated digital invoices (hard links of a few dozen 2 MP JPEGs
@@ -51,12 +51,13 @@ from typing import Any
 import redis
 
 from models.synth import digital_invoice
+from worker import harness, procfs
 from worker.backfill import Options
 from worker.backfill import seen as dedup_set
 from worker.backfill.runner import ENQUEUE_MAX_JOBS
 from worker.bench.report import machine_line, percentile, write_section
+from worker.harness import NotStarted, Pool, free_port, local_redis
 from worker.queue import names, producer
-from worker.queue.local_redis import free_port, local_redis
 
 COMMAND = "python -m worker.bench.backfill"
 LIVE_QUEUE = names.DEFAULT_QUEUE
@@ -106,6 +107,7 @@ class Bench:
     base: Path
     endpoint: str | None = None
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    pools: list[Pool] = field(default_factory=list)
 
     @property
     def files(self) -> Path:
@@ -147,10 +149,8 @@ class Bench:
 
     def spawn(self, label: str, argv: list[str], **env: str) -> subprocess.Popen[bytes]:
         self.logs.mkdir(parents=True, exist_ok=True)
-        with (self.logs / f"{label}.log").open("ab") as log:
-            process = subprocess.Popen(
-                [sys.executable, *argv], env=self.env(**env), stdout=log, stderr=log
-            )
+        log = self.logs / f"{label}.log"
+        process = harness.spawn([sys.executable, *argv], self.env(**env), log, append=True)
         self.procs.append(process)
         return process
 
@@ -160,15 +160,8 @@ class Bench:
         return "\n".join(text.splitlines()[-lines:])
 
     def stop_all(self) -> None:
-        for process in reversed(self.procs):
-            if process.poll() is None:
-                process.terminate()
-        for process in self.procs:
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
+        harness.stop(*(pool.process for pool in self.pools), *reversed(self.procs))
+        self.pools.clear()
         self.procs.clear()
 
 
@@ -185,14 +178,16 @@ def bench_redis(base: Path, endpoint: str | None = None) -> Iterator[Bench]:
             bench.stop_all()
 
 
-def start_workers(bench: Bench, count: int = WORKERS) -> subprocess.Popen[bytes]:
-    process = bench.spawn("workers", ["-m", "worker.cli", "worker", "--workers", str(count)])
-    client, started = bench.client, time.perf_counter()
-    while client.scard(names.rq_queue_workers_key(BACKFILL_QUEUE)) < count:
-        if process.poll() is not None or time.perf_counter() - started > 90:
-            raise RuntimeError(f"workers did not start:\n{bench.log_tail('workers')}")
-        time.sleep(0.05)
-    return process
+def start_workers(bench: Bench, count: int = WORKERS) -> Pool:
+    # No --queues: QRW_QUEUES (bench.env) names the live queue and the backfill's.
+    bench.logs.mkdir(parents=True, exist_ok=True)
+    pool = Pool(bench.env(), None, count, bench.logs / "workers.log")
+    bench.pools.append(pool)
+    try:
+        pool.wait_ready(bench.client, timeout=90, queue=BACKFILL_QUEUE)
+    except NotStarted as exc:
+        raise RuntimeError(f"workers did not start:\n{bench.log_tail('workers')}") from exc
+    return pool
 
 
 def backfill(bench: Bench, label: str, *args: str) -> subprocess.Popen[bytes]:
@@ -295,21 +290,11 @@ class Sampler:
         with contextlib.suppress(redis.RedisError):
             self.redis_peak = max(self.redis_peak, int(self.client.info("memory")["used_memory"]))
         if self.pid is not None:
-            self.rss_peak_kb = max(self.rss_peak_kb, vm_hwm_kb(self.pid))
+            self.rss_peak_kb = max(self.rss_peak_kb, procfs.status_kib(self.pid, "VmHWM") or 0)
 
     def _run(self) -> None:
         while not self._stop.wait(0.05):
             self.sample()
-
-
-def vm_hwm_kb(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return 0
 
 
 def output_lines(out: Path) -> Iterator[dict[str, Any]]:

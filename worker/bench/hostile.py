@@ -9,7 +9,7 @@ about four before them); it exits 1 when a promise fails, 2 when the pool or shi
 started. --code-root runs the pool and the shim from another checkout, for a before/after.
 
 The measurement behind issue 9's "done when". It starts, in a temporary folder:
-- its own redis-server on a free port (worker.queue.local_redis), switched to append-only
+- its own redis-server on a free port (worker.harness.local_redis), switched to append-only
   persistence (`CONFIG SET appendonly yes`) as production runs it;
 - a file root holding generated hostile files (worker.bench.hostile_files, plus the controls
   and the small cases written here): every reference is `file://` under QRW_FILE_ROOTS;
@@ -42,7 +42,6 @@ import io
 import json
 import os
 import platform
-import signal
 import socket
 import subprocess
 import sys
@@ -62,7 +61,8 @@ from urllib.parse import quote
 import redis
 
 from worker.bench.report import percentile, write_document
-from worker.queue.local_redis import free_port, local_redis
+from worker.harness import Guard, Pool, Shim, free_port, local_redis, request
+from worker.procfs import cpu_ticks, peak_mib, reset_peak, rss_mib, total, usage
 from worker.queue.names import (
     DEAD_LETTER_STREAM,
     REPLY_PREFIX,
@@ -83,296 +83,6 @@ AT_ONCE_S = 10.0
 MAX_RESULT_BYTES = 64 * 1024
 JOB_TIMEOUT = 30
 INVOICE_TEXT = "INV-2026-{n:04d}|ACME GmbH|EUR 1042.00"
-
-
-# --------------------------------------------------------------------------- processes
-
-
-def _status_kib(pid: int, key: str) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    except (OSError, ValueError):
-        return None
-    return None
-
-
-def peak_mib(pid: int) -> float | None:
-    kib = _status_kib(pid, "VmHWM")
-    return None if kib is None else kib / 1024.0
-
-
-def rss_mib(pid: int) -> float | None:
-    kib = _status_kib(pid, "VmRSS")
-    return None if kib is None else kib / 1024.0
-
-
-def reset_peak(pid: int) -> None:
-    # 5 resets the peak resident set size (VmHWM) to the current one.
-    with contextlib.suppress(OSError):
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
-
-
-def pss_mib(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) / 1024.0
-    except (OSError, ValueError):
-        pass
-    return 0.0
-
-
-def cpu_ticks(pid: int) -> int:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])  # utime + stime
-    except (OSError, IndexError, ValueError):
-        return 0
-
-
-def children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except (OSError, ValueError):
-        return []
-
-
-def renderers(pid: int) -> list[int]:
-    """The PDF renderer children of a worker or shim process (worker.engine.isolation).
-
-    The shim starts them from its scan threads, and /proc lists a child under the thread
-    that started it: every thread's list is read."""
-    found = []
-    try:
-        tasks = [int(t.name) for t in Path(f"/proc/{pid}/task").iterdir()]
-    except (OSError, ValueError):
-        return []
-    for task in tasks:
-        try:
-            listed = Path(f"/proc/{pid}/task/{task}/children").read_text().split()
-        except OSError:
-            continue
-        for child in listed:
-            try:
-                if b"worker.engine.isolation" in Path(f"/proc/{child}/cmdline").read_bytes():
-                    found.append(int(child))
-            except OSError:
-                pass
-    return found
-
-
-def _is_worker(pid: int) -> bool:
-    try:
-        return b"worker.cli" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-
-
-class Guard(threading.Thread):
-    """Samples every process the run owns; kills one whose RSS passes the ceiling, so a
-    pre-fix run (5.9 GB for one job) cannot take a shared machine down. Also records every
-    pid it saw, so a worker that died and was respawned between two looks is still noticed."""
-
-    def __init__(self, ceiling_mib: float) -> None:
-        super().__init__(name="memory-guard", daemon=True)
-        self.ceiling_mib = ceiling_mib
-        self.watched: dict[str, Callable[[], list[int]]] = {}
-        self.seen: dict[str, set[int]] = {}
-        self.kills: list[dict[str, Any]] = []
-        self.lock = threading.Lock()
-        self.stopped = threading.Event()
-        # (parent, pid) -> highest RSS sampled, for the PDF renderer children: one killed at
-        # its address-space limit leaves no VmHWM to read afterwards.
-        self.renderer_rss: dict[tuple[int, int], float] = {}
-
-    def watch(self, label: str, pids: Callable[[], list[int]]) -> None:
-        with self.lock:
-            self.watched[label] = pids
-            self.seen.setdefault(label, set())
-
-    def reset_renderers(self, parents: list[int]) -> None:
-        """Forget the renderers' sampled peaks and reset their VmHWM, before an input."""
-        with self.lock:
-            self.renderer_rss = {k: v for k, v in self.renderer_rss.items() if k[0] not in parents}
-        for parent in parents:
-            for renderer in renderers(parent):
-                reset_peak(renderer)
-
-    def renderer_peaks(self, parent: int) -> list[float]:
-        """The peak of each of `parent`'s renderer children since the last reset, largest
-        first: VmHWM for the living, the highest RSS sampled (every 50 ms) for one that
-        was killed (at its address-space limit, or at the deadline)."""
-        with self.lock:
-            peaks = {k[1]: v for k, v in self.renderer_rss.items() if k[0] == parent}
-        for renderer in renderers(parent):
-            peaks[renderer] = max(peaks.get(renderer, 0.0), peak_mib(renderer) or 0.0)
-        return sorted(peaks.values(), reverse=True)
-
-    def kills_since(self, moment: float) -> list[dict[str, Any]]:
-        with self.lock:
-            return [k for k in self.kills if k["at"] >= moment]
-
-    def run(self) -> None:
-        while not self.stopped.wait(0.05):
-            with self.lock:
-                watched = list(self.watched.items())
-            for label, provider in watched:
-                for pid in provider():
-                    with self.lock:
-                        self.seen[label].add(pid)
-                    for renderer in renderers(pid):
-                        sampled = rss_mib(renderer) or 0.0
-                        key = (pid, renderer)
-                        with self.lock:
-                            self.renderer_rss[key] = max(self.renderer_rss.get(key, 0.0), sampled)
-                    rss = rss_mib(pid)
-                    if rss is not None and rss > self.ceiling_mib:
-                        with contextlib.suppress(ProcessLookupError):
-                            os.kill(pid, signal.SIGKILL)
-                        with self.lock:
-                            self.kills.append(
-                                {"at": time.time(), "label": label, "pid": pid, "rss_mib": rss}
-                            )
-
-
-class Pool:
-    """`qrw worker --workers N` as ops run it, in its own session."""
-
-    def __init__(self, env: dict[str, str], workers: int, log: Path, cwd: Path | None) -> None:
-        self.log = log
-        self.workers = workers
-        with open(log, "wb") as handle:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "worker.cli",
-                    "worker",
-                    "--queues",
-                    QUEUE,
-                    "--workers",
-                    str(workers),
-                ],
-                env=env,
-                cwd=cwd,
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def worker_pids(self) -> list[int]:
-        # The pool's forks share its command line; a helper it runs briefly (a library
-        # probing with a subprocess) does not, and is no worker.
-        return [pid for pid in children(self.process.pid) if _is_worker(pid)]
-
-    def all_pids(self) -> list[int]:
-        return [self.process.pid, *self.worker_pids()]
-
-    def wait_ready(self, client: redis.Redis, timeout: float = 180) -> float:
-        started = time.monotonic()
-        while client.scard(rq_queue_workers_key(QUEUE)) < self.workers:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"qrw worker exited with {self.process.returncode}: {tail(self.log)}"
-                )
-            if time.monotonic() - started > timeout:
-                raise TimeoutError(f"workers did not register: {tail(self.log)}")
-            time.sleep(0.1)
-        return time.monotonic() - started
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                for pid in self.all_pids():
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
-                self.process.wait(10)
-
-
-class Shim:
-    """`qrw serve` (one process, default concurrency) on a free loopback port."""
-
-    def __init__(self, env: dict[str, str], log: Path, cwd: Path | None) -> None:
-        self.env = env
-        self.cwd = cwd
-        self.log = log
-        self.port = free_port()
-        self.starts = 0
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.starts += 1
-        with open(self.log, "ab") as handle:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "worker.cli", "serve", "--port", str(self.port)],
-                env=self.env,
-                cwd=self.cwd,
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def pids(self) -> list[int]:
-        return [self.pid] if self.process is not None and self.process.poll() is None else []
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def wait_ready(self, timeout: float = 180) -> float:
-        started = time.monotonic()
-        while time.monotonic() - started < timeout:
-            if not self.alive():
-                raise RuntimeError(f"qrw serve exited: {tail(self.log)}")
-            with contextlib.suppress(OSError, http.client.HTTPException):
-                if request("GET", self.port, "/readyz", timeout=2)[0] == 200:
-                    return time.monotonic() - started
-            time.sleep(0.2)
-        raise TimeoutError(f"the shim did not become ready: {tail(self.log)}")
-
-    def stop(self) -> None:
-        if self.alive():
-            assert self.process is not None
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-
-
-def tail(path: Path, lines: int = 5) -> str:
-    try:
-        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def request(
-    method: str, port: int, path: str, body: bytes | None = None, timeout: float = 120
-) -> tuple[int, dict[str, Any]]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        headers = {"Content-Type": "application/octet-stream"} if body is not None else {}
-        connection.request(method, path, body=body, headers=headers)
-        response = connection.getresponse()
-        raw = response.read()
-        try:
-            document = json.loads(raw)
-        except ValueError:
-            document = {"text": raw[:200].decode(errors="replace")}
-        return response.status, document if isinstance(document, dict) else {}
-    finally:
-        connection.close()
 
 
 # --------------------------------------------------------------------------- inputs
@@ -952,9 +662,9 @@ class QueueBench:
         row.note += f" no result within {wait_s:.0f} s;"
 
     def busy(self) -> bool:
+        # The set holds the workers' own keys.
         for key in self.client.smembers(rq_queue_workers_key(QUEUE)):
-            name = key.decode().removeprefix("rq:worker:")
-            if self.client.hget(rq_worker_key(name), "state") == b"busy":
+            if self.client.hget(key, "state") == b"busy":
                 return True
         return False
 
@@ -1598,7 +1308,6 @@ def measure(args: argparse.Namespace) -> Run:
         # Every setting at its default (none inherited from the caller's shell) but where
         # the pool, the shim and their files are.
         env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("QRW_")},
             "REDIS_URL": url,
             "QRW_FILE_ROOTS": str(root),
             "QRW_QUEUES": QUEUE,
@@ -1612,18 +1321,30 @@ def measure(args: argparse.Namespace) -> Run:
             # The pool and the shim run another checkout's code (a before/after comparison).
             env["PYTHONPATH"] = str(args.code_root)
         pool = (
-            Pool(env, args.workers, folder / "worker.log", args.code_root) if needs_pool else None
+            Pool(
+                env,
+                QUEUE,
+                args.workers,
+                folder / "worker.log",
+                cwd=args.code_root,
+                defaults_only=True,
+            )
+            if needs_pool
+            else None
         )
-        shim = Shim(env, folder / "shim.log", args.code_root)
-        if needs_shim:
-            shim.start()
+        # Started now, its engine warms while the pool's sections run.
+        shim = (
+            Shim(env, folder / "shim.log", cwd=args.code_root, defaults_only=True, wait=False)
+            if needs_shim
+            else None
+        )
         try:
             if pool is not None:
                 guard.watch("worker", pool.worker_pids)
                 run.pool["ready_s"] = pool.wait_ready(client)
                 time.sleep(1.0)  # let both engines settle after warm-up
                 run.pool["pids_before"] = sorted(pool.worker_pids())
-                run.pool["pss_before_mib"] = sum(pss_mib(p) for p in pool.all_pids())
+                run.pool["pss_before_mib"] = total(pool.all_pids()).pss
                 deliveries = Deliveries(client)
                 bench = QueueBench(client, pool, guard, deliveries, root)
                 queue_rows: list[Row] = []
@@ -1632,11 +1353,11 @@ def measure(args: argparse.Namespace) -> Run:
                 if "queue-jobs" in sections:
                     jobs = select(job_cases(args.plain_mb), args)
                     queue_rows += run_queue(bench, "queue-jobs", jobs)
-            if needs_shim:
+            if shim is not None:
                 guard.watch("shim", shim.pids)
                 run.shim["ready_s"] = shim.wait_ready()
                 run.shim["pid_before"] = shim.pid
-                run.shim["pss_before_mib"] = pss_mib(shim.pid)
+                run.shim["pss_before_mib"] = usage(shim.pid).pss
                 if "shim-files" in sections:
                     run.rows += run_shim_files(shim, guard, root, files)
                 if "shim-params" in sections:
@@ -1650,14 +1371,14 @@ def measure(args: argparse.Namespace) -> Run:
                         flush=True,
                     )
                 run.shim["pid_after"] = shim.pid if shim.alive() else None
-                run.shim["pss_after_mib"] = pss_mib(shim.pid) if shim.alive() else None
+                run.shim["pss_after_mib"] = usage(shim.pid).pss if shim.alive() else None
                 run.shim["starts"] = shim.starts
                 run.shim["seen"] = sorted(guard.seen.get("shim", set()))
             if pool is not None:
                 final_sweep(bench, queue_rows)
                 run.rows = queue_rows + run.rows
                 run.pool["pids_after"] = sorted(pool.worker_pids())
-                run.pool["pss_after_mib"] = sum(pss_mib(p) for p in pool.all_pids())
+                run.pool["pss_after_mib"] = total(pool.all_pids()).pss
                 run.pool["seen"] = sorted(guard.seen.get("worker", set()))
                 run.pool["alive"] = pool.process.poll() is None
         finally:
@@ -1665,7 +1386,8 @@ def measure(args: argparse.Namespace) -> Run:
             run.kills = list(guard.kills)
             if pool is not None:
                 pool.stop()
-            shim.stop()
+            if shim is not None:
+                shim.stop()
             if args.keep_logs:
                 args.keep_logs.mkdir(parents=True, exist_ok=True)
                 for log in ("worker.log", "shim.log"):

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -32,50 +30,22 @@ from typing import Any
 import httpx
 
 from worker.bench.report import machine_line, percentile, write_section
+from worker.harness import NotStarted, Shim
 
 _CLIENTS_PER_PROCESS = 2
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _start(processes: int, concurrency: int | None) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    env = {**os.environ, "QRW_HTTP_PROCESSES": str(processes), "QRW_LOG_LEVEL": "warning"}
+def _start(processes: int, concurrency: int | None) -> Shim:
+    env = {"QRW_HTTP_PROCESSES": str(processes), "QRW_LOG_LEVEL": "warning"}
     if concurrency is not None:
         env["QRW_HTTP_CONCURRENCY"] = str(concurrency)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "worker.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("the shim did not become ready")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    import signal
-
-    os.killpg(process.pid, signal.SIGTERM)
+    shim = Shim(env, wait=False)
     try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        shim.wait_ready(120)
+    except NotStarted:
+        shim.stop()
+        raise
+    return shim
 
 
 def run(
@@ -86,7 +56,8 @@ def run(
     clients = flood or _CLIENTS_PER_PROCESS * processes
     # Closed loop: slots for every client in each process, as the kernel may send several
     # to one process. Flood: the slots ops get by default, far fewer than the clients.
-    process, url = _start(processes, concurrency=None if flood else clients)
+    shim = _start(processes, concurrency=None if flood else clients)
+    url = shim.url
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     lock = threading.Lock()
@@ -121,7 +92,7 @@ def run(
             thread.join()
         wall = time.perf_counter() - started
     finally:
-        _stop(process)
+        shim.stop()
     return {
         "mode": "flood" if flood else "closed loop",
         "processes": processes,

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -42,62 +41,17 @@ from typing import Any
 
 import redis
 
-from worker.bench.hostile import QUEUE, Pool, children
 from worker.bench.report import machine_line, write_section
+from worker.harness import Pool, free_port, local_redis
+from worker.procfs import Usage, total, tree, usage
 from worker.queue import names, producer
-from worker.queue.local_redis import free_port, local_redis
 from worker.queue.rq_worker import IDLE_TRIM_S
 
 COMMAND = "python -m worker.bench.memory"
-MIB = 1024.0
+QUEUE = "qr-memory"
 BACKENDS = ("none", "onnx", "torch")
 ROOT = Path(__file__).resolve().parents[2]
 JOB_WAIT_S = 300  # the longest wait for one result before the run gives up
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """One process's memory, MiB."""
-
-    pss: float = 0.0
-    rss: float = 0.0
-    private: float = 0.0
-
-    def __add__(self, other: Usage) -> Usage:
-        return Usage(self.pss + other.pss, self.rss + other.rss, self.private + other.private)
-
-
-def usage(pid: int) -> Usage:
-    """From smaps_rollup: one read, the kernel sums every mapping. A process that has
-    just exited reads as nothing."""
-    values: dict[str, int] = {}
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            key, _, rest = line.partition(":")
-            if key in ("Pss", "Rss", "Private_Clean", "Private_Dirty"):
-                values[key] = int(rest.split()[0])
-    except (OSError, ValueError, IndexError):
-        return Usage()
-    private = values.get("Private_Clean", 0) + values.get("Private_Dirty", 0)
-    return Usage(values.get("Pss", 0) / MIB, values.get("Rss", 0) / MIB, private / MIB)
-
-
-def tree(pid: int) -> list[int]:
-    """`pid` and every process below it: RQ's scheduler is a worker's fork, and holds a
-    copy-on-write share of that worker's pages."""
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        todo.extend(children(current))
-    return found
-
-
-def total(pids: list[int]) -> Usage:
-    summed = Usage()
-    for pid in pids:
-        summed = summed + usage(pid)
-    return summed
 
 
 @dataclass
@@ -145,10 +99,9 @@ def pool_env(
     extra: dict[str, str],
     code_root: Path | None = None,
 ) -> dict[str, str]:
-    # Every setting at its default (none inherited from the caller's shell) but these.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QRW_")}
-    if code_root is not None:
-        env["PYTHONPATH"] = str(code_root)
+    # Every setting at its default (none inherited from the caller's shell, see
+    # measure_pool) but these.
+    env = {"PYTHONPATH": str(code_root)} if code_root is not None else {}
     env |= {
         "REDIS_URL": url,
         "QRW_BACKEND": backend,
@@ -169,7 +122,7 @@ def measure_pool(
     client = redis.Redis.from_url(url)
     client.flushall()
     env = pool_env(url, backend, args.images, args.env, args.code_root)
-    pool = Pool(env, workers, log, args.code_root or ROOT)
+    pool = Pool(env, QUEUE, workers, log, cwd=args.code_root or ROOT, defaults_only=True)
     try:
         ready = pool.wait_ready(client)
         time.sleep(args.settle)

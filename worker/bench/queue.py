@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,17 +29,14 @@ import redis
 
 from models.synth import digital_invoice
 from worker.bench.report import machine_line, percentile, write_section
+from worker.harness import Pool, free_port, local_redis
 from worker.queue import names, producer
-from worker.queue.local_redis import free_port, local_redis
 
 COMMAND = "python -m worker.bench.queue"
 
 
-def start_workers(
-    url: str, root: Path, queue: str, count: int, kind: str
-) -> subprocess.Popen[bytes]:
+def start_workers(url: str, root: Path, queue: str, count: int, kind: str) -> Pool:
     env = {
-        **os.environ,
         "REDIS_URL": url,
         "QRW_FILE_ROOTS": str(root),
         "QRW_WORKER_CLASS": kind,
@@ -49,21 +44,7 @@ def start_workers(
         # Metrics on, as in production, on a port no other pool holds.
         "QRW_METRICS_PORT": str(free_port()),
     }
-    return subprocess.Popen(
-        [sys.executable, "-m", "worker.cli", "worker", "--queues", queue, "--workers", str(count)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-def wait_ready(client: redis.Redis, queue: str, count: int) -> float:
-    started = time.perf_counter()
-    while client.scard(names.rq_queue_workers_key(queue)) < count:
-        time.sleep(0.02)
-        if time.perf_counter() - started > 60:
-            raise TimeoutError("workers did not register")
-    return time.perf_counter() - started
+    return Pool(env, queue, count)
 
 
 def collect(client: redis.Redis, reply_to: str, count: int) -> list[dict[str, Any]]:
@@ -126,7 +107,7 @@ def measure(
         row: dict[str, Any] = {
             "worker_class": kind,
             "workers": count,
-            "ready_s": wait_ready(client, queue, count),
+            "ready_s": workers.wait_ready(client, timeout=60),
         }
         latency(client, queue, refs, 10)  # warm the path
         row |= latency(client, queue, refs, args.latency_jobs)
@@ -136,8 +117,7 @@ def measure(
             row[key] = float(np.median(bursts))
         return row
     finally:
-        workers.terminate()
-        workers.wait(60)
+        workers.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,12 +41,9 @@ CONFIGURATIONS = (
 ARENA = "arena (before)"
 
 _PROBE = """
-import json, sys, time
+import json, os, sys, time
 started = float(sys.argv[1])
-def status(key):
-    for line in open('/proc/self/status'):
-        if line.startswith(key):
-            return int(line.split()[1]) / 1024
+from worker.procfs import peak_mib, rss_mib
 from worker.engine.detector import sessions
 sessions.OWN_ARENAS = sys.argv[5] == "arena"
 from worker.engine import Engine
@@ -54,7 +51,7 @@ from worker.settings import Settings
 engine = Engine(Settings.from_env())
 engine.warm_up()
 ready = time.time() - started
-rss = status('VmRSS:')
+rss = rss_mib(os.getpid())
 latencies = []
 detectors = [s.detector for s in engine.stages if hasattr(s, 'detector')]
 if detectors:
@@ -67,7 +64,7 @@ if detectors:
             t = time.perf_counter()
             detectors[0].detect(page)
             latencies.append((time.perf_counter() - t) * 1000.0)
-print(json.dumps({"ready_s": ready, "rss_mb": rss, "peak_mb": status('VmHWM:'),
+print(json.dumps({"ready_s": ready, "rss_mb": rss, "peak_mb": peak_mib(os.getpid()),
                   "latencies_ms": latencies, "torch_loaded": 'torch' in sys.modules}))
 """
 

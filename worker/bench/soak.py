@@ -42,9 +42,9 @@ from typing import Any
 import redis
 
 from models.synth import digital_invoice, no_code_invoice
-from tests.services import RedisServer, WorkerProcess, free_port
-from worker.bench.memory import children, total, tree
 from worker.bench.report import machine_line, percentile, write_section
+from worker.harness import NotStarted, Pool, RedisServer, free_port
+from worker.procfs import total, tree
 from worker.queue import names, producer
 
 COMMAND = "python -m worker.bench.soak"
@@ -108,22 +108,16 @@ class Soak:
             "QRW_LOG_LEVEL": "warning",
         }
 
-    def start_pool(self, queue: str = QUEUE) -> WorkerProcess:
+    def start_pool(self, queue: str = QUEUE) -> Pool:
         self.pools += 1
-        pool = WorkerProcess(
-            self.env(), queue, self.args.workers, log=self.folder / f"pool-{self.pools}.log"
-        )
-        client = self.client()
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            with contextlib.suppress(redis.RedisError):
-                if client.scard(names.rq_queue_workers_key(queue)) >= self.args.workers:
-                    return pool
-            if pool.process.poll() is not None:
-                break
-            time.sleep(0.05)
-        pool.stop()
-        raise RuntimeError(f"the pool did not start (log: {pool.log})")
+        log = self.folder / f"pool-{self.pools}.log"
+        pool = Pool(self.env(), queue, self.args.workers, log, defaults_only=True)
+        try:
+            pool.wait_ready(self.client(), timeout=120)
+        except NotStarted as exc:
+            pool.stop()
+            raise RuntimeError(f"the pool did not start (log: {log})") from exc
+        return pool
 
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.redis.port, socket_timeout=5, socket_connect_timeout=2)
@@ -206,7 +200,7 @@ class Soak:
             self.pool = self.start_pool()
             record["outage_s"] = time.monotonic() - began
         elif kind == "worker_sigkill":
-            workers = children(self.pool.process.pid)
+            workers = self.pool.worker_pids()
             if workers:
                 os.kill(workers[0], signal.SIGKILL)
                 record["pid"] = workers[0]

@@ -27,9 +27,10 @@ import numpy as np
 
 from models.synth import digital_invoice, photo_invoice
 from models.synth.samples import Sample
-from worker.bench.hostile import cpu_ticks, renderers
 from worker.bench.report import machine_line, percentile, write_section
 from worker.engine import Engine
+from worker.harness import renderers
+from worker.procfs import cpu_ticks
 from worker.settings import Settings
 
 COMMAND = "python -m worker.bench.speed"

@@ -24,7 +24,6 @@ import multiprocessing.connection
 import os
 import signal
 import time
-from pathlib import Path
 
 import redis
 import structlog
@@ -33,13 +32,14 @@ from rq.worker_pool import WorkerData, WorkerPool
 
 from worker.backoff import backoff_s
 from worker.metrics_env import prepare_multiprocess
+from worker.procfs import children
 from worker.queue import names, persistence, runtime
 from worker.queue.rq_worker import QrJob, QrQueue, worker_class
 from worker.settings import Settings
 
 
 def run(settings: Settings, queues: tuple[str, ...], workers: int, *, burst: bool = False) -> int:
-    connection = runtime.connect(settings.redis_url)
+    connection = runtime.connect(settings)
     check_persistence(connection)
     register_queues(connection, queues)
     if settings.metrics_port:
@@ -191,23 +191,6 @@ class RespawnBackoff:
 
     def wait_s(self, now: float) -> float:
         return max(0.0, self.next_at - now)
-
-
-def children(pid: int) -> list[int]:
-    """`pid`'s children, from /proc (each thread lists those it forked or adopted).
-
-    worker.metrics reads the tree the same way, but importing it here, before
-    serve_metrics sets the multiprocess folder, would create its metrics in the wrong mode.
-    """
-    found: list[int] = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return found
-    for task in tasks:
-        with contextlib.suppress(OSError, ValueError):
-            found += [int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
-    return found
 
 
 # What every worker imports while it builds and warms its engine, beyond what this process

@@ -1,6 +1,6 @@
 """One reader over a set of image folders, in a process of its own.
 
-    python -m worker.bench.harness READER [--limit N] FOLDER...
+    python -m worker.bench.reader_process READER [--limit N] FOLDER...
 
 Prints JSON lines: `ready` once the reader is loaded (the parent times start-to-ready
 from the process start), one line per image, then `end` with the peak RSS. A reader
@@ -12,20 +12,20 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
+from worker import procfs
 from worker.bench import readers, scoring, sources
 
 
 def _status_mb(field: str) -> float:
     # /proc rather than getrusage: ru_maxrss survives exec, so it would report the
     # parent's peak; VmHWM belongs to this process image alone.
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024.0
-    return float("nan")
+    kib = procfs.status_kib(os.getpid(), field)
+    return float("nan") if kib is None else kib / 1024.0
 
 
 def emit(record: dict[str, object]) -> None:
