@@ -25,6 +25,7 @@ from worker.engine.qr.tables import (
     alignment_centres,
     dimension,
     format_positions,
+    known_modules,
     version_positions,
 )
 from worker.engine.results import Quad
@@ -130,7 +131,10 @@ def _decode(gray: np.ndarray, corners: np.ndarray, clock: _Clock) -> SoftRead | 
 
 
 def _to_page(read: SoftRead, scale: float, x0: int, y0: int) -> SoftRead:
-    quad: Quad = tuple((x / scale + x0, y / scale + y0) for x, y in read.quad)  # type: ignore[assignment]
+    # cv2.resize maps pixel centres: work = (page + 0.5) * scale - 0.5.
+    quad: Quad = tuple(  # type: ignore[assignment]
+        ((x + 0.5) / scale - 0.5 + x0, (y + 0.5) / scale - 0.5 + y0) for x, y in read.quad
+    )
     return SoftRead(
         read.text,
         read.data,
@@ -154,7 +158,7 @@ def _sizes(triple: grid.Triple) -> list[int]:
     estimate = span / module + 7
     candidates = [dimension(v) for v in range(1, 41)]
     candidates.sort(key=lambda s: abs(s - estimate))
-    return [s for s in candidates[:2] if abs(s - estimate) < 0.25 * estimate + 4]
+    return [s for s in candidates[:3] if abs(s - estimate) < 0.25 * estimate + 4]
 
 
 def _read_triple(image: np.ndarray, triple: grid.Triple, clock: _Clock) -> SoftRead | None:
@@ -172,9 +176,38 @@ def _read_size(
     version = (size - 17) // 4
     mapping = grid.fit(image, triple, size, alignment_centres(version))
     span = math.hypot(triple.tr.x - triple.tl.x, triple.tr.y - triple.tl.y)
-    samples = grid.sample(image, mapping, size, span / (size - 7))
+    module_px = span / (size - 7)
+    read = _read_mapping(image, mapping, size, module_px, clock)
+    if isinstance(read, _Retry):
+        if refit and abs(dimension(read.version) - size) <= 0.3 * size:
+            return _read_size(image, triple, dimension(read.version), clock, refit=False)
+        return None
+    return read
+
+
+@dataclass(frozen=True, slots=True)
+class _Retry:
+    """The version information names another version than the one sampled."""
+
+    version: int
+
+
+def _read_mapping(
+    image: np.ndarray, mapping: grid.Mapping, size: int, module_px: float, clock: _Clock
+) -> SoftRead | _Retry | None:
+    version = (size - 17) // 4
+    plain = grid.sample(image, mapping, size, module_px)
     clock.check()
-    for mirrored in (False, True):
+    known, known_dark = known_modules(version)
+    equalised: list[grid.Samples | None] = []
+    for equalise, mirrored in ((False, False), (False, True), (True, False), (True, True)):
+        if equalise and not equalised:
+            # Only when the plain values did not read: most symbols never need it.
+            equalised.append(grid.equalise(plain, known, known_dark))
+        samples = equalised[0] if equalise else plain
+        if samples is None:
+            continue
+        clock.check()
         dark = samples.dark.T if mirrored else samples.dark
         confidence = samples.confidence.T if mirrored else samples.confidence
         form = read_format(dark)
@@ -186,9 +219,7 @@ def _read_size(
             if found is None:
                 continue
             if found != version:
-                if refit and abs(dimension(found) - size) <= 0.3 * size:
-                    return _read_size(image, triple, dimension(found), clock, refit=False)
-                continue
+                return _Retry(found)
         stream, conf = codewords.stream(dark, confidence, version, mask)
         clock.check()
         corrected = codewords.correct(stream, conf, version, level)

@@ -85,7 +85,8 @@ def find_finders(gray: np.ndarray, dark: np.ndarray) -> list[Finder]:
             continue
         ox, oy = m_outer["m10"] / m_outer["m00"], m_outer["m01"] / m_outer["m00"]
         cx, cy = m_centre["m10"] / m_centre["m00"], m_centre["m01"] / m_centre["m00"]
-        module = math.sqrt(outer) / 7.0
+        # A traced w x w pixel square encloses (w - 1)^2.
+        module = (math.sqrt(outer) + 1.0) / 7.0
         if math.hypot(ox - cx, oy - cy) > 0.75 * module:
             continue
         _x, _y, w, h = cv2.boundingRect(contour)
@@ -124,7 +125,7 @@ def triples(finders: list[Finder], limit: int = 6) -> list[Triple]:
             size = max(modules) / min(modules)
             module = sum(modules) / 3
             span = (lu + lv) / 2 / module + 7
-            if cosine > 0.5 or length > 1.6 or size > 1.8 or not (17 <= span <= 190):
+            if cosine > 0.5 or length > 1.6 or size > 1.8 or not (15 <= span <= 200):
                 continue
             if u[0] * v[1] - u[1] * v[0] < 0:
                 p, q = q, p
@@ -134,7 +135,9 @@ def triples(finders: list[Finder], limit: int = 6) -> list[Triple]:
 
 
 class Mapping:
-    """Module coordinates -> pixels: a homography plus a smooth residual correction."""
+    """Module coordinates -> pixels: a homography plus a smooth residual correction that
+    passes through the residuals measured at anchor points (Gaussian radial basis
+    functions, lightly regularised), fading to the bare homography away from them."""
 
     def __init__(
         self,
@@ -147,6 +150,19 @@ class Mapping:
         self.anchors = anchors
         self.residuals = residuals
         self.sigma = sigma
+        self.weights: np.ndarray | None = None
+        if anchors is not None and residuals is not None and len(anchors):
+            kernel = self._kernel(anchors)
+            kernel[np.diag_indices_from(kernel)] += 0.05
+            try:
+                self.weights = np.linalg.solve(kernel, residuals)
+            except np.linalg.LinAlgError:
+                self.weights = None
+
+    def _kernel(self, points: np.ndarray) -> np.ndarray:
+        assert self.anchors is not None
+        d2 = ((points[:, None, :] - self.anchors[None, :, :]) ** 2).sum(axis=2)
+        return np.exp(-d2 / (2 * self.sigma**2))
 
     def __call__(self, points: np.ndarray) -> np.ndarray:
         pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
@@ -155,12 +171,8 @@ class Mapping:
         x = (pts[:, 0] * h[0, 0] + pts[:, 1] * h[0, 1] + h[0, 2]) / den
         y = (pts[:, 0] * h[1, 0] + pts[:, 1] * h[1, 1] + h[1, 2]) / den
         out = np.stack([x, y], axis=1)
-        if self.anchors is not None and self.residuals is not None and len(self.anchors):
-            d2 = ((pts[:, None, :] - self.anchors[None, :, :]) ** 2).sum(axis=2)
-            w = np.exp(-d2 / (2 * self.sigma**2))
-            # The constant in the denominator fades the correction out between and beyond
-            # the anchors instead of extrapolating one anchor's residual everywhere.
-            out += (w @ self.residuals) / (w.sum(axis=1, keepdims=True) + 0.25)
+        if self.weights is not None:
+            out += self._kernel(pts) @ self.weights
         return out
 
 
@@ -288,6 +300,7 @@ def fit(
 @dataclass(frozen=True, slots=True)
 class Samples:
     values: np.ndarray  # (size, size) float: area-averaged intensity at each module centre
+    level: np.ndarray  # (size, size) float: values against the local threshold, dark > 0
     dark: np.ndarray  # (size, size) bool
     confidence: np.ndarray  # (size, size) float in [0, 1]
 
@@ -303,19 +316,56 @@ def sample(image: np.ndarray, mapping: Mapping, size: int, module_px: float) -> 
     mx = pts[:, 0].reshape(size, size).astype(np.float32)
     my = pts[:, 1].reshape(size, size).astype(np.float32)
     values = cv2.remap(blurred, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    values = values.astype(np.float32)
-    return classify(values)
+    return classify(values.astype(np.float32))
 
 
 def classify(values: np.ndarray) -> Samples:
     kernel = np.ones((5, 5), np.uint8)
-    high = cv2.dilate(values, kernel)
-    low = cv2.erode(values, kernel)
-    high = cv2.blur(high, (5, 5))
-    low = cv2.blur(low, (5, 5))
+    high = cv2.blur(cv2.dilate(values, kernel), (5, 5))
+    low = cv2.blur(cv2.erode(values, kernel), (5, 5))
     threshold = (high + low) / 2
     contrast = float(np.median(high - low))
     if contrast <= 1e-3:
-        return Samples(values, values < threshold, np.zeros_like(values))
-    confidence = np.clip(np.abs(values - threshold) / (0.5 * contrast), 0.0, 1.0)
-    return Samples(values, values < threshold, confidence)
+        zero = np.zeros_like(values)
+        return Samples(values, zero, values < threshold, zero)
+    level = (threshold - values) / (0.5 * contrast)
+    return Samples(values, level, level > 0, np.clip(np.abs(level), 0.0, 1.0))
+
+
+def _neighbours(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sums of the 4 edge, the 4 corner and the 4 next-but-one neighbours, the quiet zone
+    outside light (-1)."""
+    p = np.pad(x, 2, constant_values=-1.0)
+    edge = p[1:-3, 2:-2] + p[3:-1, 2:-2] + p[2:-2, 1:-3] + p[2:-2, 3:-1]
+    corner = p[1:-3, 1:-3] + p[1:-3, 3:-1] + p[3:-1, 1:-3] + p[3:-1, 3:-1]
+    far = p[:-4, 2:-2] + p[4:, 2:-2] + p[2:-2, :-4] + p[2:-2, 4:]
+    return edge, corner, far
+
+
+def equalise(samples: Samples, known: np.ndarray, known_dark: np.ndarray) -> Samples | None:
+    """Module values with the blur's spill from the neighbours taken out.
+
+    Under heavy blur (a module of 2-3 px behind a lens or JPEG) a module's sample is its own
+    colour plus a share of its neighbours'. The shares are measured on the modules every
+    symbol of the version has (finders, timing, alignment: their colours are known), by least
+    squares, level = a * own + b * edge + c * corner + e * next-but-one neighbours + d; the data
+    modules are then decided with the neighbours' current decisions subtracted (three rounds
+    of decision feedback), and the confidence is what is left of the module's own share."""
+    truth = np.where(known_dark, 1.0, -1.0)
+    x = np.where(known, truth, np.where(samples.dark, 1.0, -1.0))
+    edge, corner, far = _neighbours(x)
+    columns = [x[known], edge[known], corner[known], far[known], np.ones(int(known.sum()))]
+    try:
+        (a, b, c, e, d), *_ = np.linalg.lstsq(
+            np.stack(columns, axis=1), samples.level[known], rcond=None
+        )
+    except np.linalg.LinAlgError:
+        return None
+    if not a > 0.05:
+        return None
+    residual = samples.level
+    for _ in range(3):
+        residual = (samples.level - d - b * edge - c * corner - e * far) / a
+        x = np.where(known, truth, np.where(residual > 0, 1.0, -1.0))
+        edge, corner, far = _neighbours(x)
+    return Samples(samples.values, residual, residual > 0, np.clip(np.abs(residual), 0.0, 1.0))

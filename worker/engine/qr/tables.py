@@ -362,3 +362,29 @@ def layout(version: int) -> Layout:
         ]
     )
     return Layout(version, size, function, r, c, masks)
+
+
+@lru_cache(maxsize=40)
+def known_modules(version: int) -> tuple[np.ndarray, np.ndarray]:
+    """(known, dark): the modules whose colour every symbol of `version` shares (finder
+    patterns and their separators, timing patterns, alignment patterns, the dark module)."""
+    size = dimension(version)
+    known = np.zeros((size, size), dtype=bool)
+    dark = np.zeros((size, size), dtype=bool)
+    finder = np.ones((7, 7), dtype=bool)
+    finder[1:6, 1:6] = False
+    finder[2:5, 2:5] = True
+    for r, c in ((0, 0), (0, size - 7), (size - 7, 0)):
+        dark[r : r + 7, c : c + 7] = finder
+        known[max(r - 1, 0) : r + 8, max(c - 1, 0) : c + 8] = True  # with the separator
+    for i in range(8, size - 8):
+        known[6, i] = known[i, 6] = True
+        dark[6, i] = dark[i, 6] = i % 2 == 0
+    pattern = np.ones((5, 5), dtype=bool)
+    pattern[1:4, 1:4] = False
+    pattern[2, 2] = True
+    for r, c in alignment_centres(version):
+        known[r - 2 : r + 3, c - 2 : c + 3] = True
+        dark[r - 2 : r + 3, c - 2 : c + 3] = pattern
+    known[size - 8, 8] = dark[size - 8, 8] = True
+    return known, dark

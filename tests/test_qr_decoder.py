@@ -1,0 +1,437 @@
+"""Our own QR decoder (worker/engine/qr) read against an encoder (segno) and against
+zxing-cpp: every mode and ECI, versions 1-40, all levels and masks, errors and erasures up to
+the margin and refused beyond it, and the degraded crops zxing-cpp cannot read."""
+
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+import pytest
+import reedsolo
+import segno
+import zxingcpp
+
+from worker.bench.false_reads import render, warp, whole
+from worker.engine.qr import SoftRead, decode
+from worker.engine.qr.codewords import _interleave, acceptable
+from worker.engine.qr.tables import blocks, layout
+
+ZXING_FIELDS = ("text", "data", "content_type", "symbology_identifier", "ec_level", "version")
+
+
+def zxing(image: np.ndarray) -> dict[str, object] | None:
+    found = zxingcpp.read_barcodes(
+        image, formats=zxingcpp.BarcodeFormat.QRCode, text_mode=zxingcpp.TextMode.Plain
+    )
+    if not found:
+        return None
+    b = found[0]
+    return {
+        "text": b.text,
+        "data": bytes(b.bytes),
+        "content_type": b.content_type.name,
+        "symbology_identifier": b.symbology_identifier,
+        "ec_level": b.ec_level,
+        "version": str(b.extra["Version"]),
+    }
+
+
+def ours(read: SoftRead | None) -> dict[str, object] | None:
+    return None if read is None else {name: getattr(read, name) for name in ZXING_FIELDS}
+
+
+def read_clean(modules: np.ndarray, px: int = 3) -> tuple[SoftRead | None, np.ndarray]:
+    image = render(modules, px)
+    return decode(image, whole(image)), image
+
+
+def matrix(symbol: segno.QRCode) -> np.ndarray:
+    return np.array(symbol.matrix, dtype=bool)
+
+
+def build(version: int, level: str, mask: int, bits: str) -> np.ndarray:
+    """A symbol carrying exactly `bits` (then terminator and standard padding): data and
+    error correction codewords computed here, function patterns, format and version
+    information taken from a segno symbol of the same version, level and mask."""
+    layouts = blocks(version, level)
+    capacity = sum(b.data for b in layouts)
+    stream = bits + "0" * min(4, capacity * 8 - len(bits))
+    stream += "0" * (-len(stream) % 8)
+    data = [int(stream[i : i + 8], 2) for i in range(0, len(stream), 8)]
+    data += [(0xEC, 0x11)[i % 2] for i in range(capacity - len(data))]
+    _, orders = _interleave(version, level)
+    total = sum(b.total for b in layouts)
+    codewords = np.zeros(total, dtype=np.uint8)
+    start = 0
+    for block, order in zip(layouts, orders, strict=True):
+        message = bytes(data[start : start + block.data])
+        start += block.data
+        codewords[order] = np.frombuffer(
+            bytes(reedsolo.rs_encode_msg(message, block.total - block.data)), dtype=np.uint8
+        )
+    template = segno.make_qr("1", version=version, error=level, mask=mask, boost_error=False)
+    modules = matrix(template)
+    lay = layout(version)
+    payload = np.unpackbits(codewords)
+    placed = np.zeros(len(lay.rows), dtype=bool)
+    placed[: len(payload)] = payload.astype(bool)
+    modules[lay.rows, lay.cols] = placed ^ lay.masks[mask]
+    return modules
+
+
+def _bits(value: int, width: int) -> str:
+    return format(value, f"0{width}b")
+
+
+# --- every mode, ECI and content type, byte-identical to zxing-cpp -------------------------
+
+SEGNO_CASES = {
+    "numeric": {"content": "0123456789012345"},
+    "alphanumeric": {"content": "HELLO WORLD $%*+-./:"},
+    "byte_latin1": {"content": "Grüße aus Köln"},
+    "byte_utf8_guessed": {"content": "Ünïcödé ☃ €"},
+    "byte_binary": {"content": b"\x00\xff\x10\x02binary"},
+    "byte_control_text": {"content": "tab\tand\x01bell"},
+    "kanji": {"content": "点茗漢字"},
+    "katakana_sjis": {"content": "ｱｲｳｴｵ", "encoding": "shift_jis"},
+    "eci_utf8": {"content": "Grüße ☃", "eci": True, "encoding": "utf-8"},
+    "eci_cp1252": {"content": "price 5€", "eci": True, "encoding": "cp1252"},
+    "eci_iso8859_5": {"content": "Привет", "eci": True, "encoding": "iso8859-5"},
+    "iso15434": {"content": "[)>\x1e06\x1dP123\x1e\x04"},
+    "url": {"content": "https://example.com/invoice/2026/000123?amount=149.90"},
+}
+
+
+@pytest.mark.parametrize("case", sorted(SEGNO_CASES))
+def test_every_mode_reads_as_zxing_cpp_does(case: str) -> None:
+    symbol = segno.make_qr(**SEGNO_CASES[case])
+    read, image = read_clean(matrix(symbol))
+    assert read is not None
+    assert ours(read) == zxing(image)
+    assert (read.errors, read.erasures) == (0, 0)
+
+
+ALNUM = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
+
+
+def _alnum(text: str) -> str:
+    out = ""
+    for i in range(0, len(text) - 1, 2):
+        out += _bits(ALNUM.index(text[i]) * 45 + ALNUM.index(text[i + 1]), 11)
+    if len(text) % 2:
+        out += _bits(ALNUM.index(text[-1]), 6)
+    return out
+
+
+def _numeric(digits: str) -> str:
+    out = ""
+    for i in range(0, len(digits), 3):
+        group = digits[i : i + 3]
+        out += _bits(int(group), 1 + 3 * len(group))
+    return out
+
+
+def _kanji(char: str) -> str:
+    code = int.from_bytes(char.encode("shift_jis"), "big")
+    code -= 0x8140 if code < 0xE040 else 0xC140
+    return _bits((code >> 8) * 0xC0 + (code & 0xFF), 13)
+
+
+def _byte(data: bytes) -> str:
+    return "0100" + _bits(len(data), 8) + "".join(_bits(b, 8) for b in data)
+
+
+BUILT_CASES = {
+    # GS1: FNC1 in first position, '%' in alphanumeric mode is the GS separator.
+    "gs1": "0101"
+    + "0001"
+    + _bits(16, 10)
+    + _numeric("0104012345123456")
+    + "0010"
+    + _bits(5, 9)
+    + _alnum("17%10"),
+    # AIM application indicator (FNC1 in second position), then bytes.
+    "aim": "1001" + _bits(37, 8) + _byte(b"ABC"),
+    # Several modes in one symbol: numeric, byte, kanji, alphanumeric.
+    "mixed_segments": "0001"
+    + _bits(4, 10)
+    + _numeric("2026")
+    + _byte(b"-inv-")
+    + "1000"
+    + _bits(1, 8)
+    + _kanji("点")
+    + "0010"
+    + _bits(3, 9)
+    + _alnum("A/B"),
+    # Structured append header (symbol 1 of 3, parity 0x5A) before the data.
+    "structured_append": "0011" + "0000" + "0010" + _bits(0x5A, 8) + _byte(b"part one"),
+    # An ECI in the middle: ISO-8859-1 bytes, then ECI 26 (UTF-8) bytes.
+    "eci_midstream": _byte("é".encode("latin-1")) + "0111" + _bits(26, 8) + _byte("☃".encode()),
+    # Hanzi (GB2312 subset): two characters.
+    "hanzi": "1101" + "0001" + _bits(2, 8) + _bits(0x0241, 13) + _bits(0x0A60, 13),
+    # ECI 899 (binary).
+    "eci_binary": "0111" + "10" + _bits(899, 14) + _byte(b"\x00\x01raw"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BUILT_CASES))
+def test_hand_built_streams_read_as_zxing_cpp_does(case: str) -> None:
+    modules = build(3, "L", 2, BUILT_CASES[case])
+    read, image = read_clean(modules)
+    expected = zxing(image)
+    assert expected is not None
+    assert ours(read) == expected
+
+
+def test_a_malformed_stream_is_refused() -> None:
+    """A numeric group of 1000+ is no valid symbol, whatever Reed-Solomon says."""
+    modules = build(2, "M", 0, "0001" + _bits(3, 10) + _bits(1000, 10))
+    read, _ = read_clean(modules)
+    assert read is None
+
+
+def test_non_standard_padding_is_refused() -> None:
+    modules = build(2, "M", 0, _byte(b"ok") + "0000" + "0000" + _bits(0x77, 8))
+    read, _ = read_clean(modules)
+    assert read is None
+
+
+# --- versions, levels, masks -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", range(1, 41))
+def test_every_version_reads_as_zxing_cpp_does(version: int) -> None:
+    level = "LMQH"[version % 4]
+    rng = np.random.default_rng(version)
+    data = bytes(int(b) for b in rng.integers(0x20, 0x7F, size=8 * version))
+    symbol = segno.make_qr(data, version=version, error=level, mask=version % 8, boost_error=False)
+    read, image = read_clean(matrix(symbol), px=2 if version > 25 else 3)
+    assert read is not None
+    assert ours(read) == zxing(image)
+    assert read.data == data and read.version == str(version) and read.ec_level == level
+
+
+@pytest.mark.parametrize("version", [2, 7])
+@pytest.mark.parametrize("level", ["L", "M", "Q", "H"])
+def test_every_level_and_mask(version: int, level: str) -> None:
+    for mask in range(8):
+        symbol = segno.make_qr(
+            f"v{version}{level}{mask}", version=version, error=level, mask=mask, boost_error=False
+        )
+        read, _ = read_clean(matrix(symbol))
+        assert read is not None, mask
+        assert (read.text, read.ec_level) == (f"v{version}{level}{mask}", level)
+
+
+# --- errors and erasures ---------------------------------------------------------------------
+
+
+def _capacities(version: int, level: str) -> list[tuple[int, int]]:
+    """Per block: the most errors (no erasures) and the most erasures (no errors) the
+    decoder's margin accepts."""
+    out = []
+    for block in blocks(version, level):
+        nsym = block.total - block.data
+        errors = max(
+            e for e in range(nsym) if acceptable(block.total, nsym, block.protection, e, 0)
+        )
+        erasures = max(
+            s for s in range(nsym) if acceptable(block.total, nsym, block.protection, 0, s)
+        )
+        out.append((errors, erasures))
+    return out
+
+
+def _codeword_modules(version: int, index: int) -> tuple[np.ndarray, np.ndarray]:
+    lay = layout(version)
+    return lay.rows[8 * index : 8 * index + 8], lay.cols[8 * index : 8 * index + 8]
+
+
+def _damage(
+    symbol: segno.QRCode, per_block: list[int], rng: np.random.Generator
+) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+    """The symbol's modules, and for each block `per_block[i]` of its codewords chosen at
+    random: their module positions."""
+    _, orders = _interleave(symbol.version, {"L": "L", "M": "M", "Q": "Q", "H": "H"}[symbol.error])
+    chosen = []
+    for count, order in zip(per_block, orders, strict=True):
+        for index in rng.choice(order, size=count, replace=False):
+            chosen.append(_codeword_modules(symbol.version, int(index)))
+    return matrix(symbol), chosen
+
+
+CASES = [(1, "L"), (1, "H"), (3, "Q"), (5, "M"), (8, "H"), (12, "L")]
+
+
+@pytest.mark.parametrize(("version", "level"), CASES)
+def test_errors_up_to_capacity_are_corrected_and_counted(version: int, level: str) -> None:
+    rng = np.random.default_rng(version)
+    data = bytes(int(b) for b in rng.integers(0x20, 0x7F, size=6 * version))
+    symbol = segno.make_qr(data, version=version, error=level, boost_error=False)
+    capacity = _capacities(version, level)
+    modules, chosen = _damage(symbol, [e for e, _ in capacity], rng)
+    for rows, cols in chosen:
+        flip = rng.random(8) < 0.5
+        flip[int(rng.integers(8))] = True  # at least one bit: a real codeword error
+        modules[rows[flip], cols[flip]] ^= True
+    read, _ = read_clean(modules)
+    assert read is not None
+    assert read.data == data
+    assert read.errors == sum(e for e, _ in capacity) and read.erasures == 0
+
+
+@pytest.mark.parametrize(("version", "level"), CASES)
+def test_erasures_up_to_capacity_are_corrected(version: int, level: str) -> None:
+    """Codewords under grey (neither dark nor light: a glare patch, a smudge) are erasures:
+    up to about twice as many as errors could be corrected."""
+    rng = np.random.default_rng(version + 100)
+    data = bytes(int(b) for b in rng.integers(0x20, 0x7F, size=6 * version))
+    symbol = segno.make_qr(data, version=version, error=level, boost_error=False)
+    capacity = _capacities(version, level)
+    modules, chosen = _damage(symbol, [s for _, s in capacity], rng)
+    image = render(modules, 3).astype(np.int32)
+    for rows, cols in chosen:
+        for r, c in zip(rows, cols, strict=True):
+            image[(r + 4) * 3 : (r + 5) * 3, (c + 4) * 3 : (c + 5) * 3] = 128
+    image = image.astype(np.uint8)
+    read = decode(image, whole(image))
+    assert read is not None
+    assert read.data == data
+    assert read.erasures >= sum(s for _, s in capacity)
+    assert sum(s for _, s in capacity) >= 1.5 * sum(e for e, _ in capacity)
+
+
+@pytest.mark.parametrize(("version", "level"), CASES)
+def test_errors_beyond_capacity_are_refused(version: int, level: str) -> None:
+    rng = np.random.default_rng(version + 200)
+    data = bytes(int(b) for b in rng.integers(0x20, 0x7F, size=6 * version))
+    symbol = segno.make_qr(data, version=version, error=level, boost_error=False)
+    over = [(b.total - b.data) // 2 + 1 for b in blocks(version, level)]
+    modules, chosen = _damage(symbol, over, rng)
+    for rows, cols in chosen:
+        modules[rows, cols] ^= True
+    read, _ = read_clean(modules)
+    assert read is None
+
+
+# --- geometry --------------------------------------------------------------------------------
+
+
+def _true_corners(matrix3: np.ndarray, size: int, px: int, border: int = 4) -> np.ndarray:
+    lo, hi = border * px - 0.5, (border + size) * px - 0.5
+    src = np.array([[lo, lo], [hi, lo], [hi, hi], [lo, hi]], dtype=np.float64)
+    return cv2.perspectiveTransform(src[None], matrix3)[0]
+
+
+@pytest.mark.parametrize("angle", [0, 17, 45, 90, 133, 180, 222, 270, 301])
+def test_any_rotation_with_perspective_reads_and_gives_the_corners(angle: int) -> None:
+    symbol = segno.make_qr("https://example.com/r/" + "x" * 40, error="q")
+    size = len(symbol.matrix)
+    image, m = warp(render(matrix(symbol), 4), np.random.default_rng(angle), angle, 0.06)
+    read = decode(image, whole(image))
+    assert read is not None and read.text == "https://example.com/r/" + "x" * 40
+    assert np.abs(np.array(read.quad) - _true_corners(m, size, 4)).max() < 2.0
+
+
+def test_a_mirrored_symbol_reads() -> None:
+    symbol = segno.make_qr("mirror image", error="m")
+    image = np.ascontiguousarray(render(matrix(symbol), 4)[:, ::-1])
+    read = decode(image, whole(image))
+    assert read is not None and read.text == "mirror image"
+
+
+def test_a_detector_box_around_a_rotated_symbol_on_a_page() -> None:
+    symbol = segno.make_qr("boxed on a page", error="m")
+    code, _ = warp(render(matrix(symbol), 3), np.random.default_rng(5), 30.0)
+    page = np.full((600, 800), 255, dtype=np.uint8)
+    page[100 : 100 + code.shape[0], 300 : 300 + code.shape[1]] = code
+    box = (
+        (290.0, 90.0),
+        (310.0 + code.shape[1], 90.0),
+        (310.0 + code.shape[1], 110.0 + code.shape[0]),
+        (290.0, 110.0 + code.shape[0]),
+    )
+    read = decode(page, box)
+    assert read is not None and read.text == "boxed on a page"
+
+
+# --- degraded crops zxing-cpp does not read --------------------------------------------------
+
+PAYLOAD = b"https://pay.example.com/inv/2026-000123?amount=149.90&iban=DE89370400440532013000"
+
+
+def _zxing_reads(image: np.ndarray) -> bool:
+    found = zxingcpp.read_barcodes(image, formats=zxingcpp.BarcodeFormat.QRCode, try_invert=True)
+    return any(bytes(b.bytes) == PAYLOAD for b in found)
+
+
+def test_glare_patch() -> None:
+    """A washed-out patch over a fifth of the symbol: its modules are neither dark nor light,
+    so their codewords go to Reed-Solomon as erasures at half the cost of errors."""
+    symbol = segno.make_qr(PAYLOAD, error="m", boost_error=False)
+    image = render(matrix(symbol), 6).astype(np.float32)
+    h, w = image.shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    spot = np.exp(-((xx - 0.58 * w) ** 2 + (yy - 0.55 * h) ** 2) / (2 * (0.16 * w) ** 2))
+    glare = np.clip(1.5 * spot, 0, 1)
+    image = cv2.GaussianBlur(
+        np.clip(image + glare * (255 - image), 0, 255).astype(np.uint8), (0, 0), 1.0
+    )
+    assert not _zxing_reads(image)
+    read = decode(image, whole(image))
+    assert read is not None and read.data == PAYLOAD
+    assert read.erasures > 0
+
+
+def test_blur_at_three_pixels_a_module() -> None:
+    """Blur that spills a third of each module into its neighbours: the equaliser measures
+    the spill on the patterns every symbol has and takes it out of the data modules."""
+    symbol = segno.make_qr(PAYLOAD, error="m", boost_error=False)
+    image = cv2.GaussianBlur(render(matrix(symbol), 3), (0, 0), 1.6)
+    assert not _zxing_reads(image)
+    read = decode(image, whole(image))
+    assert read is not None and read.data == PAYLOAD
+
+
+def test_bent_paper() -> None:
+    """Rows bowed by up to two modules and columns squeezed towards the sides, as on a page
+    curled over a cylinder: zxing-cpp's single homography misses; our grid follows every
+    alignment pattern of the version-11 symbol."""
+    payload = PAYLOAD * 3
+    symbol = segno.make_qr(payload, error="m", boost_error=False)
+    flat = render(matrix(symbol), 5)
+    h, w = flat.shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    u = (xx / w - 0.5) * 2
+    map_x = (np.arcsin(u * 0.5) / np.arcsin(0.5) * 0.5 + 0.5) * w
+    map_y = yy + 0.05 * h * (1 - u**2)
+    image = cv2.remap(
+        flat, map_x.astype(np.float32), map_y.astype(np.float32), cv2.INTER_LINEAR, borderValue=255
+    )
+    found = zxingcpp.read_barcodes(image, formats=zxingcpp.BarcodeFormat.QRCode, try_invert=True)
+    assert not any(bytes(b.bytes) == payload for b in found)
+    read = decode(image, whole(image))
+    assert read is not None and read.data == payload
+
+
+# --- bad input and the budget ----------------------------------------------------------------
+
+
+def test_bad_input_gives_none_not_an_exception() -> None:
+    image = render(matrix(segno.make_qr("x")), 3)
+    assert decode(image.astype(np.float32), whole(image)) is None
+    assert decode(np.dstack([image] * 3), whole(image)) is None
+    assert decode(np.zeros((5, 5), np.uint8), whole(image)) is None
+    assert decode(image, ((np.nan, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0))) is None
+    assert decode(image, ((1e9, 1e9), (2e9, 1e9), (2e9, 2e9), (1e9, 2e9))) is None
+    assert decode(np.full((200, 200), 255, np.uint8), whole(image)) is None
+
+
+def test_the_budget_bounds_the_time() -> None:
+    symbol = segno.make_qr("y" * 1500, error="l")
+    image = render(matrix(symbol), 3)
+    started = time.perf_counter()
+    assert decode(image, whole(image), budget_ms=0.01) is None
+    assert time.perf_counter() - started < 0.5
