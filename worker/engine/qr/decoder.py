@@ -25,6 +25,7 @@ from worker.engine.qr.tables import (
     alignment_centres,
     dimension,
     format_positions,
+    inner_patterns,
     known_modules,
     version_positions,
 )
@@ -33,6 +34,10 @@ from worker.engine.results import Quad
 # Hamming distance limits for the BCH-protected fields (see the module docstring).
 FORMAT_MAX_DISTANCE = 3
 VERSION_MAX_DISTANCE = 3
+# Share of the timing and alignment modules a grid must sample right before its data is
+# worth error correction: a wrong size or pitch samples them at chance (half right), and
+# real damage (glare, a stain) rarely covers more than a quarter of them.
+_MIN_PATTERN_FIT = 0.7
 # The region is searched with this much margin around it (fraction of its larger side).
 _MARGIN = 0.12
 # Finder search resolution: small regions are enlarged so a 2 px module survives
@@ -199,54 +204,81 @@ def _read_mapping(
     plain = grid.sample(image, mapping, size, module_px)
     clock.check()
     known, known_dark = known_modules(version)
-    equalised: list[grid.Samples | None] = []
-    for equalise, mirrored in ((False, False), (False, True), (True, False), (True, True)):
-        if equalise and not equalised:
-            # Only when the plain values did not read: most symbols never need it.
-            equalised.append(grid.equalise(plain, known, known_dark))
-        samples = equalised[0] if equalise else plain
-        if samples is None:
-            continue
-        clock.check()
-        dark = samples.dark.T if mirrored else samples.dark
-        confidence = samples.confidence.T if mirrored else samples.confidence
-        form = read_format(dark)
-        if form is None:
-            continue
-        level, mask, _ = form
-        if version >= 7:
-            found = read_version(dark)
-            if found is None:
-                continue
-            if found != version:
+    if version >= 7:
+        # The version information sits beside the finders, where even a grid of the wrong
+        # size samples right: it names the size to sample again at.
+        for seen in (plain.dark, plain.dark.T):
+            found = read_version(seen)
+            if found is not None and found != version:
                 return _Retry(found)
-        stream, conf = codewords.stream(dark, confidence, version, mask)
-        clock.check()
-        corrected = codewords.correct(stream, conf, version, level)
-        if corrected is None:
-            continue
-        try:
-            content = bitstream.parse(corrected.data, version)
-        except bitstream.StreamError:
-            continue
-        n = float(size)
-        module_corners = [(0.0, 0.0), (n, 0.0), (n, n), (0.0, n)]
-        if mirrored:
-            module_corners = [(0.0, 0.0), (0.0, n), (n, n), (n, 0.0)]
-        pts = mapping(np.array(module_corners))
-        quad: Quad = tuple((float(x), float(y)) for x, y in pts)  # type: ignore[assignment]
-        return SoftRead(
-            text=content.text,
-            data=content.data,
-            content_type=content.content_type,
-            symbology_identifier=content.symbology_identifier,
-            ec_level=level,
-            version=str(version),
-            quad=quad,
-            errors=corrected.errors,
-            erasures=corrected.erasures,
-        )
+    inner = inner_patterns(version)
+    if (plain.dark[inner] == known_dark[inner]).mean() < _MIN_PATTERN_FIT:
+        return None
+    equalised = None
+    for attempt in range(2):
+        if attempt == 1:
+            # Only when the plain values did not read: most symbols never need it, and
+            # where it decides every data module as before there is nothing new to try.
+            equalised = grid.equalise(plain, known, known_dark)
+            if equalised is None or np.array_equal(equalised.dark[~known], plain.dark[~known]):
+                break
+        samples = equalised if attempt == 1 else plain
+        assert samples is not None
+        for mirrored, level, mask in _orientations(samples.dark):
+            clock.check()
+            dark = samples.dark.T if mirrored else samples.dark
+            confidence = samples.confidence.T if mirrored else samples.confidence
+            if version >= 7:
+                found = read_version(dark)
+                if found is None:
+                    continue
+                if found != version:
+                    return _Retry(found)
+            stream, conf = codewords.stream(dark, confidence, version, mask)
+            clock.check()
+            corrected = codewords.correct(stream, conf, version, level)
+            if corrected is None:
+                continue
+            try:
+                content = bitstream.parse(corrected.data, version)
+            except bitstream.StreamError:
+                continue
+            n = float(size)
+            module_corners = [(0.0, 0.0), (n, 0.0), (n, n), (0.0, n)]
+            if mirrored:
+                module_corners = [(0.0, 0.0), (0.0, n), (n, n), (n, 0.0)]
+            pts = mapping(np.array(module_corners))
+            quad: Quad = tuple((float(x), float(y)) for x, y in pts)  # type: ignore[assignment]
+            return SoftRead(
+                text=content.text,
+                data=content.data,
+                content_type=content.content_type,
+                symbology_identifier=content.symbology_identifier,
+                ec_level=level,
+                version=str(version),
+                quad=quad,
+                errors=corrected.errors,
+                erasures=corrected.erasures,
+            )
     return None
+
+
+def _orientations(dark: np.ndarray) -> list[tuple[bool, str, int]]:
+    """(mirrored, level, mask) to try: the symbol as seen, and mirrored (read transposed)
+    unless the format information as seen is within distance 1 of a codeword (a random
+    15 bits are so with probability 1.6%: the orientation is settled)."""
+    out = []
+    straight = read_format(dark)
+    if straight is not None:
+        out.append((False, straight[0], straight[1]))
+        if straight[2] <= 1:
+            return out
+    mirrored = read_format(dark.T)
+    if mirrored is not None:
+        out.append((True, mirrored[0], mirrored[1]))
+        if straight is not None and mirrored[2] < straight[2]:
+            out.reverse()
+    return out
 
 
 def _bits(dark: np.ndarray, positions: list[tuple[int, int]]) -> int:

@@ -365,6 +365,19 @@ def layout(version: int) -> Layout:
 
 
 @lru_cache(maxsize=40)
+def inner_patterns(version: int) -> np.ndarray:
+    """The timing and alignment pattern modules (bool (size, size)): the known modules away
+    from the finders, so they say whether the grid's size and pitch are right."""
+    size = dimension(version)
+    inner = np.zeros((size, size), dtype=bool)
+    inner[6, 8 : size - 8] = True
+    inner[8 : size - 8, 6] = True
+    for r, c in alignment_centres(version):
+        inner[r - 2 : r + 3, c - 2 : c + 3] = True
+    return inner
+
+
+@lru_cache(maxsize=40)
 def known_modules(version: int) -> tuple[np.ndarray, np.ndarray]:
     """(known, dark): the modules whose colour every symbol of `version` shares (finder
     patterns and their separators, timing patterns, alignment patterns, the dark module)."""
