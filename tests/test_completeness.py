@@ -171,6 +171,18 @@ def test_a_located_symbol_no_stage_reads_makes_the_page_incomplete(classical: En
     )
 
 
+def test_a_page_whose_only_symbol_is_unreadable_is_a_successful_incomplete_scan(
+    classical: Engine,
+) -> None:
+    page = _page_with_a_broken_code()
+    page[:1000] = 255  # the readable code gone: nothing on the page reads
+    result = classical.scan(page)
+    assert result.ok and result.error is None and result.codes == []
+    assert result.stages_run == ["fast", "thorough"]
+    assert not result.complete
+    assert [(str(u.reason), u.located_by) for u in result.unread] == [("not_decoded", "zxing")]
+
+
 class WaitOutTheDeadline:
     """A stage that spends the scan's whole deadline (as a thorough pass over a large
     photo can), so the stages after it never run."""

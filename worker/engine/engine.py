@@ -165,9 +165,15 @@ class Engine:
                 result.complete = False
         # One zxing pass can return several codes at once; "first" promises exactly one.
         result.codes = findings.codes[:1] if want == "first" else findings.codes
+        if not result.complete and not result.codes:
+            why = stopped or f"the deadline of {deadline.budget_ms:g} ms passed"
+            stages = ", ".join(result.stages_run) or "none"
+            message = f"{why}; no code was read (stages run: {stages})"
+            raise ScanFailed(ErrorCode.DEADLINE_EXCEEDED, message)
         if want == "all":
             # Complete means complete: a symbol located and not read is reported, never
-            # dropped; it was cut short by the deadline, or every stage failed on it.
+            # dropped; the deadline cut it short, or every stage failed on it (then the
+            # scan is a success, with or without codes, that says what it could not read).
             reason = UnreadReason.NOT_DECODED if result.complete else UnreadReason.DEADLINE
             result.unread = [
                 Unread(quad, page.index, reason, by)
@@ -176,11 +182,6 @@ class Engine:
             ]
             if result.unread:
                 result.complete = False
-        if not result.complete and not result.codes:
-            why = stopped or f"the deadline of {deadline.budget_ms:g} ms passed"
-            stages = ", ".join(result.stages_run) or "none"
-            message = f"{why}; no code was read (stages run: {stages})"
-            raise ScanFailed(ErrorCode.DEADLINE_EXCEEDED, message)
 
 
 # A scan that decoded this many pixels (a phone photo at full size) has grown the heap by
