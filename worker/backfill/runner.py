@@ -64,7 +64,8 @@ from worker.backfill.state import (
 from worker.backoff import backoff_s
 from worker.queue import names
 from worker.queue.names import JOB_FUNCTION
-from worker.queue.producer import rq_timestamp
+from worker.queue.payloads import MAX_BATCH
+from worker.queue.producer import job_hash, rq_timestamp
 from worker.queue.replies import TRANSIENT
 from worker.settings import Settings
 
@@ -152,8 +153,8 @@ def check(
     settings: Settings, spec: SourceSpec, filters: Filters, options: Options, out: str
 ) -> None:
     """Everything that can be known before a run starts; BackfillError, nothing written."""
-    if not 1 <= options.batch <= 100:
-        raise BackfillError(f"--batch must be 1 to 100 images per job, got {options.batch}")
+    if not 1 <= options.batch <= MAX_BATCH:
+        raise BackfillError(f"--batch must be 1 to {MAX_BATCH} images per job, got {options.batch}")
     if options.max_in_flight < 1:
         raise BackfillError(f"--max-in-flight must be 1 or more, got {options.max_in_flight}")
     if options.rate is not None and not (options.rate > 0 and math.isfinite(options.rate)):
@@ -658,19 +659,14 @@ class _Driver:
 
     def job_fields(self, objects: list[StoredObject], now: str) -> dict[str, str]:
         """The RQ job hash of a backfill job over `objects`."""
-        return {
-            "data": json.dumps(
-                [JOB_FUNCTION, None, [job_payload(self.name, objects, self.options)], {}],
-                separators=(",", ":"),
-            ),
-            "origin": self.options.queue,
-            "status": "queued",
-            "created_at": now,
-            "enqueued_at": now,
-            "timeout": str(self.timeout),
-            "result_ttl": str(RQ_RESULT_TTL_S),
-            "description": f"{JOB_FUNCTION}(backfill {self.name})",
-        }
+        return job_hash(
+            job_payload(self.name, objects, self.options),
+            queue=self.options.queue,
+            timeout=self.timeout,
+            now=now,
+            description=f"{JOB_FUNCTION}(backfill {self.name})",
+            result_ttl=RQ_RESULT_TTL_S,
+        )
 
     def drained(self) -> bool:
         """No job of the run in Redis and no result waiting: what finishing needs."""

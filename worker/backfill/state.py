@@ -12,7 +12,7 @@ The hash `qrw:backfill:<name>` (worker/queue/names.py) holds:
   `objects_failed` (output lines), `parts` (the next part's number), `cancelled` (objects
   taken off the queue by `cancel`), `bad_lines` (manifest lines that are not references);
 - `skipped_by` ({reason: objects}; `duplicate`: objects a manifest named again) and
-  `bad_line_list` (the first BAD_LINES_KEPT [line number, reason] pairs), JSON;
+  `bad_line_list` (the first sources.BAD_LINES_KEPT [line number, reason] pairs), JSON;
 - `listing_done`: "1" once the listing has ended and its counts are stored (a resume does
   not read it again);
 - `created_at`, `started_at`, `finished_at` (ISO 8601, UTC), `error` (why it failed).
@@ -70,8 +70,6 @@ COUNTERS = (
     "cancelled",
     "bad_lines",
 )
-# Enough manifest line numbers to find a pattern; the count says how many there were.
-BAD_LINES_KEPT = 100
 # A driver renews its lease every LEASE_RENEW_S; a dead driver's lease lapses after LEASE_S.
 LEASE_S = 15.0
 LEASE_RENEW_S = 5.0

@@ -21,11 +21,9 @@ from typing import Any
 
 from worker.errors import ErrorCode
 from worker.queue.names import JOB_FUNCTION, JOB_ROUND_FIELD
-from worker.rules import QUOTE_CHARS, quote
+from worker.rules import MAX_JOB_TIMEOUT_S, MIN_JOB_TIMEOUT_S, QUOTE_CHARS, quote
 
 MAX_JOB_ID_CHARS = 128
-MIN_TIMEOUT_S = 1
-MAX_TIMEOUT_S = 3600
 # Room for RQ's own bookkeeping next to `data` (timestamps, a previous run's compressed
 # traceback): the whole hash may be this much larger than the `data` limit.
 HASH_OVERHEAD_BYTES = 65_536
@@ -153,10 +151,10 @@ def _timeout(raw: bytes | None) -> int | None:
     if not raw:
         return None
     seconds = int(raw) if _SECONDS.fullmatch(raw) else None
-    if seconds is None or not MIN_TIMEOUT_S <= seconds <= MAX_TIMEOUT_S:
+    if seconds is None or not MIN_JOB_TIMEOUT_S <= seconds <= MAX_JOB_TIMEOUT_S:
         raise InvalidJob(
-            f"'timeout' must be a whole number of seconds from {MIN_TIMEOUT_S} to "
-            f"{MAX_TIMEOUT_S}, not {quote(raw.decode('utf-8', errors='backslashreplace'))}"
+            f"'timeout' must be a whole number of seconds from {MIN_JOB_TIMEOUT_S} to "
+            f"{MAX_JOB_TIMEOUT_S}, not {quote(raw.decode('utf-8', errors='backslashreplace'))}"
         )
     return seconds
 

@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
-
 from worker.queue import names
 from worker.queue.names import DEFAULT_QUEUE, JOB_FUNCTION
 
@@ -24,6 +23,32 @@ def rq_timestamp(moment: datetime | None = None) -> str:
     return (moment or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def job_hash(
+    payload: dict[str, Any],
+    *,
+    queue: str,
+    timeout: int,
+    now: str,
+    function: str = JOB_FUNCTION,
+    description: str | None = None,
+    result_ttl: int | None = None,
+) -> dict[str, str]:
+    """The RQ job hash of a job calling `function(payload)` (docs/protocol.md): the one
+    encoding of a job, for `enqueue` and the backfill's transactions alike."""
+    fields = {
+        "data": json.dumps([function, None, [payload], {}], separators=(",", ":")),
+        "origin": queue,
+        "status": "queued",
+        "created_at": now,
+        "enqueued_at": now,
+        "timeout": str(timeout),
+    }
+    if result_ttl is not None:
+        fields["result_ttl"] = str(result_ttl)
+    fields["description"] = description or f"{function}(...)"
+    return fields
+
+
 def enqueue(
     connection: redis.Redis,
     payload: dict[str, Any],
@@ -34,20 +59,9 @@ def enqueue(
     function: str = JOB_FUNCTION,
 ) -> str:
     job_id = job_id or str(uuid.uuid4())
-    now = rq_timestamp()
+    fields = job_hash(payload, queue=queue, timeout=timeout, now=rq_timestamp(), function=function)
     with connection.pipeline(transaction=True) as pipe:
-        pipe.hset(
-            names.rq_job_key(job_id),
-            mapping={
-                "data": json.dumps([function, None, [payload], {}], separators=(",", ":")),
-                "origin": queue,
-                "status": "queued",
-                "created_at": now,
-                "enqueued_at": now,
-                "timeout": str(timeout),
-                "description": f"{function}(...)",
-            },
-        )
+        pipe.hset(names.rq_job_key(job_id), mapping=fields)
         pipe.rpush(names.rq_queue_key(queue), job_id)
         pipe.sadd(names.RQ_QUEUES, names.rq_queue_key(queue))
         pipe.execute()
