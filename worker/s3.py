@@ -31,8 +31,10 @@ one attempt count per caller, the project's one backoff (worker.backoff) and an 
 deadline. What botocore knows best, which error codes say "try again", is asked of its
 standard-mode checkers (`is_transient`), not copied; to them we add what the three copies of
 this module agreed on before: any status of 500 or more or 429 (with or without a code),
-`InternalError`, `ServiceUnavailable`, `RequestTimeTooSkewed`, and every botocore
-transport error (also a truncated or reset body, or a timeout while reading it).
+`InternalError`, `ServiceUnavailable`, `RequestTimeTooSkewed`, and every error botocore
+raises short of a service's answer (BotoCoreError: a connection refused or reset, a timeout,
+a body cut short, and credentials it could not get, which an instance-metadata hiccup
+causes as well).
 """
 
 from __future__ import annotations
