@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -38,6 +39,8 @@ VERSION_MAX_DISTANCE = 3
 # worth error correction: a wrong size or pitch samples them at chance (half right), and
 # real damage (glare, a stain) rarely covers more than a quarter of them.
 _MIN_PATTERN_FIT = 0.7
+# Share of the finder and timing modules an outline hypothesis must sample right.
+_MIN_OUTLINE_FIT = 0.8
 # The region is searched with this much margin around it (fraction of its larger side).
 _MARGIN = 0.12
 # Finder search resolution: small regions are enlarged so a 2 px module survives
@@ -90,6 +93,10 @@ def decode(gray: np.ndarray, region: Quad, *, budget_ms: float | None = None) ->
         return _decode(gray, corners, clock)
     except _OutOfTime:
         return None
+    except (cv2.error, np.linalg.LinAlgError):
+        # Degenerate geometry from hostile pixels (collinear finders, a singular fit) is a
+        # refusal like any other: the contract is None, never an exception.
+        return None
 
 
 def _decode(gray: np.ndarray, corners: np.ndarray, clock: _Clock) -> SoftRead | None:
@@ -132,6 +139,11 @@ def _decode(gray: np.ndarray, corners: np.ndarray, clock: _Clock) -> SoftRead | 
             read = _read_triple(work, triple, clock)
             if read is not None:
                 return _to_page(read, scale, x0, y0)
+    # No finder triple read: the region itself may be the symbol's outline.
+    outline = (corners - [x0, y0] + 0.5) * scale - 0.5
+    read = _read_outline(work, outline, clock)
+    if read is not None:
+        return _to_page(read, scale, x0, y0)
     return None
 
 
@@ -166,26 +178,61 @@ def _sizes(triple: grid.Triple) -> list[int]:
     return [s for s in candidates[:3] if abs(s - estimate) < 0.25 * estimate + 4]
 
 
+# Fits a mapping for a symbol of the given size: (mapping, module size in pixels) or None.
+_Fitter = Callable[[int], "tuple[grid.Mapping, float] | None"]
+
+
 def _read_triple(image: np.ndarray, triple: grid.Triple, clock: _Clock) -> SoftRead | None:
+    span = math.hypot(triple.tr.x - triple.tl.x, triple.tr.y - triple.tl.y)
+
+    def fitter(size: int) -> tuple[grid.Mapping, float]:
+        version = (size - 17) // 4
+        mapping = grid.fit_finders(image, triple, size, alignment_centres(version))
+        return mapping, span / (size - 7)
+
     for size in _sizes(triple):
         clock.check()
-        read = _read_size(image, triple, size, clock, refit=True)
+        read = _read_size(image, fitter, size, clock, refit=True)
+        if read is not None:
+            return read
+    return None
+
+
+def _read_outline(image: np.ndarray, corners: np.ndarray, clock: _Clock) -> SoftRead | None:
+    """The region's corners taken as the symbol's outline, in any of the four rotations
+    (zxing-cpp's located positions come in symbol order, a detector's in page order)."""
+    sides = [float(np.hypot(*(corners[i] - corners[(i + 1) % 4]))) for i in range(4)]
+    if min(sides) < 21 or max(sides) > 3 * min(sides):
+        return None
+    side = sum(sides) / 4
+    for score, turn, size in grid.outline_sizes(image, corners):
+        if score < _MIN_OUTLINE_FIT:
+            break
+        turned = np.roll(corners, -turn, axis=0)
+
+        def fitter(size: int, turned: np.ndarray = turned) -> tuple[grid.Mapping, float] | None:
+            version = (size - 17) // 4
+            mapping = grid.fit_outline(image, turned, size, alignment_centres(version))
+            return None if mapping is None else (mapping, side / size)
+
+        clock.check()
+        read = _read_size(image, fitter, size, clock, refit=True)
         if read is not None:
             return read
     return None
 
 
 def _read_size(
-    image: np.ndarray, triple: grid.Triple, size: int, clock: _Clock, refit: bool
+    image: np.ndarray, fitter: _Fitter, size: int, clock: _Clock, refit: bool
 ) -> SoftRead | None:
-    version = (size - 17) // 4
-    mapping = grid.fit(image, triple, size, alignment_centres(version))
-    span = math.hypot(triple.tr.x - triple.tl.x, triple.tr.y - triple.tl.y)
-    module_px = span / (size - 7)
+    fitted = fitter(size)
+    if fitted is None:
+        return None
+    mapping, module_px = fitted
     read = _read_mapping(image, mapping, size, module_px, clock)
     if isinstance(read, _Retry):
         if refit and abs(dimension(read.version) - size) <= 0.3 * size:
-            return _read_size(image, triple, dimension(read.version), clock, refit=False)
+            return _read_size(image, fitter, dimension(read.version), clock, refit=False)
         return None
     return read
 

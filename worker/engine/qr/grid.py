@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import combinations
 
 import cv2
@@ -125,7 +126,7 @@ def triples(finders: list[Finder], limit: int = 6) -> list[Triple]:
             size = max(modules) / min(modules)
             module = sum(modules) / 3
             span = (lu + lv) / 2 / module + 7
-            if cosine > 0.5 or length > 1.6 or size > 1.8 or not (15 <= span <= 200):
+            if cosine > 0.75 or length > 2.5 or size > 2.5 or not (15 <= span <= 200):
                 continue
             if u[0] * v[1] - u[1] * v[0] < 0:
                 p, q = q, p
@@ -220,20 +221,33 @@ def find_alignment(
 ) -> tuple[float, float, float] | None:
     """The alignment pattern nearest (cx, cy) (module coordinates of its centre) within
     `radius` modules: its centre in module coordinates under `mapping`, and the score."""
-    half = radius + 2.5
+    return _find_pattern(image, mapping, cx, cy, radius, _TEMPLATE, 2.5, _ALIGNMENT_SCORE)
+
+
+def _find_pattern(
+    image: np.ndarray,
+    mapping: Mapping,
+    cx: float,
+    cy: float,
+    radius: float,
+    template: np.ndarray,
+    half_template: float,
+    min_score: float,
+) -> tuple[float, float, float] | None:
+    half = radius + half_template
     patch = rectify(image, mapping, cx - half, cy - half, 2 * half, 2 * half)
-    if patch.shape[0] < _TEMPLATE.shape[0] or patch.shape[1] < _TEMPLATE.shape[1]:
+    if patch.shape[0] < template.shape[0] or patch.shape[1] < template.shape[1]:
         return None
-    scores = cv2.matchTemplate(patch.astype(np.float32), _TEMPLATE, cv2.TM_CCOEFF_NORMED)
+    scores = cv2.matchTemplate(patch.astype(np.float32), template, cv2.TM_CCOEFF_NORMED)
     # Prefer the peak nearest the prediction among good ones: a neighbour in the data can
-    # look like an alignment pattern too.
+    # look like the pattern too.
     sy, sx = np.indices(scores.shape)
     centre = (scores.shape[1] - 1) / 2, (scores.shape[0] - 1) / 2
     dist = np.hypot(sx - centre[0], sy - centre[1]) / (_SAMPLES * max(radius, 1.0))
     ranked = scores - 0.15 * dist
     iy, ix = np.unravel_index(int(np.argmax(ranked)), scores.shape)
     score = float(scores[iy, ix])
-    if not np.isfinite(score) or score < _ALIGNMENT_SCORE:
+    if not np.isfinite(score) or score < min_score:
         return None
     fx, fy = float(ix), float(iy)
     if 0 < ix < scores.shape[1] - 1:
@@ -246,25 +260,24 @@ def find_alignment(
         den = t - 2 * c + b
         if den < 0:
             fy += float(np.clip(0.5 * (t - b) / den, -0.5, 0.5))
-    # Top-left of the template at (fx, fy) samples; its centre is 2.5 modules further.
-    mx = cx - half + fx / _SAMPLES + 2.5
-    my = cy - half + fy / _SAMPLES + 2.5
+    # Top-left of the template at (fx, fy) samples; its centre is half_template further.
+    mx = cx - half + fx / _SAMPLES + half_template
+    my = cy - half + fy / _SAMPLES + half_template
     return mx, my, score
 
 
 def fit(
     image: np.ndarray,
-    triple: Triple,
+    mapping: Mapping,
     size: int,
     alignment: list[tuple[int, int]],
+    src: list[np.ndarray],
+    dst: list[np.ndarray],
 ) -> Mapping:
-    """The module->pixel mapping for a symbol of `size` modules a side."""
-    mapping = initial_mapping(triple, size)
-    finders_px = np.array(
-        [[triple.tl.x, triple.tl.y], [triple.tr.x, triple.tr.y], [triple.bl.x, triple.bl.y]]
-    )
-    src = list(_finder_points(size))
-    dst = list(finders_px)
+    """The module->pixel mapping for a symbol of `size` modules a side, starting from
+    `mapping` and the module points `src` already located at pixels `dst` (finder centres)."""
+    src = list(src)
+    dst = list(dst)
     if not alignment:
         return mapping
     # The bottom-right pattern first, with a wide search: it is what perspective moves most.
@@ -274,9 +287,10 @@ def fit(
         px = mapping(np.array([[found[0], found[1]]]))[0]
         src.append(np.array([corner[1] + 0.5, corner[0] + 0.5]))
         dst.append(px)
-        h, _ = cv2.findHomography(np.array(src, np.float64), np.array(dst, np.float64), 0)
-        if h is not None:
-            mapping = Mapping(h)
+        if len(src) >= 4:
+            h, _ = cv2.findHomography(np.array(src, np.float64), np.array(dst, np.float64), 0)
+            if h is not None:
+                mapping = Mapping(h)
     rest = [rc for rc in alignment if rc != corner]
     if not rest:
         return mapping
@@ -286,6 +300,8 @@ def fit(
             continue
         src.append(np.array([c + 0.5, r + 0.5]))
         dst.append(mapping(np.array([[found[0], found[1]]]))[0])
+    if len(src) < 4:
+        return mapping
     src_a = np.array(src, np.float64)
     dst_a = np.array(dst, np.float64)
     h, _ = cv2.findHomography(src_a, dst_a, 0)
@@ -295,6 +311,130 @@ def fit(
     residuals = dst_a - base(src_a)
     spacing = (size - 13) / max(1, math.isqrt(len(alignment) + 3) - 1)
     return Mapping(h, src_a, residuals, sigma=0.6 * spacing)
+
+
+def fit_finders(
+    image: np.ndarray, triple: Triple, size: int, alignment: list[tuple[int, int]]
+) -> Mapping:
+    """fit() from three located finder patterns."""
+    finders = [np.array([f.x, f.y]) for f in (triple.tl, triple.tr, triple.bl)]
+    return fit(
+        image, initial_mapping(triple, size), size, alignment, list(_finder_points(size)), finders
+    )
+
+
+def _finder_template() -> np.ndarray:
+    """The ideal finder pattern with its separator (9 x 9 modules), _SAMPLES a module."""
+    dark = np.zeros((9, 9), dtype=np.float32)
+    dark[1:8, 1:8] = 1
+    dark[2:7, 2:7] = 0
+    dark[3:6, 3:6] = 1
+    return 255 * (1 - np.kron(dark, np.ones((_SAMPLES, _SAMPLES), dtype=np.float32)))
+
+
+_FINDER = _finder_template()
+
+
+def fit_outline(
+    image: np.ndarray, corners: np.ndarray, size: int, alignment: list[tuple[int, int]]
+) -> Mapping | None:
+    """fit() from the symbol's outer corners (TL, TR, BR, BL, in pixels), as zxing-cpp
+    reports a symbol it located: the finders are searched for where the outline puts them.
+    None when fewer than two finders are where the outline says."""
+    n = float(size)
+    outline = np.array([[0, 0], [n, 0], [n, n], [0, n]], dtype=np.float64)
+    h, _ = cv2.findHomography(outline, corners.astype(np.float64), 0)
+    if h is None:
+        return None
+    mapping = Mapping(h)
+    src: list[np.ndarray] = []
+    dst: list[np.ndarray] = []
+    for cx, cy in _finder_points(size):
+        found = _find_pattern(image, mapping, cx, cy, 1.5, _FINDER, 4.5, 0.5)
+        if found is not None:
+            src.append(np.array([cx, cy]))
+            dst.append(mapping(np.array([[found[0], found[1]]]))[0])
+    if len(src) < 2:
+        return None
+    if not alignment:
+        # The outline's corners hold the fit where the finders alone cannot (version 1).
+        src += list(outline)
+        dst += list(corners.astype(np.float64))
+    if len(src) >= 4:
+        h2, _ = cv2.findHomography(np.array(src), np.array(dst), 0)
+        if h2 is not None:
+            mapping = Mapping(h2)
+    return fit(image, mapping, size, alignment, src[:3], dst[:3])
+
+
+def outline_sizes(
+    image: np.ndarray, corners: np.ndarray, limit: int = 3
+) -> list[tuple[float, int, int]]:
+    """(score, turn, size): symbol sizes and rotations of the outline (corners rolled by
+    `turn`) that put finder and timing patterns where the outline's corners say, best first;
+    the score is the share of those modules sampled right. All hypotheses are sampled in one
+    pass: module coordinates over the size make one unit square per rotation."""
+    side = float(np.mean([np.hypot(*(corners[i] - corners[(i + 1) % 4])) for i in range(4)]))
+    sizes = [17 + 4 * v for v in range(1, 41) if side / (17 + 4 * v) >= 1.2]
+    if not sizes:
+        return []
+    unit = np.array([[0, 0], [1, 0], [1, 1], [0, 1]], dtype=np.float64)
+    points = []
+    colours = []
+    bounds = []
+    for size in sizes:
+        rows, cols, dark = _outline_modules(size)
+        points.append(np.stack([cols + 0.5, rows + 0.5], axis=1) / size)
+        colours.append(dark)
+        bounds.append(len(rows))
+    unit_points = np.concatenate(points)
+    expected = np.concatenate(colours)
+    starts = np.concatenate([[0], np.cumsum(bounds)[:-1]])
+    scored: list[tuple[float, int, int]] = []
+    for turn in range(4):
+        h, _ = cv2.findHomography(unit, np.roll(corners, -turn, axis=0).astype(np.float64), 0)
+        if h is None:
+            continue
+        pts = Mapping(h)(unit_points).astype(np.float32)
+        width = 1000
+        padded = -(-len(pts) // width) * width
+        mx = np.full(padded, -1.0, np.float32)
+        my = np.full(padded, -1.0, np.float32)
+        mx[: len(pts)] = pts[:, 0]
+        my[: len(pts)] = pts[:, 1]
+        values = (
+            cv2.remap(image, mx.reshape(-1, width), my.reshape(-1, width), cv2.INTER_LINEAR)
+            .ravel()[: len(pts)]
+            .astype(np.float32)
+        )
+        counts = np.array(bounds, dtype=np.float32)
+        means = np.add.reduceat(values, starts) / counts
+        threshold = np.repeat(means, bounds)
+        right = np.add.reduceat(((values < threshold) == expected).astype(np.float32), starts)
+        for size, share in zip(sizes, right / counts, strict=True):
+            scored.append((float(share), turn, size))
+    scored.sort(reverse=True)
+    return scored[:limit]
+
+
+@lru_cache(maxsize=40)
+def _outline_modules(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows, columns and colours of the three finders and both timing patterns."""
+    rows: list[int] = []
+    cols: list[int] = []
+    dark: list[bool] = []
+    for r0, c0 in ((0, 0), (0, size - 7), (size - 7, 0)):
+        for r in range(7):
+            for c in range(7):
+                rows.append(r0 + r)
+                cols.append(c0 + c)
+                ring = min(r, c, 6 - r, 6 - c)
+                dark.append(ring != 1)
+    for i in range(8, size - 8):
+        rows += [6, i]
+        cols += [i, 6]
+        dark += [i % 2 == 0, i % 2 == 0]
+    return np.array(rows, float), np.array(cols, float), np.array(dark)
 
 
 @dataclass(frozen=True, slots=True)
