@@ -122,9 +122,9 @@ def _decode(gray: np.ndarray, corners: np.ndarray, clock: _Clock) -> SoftRead | 
         work = np.ascontiguousarray(crop)
     tried: set[tuple[int, int, int, int, int, int]] = set()
     finders: list[grid.Finder] = []
-    for dark in grid._binarisations(work):
+    for dark in grid.binarisations(work):
         clock.check()
-        for finder in grid.find_finders(work, dark):
+        for finder in grid.find_finders(dark):
             if all(math.hypot(finder.x - f.x, finder.y - f.y) > 2 * f.module for f in finders):
                 finders.append(finder)
         for triple in grid.triples(finders):

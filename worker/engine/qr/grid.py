@@ -14,6 +14,7 @@ so the search works the same at any rotation and scale.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import combinations
@@ -38,21 +39,20 @@ class Finder:
     module: float
 
 
-def _binarisations(gray: np.ndarray) -> list[np.ndarray]:
+def binarisations(gray: np.ndarray) -> Iterator[np.ndarray]:
+    """Dark = 255: local mean thresholds over an eighth and a quarter of the region (one
+    follows uneven light, the other keeps a blurred finder's ring), then Otsu; made one at
+    a time, since the first usually finds the finders."""
     side = min(gray.shape)
-    out = []
     for divisor in (8, 4):
         block = max(11, (side // divisor) | 1)
-        out.append(
-            cv2.adaptiveThreshold(
-                gray, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY_INV, block, 3
-            )
+        yield cv2.adaptiveThreshold(
+            gray, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY_INV, block, 3
         )
-    out.append(cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY_INV | cv2.THRESH_OTSU)[1])
-    return out
+    yield cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY_INV | cv2.THRESH_OTSU)[1]
 
 
-def find_finders(gray: np.ndarray, dark: np.ndarray) -> list[Finder]:
+def find_finders(dark: np.ndarray) -> list[Finder]:
     """Finder pattern candidates in one binarisation (dark = 255), deduplicated."""
     contours, hierarchy = cv2.findContours(dark, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)
     if hierarchy is None:
