@@ -1,12 +1,25 @@
 """decode(): one located QR symbol read with soft decisions, or None.
 
-The steps, each refusing rather than guessing: finder patterns in the region (three
-binarisations), the module grid fitted to them and to every alignment pattern, soft module
-values, format information (both copies, nearest BCH codeword within distance 3 of 15 bits;
-the code's minimum distance is 7, so the nearest is unique), version information for
-versions 7 and up (both copies, within distance 3 of 18 bits; minimum distance 8), the symbol
-read as is and mirrored, Reed-Solomon with errors and erasures within the margin that
-`codewords` states, and a bit stream that must be well formed to its padding (`bitstream`).
+The steps, each refusing rather than guessing:
+
+1. Geometry. Finder patterns in the region (up to three binarisations) give candidate
+   (top-left, top-right, bottom-left) triples; the symbol size comes from their spacing (up
+   to three candidates, and for versions 7 and up from the version information, which reads
+   right even on a grid of the wrong size). When no triple reads, the region itself is
+   taken as the symbol's outline (zxing-cpp's located corners), in each rotation, with the
+   sizes whose finder and timing modules fit it best. Either way the grid is then fitted to
+   every alignment pattern of the version (grid.fit).
+2. Soft module values against a local threshold (grid.sample), a confidence each; when they
+   do not read, the same values with the blur's spill from neighbouring modules taken out
+   (grid.equalise).
+3. A grid whose timing and alignment modules are not at least 70% right is not worth error
+   correction (a wrong size or pitch gets them right by chance: half).
+4. Format information from both copies: the nearest BCH codeword, within distance 3 of 15
+   bits (minimum distance 7, so the nearest is unique); version information (7 and up) from
+   both copies, within distance 3 of 18 bits (minimum distance 8). The symbol is read as
+   seen, and mirrored (transposed) unless the format as seen is within distance 1.
+5. Reed-Solomon with errors and erasures within the margin `codewords` states.
+6. A bit stream well formed to its padding (`bitstream`), rendered as zxing-cpp renders it.
 """
 
 from __future__ import annotations
