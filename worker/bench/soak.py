@@ -332,6 +332,9 @@ def timed_stops(soak: Soak, count: int) -> list[dict[str, Any]]:
                     "stop_s": exited - (finished or signalled),
                     "result": bool(client.exists(reply_to)) if busy else None,
                     "code": pool.process.returncode,
+                    # A stop is a few processes' teardown: on a shared machine, the CPU
+                    # others took shows here, and the reader should see how much.
+                    "load": os.getloadavg()[0],
                 }
             )
             print(json.dumps(rows[-1]), flush=True)
@@ -463,8 +466,9 @@ def render_stops(stops: list[dict[str, Any]]) -> list[str]:
             "SIGTERM to the job's result:"
         ),
         "",
-        "| pools | median s | max s | over the bound | job s, median | exit code 0 | result |",
-        "|---|---|---|---|---|---|---|",
+        "| pools | median s | max s | over the bound | job s, median | exit code 0 | result "
+        "| 1-min load, max |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for busy in (False, True):
         rows = [r for r in stops if r["busy"] is busy]
@@ -475,7 +479,8 @@ def render_stops(stops: list[dict[str, Any]]) -> list[str]:
         lines.append(
             f"| {len(rows)} {'busy' if busy else 'idle'} | {percentile(took, 50):.2f} "
             f"| {max(took):.2f} | {sum(t > STOP_BOUND_S for t in took)} | {job} "
-            f"| {sum(r['code'] == 0 for r in rows)} | {results} |"
+            f"| {sum(r['code'] == 0 for r in rows)} | {results} "
+            f"| {max(r.get('load', 0.0) for r in rows):.1f} |"
         )
     return lines
 
