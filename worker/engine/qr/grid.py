@@ -169,9 +169,11 @@ class Mapping:
         pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
         h = self.homography
         den = pts[:, 0] * h[2, 0] + pts[:, 1] * h[2, 1] + h[2, 2]
-        x = (pts[:, 0] * h[0, 0] + pts[:, 1] * h[0, 1] + h[0, 2]) / den
-        y = (pts[:, 0] * h[1, 0] + pts[:, 1] * h[1, 1] + h[1, 2]) / den
-        out = np.stack([x, y], axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x = (pts[:, 0] * h[0, 0] + pts[:, 1] * h[0, 1] + h[0, 2]) / den
+            y = (pts[:, 0] * h[1, 0] + pts[:, 1] * h[1, 1] + h[1, 2]) / den
+        # A degenerate fit (points behind the horizon) samples off the image, not NaN.
+        out = np.nan_to_num(np.stack([x, y], axis=1), nan=-1e4, posinf=-1e4, neginf=-1e4)
         if self.weights is not None:
             out += self._kernel(pts) @ self.weights
         return out
