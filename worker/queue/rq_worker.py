@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -174,6 +176,10 @@ class QrWorkerMixin:
             log.warning("worker_state_refused", worker=self.name, state=state, error=str(exc)[:300])
 
     def run_maintenance_tasks(self) -> None:
+        if self._stop_requested:
+            # RQ's loop runs a due pass before it looks at the stop; the pass would start
+            # the scheduler a stop request has just ended, and the stop would wait for it.
+            return
         # Not cut short by a stop request: a pass moves jobs between lists and registries.
         GATE.hold()
         try:
@@ -246,15 +252,19 @@ class QrWorkerMixin:
         """RQ's stop request, from its signal handler. A busy worker finishes its job first
         (RQ's own path); an idle one stops where no job can be lost (worker.queue.stopping)."""
         rq: Any = self
+        self._stop_requested = True
+        # RQ's scheduler sleeps a second between passes and stops after its sleep: asked
+        # now, it stops while this worker finishes (RQ's teardown joins it later). RQ's own
+        # way, asking and joining here, held a running job (or this handler) that second.
+        process = rq.scheduler._process if rq.scheduler is not None else None
+        if process is not None and process.pid:
+            with contextlib.suppress(OSError):
+                os.kill(process.pid, signal.SIGTERM)
         if rq.get_state() == WorkerStatus.BUSY:
-            self._stop_requested = True
             # Recorded for dashboards; a Redis away or full must not raise into the job.
             with contextlib.suppress(redis.RedisError):
                 rq.set_shutdown_requested_date()
-            if rq.scheduler:
-                rq.stop_scheduler()
             return
-        self._stop_requested = True
         GATE.request()
 
     def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
@@ -292,7 +302,7 @@ class QrWorkerMixin:
             return
         settings = self._settings
         started = time.perf_counter()
-        ctx = context.build(settings, runtime.connect(settings.redis_url), self.name)
+        ctx = context.build(settings, runtime.connect(settings), self.name)
         ctx.engine.warm_up()
         context.install(ctx)
         # Warm-up grew the detectors' arena and left freed blocks in the heap (graph
