@@ -2,13 +2,19 @@
 alignment patterns, and each module's soft value.
 
 The mapping from module coordinates (x = column, y = row, a module spanning [c, c + 1]) to
-pixels starts as the affine map through the three finder centres, becomes a homography once
-the bottom-right alignment pattern is found, and is refined by every alignment pattern of the
-version: a least-squares homography through all of them plus a smooth residual field
-(Gaussian-weighted, fading to zero away from the patterns), so that perspective and a bent
-page are both followed. Patterns are searched for in a locally rectified patch (the current
-mapping resampled at 4 samples per module) by normalised correlation with the ideal pattern,
-so the search works the same at any rotation and scale.
+pixels starts either as the affine map through three finder centres (fit_finders) or as the
+homography of the region's corners taken as the symbol's outline (fit_outline, the finders
+then searched for where it puts them). It becomes a homography once the bottom-right
+alignment pattern is found, and is then refined by every alignment pattern of the version: a
+least-squares homography through all located patterns plus a residual field that passes
+through each pattern's residual (Gaussian radial basis functions), so that perspective and a
+bent page are both followed. Patterns are searched for in a locally rectified patch (the
+current mapping resampled at 4 samples per module) by normalised correlation with the ideal
+pattern, so the search works the same at any rotation and scale.
+
+Module values are area averages (a Gaussian of about a quarter module) at the module centres,
+against a threshold halfway between the local light and dark levels; `equalise` takes a
+blur's spill from the neighbouring modules out of them.
 """
 
 from __future__ import annotations
