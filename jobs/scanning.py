@@ -62,8 +62,13 @@ def _scan_one(
     ctx: JobContext, ref: str, request: payloads.ScanRequest, started: float
 ) -> ImageResult:
     fetch_started = time.perf_counter()
+    # No fetch retry is started that the job's deadline would cut off.
+    until = None
+    if request.deadline_ms is not None:
+        until = time.monotonic() + request.deadline_ms / 1000 - (fetch_started - started)
     try:
-        data = storage.fetch(storage.parse_reference(ref, ctx.settings), ctx.settings)
+        reference = storage.parse_reference(ref, ctx.settings)
+        data = storage.fetch(reference, ctx.settings, deadline=until)
     except ScanFailed as failure:
         fetch_ms = (time.perf_counter() - fetch_started) * 1000.0
         error = ScanError(failure.code, failure.message)
