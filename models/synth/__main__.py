@@ -12,7 +12,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from .samples import SAMPLE_KINDS, Sample, sample_set
+from .pdfs import ALL_KINDS, Sample, any_sample_set
 
 
 def write_sample(sample: Sample, outdir: Path) -> list[Path]:
@@ -39,13 +39,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="set seed (default 0)")
     parser.add_argument("--count", type=int, default=20, help="number of samples (default 20)")
     parser.add_argument(
-        "--kind", choices=SAMPLE_KINDS, default="mixed", help="sample kind (default mixed)"
+        "--kind", choices=ALL_KINDS, default="mixed", help="sample kind (default mixed)"
     )
     args = parser.parse_args(argv)
     if args.seed < 0 or args.count < 0:
         parser.error("--seed and --count must not be negative")
     args.outdir.mkdir(parents=True, exist_ok=True)
-    samples = sample_set(args.seed, args.count, args.kind)
+    samples = any_sample_set(args.seed, args.count, args.kind)
     for sample in samples:
         write_sample(sample, args.outdir)
     codes = sum(len(sample.codes) for sample in samples)
