@@ -246,7 +246,7 @@ def _cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
 
     from worker.queue import producer, runtime
 
-    connection = runtime.connect(settings.redis_url)
+    connection = runtime.connect(settings)
     reply_to = f"{names.REPLY_PREFIX}{uuid.uuid4()}" if args.wait else None
     options = {
         key: value
@@ -269,7 +269,16 @@ def _cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
             "the jobs are queued and wait for one",
             file=sys.stderr,
         )
-    job_ids = [producer.enqueue(connection, payload, queue=queue) for payload in payloads]
+    job_ids = [
+        producer.enqueue(
+            connection,
+            payload,
+            queue=queue,
+            replicas=settings.redis_wait_replicas,
+            replicas_timeout_ms=settings.redis_wait_ms,
+        )
+        for payload in payloads
+    ]
     if reply_to is None:
         for job_id in job_ids:
             print(job_id)

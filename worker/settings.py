@@ -168,6 +168,61 @@ def _redis_url(value: Any) -> str:
     return value
 
 
+_REDIS_MASTER = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+_REDIS_USERNAME = re.compile(r"[!-~]{0,128}")  # printable ASCII, no space: an ACL user name
+
+
+def _sentinels(value: Any) -> tuple[str, ...]:
+    """`host:port` entries, each as typed; empty means no Sentinel (REDIS_URL names the
+    server). An IPv6 address is written in brackets, `[::1]:26379`."""
+    entries = tuple(value)
+    for entry in entries:
+        host, colon, port = entry.rpartition(":") if isinstance(entry, str) else ("", "", "")
+        if (
+            not colon
+            or not _HOST.fullmatch(host)
+            or not port.isascii()
+            or not port.isdigit()
+            or not 1 <= int(port) <= 65_535
+        ):
+            raise ValueError(f"must hold host:port entries, got {rules.quote(entry)}")
+    if len(set(entries)) != len(entries):
+        raise ValueError(f"names a Sentinel twice: {rules.quote(','.join(entries))}")
+    return entries
+
+
+def _redis_master(value: Any) -> str:
+    if not isinstance(value, str) or not _REDIS_MASTER.fullmatch(value):
+        raise ValueError(
+            f"must be a Sentinel master name of letters, digits and - _ . only, "
+            f"got {rules.quote(value)}"
+        )
+    return value
+
+
+def _redis_username(value: Any) -> str:
+    if not isinstance(value, str) or not _REDIS_USERNAME.fullmatch(value):
+        raise ValueError("must be an ACL user name (printable ASCII, no spaces) or empty")
+    return value
+
+
+def _secret(value: Any) -> str:
+    # The value itself is never quoted back: it is a password.
+    if not isinstance(value, str) or len(value) > 512 or not value.isprintable():
+        raise ValueError("must be printable text of at most 512 characters (value not shown)")
+    return value
+
+
+def _pem_file(value: Any) -> str:
+    if not isinstance(value, str) or (value and not os.path.isabs(value)):
+        raise ValueError(
+            f"must be an absolute path to a PEM file, or empty, got {rules.quote(value)}"
+        )
+    if value and not os.path.isfile(value):
+        raise ValueError(f"names a file that does not exist: {rules.quote(value)}")
+    return value
+
+
 def _host(value: Any) -> str:
     if not isinstance(value, str) or not _HOST.fullmatch(value):
         raise ValueError(f"must be an address or a host name, got {rules.quote(value)}")
@@ -379,10 +434,113 @@ class Settings:
     )
     redis_url: str = field(
         default="redis://127.0.0.1:6379/0",
+        repr=False,  # it may hold a password: runtime.describe() is what people are shown
         metadata=_env(
             "REDIS_URL",
             "The Redis that carries the queue and the results.",
             Range("redis://, rediss:// or unix:// URL (redis-py's rules)", _redis_url),
+        ),
+    )
+    redis_username: str = field(
+        default="",
+        metadata=_env(
+            "QRW_REDIS_USERNAME",
+            "ACL user every Redis connection authenticates as; overrides REDIS_URL's user. "
+            "Empty: REDIS_URL's, else `default`.",
+            Range("an ACL user name, or empty", _redis_username),
+        ),
+    )
+    redis_password: str = field(
+        default="",
+        repr=False,
+        metadata=_env(
+            "QRW_REDIS_PASSWORD",
+            "Password of that user; overrides REDIS_URL's (keeps it out of the URL, which "
+            "tools print). Never logged, shown or put in an error message.",
+            Range("text, at most 512 characters", _secret),
+        ),
+    )
+    redis_sentinels: tuple[str, ...] = field(
+        default=(),
+        metadata=_env(
+            "QRW_REDIS_SENTINELS",
+            "Sentinels to ask for the master, comma-separated host:port. Set: every process "
+            "connects to the master they name (QRW_REDIS_MASTER), on start and after each "
+            "failover, and REDIS_URL gives only the scheme, database, user and password "
+            "(its host and port are not used). Empty: REDIS_URL's server.",
+            Range("host:port entries, or empty", _sentinels),
+        ),
+    )
+    redis_master: str = field(
+        default="mymaster",
+        metadata=_env(
+            "QRW_REDIS_MASTER",
+            "The master's name in the Sentinels' configuration (`sentinel monitor NAME ...`).",
+            Range("1-100 of A-Z a-z 0-9 - _ .", _redis_master),
+        ),
+    )
+    redis_sentinel_username: str = field(
+        default="",
+        metadata=_env(
+            "QRW_REDIS_SENTINEL_USERNAME",
+            "ACL user for the Sentinels themselves (their own `user` lines), when they "
+            "require one.",
+            Range("an ACL user name, or empty", _redis_username),
+        ),
+    )
+    redis_sentinel_password: str = field(
+        default="",
+        repr=False,
+        metadata=_env(
+            "QRW_REDIS_SENTINEL_PASSWORD",
+            "Password the Sentinels require (their `requirepass`), not the master's. Never "
+            "logged or shown.",
+            Range("text, at most 512 characters", _secret),
+        ),
+    )
+    redis_ca: str = field(
+        default="",
+        metadata=_env(
+            "QRW_REDIS_CA",
+            "CA certificate (PEM) that a rediss:// server's certificate, and the "
+            "Sentinels' under rediss://, must chain to. Empty: the system's CAs.",
+            Range("an absolute path to an existing file, or empty", _pem_file),
+        ),
+    )
+    redis_cert: str = field(
+        default="",
+        metadata=_env(
+            "QRW_REDIS_CERT",
+            "Client certificate (PEM) for rediss:// servers that require one "
+            "(`tls-auth-clients yes`); may hold the key too.",
+            Range("an absolute path to an existing file, or empty", _pem_file),
+        ),
+    )
+    redis_key: str = field(
+        default="",
+        metadata=_env(
+            "QRW_REDIS_KEY",
+            "Private key (PEM) of QRW_REDIS_CERT, when it is in a file of its own.",
+            Range("an absolute path to an existing file, or empty", _pem_file),
+        ),
+    )
+    redis_wait_replicas: int = field(
+        default=0,
+        metadata=_env(
+            "QRW_REDIS_WAIT_REPLICAS",
+            "Replicas that must hold a write before it counts as done (Redis WAIT): a "
+            "`qrw enqueue` job and a worker's result. 1 in a replicated (Sentinel) "
+            "deployment, so a failover loses neither; 0 waits for none.",
+            _number(0, 16),
+        ),
+    )
+    redis_wait_ms: int = field(
+        default=2000,
+        metadata=_env(
+            "QRW_REDIS_WAIT_MS",
+            "Longest wait for those replicas, per write; a write not held by them in time "
+            "is written again (docs/protocol.md, Replication).",
+            _number(1, 60_000, "ms"),
         ),
     )
     queues: tuple[str, ...] = field(
@@ -613,6 +771,25 @@ class Settings:
             if checked is not value:
                 # Frozen: normalising (a bucket folder's '/', a level's case) bypasses it once.
                 object.__setattr__(self, f.name, checked)
+        self._check_redis()
+
+    def _check_redis(self) -> None:
+        """What the Redis settings mean together: one line naming the variables."""
+        tls = self.redis_url.startswith("rediss://")
+        if self.redis_sentinels and self.redis_url.startswith("unix://"):
+            raise SettingsError(
+                "QRW_REDIS_SENTINELS needs a redis:// or rediss:// REDIS_URL: Sentinels name "
+                "the master by address, not by socket"
+            )
+        for name, value in (
+            ("QRW_REDIS_CA", self.redis_ca),
+            ("QRW_REDIS_CERT", self.redis_cert),
+            ("QRW_REDIS_KEY", self.redis_key),
+        ):
+            if value and not tls:
+                raise SettingsError(f"{name} is set, but REDIS_URL is not rediss:// (TLS)")
+        if self.redis_key and not self.redis_cert:
+            raise SettingsError("QRW_REDIS_KEY is set without QRW_REDIS_CERT")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -149,6 +149,7 @@ def _backfill(command: Callable[[argparse.Namespace, Settings], int]) -> Callabl
 
         from worker import logs
         from worker.backfill import BackfillError
+        from worker.queue import runtime
 
         logs.configure(settings)
         try:
@@ -158,7 +159,8 @@ def _backfill(command: Callable[[argparse.Namespace, Settings], int]) -> Callabl
             return 2
         except redis.ConnectionError as exc:
             print(
-                f"qrw: error: Redis at {settings.redis_url} is unreachable: {exc}", file=sys.stderr
+                f"qrw: error: Redis at {runtime.describe(settings)} is unreachable: {exc}",
+                file=sys.stderr,
             )
             return 2
         except KeyboardInterrupt:
@@ -180,7 +182,7 @@ def _driving(settings: Settings, name: str) -> int:
         raise KeyboardInterrupt  # SIGTERM (a Job stopped): release the lease on the way out
 
     signal.signal(signal.SIGTERM, stop)
-    connection = runtime.connect(settings.redis_url)
+    connection = runtime.connect(settings)
     final = runner.drive(connection, settings, name, progress=sys.stderr.isatty())
     print(f"backfill {name}: {final}")
     if final in ("done", "cancelled"):
@@ -230,7 +232,7 @@ def _cmd_backfill_start(args: argparse.Namespace, settings: Settings) -> int:
         counted = runner.dry_run(settings, spec, filters, options, args.out)
         print(json.dumps(counted.to_json(), indent=2))
         return 0
-    connection = runtime.connect(settings.redis_url)
+    connection = runtime.connect(settings)
     runner.start(connection, settings, args.name, spec, filters, options, args.out)
     return _driving(settings, args.name)
 
@@ -240,7 +242,7 @@ def _cmd_backfill_status(args: argparse.Namespace, settings: Settings) -> int:
     from worker.backfill import state
     from worker.queue import runtime
 
-    connection = runtime.connect(settings.redis_url)
+    connection = runtime.connect(settings)
     run_names = [args.name] if args.name else state.run_names(connection)
     runs = [state.load(connection, name).to_dict() for name in run_names]
     if args.json:
@@ -275,7 +277,7 @@ def _cmd_backfill_pause(args: argparse.Namespace, settings: Settings) -> int:
     from worker.backfill import state
     from worker.queue import runtime
 
-    state.request(runtime.connect(settings.redis_url), args.name, state.RunState.PAUSED)
+    state.request(runtime.connect(settings), args.name, state.RunState.PAUSED)
     print(f"backfill {args.name}: paused (running jobs finish and are collected)")
     return 0
 
@@ -285,7 +287,7 @@ def _cmd_backfill_resume(args: argparse.Namespace, settings: Settings) -> int:
     from worker.backfill import state
     from worker.queue import runtime
 
-    connection = runtime.connect(settings.redis_url)
+    connection = runtime.connect(settings)
     run = state.load(connection, args.name)
     if run.finished or run.state != state.RunState.CANCELLED:
         # A cancel still collecting is only finished; anything else must be resumable.
@@ -301,7 +303,7 @@ def _cmd_backfill_cancel(args: argparse.Namespace, settings: Settings) -> int:
     from worker.backfill import runner, state
     from worker.queue import runtime
 
-    connection = runtime.connect(settings.redis_url)
+    connection = runtime.connect(settings)
     removed = runner.cancel(connection, args.name)
     print(f"backfill {args.name}: cancelled; {removed} queued job(s) removed")
     if state.driver_alive(connection, args.name):
@@ -314,7 +316,7 @@ def _cmd_backfill_retry(args: argparse.Namespace, settings: Settings) -> int:
     from worker.backfill import runner
     from worker.queue import runtime
 
-    connection = runtime.connect(settings.redis_url)
+    connection = runtime.connect(settings)
     name = runner.retry(connection, settings, args.name, args.errors)
     print(f"backfill {name}: started over the objects of {args.name} with {', '.join(args.errors)}")
     return _driving(settings, name)
@@ -325,7 +327,7 @@ def _cmd_backfill_report(args: argparse.Namespace, settings: Settings) -> int:
     from worker.backfill import output, report, state
     from worker.queue import runtime
 
-    run = state.load(runtime.connect(settings.redis_url), args.name)
+    run = state.load(runtime.connect(settings), args.name)
     out = output.open_output(run.spec.out, settings)
     summary = out.read_summary() if run.finished else None
     if summary is None:  # still running: the numbers so far

@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
+
+from worker.backoff import backoff_s
 from worker.queue import names
 from worker.queue.names import DEFAULT_QUEUE, JOB_FUNCTION
 
@@ -57,15 +59,61 @@ def enqueue(
     timeout: int = 120,
     job_id: str | None = None,
     function: str = JOB_FUNCTION,
+    created_at: str | None = None,
+    replicas: int = 0,
+    replicas_timeout_ms: int = 2000,
 ) -> str:
+    """The job id, once Redis took the job, and `replicas` replicas with it (WAIT): a
+    job only the master held would be lost with it in a failover. One not confirmed in
+    time is sent again, the same transaction (id and `created_at`), a few times, then
+    NotReplicated (docs/protocol.md, Replication)."""
     job_id = job_id or str(uuid.uuid4())
-    fields = job_hash(payload, queue=queue, timeout=timeout, now=rq_timestamp(), function=function)
-    with connection.pipeline(transaction=True) as pipe:
-        pipe.hset(names.rq_job_key(job_id), mapping=fields)
-        pipe.rpush(names.rq_queue_key(queue), job_id)
-        pipe.sadd(names.RQ_QUEUES, names.rq_queue_key(queue))
-        pipe.execute()
-    return job_id
+    now = created_at or rq_timestamp()
+    fields = job_hash(payload, queue=queue, timeout=timeout, now=now, function=function)
+    if not replicas:
+        with connection.pipeline(transaction=True) as pipe:
+            pipe.hset(names.rq_job_key(job_id), mapping=fields)
+            pipe.rpush(names.rq_queue_key(queue), job_id)
+            pipe.sadd(names.RQ_QUEUES, names.rq_queue_key(queue))
+            pipe.execute()
+        return job_id
+    held = 0
+    for attempt in range(_REPLICATED_ATTEMPTS):
+        if attempt:
+            time.sleep(backoff_s(attempt - 1))
+        # MULTI ... EXEC, then WAIT, written out in one pipeline: WAIT counts the writes of
+        # its own connection, and a transaction cannot hold it.
+        with connection.pipeline(transaction=False) as pipe:
+            pipe.execute_command("MULTI")
+            pipe.hset(names.rq_job_key(job_id), mapping=fields)
+            pipe.rpush(names.rq_queue_key(queue), job_id)
+            pipe.sadd(names.RQ_QUEUES, names.rq_queue_key(queue))
+            pipe.execute_command("EXEC")
+            pipe.wait(replicas, replicas_timeout_ms)
+            *_, done, held = pipe.execute()
+        refused = [reply for reply in done if isinstance(reply, Exception)]
+        if refused:
+            raise refused[0]
+        if held >= replicas:
+            return job_id
+    raise NotReplicated(job_id, held, replicas)
+
+
+# Sends of one replicated enqueue before NotReplicated: about 7 s of backed-off tries, with
+# a WAIT of its own in each.
+_REPLICATED_ATTEMPTS = 4
+
+
+class NotReplicated(redis.RedisError):
+    """The master took the job, but too few replicas confirmed it in time: it is queued,
+    and would be lost if the master failed now. Send the same enqueue again (same id and
+    `created_at`; the job runs once), or report the job as not queued."""
+
+    def __init__(self, job_id: str, held: int, wanted: int) -> None:
+        super().__init__(
+            f"job {job_id}: {held} of {wanted} replica(s) confirmed the enqueue in time"
+        )
+        self.job_id = job_id
 
 
 def wait_for_reply(connection: redis.Redis, reply_to: str, timeout: float) -> dict[str, Any] | None:

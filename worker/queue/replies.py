@@ -136,17 +136,24 @@ class Publisher:
             self.settings.result_ttl,
             "1" if stream else "0",
         ]
+        delivered = False
         for attempt in range(_ATTEMPTS):
             try:
-                status, reply_error = self._script(keys=keys, args=args)
-                break
+                (status, reply_error), held = self._run(keys, args)
+                # A publish again after one a replica did not confirm writes nothing when
+                # the first reached it after all: the first one's delivery counts.
+                delivered |= bool(status)
+                if held:
+                    break
+                log.warning("result_not_replicated", job_id=job_id, attempt=attempt + 1)
             except TRANSIENT as exc:
                 if attempt == _ATTEMPTS - 1:
                     raise
                 log.warning("publish_retry", job_id=job_id, attempt=attempt + 1, error=repr(exc))
+            if attempt < _ATTEMPTS - 1:
                 time.sleep(backoff_s(attempt))
         published = Published(
-            delivered=bool(status),
+            delivered=delivered,
             reply_error=ReplyError(reply_error.decode()) if reply_error else None,
         )
         if published.reply_error:
@@ -157,6 +164,21 @@ class Publisher:
                 reason=published.reply_error.value,
             )
         return published
+
+    def _run(self, keys: list[str], args: list[Any]) -> tuple[Any, bool]:
+        """The script's reply, and whether QRW_REDIS_WAIT_REPLICAS replicas hold what it
+        wrote. The WAIT goes in one pipeline with the script: it counts the writes of its
+        own connection. A publish no replica holds would be lost with its master in a
+        failover, while RQ's bookkeeping after it, written to the promoted replica, said
+        the job was done: it is published again instead (docs/protocol.md, Replication)."""
+        wanted = self.settings.redis_wait_replicas
+        if not wanted:
+            return self._script(keys=keys, args=args), True
+        with self.connection.pipeline(transaction=False) as pipe:
+            self._script(keys=keys, args=args, client=pipe)
+            pipe.wait(wanted, self.settings.redis_wait_ms)
+            reply, replicas = pipe.execute()
+        return reply, int(replicas) >= wanted
 
 
 def encode(document: dict[str, Any]) -> bytes:

@@ -12,13 +12,15 @@
   worker.queue.outcome, which also counts and logs every end of a job.
 - A job whose result is not ok (a missing image, a refused reference) is a failed job to RQ
   too: its failed registry, with the code and message as JSON, never retried.
-- Redis refusing writes (full under `noeviction`, or a replica after a failover) costs no
-  worker and no job: RQ quit its work loop on the first refused write, and the pool
-  respawned the worker, engine and all, dozens of times a minute (issue 18, point 2). Here
-  a refused write is waited out with backoff wherever RQ's loop makes one: a popped job
-  is registered once Redis takes writes again, and a job whose bookkeeping is refused
-  after it ran is left to its lease (RQ's maintenance runs it again; its result was
-  published once, by delivery token).
+- Redis refusing writes (full under `noeviction`, or a replica after a failover), or away
+  for a moment (restarting, or failing over: a Sentinel-managed client reconnects to the
+  promoted replica on its next try), costs no worker and no job: RQ quit its work loop
+  on the first refused write, and the pool respawned the worker, engine and all, dozens
+  of times a minute (issue 18, point 2). Here a refused write or a lost connection is
+  waited out with backoff wherever RQ's loop makes one: a popped job is registered once
+  Redis takes writes again, and a job whose bookkeeping is refused after it ran is left
+  to its lease (RQ's maintenance runs it again; its result was published once, by
+  delivery token).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from worker.queue import context, outcome, payloads, runtime
 from worker.queue.envelope import JobRejected
 from worker.queue.intake import QrQueue
 from worker.queue.job import QrJob, delivery_of
-from worker.queue.replies import WRITE_REFUSED, wait_for_writes
+from worker.queue.replies import TRANSIENT, WRITE_REFUSED, wait_for_writes
 from worker.queue.results import JobResult
 from worker.queue.stopping import GATE
 from worker.settings import Settings
@@ -153,7 +155,7 @@ class QrWorkerMixin:
         while True:
             try:
                 return super().register_birth()  # type: ignore[misc]
-            except WRITE_REFUSED as exc:
+            except TRANSIENT as exc:
                 wait_for_writes("register_birth", exc, attempt)
                 attempt += 1
 
@@ -162,7 +164,7 @@ class QrWorkerMixin:
             return super().heartbeat(timeout, pipeline)  # type: ignore[misc]
         try:
             super().heartbeat(timeout)  # type: ignore[misc]
-        except WRITE_REFUSED as exc:
+        except TRANSIENT as exc:
             # A missed beat only shortens the worker's key; the next one renews it.
             log.warning("heartbeat_refused", worker=self.name, error=str(exc)[:300])
 
@@ -171,7 +173,7 @@ class QrWorkerMixin:
             return super().set_state(state, pipeline)  # type: ignore[misc]
         try:
             super().set_state(state)  # type: ignore[misc]
-        except WRITE_REFUSED as exc:
+        except TRANSIENT as exc:
             # What dashboards show; the state in memory (what RQ decides by) is set.
             log.warning("worker_state_refused", worker=self.name, state=state, error=str(exc)[:300])
 
@@ -184,7 +186,7 @@ class QrWorkerMixin:
         GATE.hold()
         try:
             super().run_maintenance_tasks()  # type: ignore[misc]
-        except WRITE_REFUSED as exc:
+        except TRANSIENT as exc:
             # Tried again at the next interval; a lock this pass took expires on its own
             # (QrQueue.acquire_maintenance_lock keeps it short).
             log.warning("maintenance_refused", worker=self.name, error=str(exc)[:300])
@@ -199,7 +201,7 @@ class QrWorkerMixin:
         while True:
             try:
                 return super().check_for_suspension(burst)  # type: ignore[misc]
-            except WRITE_REFUSED as exc:
+            except TRANSIENT as exc:
                 with GATE.interruptible():
                     wait_for_writes("suspension_check", exc, attempt)
                 attempt += 1
@@ -241,7 +243,7 @@ class QrWorkerMixin:
     def execute_job(self, job: Job, queue: Queue) -> None:
         try:
             super().execute_job(job, queue)  # type: ignore[misc]
-        except WRITE_REFUSED as exc:
+        except TRANSIENT as exc:
             # Past registration (prepare_execution waits for it): the job is in the started
             # registry, and once its lease lapses RQ's maintenance runs it again.
             wait_for_writes("job_bookkeeping", exc, 0, job_id=job.id)
@@ -341,7 +343,7 @@ class QrWorkerMixin:
             executions = set(self.executions)  # type: ignore[attr-defined]
             try:
                 return self._prepare_execution(job, budgeted)
-            except WRITE_REFUSED as exc:
+            except TRANSIENT as exc:
                 for stale in set(self.executions) - executions:  # type: ignore[attr-defined]
                     self.executions.pop(stale, None)  # type: ignore[attr-defined]
                 wait_for_writes("job_registration", exc, attempt, job_id=job.id)

@@ -12,8 +12,10 @@ import time
 from typing import Any
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
-from worker.queue import names, persistence
+from worker.queue import names, persistence, runtime
 from worker.settings import Settings
 
 _WINDOWS_MIN = (1, 5, 15)
@@ -22,7 +24,12 @@ _STREAM_SCAN_LIMIT = 200_000
 
 
 def collect(settings: Settings) -> dict[str, Any]:
-    connection = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
+    # A read timeout, and few retries: a status that hangs on a hung Redis, or retries an
+    # unreachable one for most of a minute (redis-py's default: 10 tries of each command,
+    # each connect tried 10 times too), would tell nobody anything in time.
+    connection = runtime.connect(
+        settings, socket_timeout=5, retry=Retry(ExponentialBackoff(cap=1.0, base=0.1), 2)
+    )
     try:
         connection.ping()
     except redis.RedisError as exc:

@@ -1,0 +1,151 @@
+"""TLS: `rediss://` with QRW_REDIS_CA and a client certificate, against a redis-server that
+speaks only TLS (`--port 0 --tls-port`) and requires a client certificate, with a CA, server
+and client certificates made here by openssl. A pool, `qrw enqueue` and `qrw status` work
+over it; a server whose certificate another CA signed, and a client without a certificate,
+are refused; TLS files with a plain `redis://` URL are a configuration error at start."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from models.synth import digital_invoice
+from tests.redis_topologies import Certificates, TlsRedis, make_certificates
+from worker.harness import Pool, free_port
+from worker.settings import Settings, SettingsError
+
+QUEUE = "qr-tls"
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    return make_certificates(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, certs: Certificates) -> Iterator[TlsRedis]:
+    tls = TlsRedis(tmp_path_factory.mktemp("tls-redis"), certs, client_certificates=True)
+    yield tls
+    tls.stop()
+
+
+def tls_env(server: TlsRedis, certs: Certificates, **extra: str) -> dict[str, str]:
+    return {
+        "REDIS_URL": server.url,
+        "QRW_REDIS_CA": str(certs.ca),
+        "QRW_REDIS_CERT": str(certs.client_cert),
+        "QRW_REDIS_KEY": str(certs.client_key),
+        **extra,
+    }
+
+
+def qrw(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_a_pool_and_a_producer_work_over_tls_with_a_client_certificate(
+    server: TlsRedis, certs: Certificates, tmp_path: Path
+) -> None:
+    image = tmp_path / "invoice.png"
+    image.write_bytes(digital_invoice(7300, fmt="png", megapixels=1.0).data)
+    env = tls_env(
+        server,
+        certs,
+        QRW_FILE_ROOTS=str(tmp_path),
+        QRW_BACKEND="none",
+        QRW_METRICS_PORT=str(free_port()),
+    )
+    pool = Pool(env, QUEUE, 1, tmp_path / "pool.log")
+    try:
+        pool.wait_ready(server.client(), timeout=180)
+        enqueued = qrw(
+            env, "enqueue", "--queue", QUEUE, "--wait", "60", "--json", f"file://{image}"
+        )
+        assert enqueued.returncode == 0, enqueued.stderr
+        result = json.loads(enqueued.stdout)
+        assert result["ok"] is True
+        assert result["codes"], "the invoice's code was read"
+    finally:
+        pool.stop()
+    # The pool found its Redis persistent over TLS too (its check reads CONFIG).
+    assert "redis_persistence" in (tmp_path / "pool.log").read_text()
+
+
+def test_status_speaks_tls_and_says_where_without_secrets(
+    server: TlsRedis, certs: Certificates
+) -> None:
+    status = qrw(tls_env(server, certs), "status", "--json")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["redis"] == "ok"
+
+
+def test_a_server_certificate_from_another_ca_is_refused(
+    server: TlsRedis, certs: Certificates
+) -> None:
+    status = qrw(tls_env(server, certs, QRW_REDIS_CA=str(certs.other_ca)), "status")
+    assert status.returncode == 1
+    assert "redis: unreachable" in status.stdout
+    assert "certificate verify failed" in status.stdout
+
+
+def test_a_client_without_a_certificate_is_refused_where_one_is_required(
+    server: TlsRedis, certs: Certificates
+) -> None:
+    env = tls_env(server, certs)
+    del env["QRW_REDIS_CERT"], env["QRW_REDIS_KEY"]
+    status = qrw(env, "status")
+    assert status.returncode == 1
+    assert "redis: unreachable" in status.stdout
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        (
+            {"REDIS_URL": "redis://127.0.0.1:6379/0", "QRW_REDIS_CA": "{ca}"},
+            "QRW_REDIS_CA is set, but REDIS_URL is not rediss:// (TLS)",
+        ),
+        (
+            {"REDIS_URL": "rediss://127.0.0.1:6379/0", "QRW_REDIS_KEY": "{key}"},
+            "QRW_REDIS_KEY is set without QRW_REDIS_CERT",
+        ),
+        (
+            {"REDIS_URL": "rediss://127.0.0.1:6379/0", "QRW_REDIS_CA": "/nonexistent/ca.pem"},
+            "QRW_REDIS_CA names a file that does not exist: '/nonexistent/ca.pem'",
+        ),
+        (
+            {"REDIS_URL": "unix:///run/redis.sock", "QRW_REDIS_SENTINELS": "127.0.0.1:26379"},
+            "QRW_REDIS_SENTINELS needs a redis:// or rediss:// REDIS_URL",
+        ),
+        (
+            {"QRW_REDIS_SENTINELS": "127.0.0.1"},
+            "QRW_REDIS_SENTINELS must hold host:port entries, got '127.0.0.1'",
+        ),
+    ],
+    ids=["ca-without-tls", "key-without-cert", "missing-ca", "sentinel-unix", "sentinel-no-port"],
+)
+def test_a_tls_or_sentinel_setting_that_cannot_work_is_one_line_at_start(
+    certs: Certificates, environ: dict[str, str], message: str
+) -> None:
+    environ = {k: v.format(ca=certs.ca, key=certs.client_key) for k, v in environ.items()}
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env(environ)
+    assert str(raised.value).startswith(message)
+    assert "\n" not in str(raised.value)
+    # And the command line says so in one line, status 2, before connecting anywhere.
+    ran = qrw(environ, "status")
+    assert ran.returncode == 2
+    assert ran.stderr.strip() == f"qrw: error: {raised.value}"
