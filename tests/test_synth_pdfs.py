@@ -99,6 +99,8 @@ def test_a_scanned_page_is_one_image_covering_the_page_at_its_dpi(
         assert right - left == pytest.approx(page.get_width())
         assert width_px / (page.get_width() / 72.0) == pytest.approx(200.0, rel=1e-3)
     assert [code.page for code in sample.codes] == [1]
+    # Paper is white: a bitonal scan's polarity is right, not a negative zxing inverts.
+    assert pdf[0].render(scale=0.5, grayscale=True).to_numpy().mean() > 200
     _reads_as_truth(sample)
 
 

@@ -417,12 +417,12 @@ def _image_xobject(
     parsed = Image.open(io.BytesIO(tiff.getvalue()))
     offset, length = parsed.tag_v2[273][0], parsed.tag_v2[279][0]
     data = tiff.getvalue()[offset : offset + length]
-    # TIFF's photometric 0 is white-is-zero; Pillow writes 1 (black is zero), which is
-    # CCITT's BlackIs1 false: the default.
+    # Pillow writes the TIFF as black-is-zero (photometric 1), and libtiff's coder then
+    # codes 1 bits as CCITT's black runs: BlackIs1 (the default, false, shows a negative).
     return writer.stream(
         b"/Type /XObject /Subtype /Image /Width %d /Height %d /ColorSpace /DeviceGray "
         b"/BitsPerComponent 1 /Filter /CCITTFaxDecode /DecodeParms << /K -1 /Columns %d "
-        b"/Rows %d >>" % (width, height, width, height),
+        b"/Rows %d /BlackIs1 true >>" % (width, height, width, height),
         data,
         compress=False,
     )
