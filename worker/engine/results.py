@@ -98,8 +98,9 @@ class UnreadReason(StrEnum):
     """Every stage of the cascade tried it and none could read it."""
 
 
-# zxing: its finder patterns and format were found, a QR code for certain; detector: a box
-# over the model's threshold, a code or something that looks like one (a DataMatrix, a logo).
+# zxing: zxing-cpp located it by three finder patterns, most often a QR code (a decoy's
+# nested squares can pass too); detector: a box over the model's threshold, a code or
+# something that looks like one (a DataMatrix, a logo).
 LocatedBy = Literal["zxing", "detector"]
 
 

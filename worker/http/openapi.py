@@ -129,8 +129,8 @@ _UNREAD = {
         "located_by": {
             "type": "string",
             "enum": ["zxing", "detector"],
-            "description": "zxing: its finder patterns and format information were found, a "
-            "QR code for certain; detector: a detector's box, a code or a look-alike.",
+            "description": "zxing: zxing-cpp located it by its finder patterns, most often a "
+            "QR code; detector: only a detector's box, a code or a look-alike.",
         },
     },
 }
