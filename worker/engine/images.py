@@ -351,14 +351,26 @@ class Page:
     # several scans); 0 where decoding is not refused ahead of the deadline.
     _decode_ms: float = 0.0
     _cache: dict[int | None, tuple[np.ndarray, float]] = field(default_factory=dict)
+    # PDF pages (worker.engine.pdf): what the page is (worker.engine.pdf_pages: born_digital,
+    # scanned or mixed), and for a scan read from its image, that image's size: the decoders
+    # give the image's own pixels, and the scale each size comes with maps them onto the
+    # page's grid (more than 1 for a scan finer than QRW_PDF_DPI).
+    kind: str | None = None
+    native: tuple[int, int] | None = None
+    # A rendered PDF page: any box of it (page pixels) rendered alone at `factor` times the
+    # page's resolution, with its left and top in pixels of the whole page at that factor.
+    region: (
+        Callable[[tuple[float, float, float, float], float], tuple[np.ndarray, float, float]] | None
+    ) = None
 
     def gray(self, max_side: int | None = None) -> tuple[np.ndarray, float]:
         """The page as uint8 grayscale with its longer side at most `max_side`.
 
-        Returns the image and its scale (image pixels per page pixel, at most 1).
+        Returns the image and its scale (image pixels per page pixel: at most 1, but for a
+        scan read from a PDF at a finer resolution than its page's grid).
         Raises DeadlineReached when the page must be decoded after the deadline.
         """
-        long_side = max(self.width, self.height)
+        long_side = max(self.native or (self.width, self.height))
         key = _size_key(long_side, max_side)
         cached = self._cache.get(key)
         if cached is not None:
@@ -381,7 +393,7 @@ class Page:
             if side in self._cache:
                 continue
             if side is None:
-                self._cache[None] = (full, 1.0)
+                self._cache[None] = (full, full.shape[1] / self.width)
             else:
                 small = self._pool.clock.timed(lambda: _reduce(full, side))  # noqa: B023
                 self._cache[side] = (small, small.shape[1] / self.width)

@@ -26,7 +26,11 @@ address space starts at about 30 MiB.
 
 Protocol, one request at a time on a Unix stream socket: a frame is a 4-byte
 little-endian length and that many bytes of JSON; `open` is followed by the document's
-bytes. No pickle crosses the boundary.
+bytes. No pickle crosses the boundary. `open` answers with the page count, sizes and kinds
+(worker.engine.pdf_pages: born-digital, scanned with its image, or mixed) and the first page
+rendered for the fast pass unless it is a scan; `render` (a page at a scale), `region` (a
+box of a page at a scale), `image` (a scan's page with its image filling the bitmap) and
+`jpeg` (a scan's raw DCTDecode data) answer in the page buffer.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from worker.engine.deadline import Deadline
+    from worker.engine.pdf_pages import Affine
     from worker.settings import Settings
 
 _LENGTH = struct.Struct("<I")
@@ -309,12 +314,15 @@ class ChildDocument:
         child: _Child,
         count: int,
         sizes: list[tuple[float, float]],
+        kinds: list[dict[str, Any]],
         deadline: Deadline | None,
         first: tuple[float, np.ndarray] | None = None,
     ) -> None:
         self._child = child
         self.count = count
         self.sizes = sizes
+        # Each page's kind and, for a scan, its image (worker.engine.pdf_pages.inspect).
+        self.kinds = kinds
         self._deadline = deadline
         self._failure: _Failure | None = None
         # The first page as the fast pass asks for it, rendered with the open: one round
@@ -326,6 +334,31 @@ class ChildDocument:
         if self._first is not None and index == 0 and math.isclose(scale, self._first[0]):
             page, self._first = self._first[1], None
             return page
+        page, _ = self._buffer({"op": "render", "index": index, "scale": scale})
+        return page
+
+    def jpeg(self, index: int) -> bytes:
+        """The raw DCTDecode data of scanned page `index`'s image."""
+        page, _ = self._buffer({"op": "jpeg", "index": index})
+        return page.tobytes()
+
+    def render_image(self, index: int, to_page: Affine, size: tuple[int, int]) -> np.ndarray:
+        """Scanned page `index` with its image filling a bitmap of `size`."""
+        header = {"op": "image", "index": index, "to_page": list(to_page), "size": list(size)}
+        page, _ = self._buffer(header)
+        return page
+
+    def render_region(
+        self, index: int, scale: float, box: tuple[float, float, float, float]
+    ) -> tuple[np.ndarray, int, int]:
+        """The part `box` (page points, y down) of page `index` at `scale`, with its left
+        and top in pixels of the whole page at that scale."""
+        header = {"op": "region", "index": index, "scale": scale, "box": list(box)}
+        page, reply = self._buffer(header)
+        return page, int(reply["left"]), int(reply["top"])
+
+    def _buffer(self, header: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+        """One request the child answers with pixels (or bytes) in its page buffer."""
         if self._failure is not None:
             raise ScanFailed(self._failure.code, self._failure.message)
         if not self._child.alive():
@@ -333,14 +366,13 @@ class ChildDocument:
             raise DeadlineReached("the PDF renderer was stopped at the deadline")
         fds: list[int] = []
         try:
-            reply = _ask(
-                self._child, {"op": "render", "index": index, "scale": scale}, self._deadline, fds
-            )
+            reply = _ask(self._child, header, self._deadline, fds)
             if len(fds) != 1:
-                raise RuntimeError("the PDF renderer answered a render without its page buffer")
-            return self._child.page(
+                raise RuntimeError("the PDF renderer answered without its page buffer")
+            page = self._child.page(
                 fds[0], int(reply["buffer"]), int(reply["width"]), int(reply["height"])
             )
+            return page, reply
         except ScanFailed as failure:
             self._failure = _Failure(failure.code, failure.message)
             raise
@@ -437,7 +469,8 @@ def open_in_child(data: bytes, settings: Settings, deadline: Deadline | None) ->
         for fd in fds:
             os.close(fd)
     sizes = [(float(w), float(h)) for w, h in reply["sizes"]]
-    return ChildDocument(child, int(reply["count"]), sizes, deadline, prefetched)
+    kinds = [dict(kind) for kind in reply.get("kinds", [])]
+    return ChildDocument(child, int(reply["count"]), sizes, kinds, deadline, prefetched)
 
 
 # --------------------------------------------------------------------------- the child
@@ -522,6 +555,7 @@ def _render_first(
 
 def _serve(sock: socket.socket) -> None:
     from worker.engine import pdf as pdf_module
+    from worker.engine import pdf_pages
 
     document: Any = None
     data: bytes | None = None
@@ -548,8 +582,10 @@ def _serve(sock: socket.socket) -> None:
                 pdf_module.check_streams(data)
                 document = pdf_module.open_pdf(data)
                 count, sizes = pdf_module.page_sizes(document, int(header["max_pages"]))
-                reply = {"count": count, "sizes": sizes}
-                if sizes:
+                kinds = pdf_module.page_kinds(document, len(sizes))
+                reply = {"count": count, "sizes": sizes, "kinds": kinds}
+                # A scan's first page is read from its image, not rendered.
+                if sizes and "image" not in kinds[0]:
                     reply["first"] = _render_first(pdf_module, document, sizes, header, pages)
                     if reply["first"] is not None:
                         fds.append(pages.fd)
@@ -558,6 +594,31 @@ def _serve(sock: socket.socket) -> None:
                     document, int(header["index"]), float(header["scale"]), pages.allocate
                 )
                 reply = {"width": width, "height": height, "buffer": pages.size}
+                fds.append(pages.fd)
+            elif op == "jpeg" and document is not None:
+                size = pdf_pages.jpeg_data(document, int(header["index"]), pages.allocate)
+                reply = {"width": size, "height": 1, "buffer": pages.size}
+                fds.append(pages.fd)
+            elif op == "image" and document is not None:
+                to_page = tuple(float(v) for v in header["to_page"])
+                width, height = (int(v) for v in header["size"])
+                width, height = pdf_pages.render_image(
+                    document, int(header["index"]), to_page, (width, height), pages.allocate
+                )
+                reply = {"width": width, "height": height, "buffer": pages.size}
+                fds.append(pages.fd)
+            elif op == "region" and document is not None:
+                box = tuple(float(v) for v in header["box"])
+                left, top, width, height = pdf_pages.render_region(
+                    document, int(header["index"]), float(header["scale"]), box, pages.allocate
+                )
+                reply = {
+                    "left": left,
+                    "top": top,
+                    "width": width,
+                    "height": height,
+                    "buffer": pages.size,
+                }
                 fds.append(pages.fd)
             else:
                 reply = {"crash": f"unknown request {op!r}"}
@@ -596,7 +657,8 @@ def main(argv: list[str]) -> int:
     # Loaded before the limit: what they take is the same for every document.
     import pypdfium2  # noqa: F401
 
-    import worker.engine.pdf  # noqa: F401
+    import worker.engine.pdf
+    import worker.engine.pdf_pages  # noqa: F401
 
     _malloc_trim()
 

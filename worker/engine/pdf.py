@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from worker.engine.images import Page, _Pool
+    from worker.engine.pdf_pages import Affine
     from worker.settings import Settings
 
 # Inflated bytes of a document's Flate streams that PDFium parses as operators or objects:
@@ -152,6 +153,21 @@ def page_sizes(pdf: Any, max_pages: int) -> tuple[int, list[tuple[float, float]]
 Allocate = Callable[[int, int], Any]
 
 
+def page_kinds(pdf: Any, count: int) -> list[dict[str, Any]]:
+    """Each of the first `count` pages' kind (worker.engine.pdf_pages.inspect). A page that
+    cannot be loaded is "mixed" here: rendered, it fails with its own error when a stage
+    asks for it, as before any page was classified."""
+    from worker.engine import pdf_pages
+
+    kinds = []
+    for index in range(count):
+        try:
+            kinds.append(pdf_pages.inspect(pdf, index))
+        except ScanFailed:
+            kinds.append({"kind": pdf_pages.MIXED})
+    return kinds
+
+
 def render_page(pdf: Any, index: int, scale: float, allocate: Allocate) -> tuple[int, int]:
     """Render page `index` at `scale` as 8-bit gray into the buffer `allocate(width,
     height)` returns (a writable buffer of width * height bytes, rows packed).
@@ -197,11 +213,22 @@ def render_page(pdf: Any, index: int, scale: float, allocate: Allocate) -> tuple
 
 
 class Renderer(Protocol):
-    """An open PDF, wherever PDFium runs: its page sizes, and pages rendered on demand."""
+    """An open PDF, wherever PDFium runs: its page sizes and kinds, and pages rendered (or
+    a scan's image read) on demand."""
 
+    count: int
     sizes: list[tuple[float, float]]
+    kinds: list[dict[str, Any]]
 
     def render(self, index: int, scale: float) -> np.ndarray: ...
+
+    def jpeg(self, index: int) -> bytes: ...
+
+    def render_image(self, index: int, to_page: Affine, size: tuple[int, int]) -> np.ndarray: ...
+
+    def render_region(
+        self, index: int, scale: float, box: tuple[float, float, float, float]
+    ) -> tuple[np.ndarray, int, int]: ...
 
 
 class _InProcess:
@@ -211,18 +238,45 @@ class _InProcess:
         check_streams(data)
         self._pdf = open_pdf(data)
         self.count, self.sizes = page_sizes(self._pdf, settings.max_pages)
+        self.kinds = page_kinds(self._pdf, len(self.sizes))
 
     def render(self, index: int, scale: float) -> np.ndarray:
-        import numpy as np
+        holder: list[np.ndarray] = []
+        render_page(self._pdf, index, scale, _allocator(holder))
+        return holder[0]
+
+    def jpeg(self, index: int) -> bytes:
+        from worker.engine import pdf_pages
 
         holder: list[np.ndarray] = []
+        pdf_pages.jpeg_data(self._pdf, index, _allocator(holder))
+        return holder[0].tobytes()
 
-        def allocate(width: int, height: int) -> np.ndarray:
-            holder.append(np.empty((height, width), np.uint8))
-            return holder[0]
+    def render_image(self, index: int, to_page: Affine, size: tuple[int, int]) -> np.ndarray:
+        from worker.engine import pdf_pages
 
-        render_page(self._pdf, index, scale, allocate)
+        holder: list[np.ndarray] = []
+        pdf_pages.render_image(self._pdf, index, to_page, size, _allocator(holder))
         return holder[0]
+
+    def render_region(
+        self, index: int, scale: float, box: tuple[float, float, float, float]
+    ) -> tuple[np.ndarray, int, int]:
+        from worker.engine import pdf_pages
+
+        holder: list[np.ndarray] = []
+        left, top, _, _ = pdf_pages.render_region(self._pdf, index, scale, box, _allocator(holder))
+        return holder[0], left, top
+
+
+def _allocator(holder: list[np.ndarray]) -> Allocate:
+    import numpy as np
+
+    def allocate(width: int, height: int) -> np.ndarray:
+        holder.append(np.empty((height, width), np.uint8))
+        return holder[0]
+
+    return allocate
 
 
 def page_grids(
@@ -255,7 +309,7 @@ def pdf_pages(data: bytes, settings: Settings, pool: _Pool) -> list[Page]:
     """The pages of a PDF, each rendered when a stage first asks for it, at that size."""
     from worker.engine import images
 
-    renderer: _InProcess | Any
+    renderer: Renderer
     if settings.pdf_child:
         from worker.engine import isolation
 
@@ -269,12 +323,114 @@ def pdf_pages(data: bytes, settings: Settings, pool: _Pool) -> list[Page]:
     grids = page_grids(
         renderer.sizes, settings.pdf_dpi, settings.max_pixels, settings.max_document_pixels
     )
+    native = _native_images(renderer.kinds, grids, settings)
     pages: list[Page] = []
     for index, grid in enumerate(grids):
-        render = _page_renderer(renderer, index, grid)
-        _, width, height = grid
-        pages.append(images.Page(index, width, height, lambda r=render: r(None), pool, render))
+        kind = renderer.kinds[index]["kind"] if index < len(renderer.kinds) else None
+        image = native.get(index)
+        page = None
+        if image is not None:
+            page = _scanned_page(renderer, index, grid, image, settings, pool)
+        if page is None:
+            render = _page_renderer(renderer, index, grid)
+            _, width, height = grid
+            page = images.Page(index, width, height, lambda r=render: r(None), pool, render)
+            page.region = _region_renderer(renderer, index, grid)
+        page.kind = kind
+        pages.append(page)
     return pages
+
+
+def _native_images(
+    kinds: list[dict[str, Any]], grids: list[tuple[float, int, int]], settings: Settings
+) -> dict[int, dict[str, Any]]:
+    """The scanned pages read from their images, by page: all that can be, unless their
+    images' pixels would take the document past QRW_MAX_DOCUMENT_PIXELS, which the rendered
+    pages were fitted to (then every page is rendered, as before pages had kinds)."""
+    native = {i: kind["image"] for i, kind in enumerate(kinds) if "image" in kind}
+    total = sum(
+        native[i]["width"] * native[i]["height"] if i in native else w * h
+        for i, (_, w, h) in enumerate(grids)
+    )
+    return native if total <= settings.max_document_pixels else {}
+
+
+def _scanned_page(
+    renderer: Renderer,
+    index: int,
+    grid: tuple[float, int, int],
+    image: dict[str, Any],
+    settings: Settings,
+    pool: _Pool,
+) -> Page | None:
+    """A scanned page read from its image at the image's own resolution; None where that
+    cannot be (the page is then rendered, as before pages had kinds).
+
+    The image must fill the page's grid, upright and scaled alike both ways, as scanners
+    place it: then one scale maps its pixels onto the grid, and every stage's coordinates
+    land on the page as a rendered page's would. A placement with margins, a turn or a
+    stretch is rendered.
+    """
+    from worker.engine import images
+
+    scale, grid_w, grid_h = grid
+    width, height = int(image["width"]), int(image["height"])
+    to_page: Affine = tuple(float(v) for v in image["to_page"])  # type: ignore[assignment]
+    if not _fills_grid(to_page, scale, (width, height), (grid_w, grid_h)):
+        return None
+    what = f"the image of PDF page {index + 1}"
+    page: Page
+    if image["jpeg"]:
+        data = renderer.jpeg(index)
+        if images.sniff(data) != "jpeg":
+            return None
+        # The same checks and decoders as a JPEG file: QRW_MAX_PIXELS, the page's memory,
+        # QRW_MAX_JPEG_SCANS and _SCAN_PIXELS, libjpeg's DCT scaling for the fast pass.
+        try:
+            (page,) = images._raster_pages(data, "jpeg", settings, pool)
+        except ScanFailed as failure:
+            raise ScanFailed(failure.code, f"{what}: {failure.message}") from None
+        if (page.width, page.height) != (width, height):
+            return None  # the JPEG's own frame is not what the PDF says it draws
+        page.index = index
+    else:
+        images._check_page(width, height, images._GRAY_PATH_COST, settings, what=what)
+
+        def full() -> np.ndarray:
+            return renderer.render_image(index, to_page, (width, height))
+
+        def reduced(max_side: int) -> np.ndarray:
+            factor = min(1.0, max_side / max(width, height))
+            size = (max(1, round(width * factor)), max(1, round(height * factor)))
+            return renderer.render_image(index, to_page, size)
+
+        page = images.Page(index, width, height, full, pool, reduced)
+    page.native = (width, height)
+    page.width, page.height = grid_w, grid_h
+    return page
+
+
+# How far a scan's placement may stray from filling its page's grid, upright and evenly
+# scaled: half a percent of scale between the axes, a pixel of the grid at the edges.
+_EVEN_SCALE = 0.005
+_EDGE_PX = 1.5
+
+
+def _fills_grid(
+    to_page: tuple[float, ...], scale: float, size: tuple[int, int], grid: tuple[int, int]
+) -> bool:
+    a, b, c, d, e, f = (v * scale for v in to_page)  # image pixels to grid pixels
+    if abs(b) > 1e-6 * abs(a) or abs(c) > 1e-6 * abs(d) or a <= 0 or d <= 0:
+        return False
+    if abs(a - d) > _EVEN_SCALE * a:
+        return False
+    right, bottom = a * size[0] + e, d * size[1] + f
+    return (
+        abs(e) <= _EDGE_PX
+        and abs(f) <= _EDGE_PX
+        and abs(right - grid[0]) <= _EDGE_PX + a
+        and abs(bottom - grid[1]) <= _EDGE_PX + d
+    )
 
 
 def _page_renderer(
@@ -284,3 +440,20 @@ def _page_renderer(
         return renderer.render(index, reduced_scale(grid, max_side))
 
     return render
+
+
+def _region_renderer(
+    renderer: Renderer, index: int, grid: tuple[float, int, int]
+) -> Callable[[tuple[float, float, float, float], float], tuple[np.ndarray, float, float]]:
+    """Render a box of the page (page pixels) at `factor` times the page's resolution:
+    the image and its left and top in pixels of the whole page at that resolution."""
+    scale = grid[0]
+
+    def region(
+        box: tuple[float, float, float, float], factor: float
+    ) -> tuple[np.ndarray, float, float]:
+        points = tuple(v / scale for v in box)
+        image, left, top = renderer.render_region(index, scale * factor, points)  # type: ignore[arg-type]
+        return image, float(left), float(top)
+
+    return region
