@@ -26,6 +26,7 @@ import pytest
 import redis
 
 from models.synth import digital_invoice
+from tests.test_rust_producer import qr_producer  # noqa: F401  (a fixture: the built example)
 from worker.bench.failover import QUEUE, RECONNECT_BOUND_S, FailoverRun
 from worker.harness import wait_until
 from worker.queue import runtime
@@ -160,3 +161,35 @@ def enqueued(run: FailoverRun) -> int:
         return int(with_master.hget("qrw:backfill:through-failover", "enqueued") or 0)
     except redis.RedisError:
         return 0
+
+
+def test_the_rust_producer_counts_a_job_queued_only_once_replicas_hold_it(
+    run: FailoverRun,
+    qr_producer: Path,  # noqa: F811  (tests/test_rust_producer.py builds it, once a session)
+) -> None:
+    """examples/rust-producer's `--replicas N`: the enqueue followed by `WAIT N` on the same
+    connection (docs/protocol.md, *Replication*), straight to the master of now (the example
+    speaks to one address; a production producer asks Sentinel, as its README says)."""
+    master = f"redis://127.0.0.1:{run.topology.master_port()}/0"
+    held = subprocess.run(
+        [str(qr_producer), "--redis", master, "--queue", QUEUE, "--replicas", "1", run.ref],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert held.returncode == 0, held.stderr
+    # Two replicas asked of a master that has one: never confirmed, so never reported as
+    # queued, after the sends again that the protocol allows.
+    unheld = subprocess.run(
+        [
+            *(str(qr_producer), "--redis", master, "--queue", QUEUE),
+            *("--replicas", "2", "--wait", "0", run.ref),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert unheld.returncode == 1
+    assert "1 of 2 replica(s) confirmed job" in unheld.stderr

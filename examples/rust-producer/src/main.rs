@@ -47,6 +47,9 @@ options:
                        qr-producer-<pid>-<n>)
   --want all|first     read every code (default) or stop at the first
   --deadline-ms N      the job's budget, fetches included, 1 to 600000
+  --replicas N         a replicated Redis: each job counts as queued only once N replicas
+                       hold it (WAIT N 2000 after EXEC; sent again, same id, up to 4 times)
+                       (default: 0, no WAIT)
   --json               print each result document as it came (one JSON line) instead of text
   -h, --help           this text
 
@@ -70,6 +73,7 @@ struct Options {
     request_id: Option<String>,
     want: Option<String>,
     deadline_ms: Option<u32>,
+    replicas: u32,
     json: bool,
     refs: Vec<String>,
 }
@@ -104,6 +108,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Parsed, String> {
         request_id: None,
         want: None,
         deadline_ms: None,
+        replicas: 0,
         json: false,
         refs: Vec::new(),
     };
@@ -168,6 +173,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Parsed, String> {
                     (1..=600_000).contains(s)
                 })?)
             }
+            "--replicas" => opts.replicas = number("--replicas", &value()?, |n: &u32| *n <= 16)?,
             "--want" => {
                 let want = value()?;
                 if want != "all" && want != "first" {
@@ -273,7 +279,9 @@ fn enqueue_all(
     for payload in payloads {
         let job_id = protocol::new_uuid();
         let timeout = job_timeout(opts, payload);
-        if let Err(err) = protocol::enqueue(conn, &job_id, payload, &opts.queue, timeout) {
+        if let Err(err) =
+            protocol::enqueue(conn, &job_id, payload, &opts.queue, timeout, opts.replicas)
+        {
             if !ids.is_empty() {
                 // Those run and get results: say which, so nobody enqueues them twice.
                 eprintln!(

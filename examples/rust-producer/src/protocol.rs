@@ -170,23 +170,67 @@ pub fn job_hash(
     ]
 }
 
+/// How long one `WAIT` waits for the replicas, and how many times an enqueue they did not
+/// confirm is sent again (docs/protocol.md, *Replication*).
+pub const REPLICA_WAIT_MS: u32 = 2000;
+pub const REPLICATED_ATTEMPTS: u32 = 4;
+
 /// Enqueues one job in one transaction:
 /// `MULTI; HSET rq:job:<id> ...; RPUSH rq:queue:<queue> <id>; SADD rq:queues ...; EXEC`.
 /// With the `redis` crate: `redis::pipe().atomic().hset_multiple(..).rpush(..).sadd(..)`.
+///
+/// `replicas` > 0 (a replicated Redis behind Sentinel): `WAIT <replicas> 2000` follows the
+/// `EXEC` on the same connection, in the same round trip (WAIT counts that connection's
+/// writes, and cannot go inside MULTI). The job counts as queued only once that many
+/// replicas hold it: a job only the master held would be lost with it in a failover.
+/// Otherwise the same transaction (same id, same `created_at`) is sent again, which is
+/// safe: the job still runs and is answered once. With the `redis` crate: the same pipe,
+/// then `redis::cmd("WAIT").arg(replicas).arg(2000)` on the same connection.
 pub fn enqueue(
     conn: &mut Connection,
     job_id: &str,
     payload: &Payload,
     queue: &str,
     timeout: u32,
+    replicas: u32,
 ) -> Result<(), Error> {
+    // One timestamp for every send: a send again is the same enqueue, not a new job.
+    let now = rq_timestamp_now();
+    let mut held = 0;
+    for attempt in 0..REPLICATED_ATTEMPTS.max(1) {
+        if attempt > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(500 << (attempt - 1)));
+        }
+        held = enqueue_once(conn, job_id, payload, queue, timeout, &now, replicas)?;
+        if held >= i64::from(replicas) {
+            return Ok(());
+        }
+    }
+    Err(Error::Server(format!(
+        "{} of {} replica(s) confirmed job {} in time: it may be queued on the master alone; \
+         sending it again (same id) is safe",
+        held, replicas, job_id
+    )))
+}
+
+/// One send of the transaction (and its WAIT); how many replicas confirmed it (0 without
+/// WAIT).
+fn enqueue_once(
+    conn: &mut Connection,
+    job_id: &str,
+    payload: &Payload,
+    queue: &str,
+    timeout: u32,
+    now: &str,
+    replicas: u32,
+) -> Result<i64, Error> {
     let mut hset = vec![b"HSET".to_vec(), rq_job_key(job_id).into_bytes()];
-    for (field, value) in job_hash(payload, queue, timeout, &rq_timestamp_now()) {
+    for (field, value) in job_hash(payload, queue, timeout, now) {
         hset.push(field.as_bytes().to_vec());
         hset.push(value.into_bytes());
     }
     let queue_key = rq_queue_key(queue);
-    let commands = vec![
+    let mut commands = vec![
         vec![b"MULTI".to_vec()],
         hset,
         vec![
@@ -201,7 +245,23 @@ pub fn enqueue(
         ],
         vec![b"EXEC".to_vec()],
     ];
-    let replies = conn.pipeline(&commands)?;
+    if replicas > 0 {
+        commands.push(vec![
+            b"WAIT".to_vec(),
+            replicas.to_string().into_bytes(),
+            REPLICA_WAIT_MS.to_string().into_bytes(),
+        ]);
+    }
+    let mut replies = conn.pipeline(&commands)?;
+    let confirmed = if replicas > 0 {
+        match replies.pop() {
+            Some(Reply::Integer(n)) => n,
+            Some(Reply::Error(message)) => return Err(Error::Server(message)),
+            other => return Err(Error::Protocol(format!("WAIT answered {:?}", other))),
+        }
+    } else {
+        0
+    };
     // Every queued command answers +QUEUED (or an error, which makes EXEC abort); EXEC
     // answers one reply per command, or nil when the transaction was discarded.
     for reply in &replies[..replies.len() - 1] {
@@ -235,9 +295,9 @@ pub fn enqueue(
         (_, _, Reply::Error(message)) => {
             // rq:queues only makes the queue visible to RQ's tools: the job is queued.
             eprintln!("qr-producer: SADD {} failed: {}", RQ_QUEUES, message);
-            Ok(())
+            Ok(confirmed)
         }
-        _ => Ok(()),
+        _ => Ok(confirmed),
     }
 }
 
