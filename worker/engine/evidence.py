@@ -24,10 +24,15 @@ _CELL = 8  # three exact 2x area halvings: a twentieth of the cost of one 8x res
 _MEAN_GREY = (60, 200)
 _EDGES = 40
 # A dense code (version 9 and up, 53 modules or more) at 0.75 pixels a module or more is at
-# least 40 pixels a side, and a Micro QR M3 (15 modules) the reduced read missed at 1.5
-# pixels a module 22: 3 cells. Headings and logos mostly fill fewer (one logo of 162 rendered
-# pages checked reached 3; the full-size look at it costs a crop read).
-_MIN_CELLS = 3
+# least 40 pixels a side: 4 cells and more; headings and logos fill fewer.
+_MIN_CELLS = 4
+# A Micro QR M3 (15 modules) the reduced read missed at 1.5 pixels a module is 22 pixels: 3
+# cells, the size of a logo or a bold title's letters on a rendered page. At that size a
+# code's cells differ from a neighbour by 110-125 grey levels on average, logos and titles
+# by 40-80 (measured on the digital, multi_digital and speed-bench pages, PDFs too: 2 of
+# about 250 pages still have one at 3 cells, ruled out by the full-size look).
+_SMALL_CELLS = 3
+_SMALL_EDGES = 80
 _MAX_ASPECT = 1.6
 _MIN_FILL = 0.6
 
@@ -36,19 +41,21 @@ def dense_squares(gray: np.ndarray) -> list[Box]:
     """Square blocks of code-like texture in a reduced rendered page, largest first."""
     height, width = gray.shape[:2]
     rows, cols = (height - 1) // _CELL, (width - 1) // _CELL
-    if rows < _MIN_CELLS or cols < _MIN_CELLS:
+    if rows < _SMALL_CELLS or cols < _SMALL_CELLS:
         return []
     h, w = rows * _CELL, cols * _CELL
     base = gray[:h, :w]
     edges = cv2.add(cv2.absdiff(gray[:h, 1 : w + 1], base), cv2.absdiff(gray[1 : h + 1, :w], base))
     mean, strength = _cells(base), _cells(edges)
     candidate = (mean > _MEAN_GREY[0]) & (mean < _MEAN_GREY[1]) & (strength > _EDGES)
-    count, _, stats, _ = cv2.connectedComponentsWithStats(
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(
         candidate.astype(np.uint8), connectivity=4
     )
     x, y, bw, bh, area = stats[1:count].T  # most are text fragments: filtered at once
     short, long = np.minimum(bw, bh), np.maximum(bw, bh)
-    keep = (short >= _MIN_CELLS) & (long <= _MAX_ASPECT * short) & (area >= _MIN_FILL * bw * bh)
+    edges_mean = (np.bincount(labels.ravel(), strength.ravel(), count) / stats[:, 4])[1:]
+    sized = (short >= _MIN_CELLS) | ((short == _SMALL_CELLS) & (edges_mean >= _SMALL_EDGES))
+    keep = sized & (long <= _MAX_ASPECT * short) & (area >= _MIN_FILL * bw * bh)
     order = np.argsort(-area[keep], kind="stable")
     return [
         (float(x0 * _CELL), float(y0 * _CELL), float((x0 + w0) * _CELL), float((y0 + h0) * _CELL))

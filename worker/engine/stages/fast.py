@@ -56,8 +56,10 @@ class FastStage:
                 ctx.findings.ask_another_look(page.index)
 
     def _dense_regions(self, ctx: StageContext, page: Page, gray: np.ndarray, scale: float) -> None:
-        """Read at full size each block of code texture the reduced read left uncovered; one
-        that zxing cannot even locate there gets the next stage's look."""
+        """Read at full size each block of code texture the reduced read left uncovered. On
+        a rendered page zxing locates at full size any code clean enough to show as such
+        texture: a block where it locates nothing is ruled out (a logo, a title's letters),
+        one it locates and cannot read stays unread for the next stage."""
         for x0, y0, x1, y1 in evidence.dense_squares(gray):
             centre = ((x0 + x1) / 2.0 / scale, (y0 + y1) / 2.0 / scale)
             if ctx.deadline.expired() or ctx.findings.covers(page.index, centre):
@@ -79,8 +81,6 @@ class FastStage:
                 variant="full_region",
             )
             soft.read_located(ctx, page, symbols, stage=self.name, variant="full_region")
-            if not symbols:
-                ctx.findings.ask_another_look(page.index)
 
 
 def rendered(gray: np.ndarray) -> bool:
