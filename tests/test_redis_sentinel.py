@@ -43,10 +43,12 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FailoverRun]:
     failover_run.close()
 
 
-def qrw(run: FailoverRun, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def qrw(
+    run: FailoverRun, *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "worker.cli", *args],
-        env={**os.environ, **run.env},
+        env={**os.environ, **run.env, **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -71,6 +73,8 @@ def test_a_failover_under_load_loses_no_acknowledged_job_and_no_worker(run: Fail
     assert books["lost"] == [], run.topology.logs()
     assert books["duplicates"] == 0
     assert books["results"] >= books["acknowledged"]
+    # The Sentinels' password reached them from every process, and no log line.
+    assert run.sentinel_password not in run.log.read_text()
 
 
 def test_a_rebuilt_worker_connection_follows_the_master_as_rqs_pool_builds_it(
@@ -104,6 +108,14 @@ def test_status_and_enqueue_find_the_master_through_the_sentinels(
     enqueued = qrw(run, "enqueue", "--queue", QUEUE, "--wait", "60", "--json", run.ref)
     assert enqueued.returncode == 0, enqueued.stderr
     assert json.loads(enqueued.stdout)["ok"] is True
+
+    # Without the Sentinels' password no master is found, and the message does not show it.
+    refused = qrw(run, "status", env={"QRW_REDIS_SENTINEL_PASSWORD": "not-the-password-5e1"})
+    assert refused.returncode == 1
+    assert "unreachable: No master found for 'mymaster'" in refused.stdout
+    for output in (status, enqueued, refused):
+        assert run.sentinel_password not in output.stdout + output.stderr
+        assert "not-the-password-5e1" not in output.stdout + output.stderr
 
 
 def test_a_backfill_runs_through_a_failover_and_writes_one_line_per_object(

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -88,6 +89,7 @@ class SentinelTopology:
         down_after_ms: int = DOWN_AFTER_MS,
         failover_timeout_ms: int = FAILOVER_TIMEOUT_MS,
         node_args: tuple[str, ...] = (),
+        sentinel_password: str = "",
     ) -> None:
         if shutil.which("redis-server") is None:
             raise RuntimeError("redis-server is not installed (make setup installs it)")
@@ -95,6 +97,7 @@ class SentinelTopology:
         self.down_after_ms = down_after_ms
         self.failover_timeout_ms = failover_timeout_ms
         self.node_args = node_args
+        self.sentinel_password = sentinel_password
         self.nodes: dict[int, RedisServer] = {}
         self.sentinels: list[subprocess.Popen[bytes]] = []
         self.sentinel_ports: list[int] = []
@@ -128,6 +131,14 @@ class SentinelTopology:
             f"sentinel down-after-milliseconds {MASTER_NAME} {self.down_after_ms}\n"
             f"sentinel failover-timeout {MASTER_NAME} {self.failover_timeout_ms}\n"
             f"sentinel parallel-syncs {MASTER_NAME} 1\n"
+            # The Sentinels' own password: clients need it, and so do the Sentinels among
+            # themselves.
+            + (
+                f"requirepass {self.sentinel_password}\n"
+                f"sentinel sentinel-pass {self.sentinel_password}\n"
+                if self.sentinel_password
+                else ""
+            )
         )
         process = subprocess.Popen(
             ["redis-server", str(config), "--sentinel"],
@@ -143,7 +154,7 @@ class SentinelTopology:
                     f"redis-sentinel on {port} exited: {tail(folder / 'sentinel.log')}"
                 )
             try:
-                return bool(redis.Redis(port=port, socket_timeout=1).ping())
+                return bool(self.sentinel(port).ping())
             except redis.ConnectionError:
                 return False
 
@@ -152,12 +163,16 @@ class SentinelTopology:
     def _sentinels_agree(self) -> bool:
         for port in self.sentinel_ports:
             try:
-                state = redis.Redis(port=port, socket_timeout=1).sentinel_master(MASTER_NAME)
+                state = self.sentinel(port).sentinel_master(MASTER_NAME)
             except redis.RedisError:
                 return False
             if state["num-other-sentinels"] < 2 or state["num-slaves"] < 1:
                 return False
         return True
+
+    def sentinel(self, port: int) -> redis.Redis:
+        """A client of one Sentinel, by port."""
+        return redis.Redis(port=port, socket_timeout=1, password=self.sentinel_password or None)
 
     @property
     def sentinels_setting(self) -> str:
@@ -171,6 +186,11 @@ class SentinelTopology:
             "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
             "QRW_REDIS_SENTINELS": self.sentinels_setting,
             "QRW_REDIS_MASTER": MASTER_NAME,
+            **(
+                {"QRW_REDIS_SENTINEL_PASSWORD": self.sentinel_password}
+                if self.sentinel_password
+                else {}
+            ),
         }
 
     def master_port(self) -> int:
@@ -179,8 +199,7 @@ class SentinelTopology:
         votes: Counter[int] = Counter()
         for port in self.sentinel_ports:
             with contextlib.suppress(redis.RedisError):
-                sentinel = redis.Redis(port=port, socket_timeout=1)
-                address = sentinel.sentinel_get_master_addr_by_name(MASTER_NAME)
+                address = self.sentinel(port).sentinel_get_master_addr_by_name(MASTER_NAME)
                 if address:
                     votes[int(address[1])] += 1
         best = votes.most_common(1)
@@ -206,9 +225,31 @@ class SentinelTopology:
             and all(r.get("state") == "online" and int(r.get("lag", 99)) <= 1 for r in replicas)
         )
 
+    def settled(self) -> bool:
+        """The Sentinels agree on a master, and each sees it up and every other node as a
+        replica that is up: a node restarted moments ago can still be flagged down by one
+        of them, and a failover then would be followed by another (seen here)."""
+        master = self.master_port()
+        if not master or not self.in_sync(master):
+            return False
+        for port in self.sentinel_ports:
+            try:
+                state = self.sentinel(port).sentinel_master(MASTER_NAME)
+                replicas = self.sentinel(port).sentinel_slaves(MASTER_NAME)
+            except redis.RedisError:
+                return False
+            if int(state["port"]) != master or state["is_sdown"] or state["is_odown"]:
+                return False
+            up = [r for r in replicas if not r["is_sdown"] and r["master-link-status"] == "ok"]
+            if len(up) < len(self.nodes) - 1:
+                return False
+        return True
+
     def kill_master(self) -> RedisServer:
-        """SIGKILL the master of now: no shutdown, no last fsync, no goodbye to anyone."""
-        node = self.nodes[int(wait_until(self.master_port, 30, "a master"))]
+        """SIGKILL the master of now, once the topology has settled: no shutdown, no last
+        fsync, no goodbye to anyone."""
+        wait_until(self.settled, 60, "the Sentinels to see every node up")
+        node = self.nodes[self.master_port()]
         assert node.process is not None
         node.process.send_signal(signal.SIGKILL)
         node.process.wait(10)
@@ -235,7 +276,8 @@ class SentinelTopology:
         master = int(wait_until(self.master_port, 30, "a master"))
         node.extra_args = self._replica_of(master)
         node.start()
-        wait_until(lambda: self.in_sync(master), timeout, "the old master to rejoin")
+        # The master of each moment: the Sentinels may have moved it meanwhile.
+        wait_until(lambda: self.in_sync(self.master_port()), timeout, "the old master to rejoin")
 
     def logs(self) -> str:
         """The Sentinels' last lines, for a failure message."""
@@ -334,7 +376,10 @@ class FailoverRun:
     def __init__(self, folder: Path, workers: int, rate: float) -> None:
         self.folder = folder
         self.rate = rate
-        self.topology = SentinelTopology(folder / "redis")
+        # The Sentinels require a password, as production ones should: every client passes it
+        # (QRW_REDIS_SENTINEL_PASSWORD), and none prints it.
+        self.sentinel_password = f"sentinel-{secrets.token_hex(8)}"
+        self.topology = SentinelTopology(folder / "redis", sentinel_password=self.sentinel_password)
         self.pool: Pool | None = None
         try:
             images = folder / "images"
@@ -376,7 +421,7 @@ class FailoverRun:
 
     def failover(self) -> dict[str, Any]:
         topology = self.topology
-        wait_until(lambda: topology.in_sync(topology.master_port()), 60, "the replica in sync")
+        wait_until(topology.settled, 60, "the Sentinels to see every node up")
         old_port = topology.master_port()
         killed_at = time.time()
         node = topology.kill_master()
@@ -482,14 +527,15 @@ def render(
         f"{elapsed / 60:.1f} min.  ",
         f"Machine: {machine_line()}",
         "",
-        f"A master, one replica and three Sentinels on loopback (down-after-milliseconds "
-        f"{DOWN_AFTER_MS}, failover-timeout {FAILOVER_TIMEOUT_MS}, quorum 2; append-only "
-        f"files, fsync always), `qrw worker --workers {args.workers}` and a producer at "
-        f"{args.rate:g} jobs/s, both through the Sentinels, both with QRW_REDIS_WAIT_REPLICAS=1 "
-        f"(WAIT 1, {WAIT_MS} ms). Every {args.every:g} s the master was SIGKILLed, and started "
-        "again as a replica of the new one once the Sentinels had promoted it. Then every "
-        f"acknowledged job's result was waited for ({DRAIN_S:g} s at most). Acknowledged: "
-        "Redis took the job and a replica confirmed it (WAIT >= 1).",
+        "A master, one replica and three Sentinels on loopback (down-after-milliseconds "
+        f"{DOWN_AFTER_MS}, failover-timeout {FAILOVER_TIMEOUT_MS}, quorum 2, a password of "
+        "their own; append-only files, fsync always), "
+        f"`qrw worker --workers {args.workers}` and a producer at {args.rate:g} jobs/s, both "
+        "through the Sentinels, both with QRW_REDIS_WAIT_REPLICAS=1 "
+        f"(WAIT 1, {WAIT_MS} ms). Every {args.every:g} s the master was SIGKILLed, and "
+        "started again as a replica of the new one once the Sentinels had promoted it. "
+        f"Then every acknowledged job's result was waited for ({DRAIN_S:g} s at most). "
+        "Acknowledged: Redis took the job and a replica confirmed it (WAIT >= 1).",
         "",
         "| enqueued | acknowledged | results | duplicates | lost | worker processes | "
         "sends refused |",
