@@ -83,6 +83,7 @@ def _load(pdf: Any, index: int) -> Any:
 
 
 def _classify(pdfium: Any, page: Any) -> tuple[str, dict[str, Any] | None]:
+    """The page's kind, and for a scan its image's info (None where it is rendered)."""
     import pypdfium2.raw as pdfium_c
 
     left, bottom, right, top = page.get_bbox()
@@ -90,48 +91,64 @@ def _classify(pdfium: Any, page: Any) -> tuple[str, dict[str, Any] | None]:
     if not area > 0:
         return MIXED, None
     drawing_annotations = _drawing_annotations(pdfium_c, page)
-    images: list[tuple[Any, float, Affine]] = []  # object, share of the page, matrix
+    box = (left, bottom, right, top)
+    # Each image: its object, share of the page, matrix, and whether it is drawn by the
+    # page itself (not from inside a form XObject).
+    images: list[tuple[Any, float, Affine, bool]] = []
     visible_other = False
-    for obj, matrix in _objects(pdfium_c, page):
-        kind = obj.type
+    for obj, kind, matrix, depth in _objects(pdfium_c, page):
         if kind == pdfium_c.FPDF_PAGEOBJ_IMAGE:
-            images.append((obj, _share(matrix, (left, bottom, right, top), area), matrix))
+            images.append((obj, _share(matrix, box, area), matrix, depth == 0))
         elif kind == pdfium_c.FPDF_PAGEOBJ_TEXT:
-            mode = pdfium_c.FPDFTextObj_GetTextRenderMode(obj)
-            visible_other |= mode != pdfium_c.FPDF_TEXTRENDERMODE_INVISIBLE
+            if not visible_other:
+                mode = pdfium_c.FPDFTextObj_GetTextRenderMode(obj)
+                visible_other = mode != pdfium_c.FPDF_TEXTRENDERMODE_INVISIBLE
         elif kind != pdfium_c.FPDF_PAGEOBJ_FORM:
             visible_other = True  # paths, shadings, anything PDFium adds later
-    shares = [share for _, share, _ in images]
+    shares = [share for _, share, _, _ in images]
     small = all(s < _SMALL_IMAGE for s in shares) and sum(shares) < _SMALL_IMAGES
     if small and not drawing_annotations:
         return BORN_DIGITAL, None
     large = [item for item in images if item[1] >= _COVERS]
     if drawing_annotations or visible_other or len(images) != 1 or not large:
         return MIXED, None
-    obj, _, matrix = large[0]
-    if pdfium_c.FPDFPage_GetRotation(page) != 0:
-        # Rendering turns the page; the image's own grid would have to be turned too. Rare
-        # enough for scans that such a page is rendered, still as a scan.
+    obj, _, matrix, own = large[0]
+    if pdfium_c.FPDFPage_GetRotation(page) != 0 or not own:
+        # Rendering turns the page, or the image is drawn from inside a form: rare enough
+        # for scans that such a page is rendered, still as a scan.
         return SCANNED, None
-    return SCANNED, _image_info(pdfium_c, obj, matrix, left, top)
+    return SCANNED, _image_info(pdfium, pdfium_c, page, obj, matrix, left, top)
 
 
-def _objects(pdfium_c: Any, page: Any) -> Iterator[tuple[Any, Affine]]:
-    """Every page object, those inside form XObjects too, with the matrix that maps its own
-    space to the page's (an image's unit square to where it is drawn)."""
-    stack: list[tuple[Any, Affine, int]] = [(None, (1.0, 0.0, 0.0, 1.0, 0.0, 0.0), 0)]
+_IDENTITY: Affine = (1.0, 0.0, 0.0, 1.0, 0.0, 0.0)
+
+
+def _objects(pdfium_c: Any, page: Any) -> Iterator[tuple[Any, int, Affine, int]]:
+    """Every page object (raw handle), those inside form XObjects too, with its type, the
+    matrix that maps its own space to the page's (an image's unit square to where it is
+    drawn; the identity for text and paths, whose matrix nothing here needs) and its depth
+    in forms. Raw calls: an invoice page holds hundreds of objects."""
+    stack: list[tuple[Any, Affine, int]] = [(None, _IDENTITY, 0)]
     while stack:
         form, outer, depth = stack.pop()
-        for obj in _children(page, form):
-            matrix = compose(_matrix(pdfium_c, obj), outer)
-            if obj.type == pdfium_c.FPDF_PAGEOBJ_FORM and depth < _FORM_DEPTH:
-                stack.append((obj, matrix, depth + 1))
-            yield obj, matrix
-
-
-def _children(page: Any, form: Any) -> Iterator[Any]:
-    # max_depth 0: one level at a time, so each form's matrix can be carried down.
-    yield from page.get_objects(max_depth=0, form=form)
+        if form is None:
+            count, get = pdfium_c.FPDFPage_CountObjects(page), pdfium_c.FPDFPage_GetObject
+            parent = page
+        else:
+            count, get = pdfium_c.FPDFFormObj_CountObjects(form), pdfium_c.FPDFFormObj_GetObject
+            parent = form
+        for index in range(max(count, 0)):
+            obj = get(parent, index)
+            if not obj:
+                continue
+            kind = pdfium_c.FPDFPageObj_GetType(obj)
+            if kind in (pdfium_c.FPDF_PAGEOBJ_IMAGE, pdfium_c.FPDF_PAGEOBJ_FORM):
+                matrix = compose(_matrix(pdfium_c, obj), outer)
+                if kind == pdfium_c.FPDF_PAGEOBJ_FORM and depth < _FORM_DEPTH:
+                    stack.append((obj, matrix, depth + 1))
+            else:
+                matrix = _IDENTITY
+            yield obj, kind, matrix, depth
 
 
 def _matrix(pdfium_c: Any, obj: Any) -> Affine:
@@ -192,7 +209,10 @@ def _drawing_annotations(pdfium_c: Any, page: Any) -> bool:
     return False
 
 
-def _image_info(pdfium_c: Any, obj: Any, matrix: Affine, left: float, top: float) -> dict[str, Any]:
+def _image_info(
+    pdfium: Any, pdfium_c: Any, page: Any, raw: Any, matrix: Affine, left: float, top: float
+) -> dict[str, Any]:
+    obj = pdfium.PdfObject(raw, page=page, pdf=page.pdf)
     width, height = obj.get_px_size()
     filters = obj.get_filters()
     metadata = obj.get_metadata()
