@@ -82,6 +82,10 @@ IDLE_WINDOW_S = 12.0
 LATENCY_WORKERS = 16
 LATENCY_SCAN_MS = 20
 LATENCY_RATE = 40.0
+# Jobs queued before memory per queued job is read.
+QUEUED_WARM = 20
+# How often the probe PINGs Redis while the jobs run.
+PING_EVERY_S = 0.01
 # The share of Redis's core the spinning script is asked to take, per step.
 BURN_DUTIES = (0.0, 0.25, 0.5, 0.75, 0.9)
 # The longest one spin holds Redis: a job's command waits at most this behind it, as
@@ -387,6 +391,8 @@ def idle(client: redis.Redis, workers: int, seconds: float, base: Baseline) -> d
         "idle_commands_per_worker_s": commands_per_s / workers,
         "idle_cpu_us_per_worker_s": cpu_us_per_s / workers,
         "idle_commands": {name: count / per for name, count in top},
+        # Each worker's maintenance pass SCANs job hashes: its cost grows with the keyspace.
+        "idle_keys": int(client.dbsize()),
         "idle_load": delta.load,
     }
 
@@ -427,23 +433,25 @@ def queued_memory(client: redis.Redis, ref: str, jobs: int, batch: int) -> float
     """Bytes of Redis memory per job waiting in a queue no worker reads."""
     queue = f"capacity-queued-{batch}"
     reply_to = names.reply_key(str(uuid.uuid4()))
+
+    def enqueue(count: int) -> list[str]:
+        return [
+            producer.enqueue(client, payload(ref, batch, reply_to), queue=queue)
+            for _ in range(count)
+        ]
+
+    # The queue's list and its entry in rq:queues made first: they are no job's cost.
+    ids = enqueue(QUEUED_WARM)
     before = read(client)
-    ids = [
-        producer.enqueue(client, payload(ref, batch, reply_to), queue=queue) for _ in range(jobs)
-    ]
+    ids += enqueue(jobs)
     grown = Delta.between(before, read(client)).memory / jobs
     client.delete(names.rq_queue_key(queue), *(names.rq_job_key(i) for i in ids))
     return grown
 
 
-def burn_key(duty: float) -> str:
-    return f"{names.PREFIX}capacity-burn:{duty:g}"
-
-
-def burn(url: str, duty: float) -> int:
+def burn(url: str, duty: float, schedule: str) -> int:
     """The `burn` entry point: BURNERS connections calling BURN back to back (a short
-    sleep when nothing is owed) until SIGTERM."""
-    schedule = burn_key(duty)
+    sleep when nothing is owed) until SIGTERM; `schedule` is the key of its accounts."""
 
     def spin() -> None:
         client = redis.Redis.from_url(url)
@@ -460,29 +468,58 @@ def burn(url: str, duty: float) -> int:
     return 0
 
 
-def spin_share(client: redis.Redis, duty: float) -> float:
+def spin_share(client: redis.Redis, schedule: str) -> float:
     """The share of wall time Redis's event loop spent in BURN since the schedule began:
     the time no other client was served, whether Redis had the CPU or the host gave it
     to another process meanwhile."""
-    began, burned = client.hmget(burn_key(duty), ["began", "burned"])
+    began, burned = client.hmget(schedule, ["began", "burned"])
     seconds, micros = client.time()
     elapsed = seconds * 1_000_000 + micros - int(began or 0)
     return int(burned or 0) / elapsed if began and elapsed > 0 else 0.0
 
 
+@dataclass
+class Steady:
+    """What the jobs at a steady rate saw, over every round at one spin share."""
+
+    overheads: list[float] = field(default_factory=list)
+    pings: list[float] = field(default_factory=list)
+    jobs: int = 0
+    cpu_s: float = 0.0
+    seconds: float = 0.0
+    spun: list[float] = field(default_factory=list)
+    load: float = 0.0
+
+    def row(self, duty: float) -> dict[str, Any]:
+        return {
+            "duty": duty,
+            "jobs": self.jobs,
+            "spin_share": sum(self.spun) / len(self.spun) if self.spun else 0.0,
+            "redis_utilisation": self.cpu_s / self.seconds if self.seconds else 0.0,
+            "overhead_median_ms": percentile(self.overheads, 50),
+            "overhead_p95_ms": percentile(self.overheads, 95),
+            "overhead_p99_ms": percentile(self.overheads, 99),
+            "ping_median_ms": percentile(self.pings, 50),
+            "ping_p95_ms": percentile(self.pings, 95),
+            "load": self.load,
+        }
+
+
 def steady(
-    client: redis.Redis, server: RedisServer, queue: str, ref: str, seconds: float
-) -> dict[str, Any]:
+    client: redis.Redis, server: RedisServer, queue: str, ref: str, seconds: float, into: Steady
+) -> None:
     """Jobs at LATENCY_RATE for `seconds`: each one's round trip (enqueue to its result
-    read) minus its own time in the job (`timings_ms.total`), the queue's share of it."""
+    read) minus its own time in the job (`timings_ms.total`), the queue's share of it; and
+    a PING every PING_EVERY_S meanwhile, the wait of one Redis round trip."""
     reply_to = names.reply_key(str(uuid.uuid4()))
+    count = int(seconds * LATENCY_RATE)
     sent: dict[str, float] = {}
     received: dict[str, float] = {}
-    overheads: list[float] = []
-    reader = server.client()
-    reader_error: list[BaseException] = []
+    errors: list[BaseException] = []
+    done = threading.Event()
 
     def read_results() -> None:
+        reader = server.client()
         try:
             while len(received) < count:
                 popped = reader.blpop([reply_to], timeout=30)
@@ -491,60 +528,74 @@ def steady(
                 at = time.perf_counter()
                 result = json.loads(popped[1])
                 received[result["job_id"]] = at
-                overheads.append(
+                into.overheads.append(
                     (at - sent[result["job_id"]]) * 1000.0 - result["timings_ms"]["total"]
                 )
         except BaseException as exc:  # reported by the caller, with the counts
-            reader_error.append(exc)
+            errors.append(exc)
 
-    count = int(seconds * LATENCY_RATE)
-    thread = threading.Thread(target=read_results, name="results", daemon=True)
+    def ping() -> None:
+        prober = server.client()
+        while not done.wait(PING_EVERY_S):
+            started = time.perf_counter()
+            prober.ping()
+            into.pings.append((time.perf_counter() - started) * 1000.0)
+
+    threads = [
+        threading.Thread(target=read_results, name="results", daemon=True),
+        threading.Thread(target=ping, name="ping", daemon=True),
+    ]
     started = time.perf_counter()
     before = read(client)
-    thread.start()
+    for thread in threads:
+        thread.start()
     for i in range(count):
         time.sleep(max(0.0, started + i / LATENCY_RATE - time.perf_counter()))
         job_id = str(uuid.uuid4())
         sent[job_id] = time.perf_counter()
         producer.enqueue(client, payload(ref, 1, reply_to), queue=queue, job_id=job_id)
-    thread.join(60)
+    threads[0].join(60)
+    done.set()
+    threads[1].join(10)
     delta = Delta.between(before, read(client))
-    if reader_error or len(received) != count or set(received) != set(sent):
-        raise CountMismatch(f"{count} jobs, {len(received)} results ({reader_error})")
-    return {
-        "jobs": count,
-        "redis_utilisation": delta.utilisation(),
-        "overhead_median_ms": percentile(overheads, 50),
-        "overhead_p95_ms": percentile(overheads, 95),
-        "overhead_p99_ms": percentile(overheads, 99),
-        "load": delta.load,
-    }
+    if errors or len(received) != count or set(received) != set(sent):
+        raise CountMismatch(f"{count} jobs, {len(received)} results ({errors})")
+    into.jobs += count
+    into.cpu_s += delta.cpu_s
+    into.seconds += delta.seconds
+    into.load = max(into.load, delta.load)
 
 
 def near_saturation(
     server: RedisServer, env: dict[str, str], ref: str, args: argparse.Namespace, logs: Path
 ) -> list[dict[str, Any]]:
+    """Each spin share in turn, `args.rounds` times over: the host's load drifts, and
+    every share gets its part of each drift."""
     client = server.client()
     queue = "capacity-latency"
     workers = args.latency_workers
     pool = StandInPool(env, queue, workers, LATENCY_SCAN_MS, logs / f"{queue}.log")
-    rows = []
+    seen = {duty: Steady() for duty in args.duties}
     try:
         pool.wait_ready(client, timeout=120)
-        steady(client, server, queue, ref, min(2.0, args.steady_s))  # the path warm
-        for duty in args.duties:
-            argv = [*ENTRY, "burn", server.url, "--duty", str(duty)]
-            burner = spawn(argv, child_env({}), logs / "burn.log") if duty > 0 else None
-            try:
-                row = {"duty": duty, **steady(client, server, queue, ref, args.steady_s)}
-            finally:
+        steady(client, server, queue, ref, min(2.0, args.steady_s), Steady())  # the path warm
+        for round_ in range(args.rounds):
+            for duty in args.duties:
+                schedule = f"{names.PREFIX}capacity-burn:{round_}:{duty:g}"
+                argv = [*ENTRY, "burn", server.url, "--duty", str(duty), "--key", schedule]
+                burner = spawn(argv, child_env({}), logs / "burn.log") if duty > 0 else None
+                try:
+                    steady(client, server, queue, ref, args.steady_s / args.rounds, seen[duty])
+                finally:
+                    if burner is not None:
+                        stop(burner)
                 if burner is not None:
-                    stop(burner)
-            row["spin_share"] = spin_share(client, duty) if duty > 0 else 0.0
-            rows.append(row)
-            print(json.dumps(rows[-1]), flush=True)
+                    seen[duty].spun.append(spin_share(client, schedule))
     finally:
         pool.stop()
+    rows = [seen[duty].row(duty) for duty in args.duties]
+    for row in rows:
+        print(json.dumps(row), flush=True)
     return rows
 
 
@@ -658,11 +709,12 @@ def render(report: dict[str, Any], args: argparse.Namespace, command: str) -> st
     )
     lines += [
         "",
-        "| workers | scan ms | ready s | pool PSS MiB | idle: commands / CPU us per worker-s "
-        "| jobs | jobs/s | Redis CPU us per job | commands per job | Redis busy | "
+        "| workers | scan ms | ready s | pool PSS MiB | keys "
+        "| idle: commands / CPU us per worker-s | jobs | jobs/s | Redis CPU us per job "
+        "| commands per job | Redis busy | "
         f"{batch}-image jobs/s | Redis CPU us per {batch}-image job | commands per job | "
         "load |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in pools:
         s, b = p["single"], p.get("batched")
@@ -673,6 +725,7 @@ def render(report: dict[str, Any], args: argparse.Namespace, command: str) -> st
         )
         lines.append(
             f"| {p['workers']} | {p['scan_ms']:g} | {p['ready_s']:.1f} | {p['pool_pss_mib']:.0f} "
+            f"| {p['idle_keys']:,} "
             f"| {p['idle_commands_per_worker_s']:.2f} / {p['idle_cpu_us_per_worker_s']:.0f} "
             f"| {s['jobs']} | {s['jobs_per_s']:.0f} | {s['redis_cpu_us_per_job']:.0f} "
             f"| {s['commands_per_job']:.1f} | {s['redis_utilisation']:.0%} | {batched} "
@@ -689,7 +742,7 @@ def render(report: dict[str, Any], args: argparse.Namespace, command: str) -> st
         f"Commands per single-image job ({pools[0]['workers']} worker): {mix}.",
         "",
         f"Commands per idle worker and second ({largest['workers']} workers, "
-        f"{largest['scan_ms']:g} ms scan): {idle_mix}.",
+        f"{largest['scan_ms']:g} ms scan, {largest['idle_keys']:,} keys in Redis): {idle_mix}.",
         "",
         "Memory: a queued single-image job holds "
         f"{report['queued_bytes_single']:,.0f} bytes of Redis (its hash and queue entry), a "
@@ -702,19 +755,24 @@ def render(report: dict[str, Any], args: argparse.Namespace, command: str) -> st
         base = report["near_saturation"][0]
         lines += [
             "",
-            f"### Latency added as Redis's core fills ({args.latency_workers} stand-in workers, "
-            f"{LATENCY_SCAN_MS} ms scan, {LATENCY_RATE:g} jobs/s)",
+            f"### Latency added as Redis's event loop fills ({args.latency_workers} stand-in "
+            f"workers, {LATENCY_SCAN_MS} ms scan, {LATENCY_RATE:g} jobs/s)",
             "",
             "Overhead = enqueue to result read, minus the job's own time: what the queue adds. "
-            f"A Lua script spinning up to {BURN_CHUNK_US} us at a time inside Redis holds its "
-            "event loop for a share of the wall time (asked, then as measured by the script): "
-            "no other client is served meanwhile, as when the core is taken by other clients' "
-            "commands. *Redis CPU* is what INFO cpu counted: below the spin share when the "
-            "host's other processes kept Redis off a core.",
+            f"A Lua script spinning up to {BURN_CHUNK_US} us at a time inside Redis (from "
+            f"{BURNERS} connections) holds its event loop for a share of the wall time, asked, "
+            "then as measured by the script: no other client is served meanwhile, as when the "
+            "core is taken by other clients' commands. *Redis CPU* is what INFO cpu counted, "
+            "below the spin share when the host's other processes kept Redis off a core. "
+            f"*PING* is one round trip to Redis, probed every {PING_EVERY_S * 1000:g} ms "
+            "meanwhile. Each share was run "
+            f"{args.rounds} times, in turn with the others, {args.steady_s / args.rounds:g} s "
+            "each; the figures are over all its jobs.",
             "",
-            "| spin share asked | spin share measured | Redis CPU | jobs "
-            "| overhead median / p95 / p99 ms | added median / p95 ms | load |",
-            "|---|---|---|---|---|---|---|",
+            "| spin share asked | measured | Redis CPU | jobs "
+            "| overhead median / p95 / p99 ms | added median / p95 ms "
+            "| PING median / p95 ms | load |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for r in report["near_saturation"]:
             lines.append(
@@ -723,7 +781,8 @@ def render(report: dict[str, Any], args: argparse.Namespace, command: str) -> st
                 f"| {r['overhead_median_ms']:.1f} / {r['overhead_p95_ms']:.1f} / "
                 f"{r['overhead_p99_ms']:.1f} "
                 f"| {r['overhead_median_ms'] - base['overhead_median_ms']:+.1f} / "
-                f"{r['overhead_p95_ms'] - base['overhead_p95_ms']:+.1f} | {r['load']:.1f} |"
+                f"{r['overhead_p95_ms'] - base['overhead_p95_ms']:+.1f} "
+                f"| {r['ping_median_ms']:.2f} / {r['ping_p95_ms']:.2f} | {r['load']:.1f} |"
             )
     return "\n".join(lines)
 
@@ -749,8 +808,9 @@ def main(argv: list[str] | None = None) -> int:
         spinner = argparse.ArgumentParser(prog=f"{COMMAND} burn")
         spinner.add_argument("url")
         spinner.add_argument("--duty", type=float, required=True)
+        spinner.add_argument("--key", required=True)
         options = spinner.parse_args(argv[1:])
-        return burn(options.url, options.duty)
+        return burn(options.url, options.duty, options.key)
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--workers", type=numbers, default=[1, 4, 16, 64, 200])
     parser.add_argument("--jobs", type=int, default=2000, help="single-image jobs per burst")
@@ -761,7 +821,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queued", type=int, default=5000, help="jobs for memory per job")
     parser.add_argument("--idle-s", type=float, default=IDLE_WINDOW_S)
     parser.add_argument("--duties", type=fractions, default=list(BURN_DUTIES))
-    parser.add_argument("--steady-s", type=float, default=10.0)
+    parser.add_argument("--steady-s", type=float, default=15.0, help="per spin share")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--latency-workers", type=int, default=LATENCY_WORKERS)
     parser.add_argument("--logs", default=None, help="keep the pools' logs in this folder")
     parser.add_argument("--json", type=Path, default=None, help="the numbers, as JSON")
