@@ -1,10 +1,12 @@
 """From soft module values to corrected data codewords: unmasking, de-interleaving the
 blocks, and Reed-Solomon with errors and erasures.
 
-Reed-Solomon is `reedsolo` (pure Python, public domain; its Cython build `creedsolo` has no
-wheel on PyPI for this platform, so the pure-Python one is used). A block whose syndromes are
-already zero, the common case on a clean symbol, is recognised by a vectorised syndrome check
-and never reaches the library.
+Reed-Solomon is `reedsolo` 1.7 (pure Python, public domain; its Cython build `creedsolo` has
+no wheel on the package index here, so the pure-Python one is used). It corrects a block of
+versions 1-10 in about 0.3 ms (median, errors or erasures: `python -m worker.bench.false_reads
+--rs-speed`), fast enough that a vectorised GF(256) of our own would not pay. A block whose
+syndromes are already zero, the common case on a clean symbol, is recognised by a vectorised
+syndrome check (0.014 ms) and never reaches the library.
 
 How much correction a block may use (the margin against a misread): a block is accepted only
 when
