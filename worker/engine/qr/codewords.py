@@ -178,6 +178,10 @@ def _correct_block(
         except (reedsolo.ReedSolomonError, ValueError, IndexError, ZeroDivisionError):
             continue
         corrected = np.frombuffer(bytes(parity), dtype=np.uint8)
+        if not syndromes_zero(corrected, nsym):
+            # reedsolo keeps its field in module globals: were they ever re-initialised for
+            # another field, its "corrections" would not be QR codewords. Checked with ours.
+            continue
         changed = corrected != received
         erased = np.zeros(len(received), dtype=bool)
         erased[erase] = True
