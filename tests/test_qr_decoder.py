@@ -316,6 +316,24 @@ def test_errors_beyond_capacity_are_refused(version: int, level: str) -> None:
     assert read is None
 
 
+def test_reedsolo_reinitialised_for_another_field_cannot_cause_a_misread() -> None:
+    """reedsolo keeps its Galois field in module globals; should anything in the process
+    switch it to another field, its corrections are checked against ours and refused."""
+    rng = np.random.default_rng(3)
+    symbol = segno.make_qr(b"field check 123", version=3, error="M", boost_error=False)
+    modules, chosen = _damage(symbol, [3], rng)
+    for rows, cols in chosen:
+        modules[rows, cols] ^= True
+    try:
+        reedsolo.init_tables(0x187)
+        read, _ = read_clean(modules)
+    finally:
+        reedsolo.init_tables(0x11D)
+    assert read is None
+    read, _ = read_clean(modules)
+    assert read is not None and read.data == b"field check 123"
+
+
 # --- geometry --------------------------------------------------------------------------------
 
 
