@@ -81,7 +81,9 @@ def _server_kwargs(settings: Settings) -> dict[str, Any]:
 
 
 def _tls_kwargs(settings: Settings) -> dict[str, Any]:
-    tls: dict[str, Any] = {"ssl": True, "ssl_cert_reqs": "required"}
+    # redis-py checks the certificate and the host name by default; a URL's own
+    # `?ssl_cert_reqs=` stays the URL's.
+    tls: dict[str, Any] = {"ssl": True}
     if settings.redis_ca:
         tls["ssl_ca_certs"] = settings.redis_ca
     if settings.redis_cert:
