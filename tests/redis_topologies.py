@@ -15,6 +15,7 @@ these topologies are only ever test and benchmark fixtures, so they live here.
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,4 +144,5 @@ def create_users(admin: redis.Redis, passwords: dict[str, str]) -> None:
     """Every user of docs/operations.md on the server, each with its password from
     `passwords` in place of the placeholder."""
     for user, line in acl_lines().items():
-        admin.execute_command(*line.replace("<password>", passwords[user]).split())
+        # As redis-cli reads the line: a quoted selector is one argument.
+        admin.execute_command(*shlex.split(line.replace("<password>", passwords[user])))

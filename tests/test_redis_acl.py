@@ -115,6 +115,26 @@ def test_the_dashboard_user_reads_and_writes_nothing(
             write()
 
 
+def test_the_producer_can_neither_pop_nor_drop_a_queue_or_the_results(
+    server: RedisServer, passwords: dict[str, str]
+) -> None:
+    client = as_role(server, passwords, "producer")
+    admin(server).rpush(f"rq:queue:{QUEUE}-probe", "someone-elses-job")
+    for taking in (
+        lambda: client.lpop(f"rq:queue:{QUEUE}-probe"),
+        lambda: client.delete(f"rq:queue:{QUEUE}-probe"),
+        lambda: client.delete("qrw:results"),
+        lambda: client.xadd("qrw:results", {"job_id": "forged"}),
+        lambda: client.set("qrw:result:forged", "{}"),
+    ):
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            taking()
+    assert admin(server).lrange(f"rq:queue:{QUEUE}-probe", 0, -1) == [b"someone-elses-job"]
+    # What it may do to a job hash: delete one, as a reused id asks (docs/protocol.md).
+    admin(server).hset("rq:job:reused", "status", "finished")
+    assert client.delete("rq:job:reused") == 1
+
+
 def test_every_role_works_with_its_own_user_and_no_secret_is_printed(
     server: RedisServer, passwords: dict[str, str], tmp_path: Path
 ) -> None:
