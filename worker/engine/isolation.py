@@ -28,9 +28,9 @@ Protocol, one request at a time on a Unix stream socket: a frame is a 4-byte
 little-endian length and that many bytes of JSON; `open` is followed by the document's
 bytes. No pickle crosses the boundary. `open` answers with the page count, sizes and kinds
 (worker.engine.pdf_pages: born-digital, scanned with its image, or mixed) and the first page
-rendered for the fast pass unless it is a scan; `render` (a page at a scale), `region` (a
-box of a page at a scale), `image` (a scan's page with its image filling the bitmap) and
-`jpeg` (a scan's raw DCTDecode data) answer in the page buffer.
+rendered for the fast pass (for a JPEG scan, its JPEG data); `render` (a page at a scale),
+`region` (a box of a page at a scale), `image` (a scan's page with its image filling the
+bitmap) and `jpeg` (a scan's raw DCTDecode data) answer in the page buffer.
 """
 
 from __future__ import annotations
@@ -317,6 +317,7 @@ class ChildDocument:
         kinds: list[dict[str, Any]],
         deadline: Deadline | None,
         first: tuple[float, np.ndarray] | None = None,
+        first_jpeg: bytes | None = None,
     ) -> None:
         self._child = child
         self.count = count
@@ -328,6 +329,8 @@ class ChildDocument:
         # The first page as the fast pass asks for it, rendered with the open: one round
         # trip to the child instead of two for a digital invoice.
         self._first = first
+        # A scanned first page's JPEG data, sent with the open for the same reason.
+        self._first_jpeg = first_jpeg
         self._release = weakref.finalize(self, _close, child)
 
     def render(self, index: int, scale: float) -> np.ndarray:
@@ -339,6 +342,9 @@ class ChildDocument:
 
     def jpeg(self, index: int) -> bytes:
         """The raw DCTDecode data of scanned page `index`'s image."""
+        if index == 0 and self._first_jpeg is not None:
+            data, self._first_jpeg = self._first_jpeg, None
+            return data
         page, _ = self._buffer({"op": "jpeg", "index": index})
         return page.tobytes()
 
@@ -455,13 +461,17 @@ def open_in_child(data: bytes, settings: Settings, deadline: Deadline | None) ->
             _CHILDREN.give_back(child)
             child = _CHILDREN.take(settings.pdf_child_memory_mb, fresh=True)
             reply = _ask(child, header, deadline, fds, payload=data)
-        first = reply.get("first")
-        prefetched = None
+        first, first_jpeg = reply.get("first"), reply.get("first_jpeg")
+        prefetched: tuple[float, np.ndarray] | None = None
+        jpeg: bytes | None = None
         if isinstance(first, dict) and len(fds) == 1:
             page = child.page(
                 fds[0], int(first["buffer"]), int(first["width"]), int(first["height"])
             )
             prefetched = (float(first["scale"]), page)
+        elif isinstance(first_jpeg, dict) and len(fds) == 1:
+            size = int(first_jpeg["size"])
+            jpeg = child.page(fds[0], int(first_jpeg["buffer"]), size, 1).tobytes()
     except BaseException:
         _CHILDREN.give_back(child)
         raise
@@ -470,7 +480,7 @@ def open_in_child(data: bytes, settings: Settings, deadline: Deadline | None) ->
             os.close(fd)
     sizes = [(float(w), float(h)) for w, h in reply["sizes"]]
     kinds = [dict(kind) for kind in reply.get("kinds", [])]
-    return ChildDocument(child, int(reply["count"]), sizes, kinds, deadline, prefetched)
+    return ChildDocument(child, int(reply["count"]), sizes, kinds, deadline, prefetched, jpeg)
 
 
 # --------------------------------------------------------------------------- the child
@@ -584,8 +594,13 @@ def _serve(sock: socket.socket) -> None:
                 count, sizes = pdf_module.page_sizes(document, int(header["max_pages"]))
                 kinds = pdf_module.page_kinds(document, len(sizes))
                 reply = {"count": count, "sizes": sizes, "kinds": kinds}
-                # A scan's first page is read from its image, not rendered.
-                if sizes and "image" not in kinds[0]:
+                # The first page as the engine will ask for it: a scan's JPEG data, or the
+                # page rendered for the fast pass.
+                if sizes and kinds[0].get("image", {}).get("jpeg"):
+                    size = pdf_pages.jpeg_data(document, 0, pages.allocate)
+                    reply["first_jpeg"] = {"size": size, "buffer": pages.size}
+                    fds.append(pages.fd)
+                elif sizes and "image" not in kinds[0]:
                     reply["first"] = _render_first(pdf_module, document, sizes, header, pages)
                     if reply["first"] is not None:
                         fds.append(pages.fd)
