@@ -1,7 +1,8 @@
 """How far one Redis goes: what each job costs Redis, measured on the real worker loop.
 
     python -m worker.bench.redis_capacity [--workers 1,4,16,64,200] [--jobs 2000]
-        [--batch 10] [--slow-scan-ms 500] [--out docs/benchmarks.md]
+        [--batch 10] [--slow-scan-ms 500] [--duties 0,0.2,0.4,0.6,0.8] [--rounds 3]
+        [--json FILE] [--out docs/benchmarks.md]
 
 Starts its own redis-server on loopback (append-only, fsync every second, as `local_redis`)
 and pools of stand-in workers: our RQ worker class (worker.queue.rq_worker) with its real
@@ -12,16 +13,18 @@ or none. The stand-in is installed by this module's own process entry point (`po
 so the runtime never imports it. For each pool it measures, from Redis's own counters
 (INFO commandstats, INFO cpu used_cpu_sys + used_cpu_user, INFO memory):
 
-- idle: Redis's commands and CPU per idle worker and second (the pop slices, heartbeats and
-  maintenance passes of workers waiting for work);
+- idle: Redis's commands and CPU per idle worker and second over a maintenance interval
+  (the pop slices, heartbeats and maintenance passes of workers waiting for work), less
+  what Redis does alone, and the keys Redis holds meanwhile (each pass SCANs job hashes);
 - a burst of jobs enqueued at once (single-image, and batches of --batch images): commands
   and Redis CPU per job (the producer's enqueue and result read included), jobs/s, and
-  Redis's utilisation meanwhile; every job must get exactly one result;
-then, without workers: memory per queued job (single and batched) and per finished job
-kept (its result, stream entry and RQ's hash until their TTLs); and the latency one job's
-Redis round trips gain as Redis's core nears saturation: jobs at a steady rate through 16
-stand-in workers while a Lua script that spins inside Redis (`BURN`) takes a growing share
-of its core, the round trip minus the job's own time against Redis's measured utilisation.
+  Redis's utilisation meanwhile; every job must get exactly one result (`collect`); and
+  what a finished job leaves, key by key.
+Before the pools: memory per queued job (single and batched) in a queue no worker reads;
+and the latency a job gains as Redis's event loop fills: jobs at a steady rate through
+stand-in workers while a Lua script spinning inside Redis (`BURN`, from a process of its
+own: the `burn` entry point) holds the loop a growing share of the time, each share in
+turn, several rounds: the job's round trip minus its own time, and a PING's.
 
 The job rate at which one core saturates is 1 / (Redis CPU per job), less what idle
 workers take. The host's load average is recorded beside each number: on a shared machine
@@ -50,12 +53,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import redis
+from rq.results import Result
 from rq.serializers import JSONSerializer
 
 from worker import procfs
 from worker.bench.report import machine_line, percentile, write_section
 from worker.engine.results import Code, ScanResult
-from worker.harness import Output, Pool, RedisServer, child_env, spawn, stop
+from worker.harness import Output, Pool, RedisServer, child_env, spawn, stop, wait_until
 from worker.queue import context, names, producer, runtime, supervisor
 from worker.queue.context import JobContext
 from worker.queue.replies import Publisher
@@ -87,7 +91,7 @@ QUEUED_WARM = 20
 # How often the probe PINGs Redis while the jobs run.
 PING_EVERY_S = 0.01
 # The share of Redis's core the spinning script is asked to take, per step.
-BURN_DUTIES = (0.0, 0.25, 0.5, 0.75, 0.9)
+BURN_DUTIES = (0.0, 0.2, 0.4, 0.6, 0.8)
 # The longest one spin holds Redis: a job's command waits at most this behind it, as
 # behind a long command of another client.
 BURN_CHUNK_US = 500
@@ -348,7 +352,9 @@ def burst(
     collect(client, reply_to, ids, timeout_s)
     delta = Delta.between(before, read(client))
     top = sorted(delta.calls.items(), key=lambda item: -item[1])
+    kept = kept_keys(client, ids[0])
     return {
+        "kept": kept,
         "jobs": jobs,
         "images_per_job": batch,
         "results": jobs,  # collect() checked: one per job, each ok
@@ -377,6 +383,28 @@ def baseline(client: redis.Redis, seconds: float) -> Baseline:
     time.sleep(seconds)
     delta = Delta.between(before, read(client))
     return Baseline(delta.commands() / delta.seconds, delta.cpu_s / delta.seconds * 1e6)
+
+
+def kept_keys(client: redis.Redis, job_id: str) -> dict[str, dict[str, int]]:
+    """What a finished job leaves in Redis, key by key: bytes (MEMORY USAGE) and seconds
+    to live (-1: none); the results stream's bytes per entry, which its MAXLEN bounds."""
+    # RQ's bookkeeping (the job hash's time to live, its own result) follows the
+    # published result: a job only just answered has not had it yet.
+    wait_until(lambda: client.exists(Result.get_key(job_id)), 10, "RQ's result of a job")
+    keys = {
+        "result": names.result_key(job_id),
+        "delivery": names.delivery_key(job_id),
+        "rq_job": names.rq_job_key(job_id),
+        "rq_result": Result.get_key(job_id),
+    }
+    kept = {
+        name: {"bytes": int(client.memory_usage(key, samples=0) or 0), "ttl": int(client.ttl(key))}
+        for name, key in keys.items()
+    }
+    entries = int(client.xlen(names.RESULTS_STREAM)) or 1
+    stream = int(client.memory_usage(names.RESULTS_STREAM, samples=0) or 0)
+    kept["stream_entry"] = {"bytes": stream // entries, "ttl": -1}
+    return kept
 
 
 def idle(client: redis.Redis, workers: int, seconds: float, base: Baseline) -> dict[str, Any]:
@@ -735,6 +763,17 @@ def render(report: dict[str, Any], args: argparse.Namespace, command: str) -> st
     idle_mix = ", ".join(
         f"{name} {count:.2f}" for name, count in list(largest["idle_commands"].items())[:8]
     )
+    kept_text = ", ".join(
+        f"{name} {value['bytes']:,} bytes "
+        + (
+            f"for {value['ttl']:,} s"
+            if value["ttl"] >= 0
+            else "until QRW_RESULTS_STREAM_MAXLEN trims it"
+            if name == "stream_entry"
+            else "with no expiry"
+        )
+        for name, value in pools[0]["single"]["kept"].items()
+    )
     first = pools[0]["single"]["commands"]
     mix = ", ".join(f"{name} {count:.2f}" for name, count in list(first.items())[:14])
     lines += [
@@ -746,10 +785,9 @@ def render(report: dict[str, Any], args: argparse.Namespace, command: str) -> st
         "",
         "Memory: a queued single-image job holds "
         f"{report['queued_bytes_single']:,.0f} bytes of Redis (its hash and queue entry), a "
-        f"queued {batch}-image job {report['queued_bytes_batched']:,.0f}; a finished job keeps "
-        f"{pools[0]['single']['kept_bytes_per_job']:,.0f} bytes (result key, stream entry, "
-        "RQ's hash and registries) until `QRW_RESULT_TTL` and "
-        "`QRW_RESULTS_STREAM_MAXLEN` let them go.",
+        f"queued {batch}-image job {report['queued_bytes_batched']:,.0f}. A finished job left "
+        f"{pools[0]['single']['kept_bytes_per_job']:,.0f} bytes per job over the 1-worker "
+        f"burst; key by key (MEMORY USAGE, time to live): {kept_text}.",
     ]
     if report["near_saturation"]:
         base = report["near_saturation"][0]
