@@ -335,7 +335,7 @@ def pdf_pages(data: bytes, settings: Settings, pool: _Pool) -> list[Page]:
             render = _page_renderer(renderer, index, grid)
             _, width, height = grid
             page = images.Page(index, width, height, lambda r=render: r(None), pool, render)
-            page.region = _region_renderer(renderer, index, grid)
+            page.region = _region_renderer(renderer, index, grid, pool)
         page.kind = kind
         pages.append(page)
     return pages
@@ -443,17 +443,26 @@ def _page_renderer(
 
 
 def _region_renderer(
-    renderer: Renderer, index: int, grid: tuple[float, int, int]
+    renderer: Renderer, index: int, grid: tuple[float, int, int], pool: _Pool
 ) -> Callable[[tuple[float, float, float, float], float], tuple[np.ndarray, float, float]]:
     """Render a box of the page (page pixels) at `factor` times the page's resolution:
-    the image and its left and top in pixels of the whole page at that resolution."""
+    the image and its left and top in pixels of the whole page at that resolution. Counted
+    as the page's decoding is: its time, its pixels, refused after the deadline."""
     scale = grid[0]
 
     def region(
         box: tuple[float, float, float, float], factor: float
     ) -> tuple[np.ndarray, float, float]:
-        points = tuple(v / scale for v in box)
-        image, left, top = renderer.render_region(index, scale * factor, points)  # type: ignore[arg-type]
+        points: tuple[float, float, float, float] = tuple(v / scale for v in box)  # type: ignore[assignment]
+        placed: list[tuple[int, int]] = []
+
+        def render() -> np.ndarray:
+            image, left, top = renderer.render_region(index, scale * factor, points)
+            placed.append((left, top))
+            return image
+
+        image = pool.decode(render)
+        left, top = placed[0]
         return image, float(left), float(top)
 
     return region
