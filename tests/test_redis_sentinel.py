@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +29,7 @@ import redis
 from models.synth import digital_invoice
 from tests.test_rust_producer import qr_producer  # noqa: F401  (a fixture: the built example)
 from worker.bench.failover import QUEUE, RECONNECT_BOUND_S, FailoverRun
-from worker.harness import wait_until
+from worker.harness import Shim, wait_until
 from worker.queue import runtime
 from worker.settings import Settings
 
@@ -116,6 +117,25 @@ def test_status_and_enqueue_find_the_master_through_the_sentinels(
     for output in (status, enqueued, refused):
         assert run.sentinel_password not in output.stdout + output.stderr
         assert "not-the-password-5e1" not in output.stdout + output.stderr
+
+
+def test_the_shim_and_the_pools_metrics_find_the_master_through_the_sentinels(
+    run: FailoverRun, tmp_path: Path
+) -> None:
+    """`qrw serve`'s /readyz (QRW_READY_NEEDS_REDIS) and the pool's Redis gauges read the
+    master the Sentinels name, after the failover too."""
+    port = run.env["QRW_METRICS_PORT"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        scraped = answer.read().decode()
+    assert "qrw_redis_up 1.0" in scraped
+    assert "\nqrw_workers 2.0" in scraped  # read from Redis at the scrape
+    shim = Shim({**run.env, "QRW_READY_NEEDS_REDIS": "true"}, tmp_path / "shim.log")
+    try:
+        shim.wait_ready(timeout=120)
+    finally:
+        shim.stop()
+    for text in (scraped, (tmp_path / "shim.log").read_text()):
+        assert run.sentinel_password not in text
 
 
 def test_a_backfill_runs_through_a_failover_and_writes_one_line_per_object(

@@ -17,7 +17,9 @@ import pytest
 
 from models.synth import digital_invoice
 from tests.redis_topologies import Certificates, TlsRedis, make_certificates
+from worker.bench.failover import SentinelTopology, Tls
 from worker.harness import Pool, free_port
+from worker.queue import runtime
 from worker.settings import Settings, SettingsError
 
 QUEUE = "qr-tls"
@@ -149,3 +151,36 @@ def test_a_tls_or_sentinel_setting_that_cannot_work_is_one_line_at_start(
     ran = qrw(environ, "status")
     assert ran.returncode == 2
     assert ran.stderr.strip() == f"qrw: error: {raised.value}"
+
+
+def test_sentinels_over_tls_lead_every_client_to_the_master(
+    certs: Certificates, tmp_path: Path
+) -> None:
+    """A master, a replica and three Sentinels all speaking only TLS (replication and the
+    Sentinels' own links too): a rediss:// client asks the Sentinels over TLS, with the same
+    CA, and reaches the master; one speaking plain text finds no master."""
+    topology = SentinelTopology(
+        tmp_path / "topology",
+        tls=Tls(ca=certs.ca, cert=certs.server_cert, key=certs.server_key),
+        sentinel_password="sentinel-over-tls-2b7c",
+    )
+    try:
+        env = topology.env()
+        assert env["REDIS_URL"].startswith("rediss://")
+        connection = runtime.connect(Settings.from_env(env))
+        assert connection.set("qrw:test:tls-sentinel", "1")
+        assert topology.client().get("qrw:test:tls-sentinel") == b"1"  # on the master
+
+        status = qrw(env, "status", "--json")
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["redis"] == "ok"
+
+        in_plain_text = {k: v for k, v in env.items() if k != "QRW_REDIS_CA"}
+        in_plain_text["REDIS_URL"] = env["REDIS_URL"].replace("rediss://", "redis://")
+        plain = qrw(in_plain_text, "status")
+        assert plain.returncode == 1
+        assert "unreachable: No master found for 'mymaster'" in plain.stdout
+        for ran in (status, plain):
+            assert "sentinel-over-tls-2b7c" not in ran.stdout + ran.stderr
+    finally:
+        topology.stop()

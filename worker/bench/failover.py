@@ -72,6 +72,57 @@ WAIT_MS = 1000
 PRODUCER_NAME = "qrw-failover-producer"
 
 
+@dataclass(frozen=True)
+class Tls:
+    """TLS on every node and Sentinel of a topology (and between them): the certificate and
+    key they present, and the CA a client checks it against."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    def server_args(self) -> tuple[str, ...]:
+        return (
+            *("--tls-cert-file", str(self.cert), "--tls-key-file", str(self.key)),
+            *("--tls-ca-cert-file", str(self.ca), "--tls-auth-clients", "no"),
+            *("--tls-replication", "yes"),
+        )
+
+    def client_kwargs(self) -> dict[str, Any]:
+        return {"ssl": True, "ssl_ca_certs": str(self.ca)}
+
+
+class Node(RedisServer):
+    """A topology's redis-server: the harness's, speaking only TLS on its port when `tls`
+    is set."""
+
+    def __init__(self, folder: Path, extra_args: tuple[str, ...], tls: Tls | None) -> None:
+        self.tls = tls
+        super().__init__(folder, extra_args=extra_args)
+
+    def start(self) -> None:
+        base = self.extra_args
+        if self.tls is not None:
+            self.extra_args = (*base, "--port", "0", "--tls-port", str(self.port))
+            self.extra_args += self.tls.server_args()
+        try:
+            super().start()
+        finally:
+            self.extra_args = base
+
+    def client(self, timeout: float = 10) -> redis.Redis:
+        tls = self.tls.client_kwargs() if self.tls is not None else {}
+        return redis.Redis(port=self.port, socket_timeout=timeout, **tls)
+
+    def _ping(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"redis-server exited: {tail(self.folder / 'redis.log')}")
+        try:
+            return bool(self.client(timeout=1).ping())
+        except redis.ConnectionError:
+            return False
+
+
 class SentinelTopology:
     """A master, a replica and three Sentinels (each a `redis-server --sentinel` process,
     what `redis-sentinel` is) on loopback, each node the harness's RedisServer.
@@ -90,6 +141,7 @@ class SentinelTopology:
         failover_timeout_ms: int = FAILOVER_TIMEOUT_MS,
         node_args: tuple[str, ...] = (),
         sentinel_password: str = "",
+        tls: Tls | None = None,
     ) -> None:
         if shutil.which("redis-server") is None:
             raise RuntimeError("redis-server is not installed (make setup installs it)")
@@ -98,13 +150,14 @@ class SentinelTopology:
         self.failover_timeout_ms = failover_timeout_ms
         self.node_args = node_args
         self.sentinel_password = sentinel_password
+        self.tls = tls
         self.nodes: dict[int, RedisServer] = {}
         self.sentinels: list[subprocess.Popen[bytes]] = []
         self.sentinel_ports: list[int] = []
         try:
-            first = RedisServer(folder / "node-a", extra_args=node_args)
+            first = Node(folder / "node-a", node_args, tls)
             self.nodes[first.port] = first
-            second = RedisServer(folder / "node-b", extra_args=self._replica_of(first.port))
+            second = Node(folder / "node-b", self._replica_of(first.port), tls)
             self.nodes[second.port] = second
             wait_until(lambda: self.in_sync(first.port), 30, "the replica to sync")
             for index in range(3):
@@ -122,9 +175,19 @@ class SentinelTopology:
         folder = self.folder / f"sentinel-{index}"
         folder.mkdir(parents=True, exist_ok=True)
         config = folder / "sentinel.conf"  # Sentinel rewrites it as the topology changes
+        listen = (
+            f"port 0\ntls-port {port}\n"
+            + "".join(
+                f"{name.removeprefix('--')} {value}\n"
+                for name, value in zip(
+                    self.tls.server_args()[::2], self.tls.server_args()[1::2], strict=True
+                )
+            )
+            if self.tls is not None
+            else f"port {port}\n"
+        )
         config.write_text(
-            f"port {port}\n"
-            "bind 127.0.0.1\n"
+            listen + "bind 127.0.0.1\n"
             f"dir {folder}\n"
             f"logfile {folder / 'sentinel.log'}\n"
             f"sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} 2\n"
@@ -172,7 +235,12 @@ class SentinelTopology:
 
     def sentinel(self, port: int) -> redis.Redis:
         """A client of one Sentinel, by port."""
-        return redis.Redis(port=port, socket_timeout=1, password=self.sentinel_password or None)
+        return self.connect(port, 1, password=self.sentinel_password or None)
+
+    def connect(self, port: int, timeout: float, **options: Any) -> redis.Redis:
+        """A client of one node or Sentinel, by port, with the topology's TLS."""
+        tls = self.tls.client_kwargs() if self.tls is not None else {}
+        return redis.Redis(port=port, socket_timeout=timeout, **tls, **options)
 
     @property
     def sentinels_setting(self) -> str:
@@ -182,8 +250,10 @@ class SentinelTopology:
     def env(self) -> dict[str, str]:
         """The settings that reach the master through the Sentinels. REDIS_URL names a port
         nothing listens on: only the Sentinels can lead a client to the master."""
+        scheme = "rediss" if self.tls is not None else "redis"
         return {
-            "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+            "REDIS_URL": f"{scheme}://127.0.0.1:{free_port()}/0",
+            **({"QRW_REDIS_CA": str(self.tls.ca)} if self.tls is not None else {}),
             "QRW_REDIS_SENTINELS": self.sentinels_setting,
             "QRW_REDIS_MASTER": MASTER_NAME,
             **(
@@ -208,14 +278,14 @@ class SentinelTopology:
     def client(self) -> redis.Redis:
         """A client of the master of now, by address: the run's own reads and checks."""
         port = int(wait_until(self.master_port, 30, "the Sentinels to agree on a master"))
-        return redis.Redis(port=port, socket_timeout=10)
+        return self.connect(port, 10)
 
     def in_sync(self, master_port: int) -> bool:
         """Every other node is an online replica of `master_port`, acknowledging within a
         second (its offset is behind while writes flow: they are acknowledged once a
         second)."""
         try:
-            info = redis.Redis(port=master_port, socket_timeout=1).info("replication")
+            info = self.connect(master_port, 1).info("replication")
         except redis.RedisError:
             return False
         replicas = [v for k, v in info.items() if re.fullmatch(r"slave\d+", k)]
@@ -263,7 +333,7 @@ class SentinelTopology:
             port = self.master_port()
             if port and port != old_port:
                 with contextlib.suppress(redis.RedisError):
-                    role = redis.Redis(port=port, socket_timeout=1).execute_command("ROLE")
+                    role = self.connect(port, 1).execute_command("ROLE")
                     if role[0] == b"master":
                         return port
             return 0
@@ -427,7 +497,7 @@ class FailoverRun:
         node = topology.kill_master()
         new_port = topology.wait_failover(old_port, 60)
         promoted_s = time.time() - killed_at
-        client = redis.Redis(port=new_port, socket_timeout=10)
+        client = topology.connect(new_port, 10)
         producer_s = self._connected(client, killed_at)
         topology.restart(node)
         # The workers' first result on the promoted replica: its stream ids are its clock.
