@@ -129,7 +129,9 @@ def test_the_shim_and_the_pools_metrics_find_the_master_through_the_sentinels(
         scraped = answer.read().decode()
     assert "qrw_redis_up 1.0" in scraped
     assert "\nqrw_workers 2.0" in scraped  # read from Redis at the scrape
-    shim = Shim({**run.env, "QRW_READY_NEEDS_REDIS": "true"}, tmp_path / "shim.log")
+    shim = Shim(
+        {**run.env, "QRW_READY_NEEDS_REDIS": "true", "QRW_BACKEND": "none"}, tmp_path / "shim.log"
+    )
     try:
         shim.wait_ready(timeout=120)
     finally:
