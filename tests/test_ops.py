@@ -129,6 +129,42 @@ def test_keda_scales_the_workers_on_the_queue_the_workers_read() -> None:
     assert DEFAULT_QUEUE in DEFAULTS.queues
 
 
+# The share of one Redis core a fleet may take at full scale (docs/operations.md, *How far
+# one Redis goes*): the rest is for bursts, maintenance passes and idle workers.
+REDIS_SHARE = 0.7
+
+
+def photo_jobs_per_s_per_pod() -> float:
+    """One worker pod's single-image jobs a second on photos, from the README's headline
+    (the ONNX cascade's median ms per image over the benchmark corpus)."""
+    readme = (ROOT / "README.md").read_text()
+    match = re.search(
+        r"^\| \*\*qr-worker cascade \(ONNX detector\)\*\* \|.*\| ([\d.]+) / ", readme, re.M
+    )
+    assert match, "README's headline table lost the cascade's median ms per image"
+    return 1000.0 / float(match.group(1))
+
+
+def redis_cpu_us_per_job() -> float:
+    text = (ROOT / "docs" / "benchmarks.md").read_text()
+    match = re.search(r"Headline: ([\d,]+) us of Redis CPU per single-image job", text)
+    assert match, "docs/benchmarks.md lost the Redis capacity headline"
+    return float(match.group(1).replace(",", ""))
+
+
+def test_keda_holds_seconds_of_a_pods_work_and_never_outgrows_one_redis() -> None:
+    (scaled,) = [doc for doc in manifests() if doc["kind"] == "ScaledObject"]
+    (trigger,) = scaled["spec"]["triggers"]
+    per_pod = photo_jobs_per_s_per_pod()
+    # The backlog one pod may hold before KEDA adds another: a few seconds of photo work,
+    # not a backlog the pod drains in a second, nor one that waits half a minute.
+    assert 2.0 <= int(trigger["metadata"]["listLength"]) / per_pod <= 10.0
+    # Every pod KEDA may start must be one Redis can feed: at photo speed (the slowest mix,
+    # so the most pods), the whole fleet within REDIS_SHARE of Redis's one core.
+    redis_share = scaled["spec"]["maxReplicaCount"] * per_pod * redis_cpu_us_per_job() / 1e6
+    assert redis_share <= REDIS_SHARE
+
+
 def test_the_workers_serve_backfill_jobs_after_live_ones() -> None:
     from worker.backfill import Options
 
