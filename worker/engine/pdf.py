@@ -393,6 +393,8 @@ def _scanned_page(
         if (page.width, page.height) != (width, height):
             return None  # the JPEG's own frame is not what the PDF says it draws
         page.index = index
+        if page._decode_reduced is not None:
+            page._decode_reduced = _jpeg_at_least(data, width, height)
     else:
         images._check_page(width, height, images._GRAY_PATH_COST, settings, what=what)
 
@@ -408,6 +410,44 @@ def _scanned_page(
     page.native = (width, height)
     page.width, page.height = grid_w, grid_h
     return page
+
+
+def _jpeg_at_least(data: bytes, width: int, height: int) -> Callable[[int], np.ndarray]:
+    """A scan's JPEG reduced for a stage asking `max_side`: libjpeg's DCT scaling down to
+    the smallest scale still at least `max_side` long, then an area reduction to it.
+
+    A JPEG file is DCT-scaled to the largest scale within `max_side` (a 300 DPI A4 scan to a
+    quarter, 877 pixels for the fast pass's 1280); the PDF page was rendered at `max_side`
+    itself before pages had kinds, and a small code (three Micro QR codes on a 144 DPI
+    page) read there is lost at the quarter. The page's own pixels are never fewer than the
+    render's were.
+    """
+    import cv2
+    import numpy as np
+
+    from worker.engine import images
+
+    buffer = np.frombuffer(data, np.uint8)
+    long_side = max(width, height)
+
+    def reduced(max_side: int) -> np.ndarray:
+        flag = cv2.IMREAD_GRAYSCALE
+        for factor, scaled in images._JPEG_REDUCTIONS:
+            if long_side / factor >= max_side:
+                flag = scaled
+        image = cv2.imdecode(buffer, flag)
+        if image is None or image.size == 0:
+            raise ScanFailed(
+                ErrorCode.CORRUPT_IMAGE,
+                "the JPEG data is corrupt or truncated and cannot be decoded",
+            )
+        if max(image.shape) > max_side:
+            factor = max_side / max(image.shape)
+            size = (max(1, round(image.shape[1] * factor)), max(1, round(image.shape[0] * factor)))
+            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        return image
+
+    return reduced
 
 
 # How far a scan's placement may stray from filling its page's grid, upright and evenly
