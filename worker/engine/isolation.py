@@ -597,9 +597,11 @@ def _serve(sock: socket.socket) -> None:
                 # The first page as the engine will ask for it: a scan's JPEG data, or the
                 # page rendered for the fast pass.
                 if sizes and kinds[0].get("image", {}).get("jpeg"):
-                    size = pdf_pages.jpeg_data(document, 0, pages.allocate)
-                    reply["first_jpeg"] = {"size": size, "buffer": pages.size}
-                    fds.append(pages.fd)
+                    # A failure is the page's, said when the engine asks for it.
+                    with contextlib.suppress(ScanFailed):
+                        size = pdf_pages.jpeg_data(document, 0, pages.allocate)
+                        reply["first_jpeg"] = {"size": size, "buffer": pages.size}
+                        fds.append(pages.fd)
                 elif sizes and "image" not in kinds[0]:
                     reply["first"] = _render_first(pdf_module, document, sizes, header, pages)
                     if reply["first"] is not None:
