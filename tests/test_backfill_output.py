@@ -57,6 +57,7 @@ def item(
         "height": 80,
         "pages": 1,
         "complete": True,
+        "unread": [],
         "stages_run": list(stages),
         "timings_ms": {"fetch": 1.5, "read": 0.1, "fast": 3.0, "total": total},
     }
