@@ -28,6 +28,7 @@ from prometheus_client.registry import Collector
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from worker.backfill.state import COUNTERS, RunState
 from worker.engine.errors import ErrorCode
 from worker.engine.results import ScanResult
 from worker.engine.stages import soft
@@ -272,10 +273,10 @@ def _rollup(pid: int) -> dict[str, float] | None:
     return wanted if len(wanted) == 2 else None
 
 
-# A run's state hash (worker.backfill.state, whose COUNTERS and RunState these follow; a
-# test holds them equal): its `state` and its counters.
-BACKFILL_STATES = ("running", "paused", "done", "cancelled", "failed")
-BACKFILL_COUNTS = {
+# A run's state hash (worker.backfill.state): its `state` and its counters, each gauge with
+# its help text (a counter without one fails here, at import).
+BACKFILL_STATES = tuple(member.value for member in RunState)
+_BACKFILL_HELP = {
     "listed": "Objects the run's listing went past (taken or skipped).",
     "skipped": "Objects the run's filters left out.",
     "enqueued": "Objects in the jobs the run enqueued.",
@@ -288,6 +289,7 @@ BACKFILL_COUNTS = {
     "cancelled": "Objects taken off the queue by a cancel.",
     "bad_lines": "Manifest lines that are not references.",
 }
+BACKFILL_COUNTS = {counter: _BACKFILL_HELP[counter] for counter in COUNTERS}
 # Every run ever started stays in the set; a scrape reads at most this many of them.
 _MAX_BACKFILLS = 500
 
