@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -18,9 +18,9 @@ from worker.engine.deadline import Deadline
 from worker.engine.images import Document, Page
 from worker.engine.results import Code, LocatedBy, Quad
 from worker.engine.zxing_reader import Symbol
+from worker.rules import Want
 from worker.settings import Settings
 
-Want = Literal["all", "first"]
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1
 
 
