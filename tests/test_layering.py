@@ -254,22 +254,7 @@ def test_the_runtime_never_imports_training_benchmark_test_or_front_end_code(pat
     assert not bad, f"{_rel(path)} imports {bad}"
 
 
-def _bench_case(path: Path) -> object:
-    if _rel(path) == "worker/bench/schemes.py":
-        return pytest.param(
-            path,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="worker/bench/schemes.py reads DIGEST_EXAMPLES from "
-                "tests/test_schemes.py: the examples need a home outside the tests",
-            ),
-        )
-    return path
-
-
-@pytest.mark.parametrize(
-    "path", [_bench_case(p) for p in python_files(BENCHMARKS)], ids=lambda p: _rel(p)
-)
+@pytest.mark.parametrize("path", python_files(BENCHMARKS), ids=lambda p: _rel(p))
 def test_the_benchmarks_never_import_the_tests(path: Path) -> None:
     bad = sorted(name for name in imports(path) if within(name, "tests"))
     assert not bad, f"{_rel(path)} imports {bad}: the tests import the benchmarks, not back"

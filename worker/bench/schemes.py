@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models.synth.digest_examples import DIGEST_EXAMPLES
 from models.synth.payloads import _MAKERS, PAYLOAD_KINDS, make_payload, micro_payload
 from worker.bench.report import machine_line, percentile, write_section
 from worker.schemes import parse
@@ -64,10 +65,6 @@ def code_sets(count: int, seed: int = 1) -> dict[str, list[Code]]:
 
 
 def _digest_examples() -> list[Code]:
-    try:
-        from tests.test_schemes import DIGEST_EXAMPLES
-    except ImportError:  # installed without the tests
-        return []
     return [_as_code(text) for text, _ in DIGEST_EXAMPLES.values()]
 
 
