@@ -47,6 +47,7 @@ from tests.conftest import reply_list
 from tests.services import RedisServer, ShimProcess, WorkerProcess, free_port, wait_until
 from worker import metrics
 from worker.queue import names, producer
+from worker.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAFANA = ROOT / "ops" / "grafana"
@@ -187,7 +188,9 @@ def test_a_redis_that_never_answers_reads_as_down_within_the_ping_timeout() -> N
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
-        gauge = metrics.RedisUpCollector(f"redis://127.0.0.1:{silent.getsockname()[1]}/0")
+        gauge = metrics.RedisUpCollector(
+            Settings(redis_url=f"redis://127.0.0.1:{silent.getsockname()[1]}/0")
+        )
         started = time.monotonic()
         text = metrics.exposition(CollectorRegistry(), [gauge]).decode()
         took = time.monotonic() - started

@@ -33,7 +33,8 @@ from worker.engine.errors import ErrorCode
 from worker.engine.results import ScanResult
 from worker.engine.stages import soft
 from worker.metrics_env import multiprocess_enabled
-from worker.queue import names, persistence
+from worker.queue import names, persistence, runtime
+from worker.settings import Settings
 
 __all__ = ["multiprocess_enabled"]
 
@@ -379,16 +380,19 @@ class PersistenceCollector(Collector):
 REDIS_SCRAPE_TIMEOUT_S = 1.0
 
 
-def scrape_connection(url: str) -> redis.Redis:
+def scrape_connection(settings: Settings) -> redis.Redis:
     """A Redis client for what /metrics reads: each command waits at most
     REDIS_SCRAPE_TIMEOUT_S. Not the queue's client, which waits 5 s to connect, has no read
     timeout and retries with backoff, riding out what these gauges are meant to show. A
     closed connection (Redis restarted since the last scrape) is retried once at once, so it
-    is reopened rather than reported as an outage; a timeout is not retried."""
-    return redis.Redis.from_url(
-        url,
+    is reopened rather than reported as an outage; a timeout is not retried. Built where
+    every client is (worker.queue.runtime): Sentinel, TLS and the ACL user as configured."""
+    return runtime.connect(
+        settings,
         socket_timeout=REDIS_SCRAPE_TIMEOUT_S,
         socket_connect_timeout=REDIS_SCRAPE_TIMEOUT_S,
+        socket_keepalive=False,
+        health_check_interval=0,
         retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
     )
 
@@ -396,8 +400,8 @@ def scrape_connection(url: str) -> redis.Redis:
 class RedisUpCollector(Collector):
     """qrw_redis_up: whether Redis answers PING within REDIS_SCRAPE_TIMEOUT_S, per scrape."""
 
-    def __init__(self, url: str) -> None:
-        self.client = scrape_connection(url)
+    def __init__(self, settings: Settings) -> None:
+        self.client = scrape_connection(settings)
 
     def answers(self) -> bool:
         try:

@@ -116,9 +116,7 @@ async def _lifespan(
                 settings.http_body_rate_window,
             ),
             scan_threads=anyio.CapacityLimiter(settings.http_concurrency),
-            redis_up=(
-                metrics.RedisUpCollector(settings.redis_url) if settings.ready_needs_redis else None
-            ),
+            redis_up=(metrics.RedisUpCollector(settings) if settings.ready_needs_redis else None),
         )
     }
 

@@ -28,12 +28,12 @@ from worker.settings import Settings
 
 # The queue's client: a connection may take 5 s to open, a command has no read timeout
 # (a BLPOP waits as long as it asks), and a dead peer is noticed by keepalive and by a
-# PING before any command on a connection idle for 15 s.
+# PING before any command on a connection idle for 15 s. redis-py's own retry policy
+# (timeouts and lost connections, with backoff) rides out a restart or a failover.
 QUEUE_CLIENT: dict[str, Any] = {
     "socket_connect_timeout": 5,
     "socket_keepalive": True,
     "health_check_interval": 15,
-    "retry_on_timeout": True,
 }
 # Seconds one Sentinel may take to answer: discovery moves on to the next one, so a dead
 # Sentinel costs a client this long at most, not the whole failover.

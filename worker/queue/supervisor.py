@@ -276,14 +276,14 @@ def serve_metrics(settings: Settings, queues: tuple[str, ...]) -> None:
 
     # Not the pool's client (no read timeout): a Redis that hangs held every scrape, and a
     # thread of the metrics server, for good; the pool looked down, not Redis.
-    scraping = metrics.scrape_connection(settings.redis_url)
+    scraping = metrics.scrape_connection(settings)
     registry = metrics.multiprocess_registry(
         [
             metrics.QueueCollector(scraping, queues),
             metrics.BackfillCollector(scraping),
             metrics.PersistenceCollector(scraping),
             metrics.PoolMemoryCollector(),
-            metrics.RedisUpCollector(settings.redis_url),
+            metrics.RedisUpCollector(settings),
         ]
     )
     port = settings.metrics_port
