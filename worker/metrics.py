@@ -33,6 +33,7 @@ from worker.engine.errors import ErrorCode
 from worker.engine.results import ScanResult
 from worker.engine.stages import soft
 from worker.metrics_env import multiprocess_enabled
+from worker.procfs import children, descendants
 from worker.queue import names, persistence, runtime
 from worker.settings import Settings
 
@@ -236,28 +237,10 @@ class PoolMemoryCollector(Collector):
 def _family(root: int) -> Iterator[tuple[int, str]]:
     """`root` as the supervisor, its children as workers, anything below as their children."""
     yield root, "supervisor"
-    for child in _children(root):
+    for child in children(root):
         yield child, "worker"
-        stack = list(_children(child))
-        while stack:
-            pid = stack.pop()
+        for pid in descendants(child):
             yield pid, "child"
-            stack.extend(_children(pid))
-
-
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return found
-    for task in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{task}/children") as handle:
-                found += [int(child) for child in handle.read().split()]
-        except (OSError, ValueError):
-            continue
-    return found
 
 
 def _rollup(pid: int) -> dict[str, float] | None:
