@@ -252,6 +252,11 @@ def _read_s3(ref: Reference, settings: Settings) -> bytes:
             # Read one byte past the limit: a server that lies about the length is caught
             # without ever holding more than the limit in memory.
             data = body.read(settings.max_bytes + 1)
+            # A connection closed cleanly half-way ends the read short without an error
+            # (botocore checks the length only on a read to the end): a truncated image
+            # would be scanned as if whole.
+            if len(data) < size:
+                raise s3.BodyBroken(f"{ref}: {len(data)} of its {size} bytes arrived")
         finally:
             body.close()
     except ClientError as exc:
