@@ -4,23 +4,18 @@ positions a run resumes from, the allow-lists, and S3 failing under it."""
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
-import http.client
 import json
-import socket
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 
 from tests.conftest import s3_client
+from tests.s3_faults import FaultyS3, point_at
 from tests.services import free_port
 from worker import s3 as worker_s3
 from worker import storage
@@ -99,17 +94,6 @@ def s3(
     """worker.s3.client() pointed at moto (it is cached per process: cleared around)."""
     point_at(monkeypatch, s3_endpoint)
     yield s3_endpoint
-    worker_s3.client.cache_clear()
-
-
-def point_at(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
-    for name, value in {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
     worker_s3.client.cache_clear()
 
 
@@ -304,90 +288,18 @@ def test_an_allowed_folder_lists_only_what_lies_inside_it(s3: str, policy: Setti
 # --- S3 failing under the listing -------------------------------------------------------
 
 
-class FaultyS3:
-    """A real HTTP server in front of moto: answers requests with the next fault in its
-    list ("503": SlowDown, "500": InternalError, "403": AccessDenied, "cut": half the body,
-    then the connection closed; "pass": untouched) and proxies everything once the list is
-    used up."""
-
-    def __init__(self, upstream: str, faults: list[str]) -> None:
-        self.upstream = urlsplit(upstream)
-        self.faults = list(faults)
-        self.requests = 0
-        self.ranges: list[str | None] = []  # the Range header of each request
-        self.lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def handle_one(self) -> None:
-                outer.answer(self)
-
-            do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = handle_one
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def answer(self, handler: BaseHTTPRequestHandler) -> None:
-        length = int(handler.headers.get("Content-Length") or 0)
-        body = handler.rfile.read(length) if length else b""
-        with self.lock:
-            self.requests += 1
-            self.ranges.append(handler.headers.get("Range"))
-            fault = self.faults.pop(0) if self.faults else "pass"
-        if fault in ("503", "500", "403"):
-            code = {"503": "SlowDown", "500": "InternalError", "403": "AccessDenied"}[fault]
-            error = f"<Error><Code>{code}</Code><Message>try again</Message></Error>".encode()
-            handler.send_response(int(fault))
-            handler.send_header("Content-Type", "application/xml")
-            handler.send_header("Content-Length", str(len(error)))
-            handler.end_headers()
-            handler.wfile.write(error)
-            return
-        upstream = http.client.HTTPConnection(
-            self.upstream.hostname, self.upstream.port, timeout=10
-        )
-        upstream.request(handler.command, handler.path, body, dict(handler.headers.items()))
-        response = upstream.getresponse()
-        data = response.read()
-        upstream.close()
-        handler.send_response(response.status)
-        for name, value in response.getheaders():
-            if name.lower() not in (
-                "content-length",
-                "transfer-encoding",
-                "connection",
-                "date",
-                "server",
-            ):
-                handler.send_header(name, value)
-        handler.send_header("Content-Length", str(len(data)))
-        handler.end_headers()
-        if handler.command == "HEAD":
-            return
-        if fault == "cut":
-            handler.wfile.write(data[: len(data) // 2])
-            handler.wfile.flush()
-            handler.close_connection = True
-            with contextlib.suppress(OSError):
-                handler.connection.shutdown(socket.SHUT_RDWR)
-            return
-        handler.wfile.write(data)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+# A proxy answering the faults given, worker.s3.client() pointed at it.
+MakeProxy = Callable[[list[str]], FaultyS3]
 
 
 @pytest.fixture
-def faulty(monkeypatch: pytest.MonkeyPatch, s3: str) -> Iterator[Any]:
+def faulty(monkeypatch: pytest.MonkeyPatch, s3: str) -> Iterator[MakeProxy]:
+    """Makes a proxy answering the faults given (tests/s3_faults.py) and points
+    worker.s3.client() at it."""
     made: list[FaultyS3] = []
 
     def make(faults: list[str]) -> FaultyS3:
-        proxy = FaultyS3(s3, faults)
+        proxy = FaultyS3(s3, *faults)
         made.append(proxy)
         point_at(monkeypatch, proxy.url)
         return proxy
@@ -398,10 +310,10 @@ def faulty(monkeypatch: pytest.MonkeyPatch, s3: str) -> Iterator[Any]:
 
 
 def test_throttling_and_server_errors_while_listing_are_retried_and_the_listing_is_complete(
-    faulty: Any, archive: dict[str, bytes], policy: Settings
+    faulty: MakeProxy, archive: dict[str, bytes], policy: Settings
 ) -> None:
     # The first page fails twice, a later page once: each page is retried on its own.
-    proxy = faulty(["503", "500", "pass", "pass", "503"])
+    proxy = faulty(["SlowDown", "InternalError", "pass", "pass", "SlowDown"])
     pairs, counts = take(prefix("scans/2024/"), policy, page_size=4)
 
     assert [obj.key for obj, _ in pairs] == listed_2024(archive)
@@ -410,26 +322,26 @@ def test_throttling_and_server_errors_while_listing_are_retried_and_the_listing_
 
 
 def test_a_listing_that_keeps_failing_ends_in_a_clear_error_after_the_retries(
-    faulty: Any, policy: Settings
+    faulty: MakeProxy, policy: Settings
 ) -> None:
-    proxy = faulty(["503"] * 10)
+    proxy = faulty(["SlowDown"] * 10)
     with pytest.raises(BackfillError, match=r"failed 3 times.*SlowDown"):
         check_source(prefix("scans/2024/"), policy, retry=FAST)
-    assert proxy.requests == 3
+    assert len(proxy.requests) == 3
 
 
 def test_a_bucket_that_cannot_be_listed_is_refused_at_once_without_retries(
-    faulty: Any, policy: Settings
+    faulty: MakeProxy, policy: Settings
 ) -> None:
     proxy = faulty([])
     with pytest.raises(BackfillError, match="NoSuchBucket"):
         check_source(prefix("x/", MISSING), policy, retry=FAST)
-    assert proxy.requests == 1
+    assert len(proxy.requests) == 1
 
-    proxy = faulty(["403"])
+    proxy = faulty(["AccessDenied"])
     with pytest.raises(BackfillError, match="AccessDenied"):
         check_source(prefix("scans/2024/"), policy, retry=FAST)
-    assert proxy.requests == 1
+    assert len(proxy.requests) == 1
 
 
 def test_an_unreachable_s3_ends_in_a_clear_error_after_the_retries(
@@ -548,7 +460,7 @@ def test_a_manifest_in_s3_outside_the_allow_list_or_missing_is_refused(
 
 @pytest.mark.parametrize("zipped", [False, True], ids=["plain", "gzip"])
 def test_a_manifest_stream_cut_off_midway_is_opened_again_and_read_on_from_where_it_stopped(
-    faulty: Any, policy: Settings, zipped: bool
+    faulty: MakeProxy, policy: Settings, zipped: bool
 ) -> None:
     refs = [f"s3://{SRC}/scans/2024/many-{i:05d}.png" for i in range(3000)]
     body = "\n".join(refs).encode()
@@ -557,27 +469,28 @@ def test_a_manifest_stream_cut_off_midway_is_opened_again_and_read_on_from_where
         Bucket=INV, Key="lists/long.txt", Body=gzip.compress(body) if zipped else body
     )
     # The first GET reads the beginning (which kind of manifest?); the second is cut.
-    proxy.faults = ["pass", "cut"]
+    proxy.fail_next("pass", "cut")
     pairs, counts = take(SourceSpec(manifest=f"s3://{INV}/lists/long.txt"), policy)
 
     assert [obj.ref for obj, _ in pairs] == refs  # each line once, in order
     assert [pos.after for _, pos in pairs] == [str(n) for n in range(1, 3001)]
     assert counts == Counts()
     assert proxy.faults == []
-    assert proxy.requests == 4  # the put, the beginning read, the cut read, the read going on
+    # The beginning read, the cut read, the read going on.
+    assert [r.split()[0] for r in proxy.requests] == ["GET"] * 3
     # Plain text goes on from the byte it stopped at; gzip is read again up to it.
     resumed = proxy.ranges[-1]
     assert (resumed is None) if zipped else (resumed or "").startswith("bytes=")
 
 
 def test_a_manifest_replaced_while_it_is_read_is_a_clear_error_not_a_mixed_listing(
-    faulty: Any, policy: Settings
+    faulty: MakeProxy, policy: Settings
 ) -> None:
     refs = [f"s3://{SRC}/scans/2024/many-{i:05d}.png" for i in range(3000)]
     proxy = faulty([])
     client = s3_client(proxy.url)
     client.put_object(Bucket=INV, Key="lists/moving.txt", Body="\n".join(refs).encode())
-    proxy.faults = ["pass", "cut"]
+    proxy.fail_next("pass", "cut")
     objects = iter_objects(
         SourceSpec(manifest=f"s3://{INV}/lists/moving.txt"), NO_FILTERS, policy, None, Counts()
     )

@@ -2,29 +2,23 @@
 fetch (worker.storage), what a backfill lists (worker.backfill.sources) and what it writes
 and reads back (worker.backfill.output).
 
-moto's server cannot be told to fail, so a real HTTP proxy of ours stands in front of it:
-it answers the next requests with the faults it is given, then forwards every request to
-moto. Each kind of transient failure S3 (or a gateway before it) gives is ridden out with a
-retry; a refusal is not retried; a deadline stops the retries before their count does.
+moto's server cannot be told to fail, so a real HTTP proxy of ours (tests/s3_faults.py)
+stands in front of it: it answers the next requests with the faults it is given, then
+forwards every request to moto. Each kind of transient failure S3 (or a gateway before it)
+gives is ridden out with a retry; a refusal is not retried; a deadline stops the retries
+before their count does.
 """
 
 from __future__ import annotations
 
-import contextlib
-import http.client
-import socket
-import struct
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 
 from tests.conftest import s3_client
+from tests.s3_faults import FaultyS3, point_at
 from worker import s3, storage
 from worker.backfill import BackfillError, Counts, Filters, SourceSpec
 from worker.backfill.output import open_output
@@ -38,146 +32,21 @@ from worker.settings import Settings
 # before any answer.
 TRANSIENT = ("429", "503", "SlowDown", "ThrottlingException", "reset")
 
-# The fault -> (HTTP status, error code or None for an empty body).
-ANSWERS: dict[str, tuple[int, str | None]] = {
-    "429": (429, None),
-    "503": (503, None),
-    "SlowDown": (503, "SlowDown"),
-    "ThrottlingException": (400, "ThrottlingException"),
-    "AccessDenied": (403, "AccessDenied"),
-}
-
 # The backfill's listing, retried without production's patience; still real requests.
 FAST = s3.Retry(attempts=3, base_s=0.01, cap_s=0.05)
 
 
-class FlakyS3:
-    """A real HTTP server in front of moto. Each request takes the next fault in `faults`:
-    an error answer (ANSWERS), "reset" (the connection closed with a TCP reset, no answer),
-    "cut" (moto's answer, its body cut off half-way by a reset) or "pass"; once the list is
-    used up every request is forwarded untouched."""
-
-    def __init__(self, upstream: str) -> None:
-        self.upstream = urlsplit(upstream)
-        self.faults: list[str] = []
-        self.requests: list[str] = []  # "METHOD path" of each request, faulted or not
-        self.arrived: list[float] = []  # time.monotonic() of each
-        self.lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            # HTTP/1.1, so that a PutObject's `Expect: 100-continue` is answered at once
-            # (HTTP/1.0 ignores it and botocore would wait a second before every upload).
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def answer(self) -> None:
-                outer.answer(self)
-
-            do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = answer
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        # A reset connection makes the handler's last flush fail: expected, not news.
-        self.server.handle_error = lambda request, address: None  # type: ignore[method-assign]
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def fail_next(self, *faults: str) -> None:
-        with self.lock:
-            self.faults = list(faults)
-            self.requests = []
-            self.arrived = []
-
-    def answer(self, handler: BaseHTTPRequestHandler) -> None:
-        length = int(handler.headers.get("Content-Length") or 0)
-        body = handler.rfile.read(length) if length else b""
-        with self.lock:
-            self.requests.append(f"{handler.command} {handler.path}")
-            self.arrived.append(time.monotonic())
-            fault = self.faults.pop(0) if self.faults else "pass"
-        if fault == "reset":
-            _reset(handler)
-            return
-        if fault in ANSWERS:
-            status, code = ANSWERS[fault]
-            error = b""
-            if code is not None:
-                error = f"<Error><Code>{code}</Code><Message>a fault</Message></Error>".encode()
-            handler.send_response(status)
-            handler.send_header("Content-Type", "application/xml")
-            handler.send_header("Content-Length", str(len(error)))
-            handler.end_headers()
-            handler.wfile.write(error)
-            return
-        status, headers, data = self.forward(handler, body)
-        handler.send_response(status)
-        for name, value in headers:
-            handler.send_header(name, value)
-        handler.send_header("Content-Length", str(len(data)))
-        handler.end_headers()
-        if handler.command == "HEAD":
-            return
-        if fault == "cut":
-            handler.wfile.write(data[: len(data) // 2])
-            _reset(handler)
-            return
-        handler.wfile.write(data)
-
-    def forward(
-        self, handler: BaseHTTPRequestHandler, body: bytes
-    ) -> tuple[int, list[tuple[str, str]], bytes]:
-        upstream = http.client.HTTPConnection(
-            self.upstream.hostname, self.upstream.port, timeout=10
-        )
-        try:
-            sent = {
-                n: v
-                for n, v in handler.headers.items()
-                if n.lower() not in ("expect", "connection")
-            }
-            upstream.request(handler.command, handler.path, body, sent)
-            response = upstream.getresponse()
-            data = response.read()
-        finally:
-            upstream.close()
-        hop = ("content-length", "transfer-encoding", "connection", "date", "server")
-        headers = [(n, v) for n, v in response.getheaders() if n.lower() not in hop]
-        return response.status, headers, data
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def _reset(handler: BaseHTTPRequestHandler) -> None:
-    # SO_LINGER 0: close() sends a TCP reset, as a load balancer dropping a connection does.
-    handler.wfile.flush()
-    handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    handler.close_connection = True
-    with contextlib.suppress(OSError):
-        handler.connection.close()
-
-
 @pytest.fixture(scope="module")
-def flaky(s3_endpoint: str) -> Iterator[FlakyS3]:
-    proxy = FlakyS3(s3_endpoint)
+def flaky(s3_endpoint: str) -> Iterator[FaultyS3]:
+    proxy = FaultyS3(s3_endpoint)
     yield proxy
     proxy.close()
 
 
 @pytest.fixture
-def via_proxy(monkeypatch: pytest.MonkeyPatch, flaky: FlakyS3) -> Iterator[FlakyS3]:
+def via_proxy(monkeypatch: pytest.MonkeyPatch, flaky: FaultyS3) -> Iterator[FaultyS3]:
     """worker.s3.client() talking to moto through the proxy, as a worker configures it."""
-    for name, value in {
-        "AWS_ENDPOINT_URL": flaky.url,
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    s3.client.cache_clear()
+    point_at(monkeypatch, flaky.url)
     flaky.fail_next()
     yield flaky
     s3.client.cache_clear()
@@ -203,7 +72,7 @@ def policy(bucket: str) -> Settings:
 
 @pytest.mark.parametrize("fault", TRANSIENT)
 def test_a_fetch_rides_out_a_transient_failure_and_reads_the_object(
-    via_proxy: FlakyS3, bucket: str, policy: Settings, fault: str
+    via_proxy: FaultyS3, bucket: str, policy: Settings, fault: str
 ) -> None:
     via_proxy.fail_next(fault, fault)
     ref = storage.parse_reference(f"s3://{bucket}/in/inv-1.png", policy)
@@ -213,7 +82,7 @@ def test_a_fetch_rides_out_a_transient_failure_and_reads_the_object(
 
 
 def test_a_fetch_whose_body_is_cut_off_half_way_reads_the_object_again(
-    via_proxy: FlakyS3, bucket: str, policy: Settings
+    via_proxy: FaultyS3, bucket: str, policy: Settings
 ) -> None:
     via_proxy.fail_next("cut")
     ref = storage.parse_reference(f"s3://{bucket}/in/inv-2.png", policy)
@@ -222,7 +91,7 @@ def test_a_fetch_whose_body_is_cut_off_half_way_reads_the_object_again(
     assert len(via_proxy.requests) == 2
 
 
-def test_a_fetch_refused_is_not_retried(via_proxy: FlakyS3, bucket: str, policy: Settings) -> None:
+def test_a_fetch_refused_is_not_retried(via_proxy: FaultyS3, bucket: str, policy: Settings) -> None:
     via_proxy.fail_next("AccessDenied", "AccessDenied")
     ref = storage.parse_reference(f"s3://{bucket}/in/inv-1.png", policy)
 
@@ -234,7 +103,7 @@ def test_a_fetch_refused_is_not_retried(via_proxy: FlakyS3, bucket: str, policy:
 
 
 def test_a_fetch_that_keeps_failing_is_storage_unavailable_after_its_attempts(
-    via_proxy: FlakyS3, bucket: str, policy: Settings
+    via_proxy: FaultyS3, bucket: str, policy: Settings
 ) -> None:
     via_proxy.fail_next(*["SlowDown"] * 10)
     ref = storage.parse_reference(f"s3://{bucket}/in/inv-1.png", policy)
@@ -247,7 +116,7 @@ def test_a_fetch_that_keeps_failing_is_storage_unavailable_after_its_attempts(
 
 
 def test_a_deadline_ends_the_retries_before_their_count_does(
-    via_proxy: FlakyS3, bucket: str, policy: Settings
+    via_proxy: FaultyS3, bucket: str, policy: Settings
 ) -> None:
     patient = Settings.from_env({}, s3_buckets=(bucket,), fetch_attempts=10)
     via_proxy.fail_next(*["503"] * 20)
@@ -275,7 +144,7 @@ def listed(bucket: str, policy: Settings) -> list[str]:
 
 @pytest.mark.parametrize("fault", TRANSIENT)
 def test_a_backfill_listing_rides_out_a_transient_failure_and_lists_everything(
-    via_proxy: FlakyS3, bucket: str, policy: Settings, fault: str
+    via_proxy: FaultyS3, bucket: str, policy: Settings, fault: str
 ) -> None:
     # The first page fails twice, then a later page once: each page is retried on its own.
     via_proxy.fail_next(fault, fault, "pass", fault)
@@ -285,7 +154,7 @@ def test_a_backfill_listing_rides_out_a_transient_failure_and_lists_everything(
 
 
 def test_a_backfill_listing_refused_is_not_retried(
-    via_proxy: FlakyS3, bucket: str, policy: Settings
+    via_proxy: FaultyS3, bucket: str, policy: Settings
 ) -> None:
     via_proxy.fail_next("AccessDenied")
 
@@ -302,7 +171,7 @@ LINES = [{"key": f"in/inv-{n}.png", "ok": True, "codes": []} for n in range(3)]
 
 @pytest.mark.parametrize("fault", TRANSIENT)
 def test_a_backfill_output_rides_out_a_transient_failure_writing_and_reading_a_part(
-    via_proxy: FlakyS3, bucket: str, settings: Settings, fault: str
+    via_proxy: FaultyS3, bucket: str, settings: Settings, fault: str
 ) -> None:
     out = open_output(f"s3://{bucket}/runs/{uuid.uuid4().hex[:8]}/", settings)
     via_proxy.fail_next(fault, fault)
@@ -316,7 +185,7 @@ def test_a_backfill_output_rides_out_a_transient_failure_writing_and_reading_a_p
 
 
 def test_a_backfill_output_part_cut_off_half_way_is_read_again(
-    via_proxy: FlakyS3, bucket: str, settings: Settings
+    via_proxy: FaultyS3, bucket: str, settings: Settings
 ) -> None:
     out = open_output(f"s3://{bucket}/runs/{uuid.uuid4().hex[:8]}/", settings)
     out.write_part(0, LINES)
@@ -327,7 +196,7 @@ def test_a_backfill_output_part_cut_off_half_way_is_read_again(
 
 
 def test_a_backfill_output_refused_is_not_retried(
-    via_proxy: FlakyS3, bucket: str, settings: Settings
+    via_proxy: FaultyS3, bucket: str, settings: Settings
 ) -> None:
     out = open_output(f"s3://{bucket}/runs/{uuid.uuid4().hex[:8]}/", settings)
     via_proxy.fail_next("AccessDenied")
