@@ -26,6 +26,7 @@ from rq.serializers import JSONSerializer
 from models.synth import digital_invoice, no_code_invoice
 from tests.conftest import reply_list, wait_result
 from tests.services import RedisServer, free_port, wait_until
+from worker.procfs import children
 from worker.queue import names, producer
 
 RQ = str(Path(sys.executable).with_name("rq"))
@@ -68,11 +69,6 @@ def wait_counted(port: int, outcome: str, value: float, timeout: float = 20) -> 
         timeout,
         f"qrw_jobs_total{{outcome={outcome!r}}} == {value} (now {jobs_counted(port, outcome)})",
     )
-
-
-def children(pid: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False)
-    return [int(line) for line in out.stdout.split()]
 
 
 def status(redis_server: RedisServer, job_id: str) -> str | None:

@@ -18,19 +18,13 @@ import pytest
 from models.synth import digital_invoice, photo_invoice
 from tests.conftest import reply_list, wait_result
 from tests.services import RedisServer, WorkerProcess, wait_until
+from worker.procfs import children
 from worker.queue import names, producer
 from worker.queue.rq_worker import IDLE_TRIM_S
 
 pytestmark = pytest.mark.skipif(
     not Path("/proc/self/status").exists(), reason="memory is read from /proc"
 )
-
-
-def children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
 
 
 def private_dirty_mib(pid: int) -> float:

@@ -17,6 +17,7 @@ from pathlib import Path
 from models.synth import digital_invoice
 from tests.conftest import reply_list, wait_result, worker_env
 from tests.services import RedisServer, WorkerProcess, wait_until
+from worker.procfs import children
 from worker.queue import names, producer
 
 # The supervisor looks at its children once a second, asks an orphan to stop with SIGTERM
@@ -30,23 +31,6 @@ def state(pid: int) -> str | None:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
         return None
-
-
-def parent_of(pid: int) -> int:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return 0
-
-
-def children_of(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in os.listdir(f"/proc/{pid}/task"):
-        try:
-            found += [int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
-        except OSError:
-            continue
-    return found
 
 
 def test_a_sigkilled_workers_scheduler_and_pdf_renderer_end_with_it_inside_the_pool(
@@ -67,8 +51,8 @@ def test_a_sigkilled_workers_scheduler_and_pdf_renderer_end_with_it_inside_the_p
         producer.enqueue(client, {"image": f"file://{pdf}", "reply_to": reply_to}, queue=queue)
         assert wait_result(redis_server, reply_to)["ok"] is True
 
-        (worker,) = children_of(pool.process.pid)
-        grandchildren = children_of(worker)
+        (worker,) = children(pool.process.pid)
+        grandchildren = children(worker)
         assert len(grandchildren) >= 2, f"the worker's scheduler and renderer: {grandchildren}"
         os.kill(worker, signal.SIGKILL)
 
@@ -81,7 +65,7 @@ def test_a_sigkilled_workers_scheduler_and_pdf_renderer_end_with_it_inside_the_p
         # The pool went on: a new worker, no zombie left under the supervisor.
         wait_until(lambda: client.scard(names.rq_queue_workers_key(queue)) == 1, 90, "a respawn")
         time.sleep(1.5)
-        assert [p for p in children_of(pool.process.pid) if state(p) == "Z"] == []
+        assert [p for p in children(pool.process.pid) if state(p) == "Z"] == []
     finally:
         adopted_elsewhere = [p for p in grandchildren if state(p) not in (None, "Z")]
         pool.stop()

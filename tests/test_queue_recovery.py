@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 from models.synth import digital_invoice, no_code_invoice
 from tests.conftest import BUCKET, reply_list, s3_client, wait_result
 from tests.services import RedisServer, free_port, wait_until
+from worker.procfs import children
 from worker.queue import producer
 
 
@@ -65,11 +65,6 @@ def test_a_job_whose_worker_is_killed_runs_again_and_finishes(
     # Delivered exactly once, even though it ran twice.
     assert own_redis.client().llen(reply_to) == 0
     assert own_redis.client().xlen("qrw:results") == 1
-
-
-def children(pid: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False)
-    return [int(line) for line in out.stdout.split()]
 
 
 def grandchildren(pid: int) -> set[int]:
