@@ -63,7 +63,7 @@ FAILOVER_TIMEOUT_MS = 3000
 # then the Sentinels agree (ODOWN, quorum 2) and elect a leader, which promotes the replica
 # (a second or two here, up to the failover timeout when a vote splits), then the client's
 # next try: a worker's backed-off retries wait up to 5 s (worker.queue.replies), the
-# producer's 0.1 s. Measured here: 2 to 4 s (docs/reliability.md).
+# producer's 0.1 s. Measured here: 2.3 to 4.7 s (docs/reliability.md).
 RECONNECT_BOUND_S = DOWN_AFTER_MS / 1000 + FAILOVER_TIMEOUT_MS / 1000 + 6.0
 # How long the run waits, after the producer stops, for the last acknowledged job's result.
 DRAIN_S = 120.0
@@ -493,8 +493,10 @@ class FailoverRun:
         topology = self.topology
         wait_until(topology.settled, 60, "the Sentinels to see every node up")
         old_port = topology.master_port()
-        killed_at = time.time()
         node = topology.kill_master()
+        # Taken once the old master is dead and reaped: whatever carries a later time on
+        # the promoted replica (a stream entry id) was written there, not replicated to it.
+        killed_at = time.time()
         new_port = topology.wait_failover(old_port, 60)
         promoted_s = time.time() - killed_at
         client = topology.connect(new_port, 10)
