@@ -15,6 +15,7 @@ import pytest
 
 from tests.services import RedisServer, WorkerProcess, free_port, wait_until
 from worker.engine import Engine
+from worker.harness import moto_s3
 from worker.settings import Settings
 
 BUCKET = "invoices"
@@ -40,17 +41,8 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    client = s3_client(endpoint)
-    client.create_bucket(Bucket=BUCKET)
-    client.create_bucket(Bucket=ARCHIVE)
-    yield endpoint
-    server.stop()
+    with moto_s3((BUCKET, ARCHIVE)) as (endpoint, _):
+        yield endpoint
 
 
 def s3_client(endpoint: str) -> Any:

@@ -31,7 +31,6 @@ import csv
 import gzip
 import io
 import json
-import logging
 import math
 import os
 import shutil
@@ -56,7 +55,7 @@ from worker.backfill import Options
 from worker.backfill import seen as dedup_set
 from worker.backfill.runner import ENQUEUE_MAX_JOBS
 from worker.bench.report import machine_line, percentile, write_section
-from worker.harness import NotStarted, Pool, free_port, local_redis
+from worker.harness import NotStarted, Pool, free_port, local_redis, moto_s3
 from worker.queue import names, producer
 
 COMMAND = "python -m worker.bench.backfill"
@@ -450,25 +449,6 @@ def throughput(base: Path, scale: Scale, batch: int, workers: int = WORKERS) -> 
 # -- 2. listing and enqueue, workers stopped ----------------------------------------------
 
 
-@contextlib.contextmanager
-def moto_s3() -> Iterator[tuple[str, Any]]:
-    """moto's S3 server on a free port in this process, and its in-memory backend."""
-    from moto.core import DEFAULT_ACCOUNT_ID
-    from moto.s3.models import s3_backends
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        backend = s3_backends[DEFAULT_ACCOUNT_ID]["global"]
-        backend.create_bucket(BUCKET, "us-east-1")
-        yield f"http://127.0.0.1:{port}", backend
-    finally:
-        server.stop()
-
-
 def make_objects(backend: Any, prefix: str, count: int) -> float:
     """Tiny objects written straight into the server's backend, from threads: the same
     objects a PUT makes, about 100x faster than PUTs through the server (which a 2-core
@@ -552,7 +532,7 @@ def stand_in(url: str, queue_name: str = BACKFILL_QUEUE) -> int:
 def listing(base: Path, scale: Scale, batch: int, max_in_flight: int) -> dict[str, Any]:
     tuning = ["--batch", str(batch), "--max-in-flight", str(max_in_flight)]
     rows: list[dict[str, Any]] = []
-    with moto_s3() as (endpoint, backend):
+    with moto_s3((BUCKET,)) as (endpoint, backend):
         created = {
             count: make_objects(backend, f"objects-{count}/", count)
             for count in (scale.small, scale.large)
