@@ -16,11 +16,13 @@ import pytest
 from PIL import Image
 
 from models.synth.corpus import corpus_sample
-from models.synth.pdfs import born_digital_pdf, scanned_from_sample, scanned_pdf
-from models.synth.samples import Sample, photo_invoice
+from models.synth.pdfs import born_digital_pdf, pdf_set, scanned_from_sample, scanned_pdf
+from models.synth.samples import Sample, digital_invoice, photo_invoice
 from worker.engine import Engine
+from worker.engine.deadline import Deadline
+from worker.engine.engine import default_stages
 from worker.engine.errors import ErrorCode
-from worker.engine.images import jpeg_shape, open_document
+from worker.engine.images import Document, jpeg_shape, open_document
 from worker.engine.pdf_pages import BORN_DIGITAL, MIXED, SCANNED
 from worker.engine.results import ScanResult
 from worker.settings import Settings
@@ -264,3 +266,127 @@ def test_the_child_and_the_in_process_path_give_the_same_results() -> None:
         results.append(kinds)
     assert results[0] == results[2]
     assert results[1] == results[3]
+
+
+# --------------------------------------------------------------------------- born-digital pages
+
+
+def _scan_document(engine: Engine, data: bytes) -> tuple[ScanResult, Document]:
+    """A scan through the engine's own stages, keeping the document to see what it decoded."""
+    document = open_document(data, engine.settings)
+    result = ScanResult()
+    engine._run_stages(document, Deadline(0), "all", result)
+    return result, document
+
+
+def test_a_born_digital_page_without_a_code_is_settled_at_the_fast_resolution(
+    engine: Engine,
+) -> None:
+    sample = born_digital_pdf(120, pages=3, code_pages=(1,))
+    result, document = _scan_document(engine, sample.data)
+    assert [(c.page, c.data) for c in result.codes] == [(1, sample.codes[0].payload)]
+    assert result.complete and not result.unread
+    # Each page rendered once at the fast pass's resolution, and never whole at QRW_PDF_DPI:
+    # what else was decoded is regions a detector boxed (the payment slip's text), rendered
+    # alone and found to hold no code.
+    fast = sum(page.gray(engine.settings.fast_max_side)[0].size for page in document.pages)
+    assert all(None not in page._cache for page in document.pages)
+    page_at_pdf_dpi = sample.width * sample.height
+    assert document.decoded_pixels - fast < page_at_pdf_dpi
+
+
+def test_a_vector_code_too_fine_for_the_fast_render_is_read_from_its_region_alone(
+    engine: Engine,
+) -> None:
+    # A long record in a 1 cm code: about 0.18 mm a module, under a pixel at the fast
+    # resolution and under 1.5 at QRW_PDF_DPI.
+    sample = born_digital_pdf(
+        121, pages=2, code_pages=(1,), side_mm=10.0, payload_kind="pipe_record"
+    )
+    result, document = _scan_document(engine, sample.data)
+    assert [c.data for c in result.codes] == [sample.codes[0].payload]
+    (code,) = result.codes
+    # zxing on the region, or our soft decoder on it: either way from the region's render.
+    assert code.variant in ("vector_region", "reduced+soft", "vector_region+soft")
+    assert np.abs(np.array(code.quad) - np.array(sample.codes[0].quad)).max() <= _QUAD_SLACK_PX
+    # The region only: far fewer pixels than one page at QRW_PDF_DPI (3.9 MP).
+    fast = sum(page.gray(engine.settings.fast_max_side)[0].size for page in document.pages)
+    assert document.decoded_pixels - fast < 2_000_000
+
+
+def _hard_born_digital() -> list[Sample]:
+    return [
+        born_digital_pdf(130, side_mm=10.0, payload_kind="tax_url"),
+        born_digital_pdf(131, side_mm=10.0, payload_kind="pipe_record", pages=2, code_pages=(1,)),
+        born_digital_pdf(132, min_version=22),
+        born_digital_pdf(133, codes_per_page=4),
+        born_digital_pdf(134, code_as="image", pages=3, code_pages=(0, 2)),
+        born_digital_pdf(135, angle=33.0, invert=True),
+        born_digital_pdf(136, pages=3, code_pages=()),
+        # A 12 mm code turned 136 degrees: under 1.2 pixels a module at the fast resolution,
+        # neither located nor a square block of texture (it fills half its bounding box).
+        born_digital_pdf(608, side_mm=12.0, payload_kind="newline_record", angle=136.0),
+        # Two 1 cm codes on one page, the detectors boxing one: the other shows only as
+        # texture, and is read after the first.
+        pdf_set(77, 29, "pdf_digital")[28],
+        *pdf_set(22, 8, "pdf_digital"),
+    ]
+
+
+def test_the_born_digital_rules_lose_no_code_and_read_nothing_false() -> None:
+    settings = Settings.from_env({})
+    with_rules = Engine(settings)
+    without = Engine(settings, stages=default_stages(settings, born_digital_rules=False))
+    for sample in _hard_born_digital():
+        truth = sorted((c.page, c.payload) for c in sample.codes)
+        ruled = with_rules.scan(sample.data, deadline_ms=0)
+        plain = without.scan(sample.data, deadline_ms=0)
+        assert sorted((c.page, c.data) for c in ruled.codes) == truth, sample.name
+        assert set((c.page, c.data) for c in plain.codes) <= set(truth), sample.name
+        assert ruled.complete, sample.name
+        assert set(ruled.page_kinds) == {BORN_DIGITAL}
+
+
+def test_a_scanned_photo_page_keeps_every_stage(engine: Engine) -> None:
+    # The early stop never applies to a scan: a photo with no code the fast pass could read
+    # still gets the detectors and the thorough pass, as the same photo as a file does.
+    photo = corpus_sample("none", 2)
+    assert not photo.codes and photo.fmt != "pdf"
+    result = engine.scan(scanned_from_sample(photo, dpi=300.0).data, deadline_ms=0)
+    assert result.page_kinds == [SCANNED]
+    assert result.stages_run == engine.scan(photo.data, deadline_ms=0).stages_run
+    assert "thorough" in result.stages_run
+    assert result.codes == []
+
+
+def test_each_page_kind_is_in_the_result_and_counted_in_the_metrics(engine: Engine) -> None:
+    from prometheus_client import generate_latest
+
+    from worker import metrics
+
+    sample = scanned_pdf(140, pages=2, code_pages=(0,), encoding="ccitt", dpi=200.0)
+    result = engine.scan(sample.data, deadline_ms=0)
+    assert result.page_kinds == [SCANNED, SCANNED]
+    assert result.to_dict()["page_kinds"] == [SCANNED, SCANNED]
+    source = f"pdf-kinds-child-{engine.settings.pdf_child}"
+    metrics.observe_scan(result.to_dict(), source)
+    text = generate_latest().decode()
+    assert f'qrw_pdf_pages_total{{kind="scanned",source="{source}"}} 2.0' in text
+    assert engine.scan(born_digital_pdf(141).data).page_kinds == [BORN_DIGITAL]
+    assert engine.scan(photo_invoice(142).data).page_kinds == []
+
+
+def test_a_scanned_page_is_read_at_no_fewer_pixels_than_its_render_had(engine: Engine) -> None:
+    # A page Pillow embeds as a 144 DPI JPEG with three Micro QR codes: DCT-scaled to half
+    # (841 pixels) as a JPEG file is, the fast pass loses one that nothing else locates; the
+    # page rendered at the fast side (1280) read all three, and so does the scan now.
+    sample = digital_invoice(2002952723, fmt="pdf", megapixels=2.0, n_codes=3, micro=True)
+    result = engine.scan(sample.data, deadline_ms=0)
+    assert result.page_kinds == [SCANNED]
+    # Its truth is at its own 144 DPI; quads come on the page's grid at QRW_PDF_DPI.
+    factor = engine.settings.pdf_dpi / sample.dpi
+    at_grid = [
+        dataclasses.replace(c, quad=tuple((x * factor, y * factor) for x, y in c.quad))
+        for c in sample.codes
+    ]
+    _matches(result, dataclasses.replace(sample, codes=tuple(at_grid)))

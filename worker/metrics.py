@@ -69,6 +69,12 @@ CODES_BY_SCHEME = Counter(
     "QR codes read, by the payload scheme their text is ('none': no known scheme).",
     ["source", "scheme"],
 )
+# A PDF page's kind (worker.engine.pdf_pages): born_digital, scanned or mixed, a fixed set.
+PDF_PAGES = Counter(
+    "qrw_pdf_pages_total",
+    "PDF pages scanned, by kind: born_digital, scanned or mixed (result page_kinds).",
+    ["source", "kind"],
+)
 JOBS = Counter(
     "qrw_jobs_total", "Queue jobs finished, by outcome: 'ok' or the error code.", ["outcome"]
 )
@@ -94,6 +100,8 @@ def observe_scan(result: ScanResult | dict[str, Any], source: str) -> None:
     for phase, ms in (document.get("timings_ms") or {}).items():
         if isinstance(ms, int | float):
             SCAN_SECONDS.labels(source, phase).observe(ms / 1000.0)
+    for kind in document.get("page_kinds") or []:
+        PDF_PAGES.labels(source, str(kind)).inc()
     for code in document.get("codes") or []:
         CODES.labels(source, code.get("stage", "unknown")).inc()
         if code.get("decoder") == soft.DECODER:

@@ -48,6 +48,22 @@ class Findings:
     _looks_asked: set[int] = field(default_factory=set)
     # Places the soft decoder has tried (page, quad in page pixels).
     _soft_tried: list[tuple[int, Quad]] = field(default_factory=list)
+    # Pages shown to hold no code (a born-digital PDF page whose fast render shows nothing of
+    # one, worker.engine.stages.born_digital): done, with or without a code.
+    _settled: set[int] = field(default_factory=set)
+
+    def settle(self, page: int) -> None:
+        """`page` holds no code: no later stage looks at it, and "all" is satisfied there."""
+        self._settled.add(page)
+
+    def settled(self, page: int) -> bool:
+        return page in self._settled
+
+    def dismiss(self, page: int, boxes: Sequence[Box]) -> None:
+        """These detector `boxes` on a born-digital page, rendered at 4 pixels a module or
+        more, showed nothing of a code (text, a logo): they are no longer located symbols."""
+        if boxes and page in self.detector_boxes:
+            self.detector_boxes[page] = [b for b in self.detector_boxes[page] if b not in boxes]
 
     def ask_another_look(self, page: int) -> None:
         """The codes read on `page` may not be all: on a photo, a code the reduced page
@@ -180,6 +196,8 @@ class Findings:
         unread, and no look asked for that a stage has not yet taken."""
         if want == "first":
             return bool(self.codes)
+        if page in self._settled:
+            return True
         return (
             any(c.page == page for c in self.codes)
             and page not in self._looks_asked
@@ -257,7 +275,9 @@ class StageContext:
                 self.want, len(self.document.pages)
             ):
                 return
-            if self.findings.page_satisfied(page.index, self.want):
+            if self.findings.page_satisfied(page.index, self.want) or self.findings.settled(
+                page.index
+            ):
                 continue
             if self.skip_blind_pages and self.findings.searched_blind(page.index):
                 continue

@@ -23,22 +23,28 @@ from worker.settings import Settings
 Input = bytes | bytearray | memoryview | np.ndarray | os.PathLike[str]
 
 
-def default_stages(settings: Settings) -> list[Stage]:
+def default_stages(settings: Settings, born_digital_rules: bool = True) -> list[Stage]:
     """fast, then each configured detector (small before medium), then thorough.
 
     The detectors come before the thorough pass: one small-model inference costs a few
-    milliseconds, a thorough pass over a 12 MP photo hundreds.
+    milliseconds, a thorough pass over a 12 MP photo hundreds. `born_digital_rules` False
+    reads born-digital PDF pages as any other (worker.engine.stages.born_digital; the
+    benchmark's comparison).
     """
     detectors = settings.backend != "none" and bool(settings.detector_models)
     # With a detector next, a photo the fast pass read codes on gets the small model's look
     # (a few ms) for codes it could not locate; without one, that look would be the
     # thorough pass, far too dear for every photo.
-    stages: list[Stage] = [FastStage(look_again_at_photos=detectors), ThoroughStage()]
+    stages: list[Stage] = [
+        FastStage(look_again_at_photos=detectors),
+        ThoroughStage(born_digital_rules=born_digital_rules),
+    ]
     if detectors:
         from worker.engine.detector.detector import Detector
 
         for rank, size in enumerate(settings.detector_models):
-            stages.append(DetectorStage(Detector.load(size, settings), cost=2.0 + rank))
+            detector = Detector.load(size, settings)
+            stages.append(DetectorStage(detector, 2.0 + rank, born_digital_rules))
     return stages
 
 
@@ -122,6 +128,7 @@ class Engine:
                 document.height,
                 len(document.pages),
             )
+            result.page_kinds = [page.kind for page in document.pages if page.kind is not None]
             self._run_stages(document, deadline, want, result)
         except ScanFailed as failure:
             result.error = ScanError(failure.code, failure.message)

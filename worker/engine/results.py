@@ -152,6 +152,9 @@ class ScanResult:
     stages_run: list[str] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
     unread: list[Unread] = field(default_factory=list)
+    page_kinds: list[str] = field(default_factory=list)
+    """A PDF's pages, each born_digital, scanned or mixed (worker.engine.pdf_pages); empty
+    for other formats."""
 
     @property
     def ok(self) -> bool:
@@ -169,5 +172,6 @@ class ScanResult:
             "complete": self.complete,
             "stages_run": list(self.stages_run),
             "unread": [u.to_dict() for u in self.unread],
+            "page_kinds": list(self.page_kinds),
             "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
         }

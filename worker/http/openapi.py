@@ -175,6 +175,11 @@ DETECT_RESPONSE = {
         },
         "stages_run": {"type": "array", "items": {"type": "string"}},
         "unread": {"type": "array", "items": _UNREAD},
+        "page_kinds": {
+            "type": "array",
+            "items": {"enum": ["born_digital", "scanned", "mixed"]},
+            "description": "A PDF's pages by kind (worker/engine/pdf_pages.py); empty otherwise.",
+        },
     },
 }
 

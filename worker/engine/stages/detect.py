@@ -22,7 +22,7 @@ from worker.engine.detector.detector import Detector
 from worker.engine.detector.geometry import Detection
 from worker.engine.images import Page
 from worker.engine.results import Quad
-from worker.engine.stages import soft
+from worker.engine.stages import born_digital, soft
 from worker.engine.zxing_reader import ReadOptions
 
 _BINARY = ReadOptions(binarizer=zxingcpp.Binarizer.FixedThreshold, try_downscale=False)
@@ -97,23 +97,31 @@ VARIANTS = (
 
 
 class DetectorStage:
-    def __init__(self, detector: Detector, cost: float) -> None:
+    def __init__(self, detector: Detector, cost: float, born_digital_rules: bool = True) -> None:
         self.detector = detector
         self.name = f"detect_{detector.size}"
         self.cost = cost
+        # Born-digital PDF pages: the boxes are recorded, and the thorough pass reads them
+        # from renders of their regions at 4 pixels a module or more (a vector code is sharp
+        # at any resolution) rather than from crops of a whole-page render; a refining
+        # detector leaves them alone. False treats them as any page.
+        self.born_digital_rules = born_digital_rules
 
     def run(self, ctx: StageContext) -> None:
         for page in ctx.pages_to_scan():
-            self._page(ctx, page)
+            rules = self.born_digital_rules and born_digital.is_born_digital(page)
+            if rules and ctx.skip_blind_pages:
+                continue
+            self._page(ctx, page, boxes_only=rules)
 
-    def _page(self, ctx: StageContext, page: Page) -> None:
+    def _page(self, ctx: StageContext, page: Page, *, boxes_only: bool = False) -> None:
         reduced, reduced_scale = page.gray(ctx.settings.fast_max_side)
         # Best first: the late variants' budget goes to the likeliest codes.
         detections = sorted(self.detector.detect(reduced), key=lambda d: -d.score)
         # Detections are in reduced-page pixels; crops are cut from the larger image.
         in_page = [_scaled(detection, 1.0 / reduced_scale) for detection in detections]
         ctx.findings.detected(page.index, [d.score for d in detections], [d.box for d in in_page])
-        if not detections:
+        if not detections or boxes_only:
             return
         full, full_scale = page.gray(ctx.settings.thorough_max_side)
         late = _LateBudget()

@@ -13,7 +13,7 @@ import numpy as np
 from worker.engine import evidence, zxing_reader
 from worker.engine.cascade import StageContext
 from worker.engine.images import Page
-from worker.engine.stages import soft
+from worker.engine.stages import born_digital, soft
 
 # A rendered page (PDF, e-invoice image) is mostly paper at full white; a photo of paper
 # almost never is (room light, shading, sensor noise). Over the benchmark corpus rendered
@@ -64,15 +64,25 @@ class FastStage:
             centre = ((x0 + x1) / 2.0 / scale, (y0 + y1) / 2.0 / scale)
             if ctx.deadline.expired() or ctx.findings.covers(page.index, centre):
                 continue
-            full, full_scale = page.gray(ctx.settings.thorough_max_side)
-            factor = full_scale / scale
-            margin = _REGION_MARGIN * max(x1 - x0, y1 - y0)
-            height, width = full.shape[:2]
-            left, top = max(0, int((x0 - margin) * factor)), max(0, int((y0 - margin) * factor))
-            right = min(width, int((x1 + margin) * factor) + 1)
-            bottom = min(height, int((y1 + margin) * factor) + 1)
-            transform = zxing_reader.Transform(full_scale, offset_x=left, offset_y=top)
-            symbols = zxing_reader.read(full[top:bottom, left:right], transform)
+            if born_digital.is_born_digital(page):
+                # A vector page: the block alone, rendered at 4 pixels a module or more.
+                box = (x0 / scale, y0 / scale, x1 / scale, y1 / scale)
+                rendered = born_digital.render_region(page, box)
+                if rendered is None:
+                    continue
+                region, transform, _ = rendered
+                symbols = zxing_reader.read(region, transform)
+            else:
+                full, full_scale = page.gray(ctx.settings.thorough_max_side)
+                factor = full_scale / scale
+                margin = _REGION_MARGIN * max(x1 - x0, y1 - y0)
+                height, width = full.shape[:2]
+                left = max(0, int((x0 - margin) * factor))
+                top = max(0, int((y0 - margin) * factor))
+                right = min(width, int((x1 + margin) * factor) + 1)
+                bottom = min(height, int((y1 + margin) * factor) + 1)
+                transform = zxing_reader.Transform(full_scale, offset_x=left, offset_y=top)
+                symbols = zxing_reader.read(full[top:bottom, left:right], transform)
             ctx.findings.add(
                 symbols,
                 page=page.index,

@@ -16,7 +16,8 @@ from worker.engine import qr
 from worker.engine.cascade import StageContext
 from worker.engine.images import Page
 from worker.engine.results import Code, Quad
-from worker.engine.zxing_reader import Symbol
+from worker.engine.stages import born_digital
+from worker.engine.zxing_reader import Symbol, Transform
 
 DECODER = "qrw-soft"
 # A symbol it reads costs a few ms; one it cannot read costs its whole search, which this
@@ -44,8 +45,19 @@ def read(
         or not findings.first_soft_look(page.index, quad)
     ):
         return False
-    gray, scale = page.gray(ctx.settings.thorough_max_side)
-    region: Quad = tuple((x * scale, y * scale) for x, y in quad)  # type: ignore[assignment]
+    # A born-digital PDF page is rendered around the place alone, at 4 pixels a module or
+    # more (worker.engine.stages.born_digital); any other page gives its thorough-size image.
+    rendered = None
+    if born_digital.is_born_digital(page):
+        xs, ys = [p[0] for p in quad], [p[1] for p in quad]
+        rendered = born_digital.render_region(page, (min(xs), min(ys), max(xs), max(ys)))
+    if rendered is not None:
+        gray, transform, _ = rendered
+    else:
+        gray, scale = page.gray(ctx.settings.thorough_max_side)
+        transform = Transform(scale)
+    factor, dx, dy = transform.scale, transform.offset_x, transform.offset_y
+    region: Quad = tuple((x * factor - dx, y * factor - dy) for x, y in quad)  # type: ignore[assignment]
     soft = qr.decode(gray, region, budget_ms=min(BUDGET_MS, ctx.deadline.remaining_ms()))
     if soft is None:
         return False
@@ -54,7 +66,7 @@ def read(
             text=soft.text,
             data=soft.data,
             format="QRCode",
-            quad=tuple((x / scale, y / scale) for x, y in soft.quad),  # type: ignore[arg-type]
+            quad=tuple(transform.to_page(x, y) for x, y in soft.quad),  # type: ignore[arg-type]
             page=page.index,
             stage=stage,
             decoder=DECODER,

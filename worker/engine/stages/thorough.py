@@ -23,7 +23,7 @@ import zxingcpp
 from worker.engine import enhance, zxing_reader
 from worker.engine.cascade import Box, StageContext
 from worker.engine.images import Page
-from worker.engine.stages import soft
+from worker.engine.stages import born_digital, soft
 from worker.engine.zxing_reader import ReadOptions, Transform
 
 _GLOBAL = ReadOptions(binarizer=zxingcpp.Binarizer.GlobalHistogram)
@@ -94,8 +94,18 @@ class ThoroughStage:
     name = "thorough"
     cost = 10.0
 
+    def __init__(self, born_digital_rules: bool = True) -> None:
+        # Born-digital PDF pages (worker.engine.stages.born_digital): located codes read
+        # from renders of their regions, the page settled where it shows no code. False
+        # gives them the whole pass, as any other page (the benchmark's comparison,
+        # python -m worker.bench.pdf_speed).
+        self.born_digital_rules = born_digital_rules
+
     def run(self, ctx: StageContext) -> None:
         for page in ctx.pages_to_scan():
+            rules = self.born_digital_rules and born_digital.is_born_digital(page)
+            if rules and born_digital.finish(ctx, page):
+                continue
             if page.index in ctx.findings.detector_scores:
                 self._guided(ctx, page)
             else:
