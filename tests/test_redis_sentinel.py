@@ -140,13 +140,6 @@ def test_the_shim_and_the_pools_metrics_find_the_master_through_the_sentinels(
         assert run.sentinel_password not in text
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open defect (issue 21): the backfill driver's state writes are not WAITed for, so "
-    "a failover can hand the run to a replica that missed its last progress; in one clean-clone "
-    "run the state fell back from 40 listed to 12 and the run ended 'done' with 28 objects "
-    "never written (2026-12-06 21:05 UTC). Passes when the replica was in step.",
-)
 def test_a_backfill_runs_through_a_failover_and_writes_one_line_per_object(
     run: FailoverRun, tmp_path: Path
 ) -> None:
