@@ -199,7 +199,9 @@ def test_a_stop_that_lands_while_a_worker_admits_a_job_stops_it_and_answers_ever
             lambda: client.scard(names.rq_queue_workers_key(queue)) == 1, 90, "the worker ready"
         )
         job_ids = [
-            producer.enqueue(client, {"images": ["file:///x.png"]}, queue=queue, function="os.system")
+            producer.enqueue(
+                client, {"images": ["file:///x.png"]}, queue=queue, function="os.system"
+            )
             for _ in range(4000)
         ]
         wait_until(lambda: client.llen(names.rq_queue_key(queue)) < 3500, 60, "admissions")
