@@ -56,6 +56,7 @@ def item(
         "width": 100,
         "height": 80,
         "pages": 1,
+        "page_kinds": [],
         "complete": True,
         "unread": [],
         "stages_run": list(stages),

@@ -16,7 +16,6 @@ from worker.engine import qr
 from worker.engine.cascade import StageContext
 from worker.engine.images import Page
 from worker.engine.results import Code, Quad
-from worker.engine.stages import born_digital
 from worker.engine.zxing_reader import Symbol, Transform
 
 DECODER = "qrw-soft"
@@ -47,6 +46,10 @@ def read(
         return False
     # A born-digital PDF page is rendered around the place alone, at 4 pixels a module or
     # more (worker.engine.stages.born_digital); any other page gives its thorough-size image.
+    # Imported here: the born-digital stage reads its region renders through this module,
+    # so a load-time import either way would be a cycle.
+    from worker.engine.stages import born_digital
+
     rendered = None
     if born_digital.is_born_digital(page):
         xs, ys = [p[0] for p in quad], [p[1] for p in quad]
