@@ -136,6 +136,23 @@ def call(
     raise AssertionError("unreachable: a Retry makes at least one attempt")
 
 
+class Failed(Exception):
+    """A `checked` call that failed for good: S3 refused it, or transient failures outlasted
+    its tries; the message says which, in one line."""
+
+
+def checked(what: str, request: Callable[[], T], retry: Retry) -> T:
+    """`call`, with every failure S3 gave raised as Failed("<what>: <reason>")."""
+    from botocore.exceptions import ClientError
+
+    try:
+        return call(what, request, retry)
+    except GaveUp as exc:
+        raise Failed(f"{what}: {exc}") from None
+    except ClientError as exc:
+        raise Failed(f"{what}: {reason(exc)}") from None
+
+
 def is_transient(exc: BaseException) -> bool:
     """Whether S3 failing with `exc` may well succeed if asked again."""
     from botocore.exceptions import BotoCoreError, ClientError

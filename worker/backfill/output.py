@@ -349,14 +349,10 @@ class S3Output(Output):
         self.url = f"s3://{bucket}/{prefix}"
 
     def _retrying(self, what: str, action: Callable[[], T]) -> T:
-        from botocore.exceptions import ClientError
-
         try:
-            return s3.call(f"{what} {self.url}", action, _retry())
-        except s3.GaveUp as exc:
-            raise BackfillError(f"{what} {self.url}: {exc}") from None
-        except ClientError as exc:
-            raise BackfillError(f"{what} {self.url}: {s3.reason(exc)}") from None
+            return s3.checked(f"{what} {self.url}", action, _retry())
+        except s3.Failed as exc:
+            raise BackfillError(str(exc)) from None
 
     @contextlib.contextmanager
     def _writer(self, name: str) -> Iterator[IO[bytes]]:

@@ -452,7 +452,8 @@ class _Driver:
 
     def step(self) -> str | None:
         run = states.load(self.connection, self.name)
-        if self.listing is not None and _stored_taken(run) < self.taken:
+        stored_taken = _stored_taken(run)
+        if self.listing is not None and stored_taken < self.taken:
             # Only this driver moves the stored position: one behind what it wrote is a
             # Redis that lost writes (a lagging replica promoted). The stored state is the
             # truth then; going on from the listing in memory ended a run 'done' with 28 of
@@ -460,7 +461,7 @@ class _Driver:
             log.warning(
                 "backfill_state_went_back",
                 run=self.name,
-                stored_taken=_stored_taken(run),
+                stored_taken=stored_taken,
                 taken=self.taken,
             )
             self.listing = None

@@ -572,7 +572,7 @@ def _s3_opener(bucket: str, key: str, retry: Retry) -> Opener:
         try:
             response = s3.client().get_object(**request)
         except ClientError as exc:
-            if offset and exc.response.get("Error", {}).get("Code") == "InvalidRange":
+            if offset and s3.error_code(exc) == "InvalidRange":
                 return io.BufferedReader(io.BytesIO())  # it broke off right at the end
             raise
         if not etag and response.get("ETag"):
@@ -780,15 +780,11 @@ def _inventory_row(
 
 
 def _call(what: str, retry: Retry, request: Callable[[], T]) -> T:
-    """`request()`, with transient S3 failures retried (s3.call); BackfillError otherwise."""
-    from botocore.exceptions import ClientError
-
+    """`request()`, with transient S3 failures retried (s3.checked); BackfillError otherwise."""
     try:
-        return s3.call(what, request, retry)
-    except s3.GaveUp as exc:
-        raise BackfillError(f"{what}: {exc}") from None
-    except ClientError as exc:
-        raise BackfillError(f"{what}: {s3.reason(exc)}") from None
+        return s3.checked(what, request, retry)
+    except s3.Failed as exc:
+        raise BackfillError(str(exc)) from None
 
 
 def _stream_errors() -> tuple[type[BaseException], ...]:

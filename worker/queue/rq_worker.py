@@ -138,15 +138,20 @@ class QrWorkerMixin:
             # a worker that did nothing, which the pool never replaced.
             # A scheduler only just forked may take SIGTERM before it handles it (and ignore
             # it, with the pool's handler it inherited): killed if it is still there soon.
-            rq: Any = self
-            process = rq.scheduler._process if rq.scheduler is not None else None
-            if process is not None and process.pid:
+            process = self._scheduler_process()
+            if process is not None:
                 process.terminate()
                 process.join(SCHEDULER_STOP_S)
                 if process.is_alive():
                     process.kill()
                     process.join()
             raise
+
+    def _scheduler_process(self) -> Any:
+        """The process RQ's scheduler runs in, once started; else None."""
+        rq: Any = self
+        process = rq.scheduler._process if rq.scheduler is not None else None
+        return process if process is not None and process.pid else None
 
     def register_birth(self) -> None:
         # A worker started (or respawned) while Redis is full waits here, engine loaded,
@@ -258,8 +263,8 @@ class QrWorkerMixin:
         # RQ's scheduler sleeps a second between passes and stops after its sleep: asked
         # now, it stops while this worker finishes (RQ's teardown joins it later). RQ's own
         # way, asking and joining here, held a running job (or this handler) that second.
-        process = rq.scheduler._process if rq.scheduler is not None else None
-        if process is not None and process.pid:
+        process = self._scheduler_process()
+        if process is not None:
             with contextlib.suppress(OSError):
                 os.kill(process.pid, signal.SIGTERM)
         if rq.get_state() == WorkerStatus.BUSY:
