@@ -18,6 +18,9 @@ $(VENV)/.installed: pyproject.toml
 	@command -v cargo >/dev/null || { \
 	  echo "cargo is missing; installing it (Debian): the Rust producer example is built by the tests"; \
 	  apt-get update -qq && apt-get install -y -qq cargo; }
+	@command -v openssl >/dev/null || { \
+	  echo "openssl is missing; installing it (Debian): the Redis TLS tests make their certificates with it"; \
+	  apt-get update -qq && apt-get install -y -qq openssl; }
 	@command -v promtool >/dev/null || { \
 	  echo "prometheus is missing; installing it (Debian): the tests check the alert rules and dashboard queries"; \
 	  apt-get update -qq && apt-get install -y -qq prometheus; }
