@@ -43,12 +43,16 @@ def find_finders(gray: np.ndarray) -> list[Finder]:
     if hierarchy is None:
         return []
     links = hierarchy[0]
+    # Only a contour with a child that has a child of its own can be a finder: picked out at
+    # once, since a page of text traces hundreds of contours (a Python loop over them all
+    # cost as much as the tracing).
+    rings = links[:, 2]
+    nested = np.flatnonzero((rings >= 0) & (links[np.maximum(rings, 0), 2] >= 0))
     found: list[Finder] = []
-    for index, contour in enumerate(contours):
-        ring = links[index][2]
-        centre_index = links[ring][2] if ring >= 0 else -1
-        if centre_index < 0:
-            continue
+    for index in nested.tolist():
+        contour = contours[index]
+        ring = int(rings[index])
+        centre_index = int(links[ring][2])
         outer = cv2.contourArea(contour)
         inner = cv2.contourArea(contours[ring])
         centre = cv2.contourArea(contours[centre_index])

@@ -27,8 +27,10 @@ address space starts at about 30 MiB.
 Protocol, one request at a time on a Unix stream socket: a frame is a 4-byte
 little-endian length and that many bytes of JSON; `open` is followed by the document's
 bytes. No pickle crosses the boundary. `open` answers with the page count, sizes and kinds
-(worker.engine.pdf_pages: born-digital, scanned with its image, or mixed) and the first page
-rendered for the fast pass (for a JPEG scan, its JPEG data); `render` (a page at a scale),
+(worker.engine.pdf_pages: born-digital, scanned with its image, or mixed) and, from the same
+visit of each page (worker.engine.pdf.visit_pages), every page rendered for the fast pass (for
+a JPEG scan, its JPEG data) while they fit in 16 MiB, one after another in the page buffer: a
+document of a few pages costs one round trip, not one a page; `render` (a page at a scale),
 `region` (a box of a page at a scale), `image` (a scan's page with its image filling the
 bitmap) and `jpeg` (a scan's raw DCTDecode data) answer in the page buffer.
 """
@@ -171,20 +173,23 @@ class _Child:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def page(self, fd: int, size: int, width: int, height: int) -> np.ndarray:
-        """Copy a rendered page out of the child's buffer (`fd`, now `size` bytes long)."""
+    def page(self, fd: int, size: int, width: int, height: int, offset: int = 0) -> np.ndarray:
+        """Copy a rendered page out of the child's buffer (`fd`, now `size` bytes long),
+        `offset` bytes in."""
         import numpy as np
 
         if self.pages is None or len(self.pages) != size:
             self.pages = mmap.mmap(fd, size)
-        page = np.frombuffer(self.pages, np.uint8, count=width * height).reshape(height, width)
-        copy = page.copy()
+        page = np.frombuffer(self.pages, np.uint8, count=width * height, offset=offset)
+        copy = page.reshape(height, width).copy()
         del page
-        if size > _KEEP_PAGE_BYTES:
+        return copy
+
+    def done_with_buffer(self, size: int) -> None:
+        if size > _KEEP_PAGE_BYTES and self.pages is not None:
             # The child shrinks its buffer before its next request: let go of it first.
             self.pages.close()
             self.pages = None
-        return copy
 
     def kill(self) -> None:
         if self.pages is not None:
@@ -316,8 +321,8 @@ class ChildDocument:
         sizes: list[tuple[float, float]],
         kinds: list[dict[str, Any]],
         deadline: Deadline | None,
-        first: tuple[float, np.ndarray] | None = None,
-        first_jpeg: bytes | None = None,
+        rendered: dict[int, tuple[float, np.ndarray]] | None = None,
+        jpegs: dict[int, bytes] | None = None,
     ) -> None:
         self._child = child
         self.count = count
@@ -326,24 +331,25 @@ class ChildDocument:
         self.kinds = kinds
         self._deadline = deadline
         self._failure: _Failure | None = None
-        # The first page as the fast pass asks for it, rendered with the open: one round
-        # trip to the child instead of two for a digital invoice.
-        self._first = first
-        # A scanned first page's JPEG data, sent with the open for the same reason.
-        self._first_jpeg = first_jpeg
+        # Pages as the fast pass asks for them, rendered with the open: one round trip to
+        # the child for a document of a few pages instead of one a page.
+        self._rendered = rendered or {}
+        # Scanned pages' JPEG data, sent with the open for the same reason.
+        self._jpegs = jpegs or {}
         self._release = weakref.finalize(self, _close, child)
 
     def render(self, index: int, scale: float) -> np.ndarray:
-        if self._first is not None and index == 0 and math.isclose(scale, self._first[0]):
-            page, self._first = self._first[1], None
-            return page
+        ready = self._rendered.get(index)
+        if ready is not None and math.isclose(scale, ready[0]):
+            del self._rendered[index]
+            return ready[1]
         page, _ = self._buffer({"op": "render", "index": index, "scale": scale})
         return page
 
     def jpeg(self, index: int) -> bytes:
         """The raw DCTDecode data of scanned page `index`'s image."""
-        if index == 0 and self._first_jpeg is not None:
-            data, self._first_jpeg = self._first_jpeg, None
+        data = self._jpegs.pop(index, None)
+        if data is not None:
             return data
         page, _ = self._buffer({"op": "jpeg", "index": index})
         return page.tobytes()
@@ -375,9 +381,9 @@ class ChildDocument:
             reply = _ask(self._child, header, self._deadline, fds)
             if len(fds) != 1:
                 raise RuntimeError("the PDF renderer answered without its page buffer")
-            page = self._child.page(
-                fds[0], int(reply["buffer"]), int(reply["width"]), int(reply["height"])
-            )
+            size = int(reply["buffer"])
+            page = self._child.page(fds[0], size, int(reply["width"]), int(reply["height"]))
+            self._child.done_with_buffer(size)
             return page, reply
         except ScanFailed as failure:
             self._failure = _Failure(failure.code, failure.message)
@@ -446,7 +452,7 @@ def open_in_child(data: bytes, settings: Settings, deadline: Deadline | None) ->
         "dpi": settings.pdf_dpi,
         "max_pixels": settings.max_pixels,
         "max_document_pixels": settings.max_document_pixels,
-        "first_side": settings.fast_max_side,
+        "fast_side": settings.fast_max_side,
     }
     child = _CHILDREN.take(settings.pdf_child_memory_mb)
     fds: list[int] = []
@@ -461,17 +467,19 @@ def open_in_child(data: bytes, settings: Settings, deadline: Deadline | None) ->
             _CHILDREN.give_back(child)
             child = _CHILDREN.take(settings.pdf_child_memory_mb, fresh=True)
             reply = _ask(child, header, deadline, fds, payload=data)
-        first, first_jpeg = reply.get("first"), reply.get("first_jpeg")
-        prefetched: tuple[float, np.ndarray] | None = None
-        jpeg: bytes | None = None
-        if isinstance(first, dict) and len(fds) == 1:
-            page = child.page(
-                fds[0], int(first["buffer"]), int(first["width"]), int(first["height"])
-            )
-            prefetched = (float(first["scale"]), page)
-        elif isinstance(first_jpeg, dict) and len(fds) == 1:
-            size = int(first_jpeg["size"])
-            jpeg = child.page(fds[0], int(first_jpeg["buffer"]), size, 1).tobytes()
+        rendered: dict[int, tuple[float, np.ndarray]] = {}
+        jpegs: dict[int, bytes] = {}
+        if len(fds) == 1:
+            size = int(reply["buffer"])
+            for item in reply.get("prefetched", []):
+                index, offset = int(item["index"]), int(item["offset"])
+                if item.get("jpeg"):
+                    data = child.page(fds[0], size, int(item["size"]), 1, offset)
+                    jpegs[index] = data.tobytes()
+                else:
+                    page = child.page(fds[0], size, int(item["width"]), int(item["height"]), offset)
+                    rendered[index] = (float(item["scale"]), page)
+            child.done_with_buffer(size)
     except BaseException:
         _CHILDREN.give_back(child)
         raise
@@ -480,7 +488,7 @@ def open_in_child(data: bytes, settings: Settings, deadline: Deadline | None) ->
             os.close(fd)
     sizes = [(float(w), float(h)) for w, h in reply["sizes"]]
     kinds = [dict(kind) for kind in reply.get("kinds", [])]
-    return ChildDocument(child, int(reply["count"]), sizes, kinds, deadline, prefetched, jpeg)
+    return ChildDocument(child, int(reply["count"]), sizes, kinds, deadline, rendered, jpegs)
 
 
 # --------------------------------------------------------------------------- the child
@@ -536,31 +544,22 @@ class _PageBuffer:
             self.mapping = mmap.mmap(self.fd, needed)
         return self.mapping
 
+    def allocate_at(self, offset: int, size: int) -> memoryview:
+        """`size` bytes of the buffer from `offset`, grown to hold them (what it held before
+        `offset` is kept: the memfd keeps its contents when it grows)."""
+        if self.mapping is None or offset + size > self.size:
+            grown = max(offset + size, self.size)
+            self.mapping = None
+            os.ftruncate(self.fd, grown)
+            self.size = grown
+            self.mapping = mmap.mmap(self.fd, grown)
+        return memoryview(self.mapping)[offset : offset + size]
+
     def shrink(self) -> None:
         if self.size > _KEEP_PAGE_BYTES:
             self.mapping = None
             os.ftruncate(self.fd, 0)
             self.size = 0
-
-
-def _render_first(
-    pdf_module: Any,
-    document: Any,
-    sizes: list[tuple[float, float]],
-    header: dict[str, Any],
-    pages: _PageBuffer,
-) -> dict[str, Any] | None:
-    """Render the first page at the fast pass's size, or None when it cannot be: its
-    failure is then reported when a stage asks for the page, as for any other page."""
-    grids = pdf_module.page_grids(
-        sizes, int(header["dpi"]), int(header["max_pixels"]), int(header["max_document_pixels"])
-    )
-    scale = pdf_module.reduced_scale(grids[0], int(header["first_side"]))
-    try:
-        width, height = pdf_module.render_page(document, 0, scale, pages.allocate)
-    except ScanFailed:
-        return None
-    return {"scale": scale, "width": width, "height": height, "buffer": pages.size}
 
 
 def _serve(sock: socket.socket) -> None:
@@ -592,20 +591,23 @@ def _serve(sock: socket.socket) -> None:
                 pdf_module.check_streams(data)
                 document = pdf_module.open_pdf(data)
                 count, sizes = pdf_module.page_sizes(document, int(header["max_pages"]))
-                kinds = pdf_module.page_kinds(document, len(sizes))
+                # Every page as the engine will first ask for it, in the same visit as its
+                # kind: a scan's JPEG data, or the page rendered for the fast pass.
+                grids = pdf_module.page_grids(
+                    sizes,
+                    int(header["dpi"]),
+                    int(header["max_pixels"]),
+                    int(header["max_document_pixels"]),
+                )
+                scales = [pdf_module.reduced_scale(g, int(header["fast_side"])) for g in grids]
+                kinds, prefetched = pdf_module.visit_pages(
+                    document, sizes, scales, _KEEP_PAGE_BYTES, pages.allocate_at
+                )
                 reply = {"count": count, "sizes": sizes, "kinds": kinds}
-                # The first page as the engine will ask for it: a scan's JPEG data, or the
-                # page rendered for the fast pass.
-                if sizes and kinds[0].get("image", {}).get("jpeg"):
-                    # A failure is the page's, said when the engine asks for it.
-                    with contextlib.suppress(ScanFailed):
-                        size = pdf_pages.jpeg_data(document, 0, pages.allocate)
-                        reply["first_jpeg"] = {"size": size, "buffer": pages.size}
-                        fds.append(pages.fd)
-                elif sizes and "image" not in kinds[0]:
-                    reply["first"] = _render_first(pdf_module, document, sizes, header, pages)
-                    if reply["first"] is not None:
-                        fds.append(pages.fd)
+                if prefetched:
+                    reply["prefetched"] = prefetched
+                    reply["buffer"] = pages.size
+                    fds.append(pages.fd)
             elif op == "render" and document is not None:
                 width, height = pdf_module.render_page(
                     document, int(header["index"]), float(header["scale"]), pages.allocate

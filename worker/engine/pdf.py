@@ -175,10 +175,7 @@ def render_page(pdf: Any, index: int, scale: float, allocate: Allocate) -> tuple
     Returns the bitmap's width and height. Raises ScanFailed (corrupt_image) when PDFium
     cannot load or render the page.
     """
-    import ctypes
-
     import pypdfium2 as pdfium
-    import pypdfium2.raw as pdfium_c
 
     try:
         page = pdf[index]
@@ -186,6 +183,19 @@ def render_page(pdf: Any, index: int, scale: float, allocate: Allocate) -> tuple
         raise ScanFailed(
             ErrorCode.CORRUPT_IMAGE, f"PDF page {index + 1} cannot be loaded: {exc}"
         ) from exc
+    try:
+        return _render_loaded(page, index, scale, allocate)
+    finally:
+        page.close()
+
+
+def _render_loaded(page: Any, index: int, scale: float, allocate: Allocate) -> tuple[int, int]:
+    """render_page() for page `index`, already loaded."""
+    import ctypes
+
+    import pypdfium2 as pdfium
+    import pypdfium2.raw as pdfium_c
+
     try:
         made: list[tuple[int, int]] = []
 
@@ -205,8 +215,87 @@ def render_page(pdf: Any, index: int, scale: float, allocate: Allocate) -> tuple
         raise ScanFailed(
             ErrorCode.CORRUPT_IMAGE, f"PDF page {index + 1} cannot be rendered: {exc}"
         ) from exc
-    finally:
-        page.close()
+
+
+AllocateAt = Callable[[int, int], Any]
+
+
+def visit_pages(
+    pdf: Any,
+    sizes: list[tuple[float, float]],
+    scales: list[float],
+    budget: int,
+    allocate_at: AllocateAt,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every page loaded once: its kind (page_kinds) and, while their bytes stay within
+    `budget`, what the engine asks of it first, put one after another in the buffer that
+    `allocate_at(offset, size)` returns a writable view of: a rendered page's render at
+    `scales[index]` (the fast pass's), a scan's raw JPEG data.
+
+    Loading a page parses its content, and each request to the renderer child is a round
+    trip between two processes: one visit does it all for a document of a few pages. Returns
+    the kinds and where each prefetched page is: {"index", "offset", "width", "height",
+    "scale"} for a render, {"index", "offset", "size", "jpeg": True} for JPEG data. A page
+    that fails to load is "mixed", and one that fails to render or give its data is left
+    out: each fails with its own error when a stage asks for it, as before.
+    """
+    import pypdfium2 as pdfium
+
+    from worker.engine import pdf_pages
+
+    kinds: list[dict[str, Any]] = []
+    prefetched: list[dict[str, Any]] = []
+    offset = 0
+    for index in range(len(sizes)):
+        try:
+            page = pdf[index]
+        except pdfium.PdfiumError:
+            kinds.append({"kind": pdf_pages.MIXED})
+            continue
+        try:
+            try:
+                kind = pdf_pages.inspect_page(page)
+            except ScanFailed:
+                kind = {"kind": pdf_pages.MIXED}
+            kinds.append(kind)
+            image = kind.get("image")
+            try:
+                if image is not None and image["jpeg"]:
+                    # A JPEG's size is known once copied: given room up to what is left.
+                    if offset >= budget:
+                        continue
+                    size = pdf_pages.page_jpeg_data(
+                        page, index, lambda n, _, at=offset: allocate_at(at, n)
+                    )
+                    prefetched.append(
+                        {"index": index, "offset": offset, "size": size, "jpeg": True}
+                    )
+                    offset += size
+                elif image is None:
+                    points_w, points_h = sizes[index]
+                    needed = math.floor(points_w * scales[index]) * math.floor(
+                        points_h * scales[index]
+                    )
+                    if offset + needed > budget:
+                        continue
+                    width, height = _render_loaded(
+                        page, index, scales[index], lambda w, h, at=offset: allocate_at(at, w * h)
+                    )
+                    prefetched.append(
+                        {
+                            "index": index,
+                            "offset": offset,
+                            "width": width,
+                            "height": height,
+                            "scale": scales[index],
+                        }
+                    )
+                    offset += width * height
+            except ScanFailed:
+                pass  # said when a stage asks for the page
+        finally:
+            page.close()
+    return kinds, prefetched
 
 
 # --------------------------------------------------------------------------- the engine's side

@@ -58,17 +58,23 @@ def inspect(pdf: Any, index: int) -> dict[str, Any]:
     (x right, y down from the top of its bounding box, in points). A page PDFium cannot load
     is corrupt_image, as when it is rendered.
     """
-    import pypdfium2 as pdfium
-
     page = _load(pdf, index)
     try:
-        kind, image = _classify(pdfium, page)
-        info: dict[str, Any] = {"kind": kind}
-        if image is not None:
-            info["image"] = image
-        return info
+        return inspect_page(page)
     finally:
         page.close()
+
+
+def inspect_page(page: Any) -> dict[str, Any]:
+    """inspect() for a page already loaded (the renderer child classifies and renders a
+    page in one visit: loading parses the page's content, the dearest part of both)."""
+    import pypdfium2 as pdfium
+
+    kind, image = _classify(pdfium, page)
+    info: dict[str, Any] = {"kind": kind}
+    if image is not None:
+        info["image"] = image
+    return info
 
 
 def _load(pdf: Any, index: int) -> Any:
@@ -263,20 +269,25 @@ def _scanned_image(pdfium: Any, page: Any) -> Any:
 def jpeg_data(pdf: Any, index: int, allocate: Allocate) -> int:
     """Copy the raw DCTDecode data of scanned page `index`'s image into `allocate(size, 1)`;
     returns its size."""
+    page = _load(pdf, index)
+    try:
+        return page_jpeg_data(page, index, allocate)
+    finally:
+        page.close()
+
+
+def page_jpeg_data(page: Any, index: int, allocate: Allocate) -> int:
+    """jpeg_data() for page `index`, already loaded."""
     import pypdfium2 as pdfium
     import pypdfium2.raw as pdfium_c
 
-    page = _load(pdf, index)
-    try:
-        obj = _scanned_image(pdfium, page)
-        size = pdfium_c.FPDFImageObj_GetImageDataRaw(obj, None, 0)
-        if size <= 0:
-            raise ScanFailed(ErrorCode.CORRUPT_IMAGE, f"PDF page {index + 1}'s image holds no data")
-        buffer = (ctypes.c_ubyte * size).from_buffer(allocate(size, 1))
-        pdfium_c.FPDFImageObj_GetImageDataRaw(obj, buffer, size)
-        return size
-    finally:
-        page.close()
+    obj = _scanned_image(pdfium, page)
+    size = pdfium_c.FPDFImageObj_GetImageDataRaw(obj, None, 0)
+    if size <= 0:
+        raise ScanFailed(ErrorCode.CORRUPT_IMAGE, f"PDF page {index + 1}'s image holds no data")
+    buffer = (ctypes.c_ubyte * size).from_buffer(allocate(size, 1))
+    pdfium_c.FPDFImageObj_GetImageDataRaw(obj, buffer, size)
+    return size
 
 
 def render_image(

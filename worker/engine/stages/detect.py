@@ -110,7 +110,10 @@ class DetectorStage:
     def run(self, ctx: StageContext) -> None:
         for page in ctx.pages_to_scan():
             rules = self.born_digital_rules and born_digital.is_born_digital(page)
-            if rules and ctx.skip_blind_pages:
+            if rules and (ctx.skip_blind_pages or born_digital.finish(ctx, page)):
+                # A born-digital page is read first from what its clean fast render shows
+                # (finder patterns, code texture, zxing's symbols): settled or read there, it
+                # needs no inference (a model trained on photos, 7-20 ms a page).
                 continue
             self._page(ctx, page, boxes_only=rules)
 

@@ -1,0 +1,70 @@
+"""PDF invoices at the speed of their rendering (issue 22's targets): what a born-digital page
+costs. Its pages come from the renderer child in the one round trip that opens the document,
+each page loaded once for its kind and its fast render; a page whose clean fast render shows
+nothing of a code is settled before any detector (a model trained on photos) looks at it."""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import replace
+
+from models.synth.pdfs import born_digital_pdf, scanned_pdf
+from worker.engine import Engine
+from worker.engine.cascade import Findings, StageContext
+from worker.engine.deadline import Deadline
+from worker.engine.images import open_document
+from worker.engine.isolation import ChildDocument, open_in_child
+from worker.engine.pdf import page_grids, reduced_scale
+from worker.engine.pdf_pages import BORN_DIGITAL
+from worker.engine.stages import DetectorStage, FastStage
+from worker.settings import Settings
+
+
+def _opened_then_child_killed(data: bytes, settings: Settings) -> ChildDocument:
+    """The document opened in a renderer child, which is then killed: what the engine gets
+    afterwards came with the open's reply (a request now fails: the child is gone)."""
+    document = open_in_child(data, settings, None)
+    os.kill(document._child.pid, signal.SIGKILL)
+    document._child.process.wait()
+    return document
+
+
+def test_every_page_of_a_document_comes_with_the_open_in_one_round_trip() -> None:
+    settings = Settings.from_env({}, pdf_child=True)
+    sample = born_digital_pdf(140, pages=3, code_pages=(2,))
+    document = _opened_then_child_killed(sample.data, settings)
+    assert [kind["kind"] for kind in document.kinds] == [BORN_DIGITAL] * 3
+    grids = page_grids(
+        document.sizes, settings.pdf_dpi, settings.max_pixels, settings.max_document_pixels
+    )
+    for index, grid in enumerate(grids):
+        page = document.render(index, reduced_scale(grid, settings.fast_max_side))
+        assert abs(max(page.shape) - settings.fast_max_side) <= 1  # PDFium rounds up
+        assert page.min() < 128 < page.max()  # a page of text, not an empty buffer
+
+
+def test_a_scanned_documents_jpegs_come_with_the_open_too() -> None:
+    settings = Settings.from_env({}, pdf_child=True)
+    sample = scanned_pdf(141, pages=2, code_pages=(1,), encoding="jpeg", dpi=200.0)
+    document = _opened_then_child_killed(sample.data, settings)
+    for index in range(2):
+        assert document.jpeg(index)[:2] == b"\xff\xd8"
+
+
+def test_a_born_digital_page_without_a_code_is_settled_before_the_detectors_look() -> None:
+    settings = Settings.from_env({})
+    engine = Engine(settings)
+    detectors = [s for s in engine.stages if isinstance(s, DetectorStage)]
+    assert detectors, "the default settings run the detectors"
+    sample = born_digital_pdf(142, pages=3, code_pages=(1,))
+    document = open_document(sample.data, settings)
+    ctx = StageContext(document, settings, Deadline(0), "all", Findings())
+    FastStage(look_again_at_photos=True).run(ctx)
+    for stage in detectors:
+        stage.run(ctx if stage is detectors[0] else replace(ctx, skip_blind_pages=True))
+    # Pages 1 and 3 hold no code: settled from their fast renders alone, no inference run.
+    assert ctx.findings.settled(0) and ctx.findings.settled(2)
+    assert 0 not in ctx.findings.detector_scores and 2 not in ctx.findings.detector_scores
+    assert ctx.findings.satisfied("all", 3)
+    assert [(c.page, c.data) for c in ctx.findings.codes] == [(1, sample.codes[0].payload)]
