@@ -80,6 +80,29 @@ def test_an_idle_two_worker_pool_exits_within_seconds_of_sigterm(
     assert client.scard(names.rq_queue_workers_key(queue)) == 0
 
 
+def test_a_pool_stopped_cleanly_adopts_no_process_its_workers_left_behind(
+    redis_server: RedisServer, s3_endpoint: str, file_root: Path, tmp_path: Path
+) -> None:
+    # Each worker starts a PDF renderer child at warm-up. A pool worker ends with os._exit
+    # (multiprocessing), which skips atexit, where the renderer used to be stopped: every
+    # clean stop left the renderers to the pool, which logged each as an orphan it adopted.
+    queue = "qr-orphan-stop"
+    log = tmp_path / "pool.log"
+    pool = WorkerProcess(worker_env(redis_server.url, s3_endpoint, file_root), queue, 2, log=log)
+    client = redis_server.client()
+    try:
+        wait_until(
+            lambda: client.scard(names.rq_queue_workers_key(queue)) == 2, 90, "two workers ready"
+        )
+        pool.signal(signal.SIGTERM)
+        pool.process.wait(30)
+    finally:
+        pool.stop()
+    assert pool.process.returncode == 0
+    adopted = [line for line in log.read_text().splitlines() if "pool_adopted_orphan" in line]
+    assert adopted == []
+
+
 @pytest.fixture(scope="module")
 def slow_images(file_root: Path) -> list[str]:
     """Pages with no code: each runs the whole cascade, so a job of two takes seconds."""

@@ -32,7 +32,7 @@ from rq.worker_pool import WorkerData, WorkerPool
 
 from worker.backoff import backoff_s
 from worker.metrics_env import prepare_multiprocess
-from worker.procfs import children
+from worker.procfs import children, cmdline
 from worker.queue import names, persistence, runtime
 from worker.queue.rq_worker import QrJob, QrQueue, worker_class
 from worker.settings import Settings
@@ -144,7 +144,9 @@ class OwningWorkerPool(WorkerPool):
             if pid not in workers and pid not in self.orphans:
                 self.orphans[pid] = now
                 self._signal(pid, signal.SIGTERM)
-                structlog.get_logger("worker").warning("pool_adopted_orphan", pid=pid)
+                structlog.get_logger("worker").warning(
+                    "pool_adopted_orphan", pid=pid, command=_command(pid)
+                )
         for pid, asked in list(self.orphans.items()):
             try:
                 ended, _ = os.waitpid(pid, os.WNOHANG)
@@ -303,3 +305,12 @@ def serve_metrics(settings: Settings, queues: tuple[str, ...]) -> None:
             "QRW_METRICS_PORT to a free port, or QRW_METRICS_PORT=0 to run without metrics"
         ) from exc
     structlog.get_logger("worker").info("metrics_serving", port=port, multiprocess_dir=folder)
+
+
+def _command(pid: int) -> str:
+    """An adopted process's command line, for the log: which of the workers' children
+    outlived its parent."""
+    try:
+        return cmdline(pid).replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
