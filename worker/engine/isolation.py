@@ -43,6 +43,7 @@ import functools
 import json
 import math
 import mmap
+import multiprocessing.util
 import os
 import signal
 import socket
@@ -256,6 +257,7 @@ class _Children:
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.idle: list[_Child] = []
+        self._stops_at_exit = 0  # the process whose exit stops the children
 
     def take(self, memory_mb: int, *, fresh: bool = False) -> _Child:
         with self.lock:
@@ -264,6 +266,13 @@ class _Children:
                 if child.alive() and child.memory_mb == memory_mb:
                     return child
                 child.kill()
+            if self._stops_at_exit != os.getpid():
+                # atexit (below) stops them when a process exits normally; a
+                # multiprocessing child, such as a worker of a pool, ends with os._exit
+                # after multiprocessing's own finalizers, and left its renderers behind
+                # for the pool to adopt.
+                self._stops_at_exit = os.getpid()
+                multiprocessing.util.Finalize(None, self.stop, exitpriority=10)
         return _Child(memory_mb)
 
     def give_back(self, child: _Child) -> None:
