@@ -68,3 +68,18 @@ def test_a_born_digital_page_without_a_code_is_settled_before_the_detectors_look
     assert 0 not in ctx.findings.detector_scores and 2 not in ctx.findings.detector_scores
     assert ctx.findings.satisfied("all", 3)
     assert [(c.page, c.data) for c in ctx.findings.codes] == [(1, sample.codes[0].payload)]
+
+
+def test_a_scan_decoded_whole_for_the_fast_pass_is_not_decoded_again_for_the_detectors() -> None:
+    # A 200 DPI A4 scan (2339 pixels long): half of it is under the fast side, so the fast
+    # pass decodes it whole and reduces that; the whole image is then the page's full size,
+    # which the detectors' crops and the thorough pass ask for next, at no second decode.
+    settings = Settings.from_env({})
+    sample = scanned_pdf(143, encoding="jpeg", dpi=200.0)
+    (page,) = open_document(sample.data, settings).pages
+    fast, _ = page.gray(settings.fast_max_side)
+    assert abs(max(fast.shape) - settings.fast_max_side) <= 1
+    decoded = page._pool.decoded_pixels
+    full, _ = page.gray(settings.thorough_max_side)
+    assert page.native == (full.shape[1], full.shape[0])
+    assert page._pool.decoded_pixels == decoded

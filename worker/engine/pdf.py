@@ -483,7 +483,7 @@ def _scanned_page(
             return None  # the JPEG's own frame is not what the PDF says it draws
         page.index = index
         if page._decode_reduced is not None:
-            page._decode_reduced = _jpeg_at_least(data, width, height)
+            page._decode_reduced = _jpeg_at_least(data, page)
     else:
         images._check_page(width, height, images._GRAY_PATH_COST, settings, what=what)
 
@@ -501,15 +501,22 @@ def _scanned_page(
     return page
 
 
-def _jpeg_at_least(data: bytes, width: int, height: int) -> Callable[[int], np.ndarray]:
+def _jpeg_at_least(data: bytes, page: Page) -> Callable[[int], np.ndarray]:
     """A scan's JPEG reduced for a stage asking `max_side`: libjpeg's DCT scaling down to
-    the smallest scale still at least `max_side` long, then an area reduction to it.
+    the smallest scale still at least `max_side` long, then a reduction to it.
 
     A JPEG file is DCT-scaled to the largest scale within `max_side` (a 300 DPI A4 scan to a
     quarter, 877 pixels for the fast pass's 1280); the PDF page was rendered at `max_side`
     itself before pages had kinds, and a small code (three Micro QR codes on a 144 DPI
     page) read there is lost at the quarter. The page's own pixels are never fewer than the
     render's were.
+
+    What that costs over the file is kept small: a reduction by less than half is bilinear
+    (each output pixel from the 2x2 pixels around it, as images._reduce halves; OpenCV's
+    area reduction by a factor that is not a whole number cost five times as much, 5 ms on
+    a 2 MP scan), and a scan decoded at its full size for the fast pass is kept as the
+    page's full-size image, which the detectors' crops and the thorough pass ask for next
+    (a JPEG file pays that decode once too).
     """
     import cv2
     import numpy as np
@@ -517,23 +524,33 @@ def _jpeg_at_least(data: bytes, width: int, height: int) -> Callable[[int], np.n
     from worker.engine import images
 
     buffer = np.frombuffer(data, np.uint8)
-    long_side = max(width, height)
+    long_side = max(page.native or (page.width, page.height))
 
     def reduced(max_side: int) -> np.ndarray:
-        flag = cv2.IMREAD_GRAYSCALE
-        for factor, scaled in images._JPEG_REDUCTIONS:
-            if long_side / factor >= max_side:
-                flag = scaled
-        image = cv2.imdecode(buffer, flag)
-        if image is None or image.size == 0:
-            raise ScanFailed(
-                ErrorCode.CORRUPT_IMAGE,
-                "the JPEG data is corrupt or truncated and cannot be decoded",
-            )
+        kept = page._cache.get(None)
+        if kept is not None:
+            image = kept[0]
+        else:
+            flag = cv2.IMREAD_GRAYSCALE
+            for factor, scaled in images._JPEG_REDUCTIONS:
+                if long_side / factor >= max_side:
+                    flag = scaled
+            image = cv2.imdecode(buffer, flag)
+            if image is None or image.size == 0:
+                raise ScanFailed(
+                    ErrorCode.CORRUPT_IMAGE,
+                    "the JPEG data is corrupt or truncated and cannot be decoded",
+                )
+            if flag == cv2.IMREAD_GRAYSCALE and page.native == (image.shape[1], image.shape[0]):
+                # The page is current in its pool (Page.gray entered it before decoding),
+                # so it may keep its full size: the same entry a full decode would fill.
+                page._cache[None] = (image, image.shape[1] / page.width)
+                page._pool.decoded_pixels += image.size
         if max(image.shape) > max_side:
             factor = max_side / max(image.shape)
             size = (max(1, round(image.shape[1] * factor)), max(1, round(image.shape[0] * factor)))
-            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+            how = cv2.INTER_LINEAR if factor >= 0.5 else cv2.INTER_AREA
+            image = cv2.resize(image, size, interpolation=how)
         return image
 
     return reduced
