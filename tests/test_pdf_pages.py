@@ -142,15 +142,14 @@ def test_a_scanned_jpeg_page_is_its_jpeg_decoded_by_libjpeg(settings: Settings) 
     assert abs(page.width - sample.width) <= 1 and abs(page.height - sample.height) <= 1
     # The fast pass gets libjpeg's DCT scaling, down to the smallest scale still as long as
     # the fast side (half, here: a quarter would be 893 pixels), then an area reduction: never
-    # fewer pixels than the page rendered for the fast pass had. A reduction by less than
-    # half is bilinear (an area reduction by such a factor cost five times as much).
+    # fewer pixels than the page rendered for the fast pass had.
     reduced, _ = page.gray(settings.fast_max_side)
     half = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_REDUCED_GRAYSCALE_2)
     assert max(half.shape) >= settings.fast_max_side > max(half.shape) / 2
     assert max(reduced.shape) == settings.fast_max_side
     factor = settings.fast_max_side / max(half.shape)
     size = (round(half.shape[1] * factor), round(half.shape[0] * factor))
-    assert np.array_equal(reduced, cv2.resize(half, size, interpolation=cv2.INTER_LINEAR))
+    assert np.array_equal(reduced, cv2.resize(half, size, interpolation=cv2.INTER_AREA))
     full, scale = page.gray(None)
     assert np.array_equal(full, as_file)
     assert scale == pytest.approx(300.0 / 200.0, rel=2e-3)
