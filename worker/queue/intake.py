@@ -103,9 +103,7 @@ def stranded_grace_s() -> int:
     """How long a job must look stranded before it is queued again: three maintenance
     intervals, so a live worker that popped it (and waits for a full Redis to take its
     registration, retrying at most every few seconds) has registered it long before."""
-    ctx = context.get()
-    interval = ctx.settings.recovery_interval if ctx else Settings().recovery_interval
-    return max(15, 3 * interval)
+    return max(15, 3 * maintenance_interval_s())
 
 
 def recover_stranded(connection: redis.Redis, queue: Queue, grace_s: int) -> list[str]:
@@ -232,6 +230,16 @@ class QrQueue(Queue):
             self.connection.expire(self.registry_cleaning_key, ttl)
         return False
 
+    def keep_maintenance_lock(self) -> None:
+        """After a pass that ended well: the lock stays until the next pass is due, so that
+        one pass an interval serves every worker of the queue. Each worker is due every
+        interval from its own last pass; released at once, workers out of step with each
+        other each made their own (N passes an interval for N workers). Kept for most of the
+        interval, not all of it, so that the worker that made the pass finds it free when
+        it is next due, and a pass is never two intervals apart."""
+        interval_ms = maintenance_interval_s() * 1000
+        self.connection.pexpire(self.registry_cleaning_key, int(interval_ms * _LOCK_KEPT))
+
     @classmethod
     def dequeue_any(  # type: ignore[override]
         cls,
@@ -339,14 +347,22 @@ def answer_admission_failure(
     reject(connection, queue, job_id, raw_id, fields, rejected)
 
 
+# Share of the interval a pass that ended well keeps its queue's lock (keep_maintenance_lock).
+_LOCK_KEPT = 0.8
+
+
+def maintenance_interval_s() -> int:
+    """QRW_RECOVERY_INTERVAL: seconds between maintenance passes on a queue."""
+    ctx = context.get()
+    return ctx.settings.recovery_interval if ctx else Settings().recovery_interval
+
+
 def maintenance_lock_ttl_s() -> int:
     """Seconds a maintenance pass may hold its queue's lock: three intervals (a pass takes
     well under one), at least 15 s, never RQ's 899. A pass that outlives it may overlap the
     next one: RQ's cleanups and `recover_stranded` each act on a job only while it is still
     as they found it."""
-    ctx = context.get()
-    interval = ctx.settings.recovery_interval if ctx else Settings().recovery_interval
-    return min(899, max(15, 3 * interval))
+    return min(899, max(15, 3 * maintenance_interval_s()))
 
 
 def admit_holding(connection: redis.Redis, queue: Queue, raw_id: bytes) -> Job | None:

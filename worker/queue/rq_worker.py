@@ -212,11 +212,13 @@ class QrWorkerMixin:
                 attempt += 1
 
     def clean_registries(self) -> None:
-        # RQ's pass, with each queue's lock released however the pass ends: a pass cut off
-        # by a refused write left its lock to expire, and recovery waited for it.
+        # RQ's pass. A pass that ends well keeps its queue's lock until the next pass is due
+        # (one pass an interval for the whole fleet); one cut off by a refused write
+        # releases it, so that recovery does not wait for it to expire.
         rq: Any = self
         for queue in rq.queues:
             if queue.acquire_maintenance_lock():
+                ended_well = False
                 try:
                     rq.log.info(
                         "Worker %s: cleaning registries for queue: %s", self.name, queue.name
@@ -224,9 +226,13 @@ class QrWorkerMixin:
                     clean_registries(queue, rq._exc_handlers)
                     worker_registration.clean_worker_registry(queue)
                     queue.intermediate_queue.cleanup(self, queue)
+                    ended_well = True
                 finally:
                     with contextlib.suppress(redis.RedisError):
-                        queue.release_maintenance_lock()
+                        if ended_well:
+                            queue.keep_maintenance_lock()
+                        else:
+                            queue.release_maintenance_lock()
         self.last_cleaned_at = utcnow()
 
     def dequeue_job_and_maintain_ttl(
