@@ -60,7 +60,12 @@ class FastStage:
         a rendered page zxing locates at full size any code clean enough to show as such
         texture: a block where it locates nothing is ruled out (a logo, a title's letters),
         one it locates and cannot read stays unread for the next stage."""
-        for x0, y0, x1, y1 in evidence.dense_squares(gray):
+        read = [
+            tuple((x * scale, y * scale) for x, y in code.quad)
+            for code in ctx.findings.codes
+            if code.page == page.index
+        ]
+        for x0, y0, x1, y1 in evidence.dense_squares(gray, read):  # type: ignore[arg-type]
             centre = ((x0 + x1) / 2.0 / scale, (y0 + y1) / 2.0 / scale)
             if ctx.deadline.expired() or ctx.findings.covers(page.index, centre):
                 continue

@@ -1,0 +1,98 @@
+"""The fast pass's texture evidence (worker.engine.evidence) is cheap and finds what it did.
+
+It measures edge strength only inside the grey components big enough to hold a code block,
+instead of across the whole reduced page (issue 19: digital invoices keep their speed), and
+leaves out the codes the fast pass already read. Both must change nothing the fast pass acts
+on: the blocks are those of the plain definition (a code's mean grey and a code's edges,
+over the whole page), less those centred inside a read code.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from models.synth import digital_invoice
+from models.synth.corpus import corpus_sample
+from worker.engine import evidence
+from worker.engine.images import open_document
+from worker.engine.results import Quad
+from worker.settings import Settings
+
+SETTINGS = Settings(backend="none")
+
+
+def plain_blocks(gray: np.ndarray) -> list[evidence.Box]:
+    """The definition, measured over every cell of the page: 8-pixel cells with a code's
+    mean grey and edge strength, joined 4-connected; square enough, full enough, 4 cells a
+    side or more (3 with a code's strong edges); largest first."""
+    cell = evidence._CELL
+    rows, cols = (gray.shape[0] - 1) // cell, (gray.shape[1] - 1) // cell
+    h, w = rows * cell, cols * cell
+    base = gray[:h, :w]
+    edges = cv2.add(cv2.absdiff(gray[:h, 1 : w + 1], base), cv2.absdiff(gray[1 : h + 1, :w], base))
+    mean, strength = evidence._cells(base), evidence._cells(edges)
+    low, high = evidence._MEAN_GREY
+    candidate = (mean > low) & (mean < high) & (strength > evidence._EDGES)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(
+        candidate.astype(np.uint8), connectivity=4
+    )
+    blocks = []
+    for label in range(1, count):
+        x, y, bw, bh, area = (int(v) for v in stats[label])
+        short, long = min(bw, bh), max(bw, bh)
+        edges_mean = float(strength[labels == label].mean())
+        sized = short >= evidence._MIN_CELLS or (
+            short == evidence._SMALL_CELLS and edges_mean >= evidence._SMALL_EDGES
+        )
+        if sized and long <= evidence._MAX_ASPECT * short and area >= evidence._MIN_FILL * bw * bh:
+            box = (x * cell, y * cell, (x + bw) * cell, (y + bh) * cell)
+            blocks.append((area, tuple(float(v) for v in box)))
+    blocks.sort(key=lambda block: -block[0])
+    return [box for _, box in blocks]
+
+
+def reduced_page(data: bytes) -> tuple[np.ndarray, float]:
+    return open_document(data, SETTINGS).pages[0].gray(SETTINGS.fast_max_side)
+
+
+def test_the_blocks_are_those_of_the_plain_definition_on_invoices_and_photos() -> None:
+    pages = [reduced_page(digital_invoice(seed, fmt="png").data)[0] for seed in range(1000, 1006)]
+    pages += [reduced_page(digital_invoice(seed, fmt="jpeg").data)[0] for seed in range(1500, 1506)]
+    pages += [reduced_page(corpus_sample("multi_digital", index).data)[0] for index in range(6)]
+    # Photos are grey nearly everywhere: the whole page is measured at once there.
+    pages += [reduced_page(corpus_sample("shadow", index).data)[0] for index in range(3)]
+    found = 0
+    for gray in pages:
+        blocks = evidence.dense_squares(gray)
+        assert blocks == plain_blocks(gray)
+        found += len(blocks)
+    assert found >= len(pages)  # every invoice shows its code's block
+
+
+def test_noise_and_tiny_images_give_the_same_blocks_too() -> None:
+    rng = np.random.default_rng(7)
+    for size in (12, 23, 40, 97, 300):
+        noise = rng.integers(0, 256, (size, size + 5), dtype=np.uint8)
+        sparse = np.where(rng.random((size, size + 5)) < 0.85, 255, noise).astype(np.uint8)
+        for gray in (noise, sparse):
+            assert evidence.dense_squares(gray) == plain_blocks(gray)
+
+
+def test_a_read_code_is_left_out_and_every_other_block_is_kept() -> None:
+    # The issue's page: a small code the reduced pass reads, a dense one it cannot see.
+    sample = corpus_sample("multi_digital", 0)
+    dense, small = sample.codes
+    gray, scale = reduced_page(sample.data)
+    read: Quad = tuple((x * scale, y * scale) for x, y in small.quad)  # type: ignore[assignment]
+    everything = evidence.dense_squares(gray)
+    without_read = evidence.dense_squares(gray, [read])
+    assert any(_centre_in(box, small.quad, scale) for box in everything)
+    assert without_read == [box for box in everything if not _centre_in(box, small.quad, scale)]
+    assert any(_centre_in(box, dense.quad, scale) for box in without_read)
+
+
+def _centre_in(box: evidence.Box, quad: Quad, scale: float) -> bool:
+    outline = np.asarray(quad, np.float32).reshape(-1, 1, 2) * scale
+    centre = ((box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0)
+    return cv2.pointPolygonTest(outline, centre, False) >= 0
