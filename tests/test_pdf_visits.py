@@ -13,6 +13,7 @@ from models.synth.pdfs import born_digital_pdf, scanned_pdf
 from worker.engine import Engine
 from worker.engine.cascade import Findings, StageContext
 from worker.engine.deadline import Deadline
+from worker.engine.errors import DeadlineReached
 from worker.engine.images import open_document
 from worker.engine.isolation import ChildDocument, open_in_child
 from worker.engine.pdf import page_grids, reduced_scale
@@ -42,6 +43,27 @@ def test_every_page_of_a_document_comes_with_the_open_in_one_round_trip() -> Non
         page = document.render(index, reduced_scale(grid, settings.fast_max_side))
         assert abs(max(page.shape) - settings.fast_max_side) <= 1  # PDFium rounds up
         assert page.min() < 128 < page.max()  # a page of text, not an empty buffer
+
+
+def test_pages_past_the_page_buffers_budget_are_rendered_when_asked_for() -> None:
+    # 15 A4 pages at the fast resolution are 17 MiB: those past 16 MiB stay in the child,
+    # rendered on request as before (a request now finds the child gone: the deadline's
+    # own error, which is what a renderer killed at the deadline gives).
+    settings = Settings.from_env({}, pdf_child=True)
+    sample = born_digital_pdf(144, pages=15, code_pages=())
+    document = _opened_then_child_killed(sample.data, settings)
+    grids = page_grids(
+        document.sizes, settings.pdf_dpi, settings.max_pixels, settings.max_document_pixels
+    )
+    scales = [reduced_scale(grid, settings.fast_max_side) for grid in grids]
+    came = []
+    for index, scale in enumerate(scales):
+        try:
+            came.append(document.render(index, scale).nbytes)
+        except DeadlineReached:
+            break
+    assert 10 <= len(came) < 15
+    assert sum(came) <= 16 * 2**20
 
 
 def test_a_scanned_documents_jpegs_come_with_the_open_too() -> None:

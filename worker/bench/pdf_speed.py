@@ -34,6 +34,7 @@ and 95th percentile over the documents. Sets (models.synth.pdfs, models.synth.co
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import json
 import os
@@ -48,6 +49,7 @@ import numpy as np
 from models.synth.corpus import CATEGORIES, corpus_sample
 from models.synth.pdfs import born_digital_pdf, pdf_set, scanned_from_sample
 from models.synth.samples import Sample, sample_set
+from worker import procfs
 from worker.bench.report import machine_line, percentile, write_section
 from worker.engine import Engine
 from worker.engine.engine import default_stages
@@ -60,13 +62,37 @@ COMMAND = "python -m worker.bench.pdf_speed"
 SCAN_CATEGORIES = tuple(c for c in CATEGORIES if c not in ("digital", "multi_digital", "none"))
 
 
-def _median_ms(fn: Callable[[], object], repeat: int) -> float:
-    times = []
+def _median_wall_cpu_ms(fn: Callable[[], object], repeat: int) -> tuple[float, float]:
+    """The median over `repeat` calls of the clock's milliseconds and of the CPU
+    milliseconds they took, in this process (all its threads) and its PDF renderer children.
+    On a shared machine the clock's time is mostly waiting for a core; the CPU time is what
+    the scan itself costs, what an idle machine's clock would show for single-threaded work."""
+    walls, cpus = [], []
     for _ in range(repeat):
+        cpu = _cpu_s()
         started = time.perf_counter()
         fn()
-        times.append((time.perf_counter() - started) * 1000.0)
-    return float(np.median(times))
+        walls.append((time.perf_counter() - started) * 1000.0)
+        cpus.append((_cpu_s() - cpu) * 1000.0)
+    return float(np.median(walls)), float(np.median(cpus))
+
+
+def _renderers() -> list[int]:
+    pids = procfs.children(os.getpid())
+    return [p for p in pids if b"worker.engine.isolation" in procfs.cmdline(p)]
+
+
+def _cpu_s() -> float:
+    """CPU seconds of this process and of its renderer children's main threads (where
+    PDFium runs; /proc's schedstat, in nanoseconds: the tick counts are too coarse)."""
+    total = time.process_time()
+    for pid in _renderers():
+        with (
+            contextlib.suppress(OSError, ValueError, IndexError),
+            open(f"/proc/{pid}/schedstat") as stat,
+        ):
+            total += int(stat.read().split()[0]) / 1e9
+    return total
 
 
 @dataclass
@@ -95,7 +121,7 @@ class Tally:
             self.kinds[kind] = self.kinds.get(kind, 0) + 1
 
 
-def _render_once_ms(sample: Sample, settings: Settings, repeat: int) -> float:
+def _render_once_ms(sample: Sample, settings: Settings, repeat: int) -> tuple[float, float]:
     """PDFium rendering every page of `sample` once at the fast pass's resolution, here."""
     import pypdfium2 as pdfium
 
@@ -110,7 +136,7 @@ def _render_once_ms(sample: Sample, settings: Settings, repeat: int) -> float:
             page.render(scale=scale, grayscale=True)
             page.close()
 
-    return _median_ms(render, repeat)
+    return _median_wall_cpu_ms(render, repeat)
 
 
 def _summary(times: Sequence[float]) -> tuple[float, float]:
@@ -118,15 +144,26 @@ def _summary(times: Sequence[float]) -> tuple[float, float]:
 
 
 def born_digital(samples: list[Sample], engine: Engine, repeat: int) -> dict[str, object]:
-    scans, renders, tally = [], [], Tally()
+    scans, renders, scans_cpu, renders_cpu, tally = [], [], [], [], Tally()
     for sample in samples:
-        renders.append(_render_once_ms(sample, engine.settings, repeat))
-        scans.append(_median_ms(lambda s=sample: engine.scan(s.data), repeat))
+        render_ms, render_cpu = _render_once_ms(sample, engine.settings, repeat)
+        scan_ms, scan_cpu = _median_wall_cpu_ms(lambda s=sample: engine.scan(s.data), repeat)
+        renders.append(render_ms)
+        renders_cpu.append(render_cpu)
+        scans.append(scan_ms)
+        scans_cpu.append(scan_cpu)
         tally.add(sample, engine.scan(sample.data))
     scan_median, scan_p95 = _summary(scans)
     render_median, render_p95 = _summary(renders)
+    cpu_median, cpu_p95 = _summary(scans_cpu)
+    render_cpu_median, render_cpu_p95 = _summary(renders_cpu)
     ratios = [s / r for s, r in zip(scans, renders, strict=True)]
     return {
+        "cpu_median_ms": cpu_median,
+        "cpu_p95_ms": cpu_p95,
+        "render_cpu_median_ms": render_cpu_median,
+        "render_cpu_p95_ms": render_cpu_p95,
+        "cpu_ratio_of_medians": round(cpu_median / render_cpu_median, 2),
         "documents": tally.documents,
         "pages": sum(s.pages for s in samples),
         "codes": tally.codes,
@@ -191,7 +228,7 @@ def hard_born_digital(count: int) -> dict[str, list[Sample]]:
 # Where a born-digital document's time goes: the functions that hold it, by what they do
 # (file name, function). Their cumulative times do not nest in one another.
 PROFILE_PARTS = (
-    ("renderer child: requests, PDFium's work, the wait", "isolation.py", "_ask"),
+    ("requests to the renderer child (this process's side)", "isolation.py", "_ask"),
     ("zxing-cpp reads", "zxing_reader.py", "read"),
     ("finder search", "finders.py", "find_finders"),
     ("texture blocks (born-digital evidence)", "born_digital.py", "texture_blocks"),
@@ -201,17 +238,26 @@ PROFILE_PARTS = (
 )
 
 
+def _renderers_cpu_s() -> float:
+    """CPU seconds the PDF renderer children of this process have used."""
+    return sum(procfs.cpu_ticks(p) for p in _renderers()) / os.sysconf("SC_CLK_TCK")
+
+
 def profile(samples: list[Sample], engine: Engine, repeat: int) -> dict[str, float]:
-    """Milliseconds a document spends in each of PROFILE_PARTS (and in all), by cProfile
-    over `repeat` scans of every sample (each scanned once before, unprofiled)."""
+    """CPU milliseconds a document spends in each of PROFILE_PARTS (and in all), by cProfile
+    timing with this process's CPU time over `repeat` scans of every sample (each scanned once
+    before, unprofiled), and the renderer child's CPU time beside it. CPU time, not the
+    clock's: on a shared machine a scan's wall time is mostly waiting for a core."""
     for sample in samples:
         engine.scan(sample.data)
-    profiler = cProfile.Profile()
+    profiler = cProfile.Profile(time.process_time)
+    child_before = _renderers_cpu_s()
     profiler.enable()
     for _ in range(repeat):
         for sample in samples:
             engine.scan(sample.data)
     profiler.disable()
+    child_s = _renderers_cpu_s() - child_before
     stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
     scans = repeat * len(samples)
 
@@ -224,21 +270,37 @@ def profile(samples: list[Sample], engine: Engine, repeat: int) -> dict[str, flo
     parts = {label: round(cumulative(file, name), 2) for label, file, name in PROFILE_PARTS}
     total = cumulative("engine.py", "scan")
     parts["everything else"] = round(total - sum(parts.values()), 2)
-    parts["total"] = round(total, 2)
+    parts["total, this process"] = round(total, 2)
+    parts["the renderer child (PDFium: open, kinds, renders)"] = round(1000.0 * child_s / scans, 2)
     return parts
 
 
-def render_profile(sets: dict[str, dict[str, float]], count: int) -> str:
+def _profile_table(
+    sets: dict[str, dict[str, float]], after: dict[str, dict[str, float]] | None = None
+) -> list[str]:
+    """The profile's table; with `after`, each cell "before / after"."""
     names = list(sets)
+    lines = [
+        "| CPU ms per document (cProfile) | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for part in next(iter(sets.values())):
+        cells = [
+            f"{sets[n].get(part, 0.0):.2f}"
+            + (f" / {after[n].get(part, 0.0):.2f}" if after is not None else "")
+            for n in names
+        ]
+        lines.append(f"| {part} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def render_profile(sets: dict[str, dict[str, float]], count: int) -> str:
     lines = [
         f"Command: `{COMMAND} --profile --count {count}`  ",
         f"Machine: {machine_line()}; 1-min load {os.getloadavg()[0]:.1f}",
         "",
-        "| ms per document (cProfile) | " + " | ".join(names) + " |",
-        "|---|" + "---|" * len(names),
+        *_profile_table(sets),
     ]
-    for part in next(iter(sets.values())):
-        lines.append(f"| {part} | " + " | ".join(f"{sets[n][part]:.2f}" for n in names) + " |")
     return "\n".join(lines)
 
 
@@ -278,16 +340,18 @@ def scanned_against_files(
     rows = []
     for category in SCAN_CATEGORIES:
         as_file, as_pdf = Tally(), Tally()
-        file_ms, pdf_ms = [], []
+        file_ms, pdf_ms, file_cpu, pdf_cpu = [], [], [], []
         for index in range(per_category):
             photo = corpus_sample(category, index)
             if photo.fmt == "pdf":
                 continue
             wrapped = scanned_from_sample(photo, dpi=300.0)
             # Alternate which goes first, so neither is warmed for the other.
-            pair = [(photo, file_ms, as_file), (wrapped, pdf_ms, as_pdf)]
-            for sample, times, tally in pair if index % 2 == 0 else pair[::-1]:
-                times.append(_median_ms(lambda s=sample: engine.scan(s.data), repeat))
+            pair = [(photo, file_ms, file_cpu, as_file), (wrapped, pdf_ms, pdf_cpu, as_pdf)]
+            for sample, times, cpus, tally in pair if index % 2 == 0 else pair[::-1]:
+                wall, cpu = _median_wall_cpu_ms(lambda s=sample: engine.scan(s.data), repeat)
+                times.append(wall)
+                cpus.append(cpu)
                 tally.add(sample, engine.scan(sample.data))
         rows.append(
             {
@@ -301,6 +365,11 @@ def scanned_against_files(
                 "file_median_ms": _summary(file_ms)[0],
                 "pdf_median_ms": _summary(pdf_ms)[0],
                 "ratio_of_medians": round(_summary(pdf_ms)[0] / max(_summary(file_ms)[0], 1e-9), 2),
+                "file_cpu_median_ms": _summary(file_cpu)[0],
+                "pdf_cpu_median_ms": _summary(pdf_cpu)[0],
+                "cpu_ratio_of_medians": round(
+                    _summary(pdf_cpu)[0] / max(_summary(file_cpu)[0], 1e-9), 2
+                ),
                 "kinds": as_pdf.kinds,
             }
         )
@@ -308,12 +377,17 @@ def scanned_against_files(
 
 
 def plain_set(samples: list[Sample], engine: Engine, repeat: int) -> dict[str, object]:
-    times, tally = [], Tally()
+    times, cpus, tally = [], [], Tally()
     for sample in samples:
-        times.append(_median_ms(lambda s=sample: engine.scan(s.data), repeat))
+        wall, cpu = _median_wall_cpu_ms(lambda s=sample: engine.scan(s.data), repeat)
+        times.append(wall)
+        cpus.append(cpu)
         tally.add(sample, engine.scan(sample.data))
     median, p95 = _summary(times)
+    cpu_median, cpu_p95 = _summary(cpus)
     return {
+        "cpu_median_ms": cpu_median,
+        "cpu_p95_ms": cpu_p95,
         "documents": tally.documents,
         "pages": sum(s.pages for s in samples),
         "codes": tally.codes,
@@ -330,10 +404,68 @@ def plain_set(samples: list[Sample], engine: Engine, repeat: int) -> dict[str, o
 BORN_DIGITAL_P95_MS = 40.0
 BORN_DIGITAL_RENDER_RATIO = 1.2
 SCANNED_FILE_RATIO = 1.2
-# Where a born-digital document's time went before this benchmark's --profile existed: the same
-# command run on commit 3389e3b (pages settled by the thorough pass, after the detectors) with
-# this file's profile(), at the same time as the run on the code described here.
-PROFILE_BEFORE = "3389e3b"
+# Where a born-digital document's time went before issue 22's speed work (pages settled by
+# the thorough pass, after the detectors; every page rendered in a request of its own):
+# `python -m worker.bench.pdf_speed --profile --count 40 --repeat 1` on main at PROFILE_BEFORE_AT
+# with that work's commits reverted (5a220db, 944a37c, 6b7db2e), run at the same time as the
+# same command on the work itself; filled in from its output.
+PROFILE_BEFORE_AT = "d0df7c0"
+# (before, after): each {set: {part: CPU ms}}, as --profile prints them in JSON; run at
+# 22:41 UTC on 2026-12-06 at a 1-min load of 18-19.
+PROFILE_BEFORE: tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]] | tuple[()] = (
+    {
+        "born-digital, 1-3 pages": {
+            "requests to the renderer child (this process's side)": 1.02,
+            "zxing-cpp reads": 4.0,
+            "finder search": 4.57,
+            "texture blocks (born-digital evidence)": 1.84,
+            "code texture evidence (fast pass)": 1.22,
+            "detector inference and letterbox": 7.58,
+            "soft decoder": 0.0,
+            "everything else": 3.42,
+            "total, this process": 23.65,
+            "the renderer child (PDFium: open, kinds, renders)": 6.5,
+        },
+        "born-digital, no code": {
+            "requests to the renderer child (this process's side)": 1.14,
+            "zxing-cpp reads": 3.59,
+            "finder search": 7.9,
+            "texture blocks (born-digital evidence)": 3.4,
+            "code texture evidence (fast pass)": 0.0,
+            "detector inference and letterbox": 15.0,
+            "soft decoder": 0.0,
+            "everything else": 3.4,
+            "total, this process": 34.43,
+            "the renderer child (PDFium: open, kinds, renders)": 5.25,
+        },
+    },
+    {
+        "born-digital, 1-3 pages": {
+            "requests to the renderer child (this process's side)": 0.64,
+            "zxing-cpp reads": 3.76,
+            "finder search": 3.39,
+            "texture blocks (born-digital evidence)": 0.96,
+            "code texture evidence (fast pass)": 1.18,
+            "detector inference and letterbox": 0.0,
+            "soft decoder": 0.0,
+            "everything else": 2.73,
+            "total, this process": 12.66,
+            "the renderer child (PDFium: open, kinds, renders)": 5.0,
+        },
+        "born-digital, no code": {
+            "requests to the renderer child (this process's side)": 0.64,
+            "zxing-cpp reads": 3.16,
+            "finder search": 6.44,
+            "texture blocks (born-digital evidence)": 2.08,
+            "code texture evidence (fast pass)": 0.0,
+            "detector inference and letterbox": 0.0,
+            "soft decoder": 0.0,
+            "everything else": 2.53,
+            "total, this process": 14.85,
+            "the renderer child (PDFium: open, kinds, renders)": 4.25,
+        },
+    },
+)
 
 
 def _verdict(met: bool) -> str:
@@ -358,6 +490,11 @@ def render(report: dict[str, object], args: argparse.Namespace) -> str:
         for r in rows
         if r["ratio_of_medians"] > SCANNED_FILE_RATIO
     ]
+    over_cpu = [
+        f"{r['category']} {r['cpu_ratio_of_medians']}x"
+        for r in rows
+        if r["cpu_ratio_of_medians"] > SCANNED_FILE_RATIO
+    ]
     worse = [r["category"] for r in rows if r["read_pdf"] < r["read_file"]]
     lines = [
         "## PDF invoices: born-digital and scanned pages",
@@ -380,24 +517,30 @@ def render(report: dict[str, object], args: argparse.Namespace) -> str:
         "needs it whole).",
         "",
         "| set | documents | pages | codes read | misreads | scan median / p95 ms "
-        "| one render of its pages at the fast resolution, median / p95 ms "
-        "| scan / render, median |",
-        "|---|---|---|---|---|---|---|---|",
+        "| scan CPU median / p95 ms "
+        "| one render of its pages at the fast resolution, median / p95 ms (CPU median) "
+        "| scan / render, median (CPU) |",
+        "|---|---|---|---|---|---|---|---|---|",
         f"| born-digital, 1-3 pages | {digital['documents']} | {digital['pages']} "
         f"| {digital['read']} / {digital['codes']} | {digital['misread']} "
         f"| {digital['scan_median_ms']} / {digital['scan_p95_ms']} "
+        f"| {digital['cpu_median_ms']} / {digital['cpu_p95_ms']} "
         f"| {digital['render_median_ms']} / {digital['render_p95_ms']} "
+        f"({digital['render_cpu_median_ms']}) "
         f"| {digital['ratio_of_medians']}x "
-        f"(per document {digital['ratio_median_per_document']}x) |",
+        f"(per document {digital['ratio_median_per_document']}x; CPU "
+        f"{digital['cpu_ratio_of_medians']}x) |",
         f"| scanned, 1-3 pages (JPEG, CCITT, 1-bit, gray; 200-300 DPI) | {scanned['documents']} "
         f"| {scanned['pages']} | {scanned['read']} / {scanned['codes']} | {scanned['misread']} "
-        f"| {scanned['scan_median_ms']} / {scanned['scan_p95_ms']} | | |",
+        f"| {scanned['scan_median_ms']} / {scanned['scan_p95_ms']} "
+        f"| {scanned['cpu_median_ms']} / {scanned['cpu_p95_ms']} | | |",
         f"| born-digital, no code | {empty['documents']} | {empty['pages']} "
         f"| {empty['false_reads']} false reads | | {empty['scan_median_ms']} / "
-        f"{empty['scan_p95_ms']} | | |",
+        f"{empty['scan_p95_ms']} | {empty['cpu_median_ms']} / {empty['cpu_p95_ms']} | | |",
         f"| `--kind digital` PDFs (pages as JPEG images: scanned) | {raster['documents']} "
         f"| {raster['pages']} | {raster['read']} / {raster['codes']} | {raster['misread']} "
-        f"| {raster['scan_median_ms']} / {raster['scan_p95_ms']} | | |",
+        f"| {raster['scan_median_ms']} / {raster['scan_p95_ms']} "
+        f"| {raster['cpu_median_ms']} / {raster['cpu_p95_ms']} | | |",
         "",
         f"The last row is issue 22's measurement (the PDFs among {args.digital_samples} "
         "`python -m models.synth --kind digital` samples), before pages had kinds: median 18 ms, "
@@ -408,19 +551,30 @@ def render(report: dict[str, object], args: argparse.Namespace) -> str:
         "",
         "Issue 22's targets, on this run:",
         "",
-        f"- born-digital p95 at most {BORN_DIGITAL_P95_MS:g} ms: "
-        f"{_verdict(digital['scan_p95_ms'] <= BORN_DIGITAL_P95_MS)} ({digital['scan_p95_ms']} ms).",
+        "Each judged on the clock's time, as the issue states them, and on CPU time (what the "
+        "scan costs whatever else the machine runs; on an idle machine the clock shows about "
+        "that).",
+        "",
+        f"- born-digital p95 at most {BORN_DIGITAL_P95_MS:g} ms: clock "
+        f"{digital['scan_p95_ms']} ms, {_verdict(digital['scan_p95_ms'] <= BORN_DIGITAL_P95_MS)}; "
+        f"CPU {digital['cpu_p95_ms']} ms, "
+        f"{_verdict(digital['cpu_p95_ms'] <= BORN_DIGITAL_P95_MS)}.",
         f"- born-digital median at most {BORN_DIGITAL_RENDER_RATIO}x one render of its pages: "
-        f"{_verdict(digital['ratio_of_medians'] <= BORN_DIGITAL_RENDER_RATIO)} "
-        f"({digital['ratio_of_medians']}x). PDFium renders an invoice page at the fast "
+        f"clock {digital['ratio_of_medians']}x, "
+        f"{_verdict(digital['ratio_of_medians'] <= BORN_DIGITAL_RENDER_RATIO)}; CPU "
+        f"{digital['cpu_ratio_of_medians']}x, "
+        f"{_verdict(digital['cpu_ratio_of_medians'] <= BORN_DIGITAL_RENDER_RATIO)}. "
+        "PDFium renders an invoice page at the fast "
         "resolution in well under a millisecond; reading it takes a zxing pass over that render "
         "and, on a page where zxing reads nothing, the finder search and the texture blocks "
         "that show it holds no code: each costs more than the render (the profile below). Only "
         "skipping them would meet this target, and a page settled without them could hold a "
         "code that nothing looked for.",
         f"- scanned PDFs at most {SCANNED_FILE_RATIO}x the same images as files, in every "
-        f"category: {_verdict(not over)}"
+        f"category: clock {_verdict(not over)}"
         + (f" (over: {', '.join(over)})" if over else "")
+        + f", CPU {_verdict(not over_cpu)}"
+        + (f" (over: {', '.join(over_cpu)})" if over_cpu else "")
         + f"; read at least as well as the files: {_verdict(not worse)}"
         + (f" (fewer in: {', '.join(worse)})" if worse else "")
         + ". A scan is read at no fewer pixels than its page rendered at the fast side had (a "
@@ -433,21 +587,28 @@ def render(report: dict[str, object], args: argparse.Namespace) -> str:
         "### Where a born-digital document's time goes",
         "",
         f"cProfile over the born-digital sets above (`{COMMAND} --profile --count {args.count}` "
-        "prints the same table alone), milliseconds a document under the profiler: the renderer "
-        "child is its requests and replies and the time PDFium works for them (the child itself "
-        "is not profiled); the finder search and the texture blocks are the evidence that settles "
-        f"a page. Before: the same function on commit {PROFILE_BEFORE}, run beside this one.",
+        "prints the same table alone), timed in CPU time (on a shared machine a scan's wall time "
+        "is mostly waiting for a core): CPU milliseconds a document spends in each part in this "
+        "process (all its threads), and in the renderer child (its CPU time from /proc: PDFium "
+        "opening the document, classifying and rendering its pages). The finder search and the "
+        "texture blocks are the evidence that settles a born-digital page.",
         "",
     ]
     profiled = report["profile"]
     assert isinstance(profiled, dict)
-    names = list(profiled)
-    lines += [
-        "| ms per document (cProfile) | " + " | ".join(names) + " |",
-        "|---|" + "---|" * len(names),
-    ]
-    for part in next(iter(profiled.values())):
-        lines.append(f"| {part} | " + " | ".join(f"{profiled[n][part]:.2f}" for n in names) + " |")
+    lines += _profile_table(profiled)
+    if PROFILE_BEFORE:
+        lines += [
+            "",
+            "Before this work, for comparison: the same profile "
+            f"(`{COMMAND} --profile --count 40 --repeat 1`) on main at {PROFILE_BEFORE_AT} with "
+            "issue 22's speed commits reverted (5a220db, 944a37c, 6b7db2e), run at the same time "
+            "as on the work itself (this run's own table above is from another hour, at another "
+            "load; this one 2026-12-06 22:41 UTC, 1-min load 18-19): before / after, CPU ms a "
+            "document.",
+            "",
+            *_profile_table(PROFILE_BEFORE[0], PROFILE_BEFORE[1]),
+        ]
     lines += [
         "",
         "### What the early stop costs on hard born-digital pages",
@@ -476,15 +637,17 @@ def render(report: dict[str, object], args: argparse.Namespace) -> str:
         "scanned as the PDF and as the file, alternately.",
         "",
         "| category | documents | codes | read file / PDF | misreads file / PDF "
-        "| median ms file / PDF | PDF / file |",
-        "|---|---|---|---|---|---|---|",
+        "| median ms file / PDF | PDF / file | CPU median ms file / PDF | PDF / file, CPU |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         lines.append(
             f"| {row['category']} | {row['documents']} | {row['codes']} "
             f"| {row['read_file']} / {row['read_pdf']} "
             f"| {row['misread_file']} / {row['misread_pdf']} "
-            f"| {row['file_median_ms']} / {row['pdf_median_ms']} | {row['ratio_of_medians']}x |"
+            f"| {row['file_median_ms']} / {row['pdf_median_ms']} | {row['ratio_of_medians']}x "
+            f"| {row['file_cpu_median_ms']} / {row['pdf_cpu_median_ms']} "
+            f"| {row['cpu_ratio_of_medians']}x |"
         )
     return "\n".join(lines)
 
@@ -525,6 +688,7 @@ def main(argv: list[str] | None = None) -> int:
             "born-digital, no code": profile(_without_codes(args.count), engine, args.repeat),
         }
         print(render_profile(profiled, args.count))
+        print(json.dumps(profiled))  # what PROFILE_BEFORE holds
         return 0
 
     # The issue's own measurement (issue 22): the PDFs among 400 `--kind digital` samples,
