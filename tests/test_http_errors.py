@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import jsonschema
 import pytest
 
 from models.synth import digital_invoice
@@ -74,6 +75,21 @@ def test_a_method_the_operational_endpoints_do_not_take_is_a_json_405(
 ) -> None:
     for path in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
         assert_json_error(client.post(path, content=b"x"), 405, "invalid_request")
+
+
+def test_the_openapi_document_describes_the_404_and_405_answers(client: httpx.Client) -> None:
+    # Any path and any method a client may try: described once, as reusable responses,
+    # with the schema the real answers validate against.
+    document = client.get("/openapi.json").json()
+    described = document["components"]["responses"]
+    for name, response in (
+        ("NotFound", client.get("/v2/detect")),
+        ("MethodNotAllowed", client.get("/detect")),
+    ):
+        schema = described[name]["content"]["application/json"]["schema"]
+        jsonschema.validate(response.json(), schema, cls=jsonschema.Draft202012Validator)
+    assert "404" in document["info"]["description"]
+    assert "405" in document["info"]["description"]
 
 
 def test_a_framework_error_leaves_the_connection_serving_the_next_request(
