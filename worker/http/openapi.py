@@ -199,7 +199,10 @@ DOCUMENT: dict[str, Any] = {
     "info": {
         "title": "qr-worker HTTP shim",
         "version": "1",
-        "description": "Reads every QR code in an image or PDF, synchronously.",
+        "description": "Reads every QR code in an image or PDF, synchronously. A path not "
+        "listed here answers 404 (components.responses.NotFound) and a method a path does "
+        "not take answers 405 with an Allow header (components.responses.MethodNotAllowed), "
+        "both in the error shape of every other failure.",
     },
     "paths": {
         "/detect": {
@@ -298,5 +301,15 @@ DOCUMENT: dict[str, Any] = {
                 },
             }
         },
+    },
+    "components": {
+        "responses": {
+            "NotFound": _json(ERROR_RESPONSE, "invalid_request: no such path."),
+            "MethodNotAllowed": _json(
+                ERROR_RESPONSE,
+                "invalid_request: the path does not take this method; the Allow header "
+                "names those it takes.",
+            ),
+        }
     },
 }
