@@ -48,12 +48,13 @@ WRITE_BACKOFF_CAP_S = 5.0
 
 
 def wait_for_writes(what: str, exc: BaseException, attempt: int, **fields: Any) -> None:
-    """Redis refused a write (WRITE_REFUSED) during `what`: log it (the first try of an
-    outage, then every tenth), then back off before try `attempt + 2`."""
+    """A write during `what` failed in a way a later try may outlast (TRANSIENT): log it
+    (the first try of an outage, then every tenth), then back off before try `attempt + 2`.
+    The event says which outage: `redis_write_refused` (full, or a replica: WRITE_REFUSED)
+    or `redis_unreachable` (the connection lost or timed out)."""
     if attempt % 10 == 0:
-        log.warning(
-            "redis_write_refused", during=what, attempt=attempt + 1, error=str(exc)[:300], **fields
-        )
+        event = "redis_write_refused" if isinstance(exc, WRITE_REFUSED) else "redis_unreachable"
+        log.warning(event, during=what, attempt=attempt + 1, error=str(exc)[:300], **fields)
     time.sleep(backoff_s(attempt, cap_s=WRITE_BACKOFF_CAP_S))
 
 
