@@ -17,12 +17,12 @@ import numpy as np
 import zxingcpp
 
 from worker.engine import enhance, finders, rectify, zxing_reader
-from worker.engine.cascade import StageContext
+from worker.engine.cascade import Box, StageContext
 from worker.engine.detector.detector import Detector
 from worker.engine.detector.geometry import Detection
 from worker.engine.images import Page
 from worker.engine.results import Quad
-from worker.engine.stages import born_digital, soft
+from worker.engine.stages import born_digital, outlined, soft
 from worker.engine.zxing_reader import ReadOptions
 
 _BINARY = ReadOptions(binarizer=zxingcpp.Binarizer.FixedThreshold, try_downscale=False)
@@ -123,11 +123,13 @@ class DetectorStage:
         detections = sorted(self.detector.detect(reduced), key=lambda d: -d.score)
         # Detections are in reduced-page pixels; crops are cut from the larger image.
         in_page = [_scaled(detection, 1.0 / reduced_scale) for detection in detections]
+        # Where an earlier detector stage boxed a code, it tried that place's outline.
+        outlined_before = list(ctx.findings.detector_boxes.get(page.index, ()))
         ctx.findings.detected(page.index, [d.score for d in detections], [d.box for d in in_page])
         if not detections or boxes_only:
             return
         full, full_scale = page.gray(ctx.settings.thorough_max_side)
-        late = _LateBudget()
+        late = _LateBudget(outlined_before)
         for detection in in_page:
             # Every detection is a code of its own: with want="all", one read does not
             # make the page done (invoices carry two codes, forms more).
@@ -164,6 +166,13 @@ class DetectorStage:
                 quad: Quad = tuple((float(x), float(y)) for x, y in det.quad)  # type: ignore[assignment]
                 if soft.read(ctx, page, quad, stage=self.name, variant="soft", model=label):
                     return
+                # Two finders that survive a glare spot or a stain over the third give an
+                # outline the decoder reads from where the detector's corners are too far off.
+                box = (float(det.box[0]), float(det.box[1]), float(det.box[2]), float(det.box[3]))
+                if not late.outlined_before(box) and outlined.read(
+                    ctx, page, full, scale, box, late.outlines, stage=self.name, model=label
+                ):
+                    return
             if variant.options is _LATE and late.spent():
                 return
             if variant.cut not in cuts:
@@ -199,11 +208,23 @@ LATE_BUDGET_S = 0.12
 
 
 class _LateBudget:
-    def __init__(self) -> None:
+    def __init__(self, outlined_before: list[Box]) -> None:
         self.started = time.perf_counter()
+        # The outline reads have a budget of their own (worker.engine.stages.outlined), kept
+        # out of this one: a detection they cannot read must not take the late variants'
+        # time (they read other damaged codes, e.g. with a redrawn finder).
+        self.outlines = outlined.Budget()
+        self._outlined_before = outlined_before
+
+    def outlined_before(self, box: Box) -> bool:
+        """Whether an earlier detector stage's box holds this one's centre (and so tried
+        its outline: the medium model mostly boxes what the small one did)."""
+        x, y = (box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0
+        return any(b[0] <= x <= b[2] and b[1] <= y <= b[3] for b in self._outlined_before)
 
     def spent(self) -> bool:
-        return time.perf_counter() - self.started > LATE_BUDGET_S
+        elapsed = time.perf_counter() - self.started - self.outlines.spent_s
+        return elapsed > LATE_BUDGET_S
 
 
 def _as_list(prepared: np.ndarray | list[np.ndarray]) -> list[np.ndarray]:

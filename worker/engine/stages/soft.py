@@ -35,13 +35,17 @@ def read(
     stage: str,
     variant: str,
     model: str | None = None,
+    again: bool = False,
+    budget_ms: float = BUDGET_MS,
 ) -> bool:
-    """Try the soft decoder on one located place (page pixels); True when it added a code."""
+    """Try the soft decoder on one located place (page pixels); True when it added a code.
+    `again`: a place already tried, with a better outline (worker.engine.outline) than the
+    first look had; `budget_ms`: the decoder's time limit there."""
     findings = ctx.findings
     if (
         ctx.page_done(page.index)
         or findings.soft_looks(page.index) >= MAX_LOOKS_PER_PAGE
-        or not findings.first_soft_look(page.index, quad)
+        or not (findings.first_soft_look(page.index, quad) or again)
     ):
         return False
     # A born-digital PDF page is rendered around the place alone, at 4 pixels a module or
@@ -61,7 +65,7 @@ def read(
         transform = Transform(scale)
     factor, dx, dy = transform.scale, transform.offset_x, transform.offset_y
     region: Quad = tuple((x * factor - dx, y * factor - dy) for x, y in quad)  # type: ignore[assignment]
-    soft = qr.decode(gray, region, budget_ms=min(BUDGET_MS, ctx.deadline.remaining_ms()))
+    soft = qr.decode(gray, region, budget_ms=min(budget_ms, ctx.deadline.remaining_ms()))
     if soft is None:
         return False
     return findings.add_code(

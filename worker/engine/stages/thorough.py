@@ -23,7 +23,7 @@ import zxingcpp
 from worker.engine import enhance, zxing_reader
 from worker.engine.cascade import Box, StageContext
 from worker.engine.images import Page
-from worker.engine.stages import born_digital, soft
+from worker.engine.stages import born_digital, outlined, soft
 from worker.engine.zxing_reader import ReadOptions, Transform
 
 _GLOBAL = ReadOptions(binarizer=zxingcpp.Binarizer.GlobalHistogram)
@@ -116,6 +116,7 @@ class ThoroughStage:
         blind = ctx.findings.searched_blind(page.index)
         self._whole_page(ctx, page, _BLIND_VARIANTS if blind else _GUIDED_VARIANTS)
         done: list[Box] = []
+        outlines = outlined.Budget()
         for box in ctx.findings.regions(page.index):
             if ctx.page_done(page.index) or len(done) >= _MAX_REGIONS:
                 return
@@ -126,10 +127,20 @@ class ThoroughStage:
             ):
                 continue
             done.append(box)
-            self._region(ctx, page, gray, scale, box)
+            # The detector stages tried outlines in their own boxes already.
+            tried = any(
+                _contains(b, centre) for b in ctx.findings.detector_boxes.get(page.index, ())
+            )
+            self._region(ctx, page, gray, scale, box, None if tried else outlines)
 
     def _region(
-        self, ctx: StageContext, page: Page, gray: np.ndarray, scale: float, box: Box
+        self,
+        ctx: StageContext,
+        page: Page,
+        gray: np.ndarray,
+        scale: float,
+        box: Box,
+        outlines: outlined.Budget | None,
     ) -> None:
         x0, y0, x1, y1 = (v * scale for v in box)
         margin = _REGION_MARGIN * max(x1 - x0, y1 - y0) + 8.0
@@ -147,6 +158,11 @@ class ThoroughStage:
         if max(crop.shape) < _REGION_UPSCALE_BELOW and not ctx.page_done(page.index):
             up = Transform(scale * 2.0, offset_x=left * 2.0, offset_y=top * 2.0)
             self._read(ctx, page, enhance.upscale(crop, 2.0), up, Variant("region_upscale", _same))
+        if outlines is not None and not ctx.page_done(page.index):
+            # zxing located the symbol but not its finder triple (one under glare or a
+            # stain): the outline the two surviving finders give is one the soft decoder
+            # reads from.
+            outlined.read(ctx, page, gray, scale, box, outlines, stage=self.name)
 
     def _whole_page(self, ctx: StageContext, page: Page, variants: tuple[Variant, ...]) -> None:
         gray, scale = page.gray(ctx.settings.thorough_max_side)

@@ -1,0 +1,80 @@
+"""The soft decoder on the outlines fitted to a located place (worker.engine.outline), for
+the detector stages' boxes and the thorough pass's regions alike.
+
+A glare spot, a stain or a tear over one finder pattern leaves the soft decoder no finder
+triple, and a detector's corners (or zxing's partial ones) are too far off for its outline
+path (issue 19); the two finders that survive give an outline it can read from. Each stage
+gives these reads a budget of its own per page, so that a page of decoys or of unreadable
+codes pays a bounded time for them.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from worker.engine import outline
+from worker.engine.cascade import Box, StageContext
+from worker.engine.images import Page
+from worker.engine.results import Quad
+from worker.engine.stages import soft
+
+# The variant its reads are recorded under (Code.variant).
+VARIANT = "fitted_outline"
+# Per page and stage: the finder search and fit cost about 10 ms of CPU a place, a decode
+# up to DECODE_BUDGET_MS.
+BUDGET_S = 0.1
+# The decoder's limit on an outline: with no finder triple it searches for one first, then
+# reads the outline (9-54 ms of CPU, median 13, for the benchmark's glare and damaged codes
+# it read; soft.BUDGET_MS cut most of them off at a load of 4 on 2 cores).
+DECODE_BUDGET_MS = 60.0
+
+
+class Budget:
+    """The outline reads' time on one page in one stage."""
+
+    def __init__(self) -> None:
+        self.spent_s = 0.0
+
+    def left(self) -> bool:
+        return self.spent_s < BUDGET_S
+
+
+def read(
+    ctx: StageContext,
+    page: Page,
+    gray: np.ndarray,
+    scale: float,
+    box: Box,
+    budget: Budget,
+    *,
+    stage: str,
+    model: str | None = None,
+) -> bool:
+    """The soft decoder on the outlines fitted in `box` (page pixels) of `gray` (the page at
+    `scale`); True when one read. The time is taken from `budget`."""
+    started = time.perf_counter()
+    try:
+        if not budget.left():
+            return False
+        scaled = (box[0] * scale, box[1] * scale, box[2] * scale, box[3] * scale)
+        for found in outline.outlines(gray, scaled):
+            if ctx.deadline.expired() or budget.spent_s + time.perf_counter() - started > BUDGET_S:
+                return False
+            corners: Quad = tuple((float(x / scale), float(y / scale)) for x, y in found.corners)  # type: ignore[assignment]
+            # The place was tried before, by the detector's or zxing's corners.
+            if soft.read(
+                ctx,
+                page,
+                corners,
+                stage=stage,
+                variant=VARIANT,
+                model=model,
+                again=True,
+                budget_ms=DECODE_BUDGET_MS,
+            ):
+                return True
+        return False
+    finally:
+        budget.spent_s += time.perf_counter() - started
