@@ -52,15 +52,17 @@ def read(
     stage: str,
     model: str | None = None,
 ) -> bool:
-    """The soft decoder on the outlines fitted in `box` (page pixels) of `gray` (the page at
-    `scale`); True when one read. The time is taken from `budget`."""
+    """The soft decoder on the outline fitted in `box` (page pixels) of `gray` (the page at
+    `scale`); True when it read. The time is taken from `budget`: a place is started while
+    the budget lasts and then finished (one fit, one decode of at most DECODE_BUDGET_MS), so
+    a loaded machine does not leave every place half done."""
     started = time.perf_counter()
     try:
         if not budget.left():
             return False
         scaled = (box[0] * scale, box[1] * scale, box[2] * scale, box[3] * scale)
         for found in outline.outlines(gray, scaled):
-            if ctx.deadline.expired() or budget.spent_s + time.perf_counter() - started > BUDGET_S:
+            if ctx.deadline.expired():
                 return False
             corners: Quad = tuple((float(x / scale), float(y / scale)) for x, y in found.corners)  # type: ignore[assignment]
             # The place was tried before, by the detector's or zxing's corners.
