@@ -375,6 +375,62 @@ def test_a_detector_box_around_a_rotated_symbol_on_a_page() -> None:
     assert read is not None and read.text == "boxed on a page"
 
 
+@pytest.mark.parametrize(("text", "level"), [("1234", "L"), ("INVOICE 42", "M"), ("ABC", "H")])
+@pytest.mark.parametrize("scale", [0.9, 1.3])
+def test_a_version_1_symbol_seen_at_an_angle_inside_a_detector_box(
+    text: str, level: str, scale: float
+) -> None:
+    """A version 1 symbol has no alignment pattern, so three finder centres give an affine
+    grid only; photographed at an angle (the outline of a real photo: the top edge 0.63 of
+    the left one) that grid was a module off at the far corner and nothing read. The
+    finders' outer corners carry the perspective (grid.finder_perspective)."""
+    symbol = segno.make_qr(text, error=level, version=1, boost_error=False)
+    flat = render(matrix(symbol), 4, border=0)
+    n = flat.shape[0]
+    outline = np.array([[179, 292], [266, 277], [288, 398], [204, 429]], dtype=np.float64)
+    outline = (outline - outline.min(axis=0)) * scale + 30
+    h = cv2.getPerspectiveTransform(
+        np.float32([[0, 0], [n, 0], [n, n], [0, n]]), outline.astype(np.float32)
+    )
+    width, height = (outline.max(axis=0) + 40).astype(int)
+    page = cv2.warpPerspective(
+        flat, h, (int(width), int(height)), flags=cv2.INTER_AREA, borderValue=255
+    )
+    page = cv2.GaussianBlur(page, (0, 0), 0.6)
+    (x0, y0), (x1, y1) = outline.min(axis=0) - 8, outline.max(axis=0) + 8
+    box = ((x0, y0), (x1, y0), (x1, y1), (x0, y1))
+    read = decode(page, box)
+    assert read is not None and read.text == text
+
+
+@pytest.mark.parametrize(
+    ("text", "level", "version"),
+    [("https://pay.example/1", "M", 2), ("INVOICE 2026-0042", "Q", 3), ("ABCDEF", "H", 3)],
+)
+def test_a_finder_whose_centre_shrank_to_a_dot_inside_a_loose_box(
+    text: str, level: str, version: int
+) -> None:
+    """A glint on a phone screen (or blur) thins one finder's 3 x 3 centre to a dot of 1.5
+    modules: its traced area was under the 1 : 14 the finder search allowed, so only two
+    finders were found, and a detector box looser than the symbol gives no outline to read
+    it by. The ring around a single centred island still says finder."""
+    symbol = segno.make_qr(text, error=level, version=version, boost_error=False)
+    modules = matrix(symbol)
+    n, px = modules.shape[0], 6
+    image = render(modules, px)
+    row, col = (4 + 2) * px, (4 + n - 7 + 2) * px  # the top-right finder's centre block
+    image[row : row + 3 * px, col : col + 3 * px] = 255
+    dot = int(1.5 * px - 4.5)
+    image[row + dot : row + dot + 9, col + dot : col + dot + 9] = 0
+    image = cv2.GaussianBlur(image, (0, 0), 0.8)
+    h, w = image.shape
+    page = np.full((h + 200, w + 200), 255, dtype=np.uint8)
+    page[60 : 60 + h, 90 : 90 + w] = image
+    box = ((40.0, 30.0), (130.0 + w, 30.0), (130.0 + w, 110.0 + h), (40.0, 110.0 + h))
+    read = decode(page, box)
+    assert read is not None and read.text == text
+
+
 # --- degraded crops zxing-cpp does not read --------------------------------------------------
 
 PAYLOAD = b"https://pay.example.com/inv/2026-000123?amount=149.90&iban=DE89370400440532013000"

@@ -29,8 +29,11 @@ import cv2
 import numpy as np
 
 # Finder contours: nested dark-light-dark with areas 49 : 25 : 9 modules; blur, perspective
-# and thresholding move the ratios, so ranges.
-_OUTER_TO_CENTRE = (2.5, 14.0)
+# and thresholding move the ratios, so ranges. The centre may shrink to a dot of about a
+# module (1 : 40): a glint on a phone screen or blur thins it, and at 1 : 14 a photographed
+# screen's finder was lost (the ring, its single island and their common centre still say
+# finder; a wrong one only costs a triple that does not read).
+_OUTER_TO_CENTRE = (2.5, 40.0)
 _OUTER_TO_HOLE = (1.25, 4.0)
 # Rectified patch resolution for pattern search.
 _SAMPLES = 4
@@ -43,6 +46,9 @@ class Finder:
     x: float
     y: float
     module: float
+    # The outer ring's four corners (pixels, any order) where its contour is a clean
+    # quadrilateral: they carry the perspective that three centres alone cannot.
+    corners: tuple[tuple[float, float], ...] = ()
 
 
 def binarisations(gray: np.ndarray) -> Iterator[np.ndarray]:
@@ -99,7 +105,9 @@ def find_finders(dark: np.ndarray) -> list[Finder]:
         _x, _y, w, h = cv2.boundingRect(contour)
         if min(w, h) < 0.4 * max(w, h):
             continue
-        found.append(Finder((ox + cx) / 2, (oy + cy) / 2, module))
+        quad = cv2.approxPolyDP(contour, 0.08 * cv2.arcLength(contour, True), True)
+        corners = tuple((float(p[0][0]), float(p[0][1])) for p in quad) if len(quad) == 4 else ()
+        found.append(Finder((ox + cx) / 2, (oy + cy) / 2, module, corners))
     unique: list[Finder] = []
     for f in sorted(found, key=lambda f: -f.module):
         if all(math.hypot(f.x - g.x, f.y - g.y) > 2.5 * g.module for g in unique):
@@ -281,13 +289,17 @@ def fit(
     alignment: list[tuple[int, int]],
     src: list[np.ndarray],
     dst: list[np.ndarray],
+    shape: tuple[list[np.ndarray], list[np.ndarray]] = ([], []),
 ) -> Mapping:
     """The module->pixel mapping for a symbol of `size` modules a side, starting from
-    `mapping` and the module points `src` already located at pixels `dst` (finder centres)."""
+    `mapping` and the module points `src` already located at pixels `dst` (finder centres).
+    `shape` holds more located points (the finders' corners) that the homographies use and
+    the residual field does not: anchored there too, it would cost more than it follows."""
     src = list(src)
     dst = list(dst)
     if not alignment:
         return mapping
+    shape_src, shape_dst = list(shape[0]), list(shape[1])
     # The bottom-right pattern first, with a wide search: it is what perspective moves most.
     corner = max(alignment, key=lambda rc: rc[0] + rc[1])
     found = find_alignment(image, mapping, corner[1] + 0.5, corner[0] + 0.5, 3.0 + 0.08 * size)
@@ -295,8 +307,10 @@ def fit(
         px = mapping(np.array([[found[0], found[1]]]))[0]
         src.append(np.array([corner[1] + 0.5, corner[0] + 0.5]))
         dst.append(px)
-        if len(src) >= 4:
-            h, _ = cv2.findHomography(np.array(src, np.float64), np.array(dst, np.float64), 0)
+        if len(src) + len(shape_src) >= 4:
+            h, _ = cv2.findHomography(
+                np.array(src + shape_src, np.float64), np.array(dst + shape_dst, np.float64), 0
+            )
             if h is not None:
                 mapping = Mapping(h)
     rest = [rc for rc in alignment if rc != corner]
@@ -308,11 +322,13 @@ def fit(
             continue
         src.append(np.array([c + 0.5, r + 0.5]))
         dst.append(mapping(np.array([[found[0], found[1]]]))[0])
-    if len(src) < 4:
+    if len(src) + len(shape_src) < 4:
         return mapping
     src_a = np.array(src, np.float64)
     dst_a = np.array(dst, np.float64)
-    h, _ = cv2.findHomography(src_a, dst_a, 0)
+    h, _ = cv2.findHomography(
+        np.array(src + shape_src, np.float64), np.array(dst + shape_dst, np.float64), 0
+    )
     if h is None:
         return mapping
     base = Mapping(h)
@@ -324,11 +340,99 @@ def fit(
 def fit_finders(
     image: np.ndarray, triple: Triple, size: int, alignment: list[tuple[int, int]]
 ) -> Mapping:
-    """fit() from three located finder patterns."""
-    finders = [np.array([f.x, f.y]) for f in (triple.tl, triple.tr, triple.bl)]
-    return fit(
-        image, initial_mapping(triple, size), size, alignment, list(_finder_points(size)), finders
+    """fit() from three located finder patterns: their centres, and their outer corners
+    where each finder's ring traced as a quadrilateral (finder_perspective)."""
+    src = list(_finder_points(size))
+    dst = [np.array([f.x, f.y]) for f in (triple.tl, triple.tr, triple.bl)]
+    mapping = initial_mapping(triple, size)
+    shape: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
+    corners = finder_perspective(mapping, triple, size)
+    if corners is not None:
+        mapping, corner_src, corner_dst = corners
+        shape = (corner_src, corner_dst)
+    return fit(image, mapping, size, alignment, src, dst, shape)
+
+
+# The corners of the three finders' outer rings in module coordinates (top-left, top-right,
+# bottom-left finder, in the order of Triple's fields).
+def _finder_corner_points(size: int) -> list[np.ndarray]:
+    out = []
+    for c0, r0 in ((0, 0), (size - 7, 0), (0, size - 7)):
+        out.append(np.array([[c0, r0], [c0 + 7, r0], [c0 + 7, r0 + 7], [c0, r0 + 7]], float))
+    return out
+
+
+def _homography(src: np.ndarray, dst: np.ndarray) -> np.ndarray | None:
+    """The least-squares homography (h33 = 1) taking src to dst, both normalised first (to
+    zero mean and unit spread, for conditioning): the 8 x 8 normal equations, a fraction of
+    cv2.findHomography's or an SVD's cost for the 15 points of finder_perspective."""
+    mean_s, mean_d = src.mean(axis=0), dst.mean(axis=0)
+    scale_s = 1.0 / max(float(np.abs(src - mean_s).mean()), 1e-9)
+    scale_d = 1.0 / max(float(np.abs(dst - mean_d).mean()), 1e-9)
+    x, y = ((src - mean_s) * scale_s).T
+    u, v = ((dst - mean_d) * scale_d).T
+    zero, one = np.zeros_like(x), np.ones_like(x)
+    rows = np.empty((2 * len(x), 8))
+    rows[: len(x)] = np.column_stack([x, y, one, zero, zero, zero, -u * x, -u * y])
+    rows[len(x) :] = np.column_stack([zero, zero, zero, x, y, one, -v * x, -v * y])
+    try:
+        solution = np.linalg.solve(rows.T @ rows, rows.T @ np.concatenate([u, v]))
+    except np.linalg.LinAlgError:
+        return None
+    t_s = np.array(
+        [[scale_s, 0, -scale_s * mean_s[0]], [0, scale_s, -scale_s * mean_s[1]], [0, 0, 1]]
     )
+    t_d = np.array([[1 / scale_d, 0, mean_d[0]], [0, 1 / scale_d, mean_d[1]], [0, 0, 1]])
+    h = t_d @ np.append(solution, 1.0).reshape(3, 3) @ t_s
+    if not np.isfinite(h).all() or abs(h[2, 2]) < 1e-12:
+        return None
+    return h / h[2, 2]
+
+
+def finder_perspective(
+    mapping: Mapping, triple: Triple, size: int
+) -> tuple[Mapping, list[np.ndarray], list[np.ndarray]] | None:
+    """A homography through the three finders' centres and outer corners, with the corner
+    correspondences, or None where they do not all trace as quadrilaterals or do not agree.
+
+    Three centres fix an affine map only: a symbol seen at an angle (a version 1 above all,
+    with no alignment pattern to correct it) is then sampled a module or more off at its
+    far corner. Each finder's ring gives four more points; each corner is matched to the
+    ideal corner the affine map puts nearest it (within 1.5 modules), and the homography
+    must put the centres back within half a module."""
+    finders = (triple.tl, triple.tr, triple.bl)
+    if any(len(f.corners) != 4 for f in finders):
+        return None
+    seen = np.array([f.corners for f in finders], dtype=np.float64)  # (3, 4, 2)
+    ideal = np.array(_finder_corner_points(size))  # (3, 4, 2)
+    # The starting map is affine: its inverse is the 2 x 2 part's inverse and a shift.
+    linear, shift = mapping.homography[:2, :2], mapping.homography[:2, 2]
+    det = linear[0, 0] * linear[1, 1] - linear[0, 1] * linear[1, 0]
+    if abs(det) < 1e-12:
+        return None
+    inverse = np.array([[linear[1, 1], -linear[0, 1]], [-linear[1, 0], linear[0, 0]]]) / det
+    modules = (seen - shift) @ inverse.T
+    distance = np.linalg.norm(modules[:, :, None, :] - ideal[:, None, :, :], axis=3)
+    match = distance.argmin(axis=2)  # (3, 4): which ideal corner each seen corner is
+    if distance.min(axis=2).max() > 1.5 or any(len(set(m)) != 4 for m in match.tolist()):
+        return None
+    # A traced contour runs through the ring's outermost pixel centres, half a pixel inside
+    # its edge: each corner moved outward from its finder's centre by that half pixel.
+    centres_dst = np.array([[f.x, f.y] for f in finders])
+    away = seen - centres_dst[:, None, :]
+    norm = np.maximum(np.linalg.norm(away, axis=2, keepdims=True), 1e-9)
+    corner_dst = (seen + 0.5 * math.sqrt(2) * away / norm).reshape(12, 2)
+    corner_src = np.take_along_axis(ideal, match[:, :, None], axis=1).reshape(12, 2)
+    centres_src = _finder_points(size)
+    h = _homography(np.vstack([corner_src, centres_src]), np.vstack([corner_dst, centres_dst]))
+    if h is None:
+        return None
+    projected = np.column_stack([centres_src, np.ones(3)]) @ h.T
+    back = projected[:, :2] / projected[:, 2:3]
+    module = sum(f.module for f in finders) / 3
+    if not (np.abs(back - centres_dst).max() <= 0.5 * module):
+        return None
+    return Mapping(h), list(corner_src), list(corner_dst)
 
 
 def _finder_template() -> np.ndarray:
