@@ -124,6 +124,8 @@ def summarise(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
             )
             if box_only and sum(i["expected"] for i in box_only)
             else None,
+            # Over the labelled codes that are QR symbols at all (worker.bench.real_audit).
+            **_audited(box_only),
             "misreads": sum(i["misreads"] for i in images),
             "false_reads": sum(i["false_reads"] for i in images),
             "errors": sum(1 for i in images if i["error"]),
@@ -133,6 +135,27 @@ def summarise(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "stages": dict(stages),
         }
     return rows
+
+
+def _audited(images: list[dict[str, Any]], audit_file: Path | None = None) -> dict[str, Any]:
+    """Box recall over the labelled boxes the audit did not set aside as stock
+    illustrations of QR codes (worker/bench/real_audit.json), with what was set aside."""
+    from worker.bench.real_audit import AUDIT_FILE, set_aside
+
+    if not images or any("found" not in i for i in images):
+        return {}
+    sources = {i["source"] for i in images}
+    aside = set().union(*(set_aside(source, audit_file or AUDIT_FILE) for source in sources))
+    kept = read = 0
+    dropped = []
+    for image in images:
+        for index, hit in enumerate(image["found"]):
+            if (image["name"], index) in aside:
+                dropped.append(f"{image['name']}_{index}")
+                continue
+            kept += 1
+            read += hit
+    return {"symbol_recall": read / kept if kept else None, "set_aside": sorted(dropped)}
 
 
 def render(
@@ -182,6 +205,31 @@ def render(
                 text += f" ({row['misreads'] + row['false_reads']} wrong)"
             cells.append(text)
         lines.append(f"| {category} | " + " | ".join(cells) + " |")
+    audited = [
+        (category, run["reader"], summaries[run["reader"]][category])
+        for category in categories
+        for run in present
+        if summaries[run["reader"]].get(category, {}).get("symbol_recall") is not None
+    ]
+    if audited:
+        lines += [
+            "",
+            "Real photos, over the labelled codes that are QR symbols at all: the audit",
+            "(`python -m worker.bench.real_audit`, its rule and every verdict in",
+            "worker/bench/real_audit.json) sets aside boxes whose fitted grid is sharp and",
+            "right on every known module yet whose data are no Reed-Solomon codeword at full",
+            "capacity, and that no peer reads (stock illustrations of QR codes).",
+            "",
+            "| category | reader | box recall | over QR symbols | set aside |",
+            "|---|---|---|---|---|",
+        ]
+        for category, reader, row in audited:
+            aside = row["set_aside"]
+            lines.append(
+                f"| {category} | {reader} | {100 * row['box_recall']:.1f}% "
+                f"| {100 * row['symbol_recall']:.1f}% "
+                f"| {len(aside)}{': ' + ', '.join(aside) if aside else ''} |"
+            )
     lines += [
         "",
         "### Speed, memory and start-up",

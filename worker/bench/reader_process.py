@@ -70,6 +70,7 @@ def main(argv: list[str]) -> int:
                     "misreads": result.misreads,
                     "false_reads": result.false_reads,
                     "decoded": result.decoded,
+                    "found": list(result.found),
                     "content": item.truth.has_content,
                     "stages": [r.stage for r in reads if r.stage],
                     "error": error,

@@ -25,6 +25,7 @@ class Score:
     misreads: int
     false_reads: int
     decoded: bool  # every expected code read (pages with codes only)
+    found: tuple[bool, ...] = ()  # box-only truth: whether each labelled box was read
 
 
 def _matches(read: Read, truth: Truth) -> bool:
@@ -65,8 +66,9 @@ def _box(read: Read) -> Box | None:
 def score(reads: list[Read], truth: Truth) -> Score:
     if not truth.has_content:
         boxes = [b for b in (_box(r) for r in reads) if b is not None]
-        found = sum(any(iou(box, b) >= 0.5 for b in boxes) for box in truth.boxes)
-        return Score(len(truth.boxes), found, 0, 0, found == len(truth.boxes) > 0)
+        hits = tuple(any(iou(box, b) >= 0.5 for b in boxes) for box in truth.boxes)
+        found = sum(hits)
+        return Score(len(truth.boxes), found, 0, 0, found == len(truth.boxes) > 0, hits)
     expected = list(truth.payloads) or list(truth.texts)
     if not expected:
         return Score(0, 0, 0, len(reads), False)
