@@ -55,30 +55,35 @@ def dense_squares(gray: np.ndarray, read: Sequence[Quad] = ()) -> list[Box]:
     if rows < _SMALL_CELLS or cols < _SMALL_CELLS:
         return []
     mean = _cells(gray[: rows * _CELL, : cols * _CELL])
-    grey = ((mean > _MEAN_GREY[0]) & (mean < _MEAN_GREY[1])).astype(np.uint8)
+    grey = (mean > _MEAN_GREY[0]) & (mean < _MEAN_GREY[1])
     # A block is grey cells that also have a code's edges, so it lies within one component
-    # of grey cells, and within its bounding box: edges are measured only in the boxes of
-    # components big enough to hold a block (about 3% of an invoice's cells: the read code,
-    # a logo, a shaded heading). Across the whole page they were most of this check's cost
-    # (issue 19: 0.5 ms a digital JPEG, a sixth of its scan). The blocks found are the same.
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(grey, connectivity=4)
-    sides, area = np.minimum(stats[1:, 2], stats[1:, 3]), stats[1:, 4]
-    big = np.flatnonzero((sides >= _SMALL_CELLS) & (area >= _MIN_AREA)) + 1
-    found: list[tuple[int, int, Box]] = []
+    # of grey cells: edges are measured only in the rows of those big enough to hold a block
+    # (a few percent of an invoice's cells: a logo, a shaded heading, the code read unless it
+    # is in `read`). Across the whole page they were most of this check's cost (issue 19:
+    # 0.5 ms of a 3 ms digital JPEG scan). The blocks are the same as over the whole page.
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(grey.view(np.uint8), connectivity=4)
+    sides, area = np.minimum(stats[:, 2], stats[:, 3]), stats[:, 4]
+    big = (sides >= _SMALL_CELLS) & (area >= _MIN_AREA)
+    big[0] = False  # the background
+    for quad in read:
+        outline = np.asarray(quad, np.float32).reshape(-1, 1, 2)
+        if cv2.isContourConvex(outline):
+            for label in np.flatnonzero(big):
+                if _within(outline, *(int(v) for v in stats[label, :4])):
+                    big[label] = False
+    if not big.any():
+        return []
     if stats[big, 2] @ stats[big, 3] > _WHOLE_PAGE * rows * cols:
-        # Grey everywhere (a photo, a dark page): one look at the whole page costs less.
-        found = _blocks(gray, grey.astype(bool), 0, 0, cols)
+        # Grey everywhere (a photo, a dark page): one measure of the whole page costs less.
+        bands, inside = [(0, rows)], grey
     else:
-        outlines = [np.asarray(quad, np.float32).reshape(-1, 1, 2) for quad in read]
-        outlines = [outline for outline in outlines if cv2.isContourConvex(outline)]
-        for label in big:
-            x, y, w, h = (int(v) for v in stats[label, :4])
-            if any(_within(outline, x, y, w, h) for outline in outlines):
-                continue
-            found += _blocks(gray, labels[y : y + h, x : x + w] == label, x, y, cols)
-    # Largest first; equal ones in the page's reading order (of their first cell).
-    found.sort(key=lambda block: (-block[0], block[1]))
-    return [box for _, _, box in found]
+        bands, inside = _bands(stats[big, 1], stats[big, 1] + stats[big, 3]), big[labels]
+    found: list[tuple[int, Box]] = []
+    for top, bottom in bands:
+        found += _blocks(gray, inside[top:bottom], top)
+    # Largest first; equal ones in the page's reading order (the bands run top to bottom).
+    found.sort(key=lambda block: -block[0])
+    return [box for _, box in found]
 
 
 def _within(outline: np.ndarray, x: int, y: int, w: int, h: int) -> bool:
@@ -92,42 +97,55 @@ def _within(outline: np.ndarray, x: int, y: int, w: int, h: int) -> bool:
     return all(cv2.pointPolygonTest(outline, corner, False) >= 0 for corner in corners)
 
 
-def _blocks(
-    gray: np.ndarray, inside: np.ndarray, x: int, y: int, page_cols: int
-) -> list[tuple[int, int, Box]]:
-    """The code-like blocks among the grey component `inside` (its bounding box's cells,
-    at cell `x`, `y` of a page `page_cols` cells wide): area in cells, the page index of
-    the block's first cell in reading order, and its box in pixels."""
+def _bands(tops: np.ndarray, bottoms: np.ndarray) -> list[tuple[int, int]]:
+    """The row ranges (cells) the components spanning `tops` to `bottoms` cover, merged."""
+    bands: list[tuple[int, int]] = []
+    for top, bottom in sorted(zip(tops.tolist(), bottoms.tolist(), strict=True)):
+        if bands and top <= bands[-1][1]:
+            bands[-1] = (bands[-1][0], max(bands[-1][1], bottom))
+        else:
+            bands.append((top, bottom))
+    return bands
+
+
+def _blocks(gray: np.ndarray, inside: np.ndarray, top: int) -> list[tuple[int, Box]]:
+    """The code-like blocks (area in cells, box in pixels) among the grey cells `inside`: the
+    page's cell rows from `top` on, as many as it has, all its columns."""
     rows, cols = inside.shape
-    top, left = y * _CELL, x * _CELL
-    base = gray[top : top + rows * _CELL, left : left + cols * _CELL]
+    y0, y1, x1 = top * _CELL, (top + rows) * _CELL, cols * _CELL
+    base = gray[y0:y1, :x1]
     # The pixel right of and below each: the page has one more row and column than its cells.
-    right = gray[top : top + rows * _CELL, left + 1 : left + cols * _CELL + 1]
-    below = gray[top + 1 : top + rows * _CELL + 1, left : left + cols * _CELL]
-    strength = _cells(cv2.add(cv2.absdiff(right, base), cv2.absdiff(below, base)))
+    across = cv2.absdiff(gray[y0:y1, 1 : x1 + 1], base)
+    down = cv2.absdiff(gray[y0 + 1 : y1 + 1, :x1], base)
+    strength = _cells(cv2.add(across, down))
     candidate = inside & (strength > _EDGES)
-    if np.count_nonzero(candidate) < _MIN_AREA:
-        return []  # a logo's flat fill, a heading's few letters: no block's worth of edges
     count, labels, stats, _ = cv2.connectedComponentsWithStats(
-        candidate.astype(np.uint8), connectivity=4
+        candidate.view(np.uint8), connectivity=4
     )
-    bw, bh, area = stats[1:count, 2:].T
+    x, y, bw, bh, area = stats[1:count].T  # most are text fragments: filtered at once
     short, long = np.minimum(bw, bh), np.maximum(bw, bh)
-    edges_mean = np.bincount(labels.ravel(), strength.ravel(), count)[1:] / area
+    edges_mean = np.bincount(labels.ravel(), strength.ravel(), count)[1:] / np.maximum(area, 1)
     sized = (short >= _MIN_CELLS) | ((short == _SMALL_CELLS) & (edges_mean >= _SMALL_EDGES))
     keep = sized & (long <= _MAX_ASPECT * short) & (area >= _MIN_FILL * bw * bh)
-    blocks = []
-    for label in np.flatnonzero(keep) + 1:
-        x0, y0, w0, h0, a = (int(v) for v in stats[label])
-        first_y, first_x = divmod(int(np.argmax(labels == label)), cols)
-        box = (
-            float((x + x0) * _CELL),
-            float((y + y0) * _CELL),
-            float((x + x0 + w0) * _CELL),
-            float((y + y0 + h0) * _CELL),
+    return [
+        (
+            a,
+            (
+                float(x0 * _CELL),
+                float((top + y0) * _CELL),
+                float((x0 + w0) * _CELL),
+                float((top + y0 + h0) * _CELL),
+            ),
         )
-        blocks.append((a, (y + first_y) * page_cols + x + first_x, box))
-    return blocks
+        for x0, y0, w0, h0, a in zip(
+            x[keep].tolist(),
+            y[keep].tolist(),
+            bw[keep].tolist(),
+            bh[keep].tolist(),
+            area[keep].tolist(),
+            strict=True,
+        )
+    ]
 
 
 def _cells(image: np.ndarray) -> np.ndarray:
