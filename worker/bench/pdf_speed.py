@@ -55,6 +55,7 @@ from worker.engine import Engine
 from worker.engine.engine import default_stages
 from worker.engine.pdf import page_grids, reduced_scale
 from worker.engine.results import ScanResult
+from worker.engine.stages.detect import LATE_BUDGET_S
 from worker.settings import Settings
 
 COMMAND = "python -m worker.bench.pdf_speed"
@@ -338,6 +339,7 @@ def scanned_against_files(
     per_category: int, engine: Engine, repeat: int
 ) -> list[dict[str, object]]:
     rows = []
+    fewer: list[str] = []
     for category in SCAN_CATEGORIES:
         as_file, as_pdf = Tally(), Tally()
         file_ms, pdf_ms, file_cpu, pdf_cpu = [], [], [], []
@@ -348,11 +350,15 @@ def scanned_against_files(
             wrapped = scanned_from_sample(photo, dpi=300.0)
             # Alternate which goes first, so neither is warmed for the other.
             pair = [(photo, file_ms, file_cpu, as_file), (wrapped, pdf_ms, pdf_cpu, as_pdf)]
+            read: dict[str, ScanResult] = {}
             for sample, times, cpus, tally in pair if index % 2 == 0 else pair[::-1]:
                 wall, cpu = _median_wall_cpu_ms(lambda s=sample: engine.scan(s.data), repeat)
                 times.append(wall)
                 cpus.append(cpu)
-                tally.add(sample, engine.scan(sample.data))
+                read[sample.fmt] = engine.scan(sample.data)
+                tally.add(sample, read[sample.fmt])
+            if _read(photo, read["pdf"]) < _read(photo, read[photo.fmt]):
+                fewer.append(_why_fewer(category, index, photo, wrapped, read[photo.fmt], engine))
         rows.append(
             {
                 "category": category,
@@ -371,9 +377,32 @@ def scanned_against_files(
                     _summary(pdf_cpu)[0] / max(_summary(file_cpu)[0], 1e-9), 2
                 ),
                 "kinds": as_pdf.kinds,
+                "fewer": [f for f in fewer if f.startswith(f"{category} #")],
             }
         )
     return rows
+
+
+def _read(sample: Sample, result: ScanResult) -> int:
+    return len({c.payload for c in sample.codes} & {c.data for c in result.codes})
+
+
+def _why_fewer(
+    category: str, index: int, photo: Sample, wrapped: Sample, as_file: ScanResult, engine: Engine
+) -> str:
+    """A sample the PDF read fewer codes of than the file, said with what read it as the file
+    and what two more scans of the PDF read, and by what: a read that only a late crop
+    variant of the detectors makes hangs on their budget of wall-clock time
+    (worker.engine.stages.detect.LATE_BUDGET_S), which a loaded machine spends waiting."""
+    again = [engine.scan(wrapped.data) for _ in range(2)]
+
+    def how(result: ScanResult) -> str:
+        return ", ".join(f"{c.stage}/{c.variant}" for c in result.codes) or "nothing"
+
+    return (
+        f"{category} #{index}: as the file {_read(photo, as_file)} ({how(as_file)}); "
+        f"the PDF scanned twice more: {', '.join(f'{_read(photo, r)} ({how(r)})' for r in again)}"
+    )
 
 
 def plain_set(samples: list[Sample], engine: Engine, repeat: int) -> dict[str, object]:
@@ -576,7 +605,7 @@ def render(report: dict[str, object], args: argparse.Namespace) -> str:
         + f", CPU {_verdict(not over_cpu)}"
         + (f" (over: {', '.join(over_cpu)})" if over_cpu else "")
         + f"; read at least as well as the files: {_verdict(not worse)}"
-        + (f" (fewer in: {', '.join(worse)})" if worse else "")
+        + (f" (fewer in: {', '.join(worse)}; see below)" if worse else "")
         + ". A scan is read at no fewer pixels than its page rendered at the fast side had (a "
         "144 DPI scan keeps a Micro QR code the file's DCT scaling to half loses), so where the "
         "file's fast pass gets a JPEG at half or a quarter, the PDF's gets about 2.5x its pixels "
@@ -649,6 +678,17 @@ def render(report: dict[str, object], args: argparse.Namespace) -> str:
             f"| {row['file_cpu_median_ms']} / {row['pdf_cpu_median_ms']} "
             f"| {row['cpu_ratio_of_medians']}x |"
         )
+    fewer = [f for row in rows for f in row["fewer"]]
+    if fewer:
+        lines += [
+            "",
+            "Where the PDF read fewer codes than the file, on this run (codes read, and by which "
+            "stage and variant; a read only a late crop variant makes hangs on the detectors' "
+            f"wall-clock budget for them, {LATE_BUDGET_S * 1000:g} ms a page, which a loaded "
+            "machine spends waiting):",
+            "",
+            *(f"- {f}" for f in fewer),
+        ]
     return "\n".join(lines)
 
 
