@@ -1,18 +1,22 @@
-"""Born-digital PDF pages in the thorough pass: stop where the page shows no code, and read a
-located code from a render of its region alone (issue 22).
+"""Born-digital PDF pages: stop where the page shows no code, and read a located code from a
+render of its region alone (issue 22).
 
 A page that worker.engine.pdf_pages shows to be born-digital (text and vectors, images small)
 is clean: no blur, no noise, no shadow. Rendered at the fast pass's resolution, a code on it
-shows as zxing's located symbol, a detector's box, a finder pattern (nested squares of at
-least 2 pixels a module) or a block of code texture (texture_blocks, down to 0.75 pixels a
-module, at any angle). A page that shows none of them holds no code, and the thorough pass (a
+shows as zxing's located symbol, a finder pattern (nested squares of at least 2 pixels a
+module) or a block of code texture (texture_blocks, down to 0.75 pixels a module, at any
+angle). A page that shows none of them holds no code, and the later stages (the detectors, a
 render at QRW_PDF_DPI, then every enhancement over it) would only cost time: it is settled.
-Scanned and mixed pages never are: a photo or a scan on the page can hide a code from all
-four, and those pages keep every stage.
+`finish` runs before any detector does (the first detector stage calls it, so a page is
+settled without an inference: the models are trained on photos, and cost more than the whole
+reading of a clean page), and again in the thorough pass for a page the detectors then boxed.
+Scanned and mixed pages never are settled: a photo or a scan on the page can hide a code from
+all three, and those pages keep every stage.
 
 Where the page does show a code that is still unread, only that region is rendered, at a
 resolution that gives it at least 4 pixels a module (a vector code stays sharp at any
-resolution), and read there; what that leaves unread goes on to the thorough pass.
+resolution), and read there; what that leaves unread goes on to the detectors (boxes only) and
+the thorough pass.
 """
 
 from __future__ import annotations
@@ -58,7 +62,8 @@ def finish(ctx: StageContext, page: Page) -> bool:
     """Read born-digital `page` where its fast render shows a code, from renders of those
     regions alone; settle it when nothing shows, or when every region, rendered at
     MIN_PX_PER_MODULE or more, showed nothing of a code (a detector's box over text: the
-    box is dismissed). True when the page needs no more of the thorough pass."""
+    box is dismissed). True when the page needs no more stages: no detector, no more of
+    the thorough pass."""
     gray, scale = page.gray(ctx.settings.fast_max_side)
     # What the fast render shows, in page pixels, with the module size where a finder says.
     places: list[tuple[Box, float | None]] = [(b, None) for b in ctx.findings.regions(page.index)]
