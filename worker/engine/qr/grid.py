@@ -2,10 +2,11 @@
 alignment patterns, and each module's soft value.
 
 The mapping from module coordinates (x = column, y = row, a module spanning [c, c + 1]) to
-pixels starts either as the affine map through three finder centres (fit_finders) or as the
-homography of the region's corners taken as the symbol's outline (fit_outline, the finders
-then searched for where it puts them). It becomes a homography once the bottom-right
-alignment pattern is found, and is then refined by every alignment pattern of the version: a
+pixels starts either from three finder patterns (fit_finders: the homography through their
+centres and the twelve corners of their outer rings, or the affine map through the centres
+where a ring does not trace as a quadrilateral) or as the homography of the region's corners
+taken as the symbol's outline (fit_outline, the finders then searched for where it puts
+them). It takes in the bottom-right alignment pattern once found, and is then refined by every alignment pattern of the version: a
 least-squares homography through all located patterns plus a residual field that passes
 through each pattern's residual (Gaussian radial basis functions), so that perspective and a
 bent page are both followed. Patterns are searched for in a locally rectified patch (the
