@@ -1,6 +1,7 @@
 """Scan time against the time to merely decode the same file with OpenCV.
 
     python -m worker.bench.speed [--count 40] [--repeat 5] [--out docs/benchmarks.md]
+    python -m worker.bench.speed --sets JPEG,PNG   # only the sets whose name holds one of these
 
 Both are timed in this one process, image by image and interleaved, so machine noise
 hits both sides alike; the headline is the ratio of medians. The target for digital
@@ -177,6 +178,9 @@ def measure_child(
     return row
 
 
+_PDF_SET = "digital 2 MP PDF, grey"
+
+
 def corpus(count: int) -> dict[str, list[Sample]]:
     return {
         "digital 2 MP JPEG, grey": [digital_invoice(1000 + i, fmt="jpeg") for i in range(count)],
@@ -188,7 +192,7 @@ def corpus(count: int) -> dict[str, list[Sample]]:
             digital_invoice(2500 + i, fmt="png", color=True) for i in range(count)
         ],
         # Rendered by PDFium in a child process unless QRW_PDF_CHILD=false (docs/reliability.md).
-        "digital 2 MP PDF, grey": [digital_invoice(3500 + i, fmt="pdf") for i in range(count)],
+        _PDF_SET: [digital_invoice(3500 + i, fmt="pdf") for i in range(count)],
         "phone photo 2 MP JPEG": [photo_invoice(3000 + i) for i in range(count)],
     }
 
@@ -197,7 +201,7 @@ def child_corpus(count: int, sets: dict[str, list[Sample]]) -> dict[str, list[Sa
     """The PDF sets timed through the renderer child and in-process (the 1-page one is
     the speed corpus's own)."""
     return {
-        "digital 2 MP PDF, grey, 1 page": sets["digital 2 MP PDF, grey"],
+        "digital 2 MP PDF, grey, 1 page": sets[_PDF_SET],
         "digital 2 MP PDF, grey, 2-3 pages": [
             digital_invoice(4000 + i, fmt="pdf", pages=2 + i % 2) for i in range(count)
         ],
@@ -210,11 +214,13 @@ def render(
     child_rows: list[dict[str, float | int | str]],
     count: int,
     repeat: int,
+    sets: str = "",
 ) -> str:
+    only = f" --sets {sets}" if sets else ""
     lines = [
         "## Scan time against a plain OpenCV decode",
         "",
-        f"Command: `{COMMAND} --count {count} --repeat {repeat}`  ",
+        f"Command: `{COMMAND} --count {count} --repeat {repeat}{only}`  ",
         f"Machine: {machine_line()}",
         "",
         "Per image, the median of the repeats; then the median and 95th percentile over",
@@ -233,6 +239,8 @@ def render(
             f"| {r['scan_median_ms']} / {r['scan_p95_ms']} | {r['ratio_median']}x "
             f"| {r['ratio_p95']}x |"
         )
+    if not child_rows:
+        return "\n".join(lines)
     lines += [
         "",
         "### PDFs: the renderer child against PDFium in-process",
@@ -268,13 +276,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=40)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--out", type=Path, default=None, help="markdown file to update")
+    parser.add_argument(
+        "--sets",
+        default="",
+        help="comma-separated parts of set names: only those sets (e.g. JPEG,PNG; the PDF "
+        "renderer-child section runs only with the 1-page PDF set); not with --out",
+    )
     args = parser.parse_args(argv)
+    wanted = [part for part in args.sets.split(",") if part]
+    if wanted and args.out:
+        parser.error("--sets measures part of the section: it cannot update --out")
 
     settings = Settings.from_env()
     engine = Engine(settings)
     engine.scan(digital_invoice(0).data)  # first-call costs (imports, allocators) are start-up
-    sets = corpus(args.count)
+    sets = {
+        name: samples
+        for name, samples in corpus(args.count).items()
+        if not wanted or any(part in name for part in wanted)
+    }
     rows = [measure(name, samples, engine, args.repeat).summary() for name, samples in sets.items()]
+    if _PDF_SET not in sets:
+        print(render(rows, [], args.count, args.repeat, args.sets))
+        return 0
 
     child = engine if settings.pdf_child else Engine(settings.replace(pdf_child=True))
     inprocess = Engine(settings.replace(pdf_child=False)) if settings.pdf_child else engine
