@@ -10,6 +10,7 @@ thorough-size page, so a symbol located on the reduced page gets every pixel kep
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from worker.engine import qr
@@ -25,6 +26,10 @@ BUDGET_MS = 30.0
 # On a page of decoys every box is a search that fails: past this many places a page, the
 # rest go without (the late zxing variants still try them).
 MAX_LOOKS_PER_PAGE = 8
+# A place is a convex quadrilateral whose sides are at least this long (page pixels) and
+# within this ratio of each other (the decoder takes no outline beyond it either).
+MIN_SIDE_PX = 8.0
+MAX_SIDE_RATIO = 3.0
 
 
 def read(
@@ -42,6 +47,13 @@ def read(
     `again`: a place already tried, with a better outline (worker.engine.outline) than the
     first look had; `budget_ms`: the decoder's time limit there."""
     findings = ctx.findings
+    if not is_place(quad):
+        # zxing-cpp reports located symbols with no position (four equal corners) and, on a
+        # page of two codes, "symbols" whose corners come from both (a quadrilateral across
+        # the page). Tried, such a quad took the page's look at every place inside its
+        # bounds (Findings.first_soft_look compares bounds), so the detector's box of a real
+        # code there was never decoded; and it took one of the page's few looks.
+        return False
     if (
         ctx.page_done(page.index)
         or findings.soft_looks(page.index) >= MAX_LOOKS_PER_PAGE
@@ -87,6 +99,23 @@ def read(
             erasures=soft.erasures,
         )
     )
+
+
+def is_place(quad: Quad) -> bool:
+    """Whether `quad` can outline one symbol: four corners in order around a convex
+    quadrilateral, no side shorter than MIN_SIDE_PX nor MAX_SIDE_RATIO times another."""
+    if len(quad) != 4:
+        return False
+    sides = []
+    turns = []
+    for i in range(4):
+        (ax, ay), (bx, by), (cx, cy) = quad[i], quad[(i + 1) % 4], quad[(i + 2) % 4]
+        sides.append(math.hypot(bx - ax, by - ay))
+        turns.append((bx - ax) * (cy - by) - (by - ay) * (cx - bx))
+    if not all(math.isfinite(v) for v in sides + turns) or min(sides) < MIN_SIDE_PX:
+        return False
+    convex = all(t > 0 for t in turns) or all(t < 0 for t in turns)
+    return convex and max(sides) <= MAX_SIDE_RATIO * min(sides)
 
 
 def read_located(

@@ -1,0 +1,80 @@
+"""Which places the soft stage (worker/engine/stages/soft.py) takes a look at.
+
+Each place on a page gets one look by our decoder (the fast pass, the detectors and the
+thorough pass often hand it the same symbol), and a page gets a few looks at most. zxing-cpp
+also reports "located" symbols with no position, and on a page of two codes symbols whose
+corners come from both: a quadrilateral across the page. Such a quad is no place: were it
+looked at, it would take the look of every real place inside its bounds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import segno
+
+from worker.bench.false_reads import render
+from worker.engine.cascade import Findings, StageContext
+from worker.engine.deadline import Deadline
+from worker.engine.images import document_from_array
+from worker.engine.stages import soft
+from worker.rules import Want
+from worker.settings import Settings
+
+PAYLOAD = "https://pay.example.com/inv/2026-000123"
+
+
+def _page_with_one_code() -> tuple[np.ndarray, tuple[tuple[float, float], ...]]:
+    """A 640 x 640 page with one symbol at (400..550, 250..400), and a detector's box
+    around it."""
+    symbol = segno.make_qr(PAYLOAD, error="m")
+    code = render(np.array(symbol.matrix, dtype=bool), 4, border=0)
+    code = code[: min(150, code.shape[0]), : min(150, code.shape[1])]
+    page = np.full((640, 640), 255, dtype=np.uint8)
+    h, w = code.shape
+    page[250 : 250 + h, 400 : 400 + w] = code
+    box = ((390.0, 240.0), (410.0 + w, 240.0), (410.0 + w, 260.0 + h), (390.0, 260.0 + h))
+    return page, box
+
+
+def _context(page: np.ndarray) -> StageContext:
+    settings = Settings.from_env({})
+    document = document_from_array(page, settings)
+    return StageContext(document, settings, Deadline(10_000), Want.ALL, Findings())
+
+
+def test_a_quad_across_the_page_does_not_take_the_look_of_a_code_inside_its_bounds() -> None:
+    """The quad zxing-cpp made of two codes' finders spans the page (sides 530 and 30 px):
+    its bounds cover the real code's box, whose decode then never ran."""
+    page, box = _page_with_one_code()
+    ctx = _context(page)
+    across = ((30.0, 260.0), (560.0, 262.0), (560.0, 290.0), (30.0, 288.0))
+    assert not soft.read(ctx, ctx.document.pages[0], across, stage="fast", variant="full+soft")
+    # A generous budget: this is about which places are looked at, not how fast.
+    assert soft.read(
+        ctx, ctx.document.pages[0], box, stage="detect_small", variant="soft", budget_ms=2000
+    )
+    assert [code.text for code in ctx.findings.codes] == [PAYLOAD]
+
+
+def test_a_symbol_with_no_position_is_no_place_and_costs_no_look() -> None:
+    page, box = _page_with_one_code()
+    ctx = _context(page)
+    nowhere = ((0.0, 0.0),) * 4
+    point = ((439.0, 228.0),) * 4
+    for _ in range(soft.MAX_LOOKS_PER_PAGE + 1):
+        assert not soft.read(ctx, ctx.document.pages[0], nowhere, stage="fast", variant="x")
+        assert not soft.read(ctx, ctx.document.pages[0], point, stage="fast", variant="x")
+    assert ctx.findings.soft_looks(0) == 0
+    assert soft.read(
+        ctx, ctx.document.pages[0], box, stage="detect_small", variant="soft", budget_ms=2000
+    )
+
+
+def test_what_counts_as_a_place() -> None:
+    square = ((0.0, 0.0), (100.0, 0.0), (100.0, 100.0), (0.0, 100.0))
+    assert soft.is_place(square)
+    assert soft.is_place(square[::-1])  # either winding: zxing's mirrored symbols
+    assert soft.is_place(((10.0, 0.0), (90.0, 5.0), (100.0, 60.0), (0.0, 50.0)))  # perspective
+    assert not soft.is_place(((0.0, 0.0), (100.0, 100.0), (100.0, 0.0), (0.0, 100.0)))  # crossed
+    assert not soft.is_place(((0.0, 0.0), (5.0, 0.0), (5.0, 5.0), (0.0, 5.0)))  # too small
+    assert not soft.is_place(((0.0, 0.0), (400.0, 0.0), (400.0, 100.0), (0.0, 100.0)))  # 4:1
