@@ -145,8 +145,10 @@ class Findings:
 
     def first_soft_look(self, page: int, quad: Quad) -> bool:
         """Whether the soft decoder has yet to try this place (then it is marked tried): the
-        fast pass, a detector and the thorough pass often hand it the same symbol."""
-        if any(p == page and _overlap(seen, quad) for p, seen in self._soft_tried):
+        fast pass, a detector and the thorough pass often hand it the same symbol. The same
+        place, not one that overlaps: zxing-cpp's "symbols" made of two codes' finders span
+        both, and took the look of each code inside them (qr-photos-val 55_2)."""
+        if any(p == page and _same_place(seen, quad) for p, seen in self._soft_tried):
             return False
         self._soft_tried.append((page, quad))
         return True
@@ -241,6 +243,16 @@ def _overlap(a: Quad, b: Quad) -> bool:
     shared = max(0.0, min(ax1, bx1) - max(ax0, bx0)) * max(0.0, min(ay1, by1) - max(ay0, by0))
     smaller = min((ax1 - ax0) * (ay1 - ay0), (bx1 - bx0) * (by1 - by0))
     return shared > 0.0 and shared >= 0.25 * smaller
+
+
+def _same_place(a: Quad, b: Quad) -> bool:
+    """Whether the outlines of `a` and `b` are one place: their bounds' intersection over
+    union at least a half (a detector's loose box and zxing's tight quad of one symbol)."""
+    ax0, ay0, ax1, ay1 = _bounds(a)
+    bx0, by0, bx1, by1 = _bounds(b)
+    shared = max(0.0, min(ax1, bx1) - max(ax0, bx0)) * max(0.0, min(ay1, by1) - max(ay0, by0))
+    union = (ax1 - ax0) * (ay1 - ay0) + (bx1 - bx0) * (by1 - by0) - shared
+    return union > 0.0 and shared >= 0.5 * union
 
 
 def _box_quad(box: Box) -> Quad:
