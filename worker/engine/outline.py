@@ -123,14 +123,17 @@ def outlines(
 
 
 def _finders(work: np.ndarray) -> list[grid.Finder]:
-    """Finder patterns in the decoder's binarisations, the next one only while fewer than
-    two are found (contour tracing is most of the cost here)."""
+    """Finder patterns in the decoder's binarisations, the next one only while exactly one
+    is found (contour tracing is most of the cost here)."""
     finders: list[grid.Finder] = []
     for dark in grid.binarisations(work):
         for finder in grid.find_finders(dark):
             if all(math.hypot(finder.x - f.x, finder.y - f.y) > 2 * f.module for f in finders):
                 finders.append(finder)
-        if len(finders) >= 2:
+        if len(finders) != 1:
+            # Two or more: enough. None in the first binarisation (which follows uneven
+            # light, glare's included): a decoy or an unreadable blur, mostly, where the
+            # other two cost as much again and find none either.
             break
     return finders
 
