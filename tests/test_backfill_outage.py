@@ -254,9 +254,33 @@ def test_a_redis_that_comes_back_with_an_older_state_is_caught_up_and_every_obje
     _, log, process = start_run(drivers, server, s3_endpoint, file_root, tmp_path, refs, "older")
     client = server.client()
     lease = names.backfill_lease_key("older").encode()
-    wait_until(lambda: count(server, "older", "enqueued") >= 5, 60, "five enqueued")
-    before = {k: client.dump(k) for k in client.scan_iter(match="*older*") if k != lease}
-    wait_until(lambda: count(server, "older", "enqueued") >= 20, 90, "twenty enqueued")
+    inflight = names.backfill_inflight_key("older")
+
+    def snapshot() -> tuple[dict[bytes, bytes], list[bytes]] | None:
+        """The run's keys, once at least five objects are enqueued and some jobs are in
+        flight in what was taken; and those jobs."""
+        if count(server, "older", "enqueued") < 5:
+            return None
+        taken = {k: client.dump(k) for k in client.scan_iter(match="*older*") if k != lease}
+        if inflight.encode() not in taken:
+            return None
+        client.restore("probe", 0, taken[inflight.encode()], replace=True)
+        held = client.hkeys("probe")
+        client.delete("probe")
+        return (taken, held) if held else None
+
+    before, held = wait_until(snapshot, 60, "five enqueued, jobs in flight")
+    # The replica lags by more than those jobs: each of them finished and its result was
+    # written before the failover. Its result is collected, its reply gone; the older state
+    # still has it in flight, with its RQ job hash and stored result still in Redis.
+    wait_until(
+        lambda: (
+            count(server, "older", "enqueued") >= 20
+            and not any(client.hexists(inflight, jid) for jid in held)
+        ),
+        90,
+        "twenty enqueued, the jobs in flight then written",
+    )
     with client.pipeline(transaction=True) as pipe:
         for key in client.scan_iter(match="*older*"):
             if key != lease and key not in before:
