@@ -86,6 +86,8 @@ IDLE_S = 0.1
 # Jobs whose hash and result are both gone (a driver away for longer than the reply list's
 # TTL) are looked for at start and every SWEEP_EVERY_S, and enqueued again.
 SWEEP_EVERY_S = 60.0
+# RQ's statuses of a job that has run to its end: its result is published by then.
+_ENDED_STATUSES = (b"finished", b"failed", b"stopped", b"canceled")
 # How long a driver that gave up waits for Redis to take the reason (then exits anyway).
 RECORD_FOR_S = 30.0
 # Jobs enqueued in one transaction at most: a quarter of the in-flight jobs frees up at each
@@ -465,6 +467,8 @@ class _Driver:
                 taken=self.taken,
             )
             self.listing = None
+            # Replies it collected since may be gone with the writes: look at once.
+            self.last_sweep = -math.inf
         if run.started_at is None or self.listing is None:
             self.begin(run)
             run = states.load(self.connection, self.name)
@@ -804,33 +808,47 @@ class _Driver:
         return True
 
     def sweep(self, run: Run) -> None:
-        """Jobs in flight whose hash is gone and whose result is nowhere: enqueue them again
-        (or, once the run is cancelled, let them go). Happens when a driver was away for
-        longer than the reply list lives (QRW_RESULT_TTL)."""
+        """Jobs in flight that no reply will ever come for: their stored result collected,
+        or, with none, the job enqueued again (once the run is cancelled, let go).
+
+        - A job whose hash is gone: the driver was away for longer than the reply list
+          lives (QRW_RESULT_TTL).
+        - A job that has ended (its result published with its reply, atomically) and whose
+          reply is not waiting: the reply was collected, then Redis went back to an older
+          state that still had the job in flight (a lagging replica promoted). Its output
+          line went with the part the older state no longer counts, so it is collected
+          again; without this the run waited for it for ever."""
         self.last_sweep = time.monotonic()
         ids = [jid.decode() for jid in self.connection.hkeys(self.inflight_key)]
         if not ids:
             return
         with self.connection.pipeline(transaction=False) as pipe:
             for jid in ids:
-                pipe.exists(names.rq_job_key(jid))
-            present = pipe.execute()
-        missing = [jid for jid, there in zip(ids, present, strict=True) if not there]
-        if not missing:
+                pipe.hget(names.rq_job_key(jid), "status")
+            statuses = pipe.execute()
+        missing = {jid for jid, status in zip(ids, statuses, strict=True) if status is None}
+        ended = [
+            jid for jid, status in zip(ids, statuses, strict=True) if status in _ENDED_STATUSES
+        ]
+        if not missing and not ended:
             return
         waiting = set()
         for entry in self.connection.lrange(self.reply_key, 0, -1):
             with contextlib.suppress(ValueError, AttributeError):
                 waiting.add(str(json.loads(entry).get("job_id")))
-        for jid in missing:
+        for jid in [*missing, *ended]:
             if jid in waiting:
                 continue
             stored = self.connection.get(names.result_key(jid))
             if stored is not None:
-                # The result outlived the reply list: collect it from there.
+                # The result outlived its reply: collect it from where it is stored.
                 self.connection.rpush(self.reply_key, stored)
-                continue
-            self.requeue(jid, run.state)
+            elif jid in missing:
+                self.requeue(jid, run.state)
+            else:
+                # Ended, its result expired (QRW_RESULT_TTL): nothing to collect, and its
+                # hash holds RQ's record of the run. Said, for an operator to cancel.
+                log.error("backfill_result_expired", run=self.name, job_id=jid)
 
     def requeue(self, jid: str, state: RunState) -> None:
         with self.connection.pipeline(transaction=True) as pipe:
