@@ -814,10 +814,10 @@ class _Driver:
         - A job whose hash is gone: the driver was away for longer than the reply list
           lives (QRW_RESULT_TTL).
         - A job that has ended (its result published with its reply, atomically) and whose
-          reply is not waiting: the reply was collected, then Redis went back to an older
-          state that still had the job in flight (a lagging replica promoted). Its output
-          line went with the part the older state no longer counts, so it is collected
-          again; without this the run waited for it for ever."""
+          reply is not waiting: the reply was collected, then the run's state went back to
+          one that still had the job in flight (a lagging replica promoted). Its output
+          line went with the part the older state no longer counts, so it is collected or
+          run again; without this the run waited for it for ever."""
         self.last_sweep = time.monotonic()
         ids = [jid.decode() for jid in self.connection.hkeys(self.inflight_key)]
         if not ids:
@@ -843,20 +843,19 @@ class _Driver:
             if stored is not None:
                 # The result outlived its reply: collect it from where it is stored.
                 self.connection.rpush(self.reply_key, stored)
-            elif jid in missing:
-                self.requeue(jid, run.state)
             else:
-                # Ended, its result expired (QRW_RESULT_TTL): nothing to collect, and its
-                # hash holds RQ's record of the run. Said, for an operator to cancel.
-                log.error("backfill_result_expired", run=self.name, job_id=jid)
+                # Nothing to collect (the collector deletes a written result; it expires):
+                # the job runs again, as a new enqueue, whose one result is collected.
+                self.requeue(jid, run.state)
 
     def requeue(self, jid: str, state: RunState) -> None:
         with self.connection.pipeline(transaction=True) as pipe:
             pipe.watch(self.key, self.lease.key, self.inflight_key)
             self.lease.hold_in(pipe)
             held = pipe.hget(self.inflight_key, jid)
-            if held is None or pipe.exists(names.rq_job_key(jid)):
-                return
+            status = pipe.hget(names.rq_job_key(jid), "status")
+            if held is None or (status is not None and status not in _ENDED_STATUSES):
+                return  # collected meanwhile, or queued or running again
             objects = [StoredObject.from_json(value) for value in json.loads(held)]
             pipe.multi()
             self.lease.keep_in(pipe)
