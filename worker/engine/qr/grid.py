@@ -6,12 +6,13 @@ pixels starts either from three finder patterns (fit_finders: the homography thr
 centres and the twelve corners of their outer rings, or the affine map through the centres
 where a ring does not trace as a quadrilateral) or as the homography of the region's corners
 taken as the symbol's outline (fit_outline, the finders then searched for where it puts
-them). It takes in the bottom-right alignment pattern once found, and is then refined by every alignment pattern of the version: a
-least-squares homography through all located patterns plus a residual field that passes
-through each pattern's residual (Gaussian radial basis functions), so that perspective and a
-bent page are both followed. Patterns are searched for in a locally rectified patch (the
-current mapping resampled at 4 samples per module) by normalised correlation with the ideal
-pattern, so the search works the same at any rotation and scale.
+them). It takes in the bottom-right alignment pattern once found, and is then refined by
+every alignment pattern of the version: a least-squares homography through all located
+patterns plus a residual field that passes through each pattern's residual (Gaussian radial
+basis functions), so that perspective and a bent page are both followed. Patterns are
+searched for in a locally rectified patch (the current mapping resampled at 4 samples per
+module) by normalised correlation with the ideal pattern, so the search works the same at
+any rotation and scale.
 
 Module values are area averages (a Gaussian of about a quarter module) at the module centres,
 against a threshold halfway between the local light and dark levels; `equalise` takes a
