@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from worker.engine.deadline import work_clock
 from worker.engine.qr import bitstream, codewords, grid
 from worker.engine.qr.tables import (
     FORMAT_CODEWORDS,
@@ -86,18 +87,28 @@ class _OutOfTime(Exception):
 
 @dataclass(slots=True)
 class _Clock:
-    deadline: float
+    work_until: float  # on work_clock
+    wall_until: float  # on time.perf_counter
 
     def check(self) -> None:
-        if time.perf_counter() > self.deadline:
+        if work_clock() > self.work_until or time.perf_counter() > self.wall_until:
             raise _OutOfTime
 
 
-def decode(gray: np.ndarray, region: Quad, *, budget_ms: float | None = None) -> SoftRead | None:
+def decode(
+    gray: np.ndarray,
+    region: Quad,
+    *,
+    budget_ms: float | None = None,
+    deadline_ms: float | None = None,
+) -> SoftRead | None:
     """The symbol in `region` of `gray` (uint8, 2-D), or None when it cannot be read with
-    certainty or within `budget_ms`."""
-    start = time.perf_counter()
-    clock = _Clock(math.inf if budget_ms is None else start + budget_ms / 1000.0)
+    certainty, within `budget_ms` of this thread's CPU time (worker.engine.deadline.work_clock)
+    or `deadline_ms` on the clock (what is left of the scan's deadline)."""
+    clock = _Clock(
+        math.inf if budget_ms is None else work_clock() + budget_ms / 1000.0,
+        math.inf if deadline_ms is None else time.perf_counter() + deadline_ms / 1000.0,
+    )
     if not isinstance(gray, np.ndarray) or gray.dtype != np.uint8 or gray.ndim != 2:
         return None
     try:

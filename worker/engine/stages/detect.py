@@ -9,7 +9,6 @@ the reduced image gets all the pixels the camera recorded.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -18,6 +17,7 @@ import zxingcpp
 
 from worker.engine import enhance, finders, rectify, zxing_reader
 from worker.engine.cascade import Box, StageContext
+from worker.engine.deadline import work_clock
 from worker.engine.detector.detector import Detector
 from worker.engine.detector.geometry import Detection
 from worker.engine.images import Page
@@ -202,14 +202,14 @@ class DetectorStage:
 
 # The late variants cost tens of milliseconds per unread detection; a page of decoys (a
 # page with no code, where the detector fires on logos and barcodes) or of noise would pay
-# it for each. Past this much time per page and stage, the rest of its detections get the
-# early variants only.
+# it for each. Past this much CPU time (worker.engine.deadline.work_clock) per page and
+# stage, the rest of its detections get the early variants only.
 LATE_BUDGET_S = 0.12
 
 
 class _LateBudget:
     def __init__(self, outlined_before: list[Box]) -> None:
-        self.started = time.perf_counter()
+        self.started = work_clock()
         # The outline reads have a budget of their own (worker.engine.stages.outlined), kept
         # out of this one: a detection they cannot read must not take the late variants'
         # time (they read other damaged codes, e.g. with a redrawn finder).
@@ -223,7 +223,7 @@ class _LateBudget:
         return any(b[0] <= x <= b[2] and b[1] <= y <= b[3] for b in self._outlined_before)
 
     def spent(self) -> bool:
-        elapsed = time.perf_counter() - self.started - self.outlines.spent_s
+        elapsed = work_clock() - self.started - self.outlines.spent_s
         return elapsed > LATE_BUDGET_S
 
 

@@ -10,24 +10,23 @@ codes pays a bounded time for them.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 from worker.engine import outline
 from worker.engine.cascade import Box, StageContext
+from worker.engine.deadline import work_clock
 from worker.engine.images import Page
 from worker.engine.results import Quad
 from worker.engine.stages import soft
 
 # The variant its reads are recorded under (Code.variant).
 VARIANT = "fitted_outline"
-# Per page and stage: the finder search and fit cost about 10 ms of CPU a place, a decode
-# up to DECODE_BUDGET_MS.
+# Per page and stage, in CPU time (worker.engine.deadline.work_clock): the finder search and
+# fit cost about 10 ms a place, a decode up to DECODE_BUDGET_MS.
 BUDGET_S = 0.1
 # The decoder's limit on an outline: with no finder triple it searches for one first, then
 # reads the outline (9-54 ms of CPU, median 13, for the benchmark's glare and damaged codes
-# it read; soft.BUDGET_MS cut most of them off at a load of 4 on 2 cores).
+# it read; soft.BUDGET_MS cut most of them off).
 DECODE_BUDGET_MS = 60.0
 
 
@@ -56,7 +55,7 @@ def read(
     `scale`); True when it read. The time is taken from `budget`: a place is started while
     the budget lasts and then finished (one fit, one decode of at most DECODE_BUDGET_MS), so
     a loaded machine does not leave every place half done."""
-    started = time.perf_counter()
+    started = work_clock()
     try:
         if not budget.left():
             return False
@@ -79,4 +78,4 @@ def read(
                 return True
         return False
     finally:
-        budget.spent_s += time.perf_counter() - started
+        budget.spent_s += work_clock() - started

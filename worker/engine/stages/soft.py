@@ -21,7 +21,8 @@ from worker.engine.zxing_reader import Symbol, Transform
 
 DECODER = "qrw-soft"
 # A symbol it reads costs a few ms; one it cannot read costs its whole search, which this
-# bounds (the decoder gives up at it and returns None).
+# bounds (the decoder gives up at it and returns None). CPU time of the scanning thread
+# (worker.engine.deadline.work_clock); the scan's deadline bounds it on the clock too.
 BUDGET_MS = 30.0
 # On a page of decoys every box is a search that fails: past this many places a page, the
 # rest go without (the late zxing variants still try them).
@@ -77,7 +78,7 @@ def read(
         transform = Transform(scale)
     factor, dx, dy = transform.scale, transform.offset_x, transform.offset_y
     region: Quad = tuple((x * factor - dx, y * factor - dy) for x, y in quad)  # type: ignore[assignment]
-    soft = qr.decode(gray, region, budget_ms=min(budget_ms, ctx.deadline.remaining_ms()))
+    soft = qr.decode(gray, region, budget_ms=budget_ms, deadline_ms=ctx.deadline.remaining_ms())
     if soft is None:
         return False
     return findings.add_code(
