@@ -110,8 +110,28 @@ class QrWorkerMixin:
         super().__init__(*args, **kwargs)  # type: ignore[call-arg]
         self._settings = settings
         self._idle_trim: IdleTrim | None = None
+        self._early_stop: int | None = None  # a stop that came before RQ's handlers
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
+        # The pool's stop (SIGINT) can come while this worker forks its scheduler and loads
+        # its engine, before RQ's work loop installs its handlers. Raised as Python's
+        # KeyboardInterrupt, it landed now and then in a fork's after-fork hook, where Python
+        # ignores exceptions: the stop was lost, the worker went on to serve, and the pool
+        # waited for it for ever (test_worker_stop's stop-while-loading test: 3 clean-clone
+        # suites of 3, 2026-12-06). Until RQ's handlers are in, a stop is only recorded;
+        # _install_signal_handlers then makes it.
+        owner = os.getpid()
+
+        def record(signum: int, frame: Any) -> None:
+            if os.getpid() != owner:
+                # A process forked meanwhile (RQ's scheduler) before it set its own.
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+                return
+            self._early_stop = signum
+
+        signal.signal(signal.SIGINT, record)
+        signal.signal(signal.SIGTERM, record)
         # RQ forks its scheduler from one worker process at the start of work(). Forked
         # after the engine, it held a copy-on-write share of the whole warmed engine, and
         # kept the old copy of every page the worker wrote afterwards: about 75 MB more per
@@ -146,6 +166,12 @@ class QrWorkerMixin:
                     process.kill()
                     process.join()
             raise
+
+    def _install_signal_handlers(self) -> None:
+        super()._install_signal_handlers()  # type: ignore[misc]
+        if self._early_stop is not None:
+            rq: Any = self
+            rq.request_stop(self._early_stop, None)
 
     def _scheduler_process(self) -> Any:
         """The process RQ's scheduler runs in, once started; else None."""
