@@ -92,6 +92,13 @@ class QrWorkerMixin:
     job_monitoring_interval: int
     connection: Any
     name: str
+    # RQ waits after a lost connection 1 s, then twice as long each time up to 60 s. A
+    # Sentinel failover takes 2-3 s to promote a replica; attempts that failed meanwhile
+    # left a worker 7 or 15 s before its next (the failover test's bound of 10 s for the
+    # workers' first result on the new master: 14.4 s once, 2026-12-07). Capped here, a
+    # worker is back within this much of the promotion; an idle fleet then tries a Redis
+    # that stays down once every few seconds per worker.
+    max_connection_wait_time = 4.0
     _stopped_job_id: str | None
     _stop_requested: bool
     _state: str
