@@ -9,6 +9,9 @@
   import, a package's __init__ included, since importing a.b.c runs a/__init__.py first.
 - No module imports itself back while it loads (no cycle), anywhere in the project.
 - Redis key names are spelled in worker/queue/names.py alone.
+- S3 is asked in worker/s3.py alone: no other runtime module imports boto3 or botocore or
+  calls an S3 operation of the client, so what a request is, how it is retried and what its
+  failures mean are read in one place.
 
 Read from the source: every import statement, at module level or inside a function, so an
 import that only runs on one code path is caught too; only the cycle check keeps to the
@@ -254,7 +257,7 @@ def test_the_runtime_never_imports_training_benchmark_test_or_front_end_code(pat
     assert not bad, f"{_rel(path)} imports {bad}"
 
 
-@pytest.mark.parametrize("path", python_files(BENCHMARKS), ids=lambda p: _rel(p))
+@pytest.mark.parametrize("path", list(python_files(BENCHMARKS)), ids=_rel)
 def test_the_benchmarks_never_import_the_tests(path: Path) -> None:
     bad = sorted(name for name in imports(path) if within(name, "tests"))
     assert not bad, f"{_rel(path)} imports {bad}: the tests import the benchmarks, not back"
@@ -344,3 +347,40 @@ def test_every_module_takes_redis_key_names_from_the_names_module(path: Path) ->
         and KEY_LITERAL.match(node.value)
     ]
     assert not literals, f"{_rel(path)} spells Redis keys itself: {literals}"
+
+
+# --------------------------------------------------------------------------- S3
+
+S3_MODULE = "worker/s3.py"
+# The client's operations the project uses, and the client itself: `s3.client()`.
+S3_OPERATIONS = {
+    "get_object",
+    "head_object",
+    "put_object",
+    "delete_object",
+    "list_objects_v2",
+    "create_multipart_upload",
+    "upload_part",
+    "complete_multipart_upload",
+    "abort_multipart_upload",
+    "client",
+}
+
+
+@pytest.mark.parametrize("path", [p for p in runtime_files() if _rel(p) != S3_MODULE], ids=_rel)
+def test_only_the_s3_module_asks_s3(path: Path) -> None:
+    tree = ast.parse(path.read_text())
+    libraries = sorted(
+        name for name in imports(path) if name.split(".")[0] in {"boto3", "botocore"}
+    )
+    calls = sorted(
+        node.func.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in S3_OPERATIONS
+    )
+    assert not libraries and not calls, (
+        f"{_rel(path)} reaches S3 itself: imports {libraries}, calls {calls}; "
+        f"ask {S3_MODULE} instead"
+    )
