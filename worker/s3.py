@@ -1,8 +1,12 @@
-"""S3, once: the client, what counts as a failure worth retrying, the retrying loop, and a
-streamed object body as a file.
+"""S3, once: the client, every request the project makes of it, what counts as a failure
+worth retrying, the retrying loop, and a streamed object body as a file.
 
 Used by everything that talks to S3: the workers' fetch (worker.storage), what a backfill
-lists and reads (worker.backfill.sources) and what it writes (worker.backfill.output).
+lists and reads (worker.backfill.sources) and what it writes (worker.backfill.output). No
+other module imports boto3 or botocore (tests/test_layering.py): each request below is one
+attempt, which the caller wraps in `call` or `checked` with its own attempts, and S3's
+answers come back as plain values or as this module's exceptions (`Refused`, `Missing`,
+`TooLarge`, `BodyBroken`), never as botocore's.
 
 What botocore's retry modes cover, and why the loop is still ours
 -----------------------------------------------------------------
@@ -39,10 +43,12 @@ causes as well).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cache
 from typing import Any, TypeVar
 
@@ -143,14 +149,12 @@ class Failed(Exception):
 
 def checked(what: str, request: Callable[[], T], retry: Retry) -> T:
     """`call`, with every failure S3 gave raised as Failed("<what>: <reason>")."""
-    from botocore.exceptions import ClientError
-
     try:
         return call(what, request, retry)
     except GaveUp as exc:
         raise Failed(f"{what}: {exc}") from None
-    except ClientError as exc:
-        raise Failed(f"{what}: {reason(exc)}") from None
+    except Refused as exc:
+        raise Failed(f"{what}: {exc}") from None
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -186,6 +190,8 @@ def is_missing(exc: BaseException) -> bool:
     """Whether `exc` says the bucket or the object does not exist."""
     from botocore.exceptions import ClientError
 
+    if isinstance(exc, Missing):
+        return True
     return isinstance(exc, ClientError) and (
         error_code(exc) in _MISSING_CODES or status_code(exc) == 404
     )
@@ -207,7 +213,7 @@ def reason(exc: BaseException) -> str:
     if isinstance(exc, ClientError):
         message = str(exc.response.get("Error", {}).get("Message", ""))
         return f"{error_code(exc) or status_code(exc)}: {message}".rstrip(": ")
-    if isinstance(exc, GaveUp | BodyBroken):
+    if isinstance(exc, GaveUp | BodyBroken | Refused):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
 
@@ -240,3 +246,192 @@ class Body(io.RawIOBase):
                 # A connection that broke is closed already: nothing is left to release.
                 log.debug("s3_body_close_failed", error=reason(exc))
         super().close()
+
+
+def stream_errors() -> tuple[type[BaseException], ...]:
+    """What reading a body (or a gzip stream over one) raises when the connection, not the
+    data, failed half-way: worth opening it again from where it broke off."""
+    import zlib
+
+    from botocore.exceptions import BotoCoreError
+    from urllib3.exceptions import HTTPError
+
+    # EOFError and zlib.error: a gzip stream cut short by a dropped connection.
+    return (BodyBroken, BotoCoreError, HTTPError, OSError, EOFError, zlib.error)
+
+
+# ---------------------------------------------------------------------------------------
+# The requests. Each is one attempt: transient failures are raised as botocore raised them,
+# for `call` to judge; S3's other answers as Refused (Missing for a bucket or an object that
+# does not exist).
+
+
+class Refused(Exception):
+    """S3 answered a request with an error that asking again would not change."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        super().__init__(f"{code}: {message}".rstrip(": "))
+
+
+class Missing(Refused):
+    """The bucket or the object does not exist."""
+
+
+class TooLarge(Exception):
+    """An object over the size its reader allows; `size` is what S3 said or what arrived."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        super().__init__(f"{size} bytes or more")
+
+
+@contextlib.contextmanager
+def _asking() -> Iterator[None]:
+    from botocore.exceptions import ClientError
+
+    try:
+        yield
+    except ClientError as exc:
+        if is_transient(exc):
+            raise
+        code = error_code(exc) or str(status_code(exc))
+        message = str(exc.response.get("Error", {}).get("Message", ""))
+        kind = Missing if is_missing(exc) else Refused
+        raise kind(code, message) from exc
+
+
+def read(bucket: str, key: str, limit: int) -> bytes:
+    """One GetObject, its body read whole: TooLarge past `limit` bytes (never holding more
+    than `limit` + 1 of them), BodyBroken for a body that arrived short."""
+    with _asking():
+        response = client().get_object(Bucket=bucket, Key=key)
+    size = int(response.get("ContentLength") or 0)
+    body = response["Body"]
+    try:
+        if size > limit:
+            raise TooLarge(size)
+        # One byte past the limit: a server that lies about the length is caught without
+        # ever holding more than the limit in memory.
+        data = body.read(limit + 1)
+    finally:
+        body.close()
+    if len(data) > limit:
+        raise TooLarge(len(data))
+    # A connection closed cleanly half-way ends the read short without an error (botocore
+    # checks the length only on a read to the end): a truncated object would pass as whole.
+    if len(data) < size:
+        raise BodyBroken(f"s3://{bucket}/{key}: {len(data)} of its {size} bytes arrived")
+    return data
+
+
+def open_body(bucket: str, key: str, *, offset: int = 0, if_match: str = "") -> tuple[Body, str]:
+    """One GetObject from byte `offset` (of the version whose ETag is `if_match`, when
+    given), its body as a stream, and the object's ETag. Refused with code InvalidRange
+    where `offset` is the object's end."""
+    request: dict[str, Any] = {"Bucket": bucket, "Key": key}
+    if offset:
+        request["Range"] = f"bytes={offset}-"
+    if if_match:
+        request["IfMatch"] = if_match
+    with _asking():
+        response = client().get_object(**request)
+    return Body(response["Body"]), str(response.get("ETag") or "")
+
+
+def head(bucket: str, key: str) -> None:
+    """One HeadObject: returns when the object exists and may be read."""
+    with _asking():
+        client().head_object(Bucket=bucket, Key=key)
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """An object as a listing shows it."""
+
+    key: str
+    size: int  # -1 where the listing does not say
+    etag: str  # without its quotes
+    last_modified: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """One page of a listing, and the token for the next (None after the last)."""
+
+    objects: list[Listed]
+    next_token: str | None
+
+
+def list_page(
+    bucket: str,
+    prefix: str,
+    *,
+    limit: int = 1000,
+    start_after: str = "",
+    token: str | None = None,
+    folders: bool = True,
+) -> Listing:
+    """One ListObjectsV2 page of the keys under `prefix`, in S3's order (UTF-8 bytes).
+    `folders=False` lists only the keys directly under it (a "/" delimiter)."""
+    request: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": limit}
+    if start_after:
+        request["StartAfter"] = start_after
+    if token:
+        request["ContinuationToken"] = token
+    if not folders:
+        request["Delimiter"] = "/"
+    with _asking():
+        page = client().list_objects_v2(**request)
+    objects = [
+        Listed(
+            key=str(item["Key"]),
+            size=int(item.get("Size", -1)),
+            etag=str(item.get("ETag", "")).strip('"'),
+            last_modified=item.get("LastModified"),
+        )
+        for item in page.get("Contents", ())
+    ]
+    following = page.get("NextContinuationToken")
+    more = bool(page.get("IsTruncated")) and bool(following)
+    return Listing(objects, str(following) if more else None)
+
+
+def put(bucket: str, key: str, body: bytes) -> None:
+    """One PutObject: the object is there whole, or not changed."""
+    with _asking():
+        client().put_object(Bucket=bucket, Key=key, Body=body)
+
+
+def delete(bucket: str, key: str) -> None:
+    with _asking():
+        client().delete_object(Bucket=bucket, Key=key)
+
+
+def start_upload(bucket: str, key: str) -> str:
+    """A multipart upload begun; its id. The object appears only when it is completed."""
+    with _asking():
+        return str(client().create_multipart_upload(Bucket=bucket, Key=key)["UploadId"])
+
+
+def send_part(bucket: str, key: str, upload: str, number: int, body: bytes) -> str:
+    """Part `number` (from 1) of upload `upload`; its ETag, which completing it needs."""
+    with _asking():
+        sent = client().upload_part(
+            Bucket=bucket, Key=key, UploadId=upload, PartNumber=number, Body=body
+        )
+    return str(sent["ETag"])
+
+
+def complete_upload(bucket: str, key: str, upload: str, etags: list[str]) -> None:
+    """The upload's parts, in order, become the object at once."""
+    parts = [{"PartNumber": number, "ETag": etag} for number, etag in enumerate(etags, 1)]
+    with _asking():
+        client().complete_multipart_upload(
+            Bucket=bucket, Key=key, UploadId=upload, MultipartUpload={"Parts": parts}
+        )
+
+
+def abort_upload(bucket: str, key: str, upload: str) -> None:
+    with _asking():
+        client().abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload)

@@ -240,32 +240,11 @@ def _read_file(ref: Reference, settings: Settings) -> bytes:
 
 def _read_s3(ref: Reference, settings: Settings) -> bytes:
     """One GetObject, its body read whole; transient failures are raised for s3.call."""
-    from botocore.exceptions import ClientError
-
     try:
-        response = s3.client().get_object(Bucket=ref.bucket, Key=ref.key)
-        size = int(response.get("ContentLength") or 0)
-        body = response["Body"]
-        try:
-            if size > settings.max_bytes:
-                raise _too_large(ref, size, settings)
-            # Read one byte past the limit: a server that lies about the length is caught
-            # without ever holding more than the limit in memory.
-            data = body.read(settings.max_bytes + 1)
-            # A connection closed cleanly half-way ends the read short without an error
-            # (botocore checks the length only on a read to the end): a truncated image
-            # would be scanned as if whole.
-            if len(data) < size:
-                raise s3.BodyBroken(f"{ref}: {len(data)} of its {size} bytes arrived")
-        finally:
-            body.close()
-    except ClientError as exc:
-        if s3.is_transient(exc):
-            raise
-        what = s3.error_code(exc) or s3.status_code(exc)
-        if s3.is_missing(exc):
-            raise ScanFailed(ErrorCode.NOT_FOUND, f"{ref} does not exist ({what})") from exc
-        raise ScanFailed(ErrorCode.READ_FAILED, f"{ref} cannot be read: {what}") from exc
-    if len(data) > settings.max_bytes:
-        raise _too_large(ref, len(data), settings)
-    return data
+        return s3.read(ref.bucket, ref.key, settings.max_bytes)
+    except s3.TooLarge as exc:
+        raise _too_large(ref, exc.size, settings) from None
+    except s3.Missing as exc:
+        raise ScanFailed(ErrorCode.NOT_FOUND, f"{ref} does not exist ({exc.code})") from exc
+    except s3.Refused as exc:
+        raise ScanFailed(ErrorCode.READ_FAILED, f"{ref} cannot be read: {exc.code}") from exc

@@ -367,10 +367,7 @@ class S3Output(Output):
     @contextlib.contextmanager
     def _reader(self, name: str) -> Iterator[IO[bytes]]:
         key = self.prefix + name
-        response = self._retrying(
-            "reading", lambda: s3.client().get_object(Bucket=self.bucket, Key=key)
-        )
-        body = s3.Body(response["Body"])
+        body, _ = self._retrying("reading", lambda: s3.open_body(self.bucket, key))
         try:
             yield body  # type: ignore[misc]
         finally:
@@ -379,24 +376,23 @@ class S3Output(Output):
     def _names(self, prefix: str) -> Iterator[str]:
         # Paginated by hand: a page that fails is asked for again, where a failed paginator
         # would just end, and the listing would look shorter than it is.
-        request: dict[str, Any] = {
-            "Bucket": self.bucket,
-            "Prefix": self.prefix + prefix,
-            "Delimiter": "/",
-        }
+        token: str | None = None
         while True:
-            page = self._retrying("listing", lambda: s3.client().list_objects_v2(**request))
-            for item in page.get("Contents", []):
-                yield item["Key"][len(self.prefix) :]
-            if not page.get("IsTruncated"):
+            page = self._retrying(
+                "listing",
+                lambda token=token: s3.list_page(
+                    self.bucket, self.prefix + prefix, token=token, folders=False
+                ),
+            )
+            for item in page.objects:
+                yield item.key[len(self.prefix) :]
+            if page.next_token is None:
                 return
-            request["ContinuationToken"] = page["NextContinuationToken"]
+            token = page.next_token
 
     def _delete(self, name: str) -> None:
         key = self.prefix + name
-        self._retrying(
-            "deleting from", lambda: s3.client().delete_object(Bucket=self.bucket, Key=key)
-        )
+        self._retrying("deleting from", lambda: s3.delete(self.bucket, key))
 
 
 class _S3Upload(io.RawIOBase):
@@ -407,7 +403,7 @@ class _S3Upload(io.RawIOBase):
         self.output, self.key = output, key
         self.buffer = bytearray()
         self.upload_id: str | None = None
-        self.etags: list[dict[str, Any]] = []
+        self.etags: list[str] = []
 
     def writable(self) -> bool:
         return True
@@ -419,49 +415,30 @@ class _S3Upload(io.RawIOBase):
             del self.buffer[:UPLOAD_CHUNK]
         return len(data)
 
-    def _client(self) -> Any:
-        return s3.client()
-
     def _send_chunk(self, chunk: bytes) -> None:
         out = self.output
         if self.upload_id is None:
-            created = out._retrying(
-                "writing to",
-                lambda: self._client().create_multipart_upload(Bucket=out.bucket, Key=self.key),
+            self.upload_id = out._retrying(
+                "writing to", lambda: s3.start_upload(out.bucket, self.key)
             )
-            self.upload_id = created["UploadId"]
-        number = len(self.etags) + 1
-        sent = out._retrying(
-            "writing to",
-            lambda: self._client().upload_part(
-                Bucket=out.bucket,
-                Key=self.key,
-                UploadId=self.upload_id,
-                PartNumber=number,
-                Body=chunk,
-            ),
+        upload, number = self.upload_id, len(self.etags) + 1
+        etag = out._retrying(
+            "writing to", lambda: s3.send_part(out.bucket, self.key, upload, number, chunk)
         )
-        self.etags.append({"PartNumber": number, "ETag": sent["ETag"]})
+        self.etags.append(etag)
 
     def finish(self) -> None:
         out = self.output
         if self.upload_id is None:
             body = bytes(self.buffer)
-            out._retrying(
-                "writing to",
-                lambda: self._client().put_object(Bucket=out.bucket, Key=self.key, Body=body),
-            )
+            out._retrying("writing to", lambda: s3.put(out.bucket, self.key, body))
         else:
             if self.buffer:
                 self._send_chunk(bytes(self.buffer))
+            upload = self.upload_id
             out._retrying(
                 "writing to",
-                lambda: self._client().complete_multipart_upload(
-                    Bucket=out.bucket,
-                    Key=self.key,
-                    UploadId=self.upload_id,
-                    MultipartUpload={"Parts": self.etags},
-                ),
+                lambda: s3.complete_upload(out.bucket, self.key, upload, self.etags),
             )
         self.buffer = bytearray()
 
@@ -469,9 +446,7 @@ class _S3Upload(io.RawIOBase):
         if self.upload_id is not None:
             # Best effort: an upload left open costs storage until a lifecycle rule ends it.
             with contextlib.suppress(Exception):
-                self._client().abort_multipart_upload(
-                    Bucket=self.output.bucket, Key=self.key, UploadId=self.upload_id
-                )
+                s3.abort_upload(self.output.bucket, self.key, self.upload_id)
         self.buffer = bytearray()
 
 

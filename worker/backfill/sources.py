@@ -65,7 +65,6 @@ import io
 import json
 import os
 import re
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -176,26 +175,19 @@ def check_source(spec: SourceSpec, settings: Settings, *, retry: Retry = RETRY) 
     """
     _check_spec(spec)
     if spec.prefixes:
-        client = s3.client()
         for bucket, prefix in _prefixes(spec, settings):
             _call(
                 f"listing s3://{bucket}/{prefix}",
                 retry,
-                lambda bucket=bucket, prefix=prefix: client.list_objects_v2(
-                    Bucket=bucket, Prefix=prefix, MaxKeys=1
-                ),
+                lambda bucket=bucket, prefix=prefix: s3.list_page(bucket, prefix, limit=1),
             )
         return
     assert spec.manifest is not None
     manifest = _Manifest.open(spec.manifest, settings, retry)
     if manifest.inventory is not None:
-        client = s3.client()
+        bucket = manifest.inventory.bucket
         for data in manifest.inventory.files:
-            _call(
-                f"reading s3://{manifest.inventory.bucket}/{data}",
-                retry,
-                lambda data=data: client.head_object(Bucket=manifest.inventory.bucket, Key=data),
-            )
+            _call(f"reading s3://{bucket}/{data}", retry, lambda data=data: s3.head(bucket, data))
 
 
 def check_filters(filters: Filters) -> None:
@@ -437,36 +429,34 @@ def _prefix_allowed(bucket: str, prefix: str, settings: Settings) -> bool:
 def _prefix_entries(
     spec: SourceSpec, settings: Settings, start: Position, retry: Retry, page_size: int
 ) -> Iterator[_Entry]:
-    client = s3.client()
     for index, (bucket, prefix) in enumerate(_prefixes(spec, settings)):
         if index < start.source:
             continue
         start_after = start.after if index == start.source else ""
-        for item in _list(client, bucket, prefix, start_after, retry, page_size):
+        for item in _list(bucket, prefix, start_after, retry, page_size):
             yield _listed(index, bucket, item, settings)
 
 
 def _list(
-    client: Any, bucket: str, prefix: str, start_after: str, retry: Retry, page_size: int
-) -> Iterator[dict[str, Any]]:
-    request: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": page_size}
-    if start_after:
-        request["StartAfter"] = start_after
+    bucket: str, prefix: str, start_after: str, retry: Retry, page_size: int
+) -> Iterator[s3.Listed]:
+    token: str | None = None
     while True:
         page = _call(
             f"listing s3://{bucket}/{prefix}",
             retry,
-            lambda request=dict(request): client.list_objects_v2(**request),
+            lambda token=token: s3.list_page(
+                bucket, prefix, limit=page_size, start_after=start_after, token=token
+            ),
         )
-        yield from page.get("Contents", ())
-        token = page.get("NextContinuationToken")
-        if not page.get("IsTruncated") or not token:
+        yield from page.objects
+        if page.next_token is None:
             return
-        request["ContinuationToken"] = token
+        token = page.next_token
 
 
-def _listed(index: int, bucket: str, item: dict[str, Any], settings: Settings) -> _Entry:
-    key = str(item["Key"])
+def _listed(index: int, bucket: str, item: s3.Listed, settings: Settings) -> _Entry:
+    key = item.key
     if key.endswith("/"):
         return _Entry(index, key, key, None, "folder")
     ref = s3_ref(bucket, key)
@@ -478,9 +468,9 @@ def _listed(index: int, bucket: str, item: dict[str, Any], settings: Settings) -
     obj = StoredObject(
         ref=ref,
         key=key,
-        etag=str(item.get("ETag", "")).strip('"'),
-        size=int(item.get("Size", -1)),
-        last_modified=item.get("LastModified"),
+        etag=item.etag,
+        size=item.size,
+        last_modified=item.last_modified,
         identity=str(parsed),
     )
     return _Entry(index, key, key, obj)
@@ -515,7 +505,7 @@ class _Manifest:
             if not head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{"):
                 return cls(where, opener, None)
             body = head + stream.read(MAX_INVENTORY_MANIFEST)
-        except _stream_errors() as exc:
+        except s3.stream_errors() as exc:
             raise BackfillError(f"{where}: cannot be read: {exc}") from None
         finally:
             raw.close()
@@ -559,25 +549,18 @@ def _manifest_opener(manifest: str, settings: Settings, retry: Retry) -> tuple[s
 def _s3_opener(bucket: str, key: str, retry: Retry) -> Opener:
     """Opens the object from a byte offset; every read after the first is of the same
     version (If-Match its ETag): going on from an offset into another file would be wrong."""
-    from botocore.exceptions import ClientError
-
     etag: list[str] = []
 
     def get(offset: int) -> io.BufferedReader:
-        request: dict[str, Any] = {"Bucket": bucket, "Key": key}
-        if offset:
-            request["Range"] = f"bytes={offset}-"
-        if etag:
-            request["IfMatch"] = etag[0]
         try:
-            response = s3.client().get_object(**request)
-        except ClientError as exc:
-            if offset and s3.error_code(exc) == "InvalidRange":
+            body, tag = s3.open_body(bucket, key, offset=offset, if_match=etag[0] if etag else "")
+        except s3.Refused as exc:
+            if offset and exc.code == "InvalidRange":
                 return io.BufferedReader(io.BytesIO())  # it broke off right at the end
             raise
-        if not etag and response.get("ETag"):
-            etag.append(str(response["ETag"]))
-        return io.BufferedReader(s3.Body(response["Body"]), 1 << 16)
+        if not etag and tag:
+            etag.append(tag)
+        return io.BufferedReader(body, 1 << 16)
 
     def opener(offset: int) -> io.BufferedReader:
         return _call(f"reading s3://{bucket}/{key}", retry, lambda: get(offset))
@@ -787,14 +770,6 @@ def _call(what: str, retry: Retry, request: Callable[[], T]) -> T:
         raise BackfillError(str(exc)) from None
 
 
-def _stream_errors() -> tuple[type[BaseException], ...]:
-    from botocore.exceptions import BotoCoreError
-    from urllib3.exceptions import HTTPError
-
-    # EOFError and zlib.error: a gzip stream cut short by a dropped connection.
-    return (s3.BodyBroken, BotoCoreError, HTTPError, OSError, EOFError, zlib.error)
-
-
 def _lines(where: str, opener: Opener, skip: int, retry: Retry) -> Iterator[tuple[int, str | None]]:
     """(number, line) for every line after the first `skip`; None for an over-long line.
 
@@ -802,7 +777,7 @@ def _lines(where: str, opener: Opener, skip: int, retry: Retry) -> Iterator[tupl
     stream is read again from its start up to it). Failures in a row without a line read
     in between are limited by `retry`.
     """
-    errors = _stream_errors()
+    errors = s3.stream_errors()
     number = 0  # lines read so far, skipped or handed out
     offset = 0  # bytes (of the unzipped text) they took
     compressed: bool | None = None  # known once the stream has been opened
