@@ -11,7 +11,7 @@ thorough-size page, so a symbol located on the reduced page gets every pixel kep
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from worker.engine import qr
 from worker.engine.cascade import StageContext
@@ -81,12 +81,27 @@ def read(
     soft = qr.decode(gray, region, budget_ms=budget_ms, deadline_ms=ctx.deadline.remaining_ms())
     if soft is None:
         return False
-    return findings.add_code(
+    return add(ctx, page, soft, transform.to_page, stage=stage, variant=variant, model=model)
+
+
+def add(
+    ctx: StageContext,
+    page: Page,
+    soft: qr.SoftRead,
+    to_page: Callable[[float, float], tuple[float, float]],
+    *,
+    stage: str,
+    variant: str,
+    model: str | None = None,
+) -> bool:
+    """Record what the decoder read in an image `to_page` maps onto `page`; False when it
+    is a re-read."""
+    return ctx.findings.add_code(
         Code(
             text=soft.text,
             data=soft.data,
             format="QRCode",
-            quad=tuple(transform.to_page(x, y) for x, y in soft.quad),  # type: ignore[arg-type]
+            quad=tuple(to_page(x, y) for x, y in soft.quad),  # type: ignore[arg-type]
             page=page.index,
             stage=stage,
             decoder=DECODER,
