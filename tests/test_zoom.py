@@ -1,0 +1,76 @@
+"""The zoomed last look (worker/engine/stages/zoom.py) at steep views of a code (issue 19,
+the `perspective` category).
+
+At a steep angle a code's far side is a module or less a pixel: the detectors, on the page
+reduced to their input, score it under their threshold or box it with corners ten modules
+off, and every stage leaves it unread. The photos are models.synth's perspective category
+with seed 7 (never in the benchmark, seed 0).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from models.synth.corpus import corpus_sample
+from worker.engine import Engine, rectify
+from worker.engine.stages import ZoomStage
+from worker.settings import Settings
+
+
+def _photo(index: int) -> tuple[bytes, np.ndarray, bytes]:
+    sample = corpus_sample("perspective", index, seed=7)
+    code = sample.codes[0]
+    return sample.data, np.asarray(code.quad, np.float32), code.payload
+
+
+@pytest.mark.parametrize("index", [12, 52])
+def test_a_steep_view_the_cascade_left_unread_is_read_by_the_zoom(
+    engine: Engine, settings: Settings, index: int
+) -> None:
+    """Sample 12 is read by the soft decoder from the zoom's view, 52 by zxing-cpp."""
+    data, _, payload = _photo(index)
+    without = Engine(settings, [s for s in engine.stages if not isinstance(s, ZoomStage)])
+    assert payload not in [code.data for code in without.scan(data, deadline_ms=0).codes]
+    result = engine.scan(data, deadline_ms=0)
+    assert [(code.data, code.stage) for code in result.codes] == [(payload, "zoom")]
+
+
+def _module(quad: np.ndarray, modules: int) -> float:
+    return float(np.linalg.norm(quad - np.roll(quad, -1, axis=0), axis=1).mean()) / modules
+
+
+@pytest.mark.parametrize("index", [12, 52])
+def test_an_outline_modules_off_is_moved_onto_the_code_edges(index: int) -> None:
+    """The blob outline of a steep code is a module or more off at the far corners; the
+    hull's straight edges put every corner within a module, most within half of one."""
+    data, truth, _ = _photo(index)
+    gray = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    modules = corpus_sample("perspective", index, seed=7).codes[0].modules
+    module = _module(truth, modules)
+    # Each corner pushed two modules along a different direction, as outline() leaves them.
+    push = np.array([[-2.0, -1.0], [2.0, -1.5], [1.5, 2.0], [-1.0, 2.0]], np.float32) * module
+    refined = rectify.refine_outline(gray, truth + push)
+    assert refined is not None
+    refined = rectify.refine_outline(gray, refined)
+    assert refined is not None
+    errors = np.linalg.norm(refined - truth, axis=1) / module
+    assert errors.max() < 1.0 and float(np.median(errors)) < 0.6
+
+
+def test_no_blob_no_outline() -> None:
+    """A flat view (nothing dark at its centre) gives no outline rather than a guess."""
+    page = np.full((400, 400), 200, np.uint8)
+    page[:40, :40] = 20
+    quad = np.array([[150, 150], [250, 150], [250, 250], [150, 250]], np.float32)
+    assert rectify.refine_outline(page, quad) is None
+
+
+def test_a_page_of_decoys_reads_nothing(engine: Engine) -> None:
+    """models.synth's `none` photos (logos, barcodes, text and no QR code) seed 7: the zoom
+    runs on them (nothing else reads them) and reads nothing."""
+    for index in range(3):
+        result = engine.scan(corpus_sample("none", index, seed=7).data, deadline_ms=0)
+        assert "zoom" in result.stages_run
+        assert result.codes == []

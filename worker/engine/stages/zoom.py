@@ -1,0 +1,162 @@
+"""The last look at a photo every other stage left without a code: the small detector over
+the page at more pixels than it first saw, and each box read from a view rectified on the
+code's own edges (issue 19, the `perspective` category).
+
+Seen at a steep angle, a code's far side spans a module or less a pixel. The detectors see
+the page reduced to their input (a 1700-pixel photo at a quarter, or at 0.38 for the medium
+model): such a code is a sliver they score under their threshold, and where they do box it
+their corners are ten and more modules off. Over the page at 0.4 of its pixels the small
+model boxes most of them; the box's dark blob outlined (worker.engine.rectify.outline) and
+moved onto its hull's straight edges (rectify.refine_outline) is within half a module at
+the corners, and a view warped from it at several pixels a module (bicubic) is one where
+zxing-cpp or the soft decoder reads. On the benchmark's 100 perspective photos this read 9
+or 10 of the 32 codes the cascade left unread, none lost (the commit that added it has the
+runs).
+
+It runs after the thorough pass, on pages that pass read nothing on, so no page another
+stage completes pays for it: one small-model inference a page (bounded by ZOOM_MAX_SIDE)
+and the reads within a CPU budget a page (worker.engine.deadline.work_clock).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from worker.engine import qr, rectify, zxing_reader
+from worker.engine.cascade import Box, StageContext
+from worker.engine.deadline import work_clock
+from worker.engine.detector import geometry
+from worker.engine.detector.detector import Detector
+from worker.engine.images import Page
+from worker.engine.stages import born_digital, soft
+from worker.engine.zxing_reader import ReadOptions
+
+VARIANT = "zoom"
+# The detector sees the page at this share of its pixels a side, once reduced to at most
+# ZOOM_MAX_SIDE (a 12 MP photo is seen at less than its full resolution rather than at four
+# times the cost). At 0.5 it boxed the same unread perspective codes, at a third more CPU.
+SEEN_AT = 0.4
+ZOOM_MAX_SIDE = 1792
+# The network's deepest stride: its input sides are padded to a multiple of it.
+_NET_STRIDE = 32
+# Boxes read per page, most confident first, and their CPU time per page: an outline, two
+# refinements and a decode cost 20-60 ms a box. Every perspective code it read was its first
+# box; a page of decoys (the `none` photos) pays for each box it reads.
+MAX_PLACES = 2
+BUDGET_S = 0.15
+# The decoder's limit on one view (it reads a view it can read in 10-40 ms).
+DECODE_BUDGET_MS = 60.0
+# The view's pixels per pixel of the code's longest side (within rectify's MIN_SIDE and
+# MAX_SIDE): a version-10 code 1.5 pixels a module on the near side is about 9 in the view.
+VIEW_FACTOR = 6.0
+# zxing-cpp on the view: upright, dark on light (the outline is a dark blob's), at the
+# resolution it was made for.
+VIEW_OPTIONS = ReadOptions(try_downscale=False, try_invert=False, try_rotate=False)
+# The view's margin around the refined outline, as a share of its size: the quiet zone.
+VIEW_MARGIN = 0.15
+# Outline refinements: the second pulls in the corners the first left a module or two off
+# (a box whose blob outline took in a neighbour's edge).
+REFINEMENTS = 2
+
+
+class ZoomStage:
+    name = "zoom"
+    # After the thorough pass (10): only the pages every other stage left open.
+    cost = 11.0
+
+    def __init__(self, detector: Detector) -> None:
+        self.detector = detector
+
+    def run(self, ctx: StageContext) -> None:
+        for page in ctx.pages_to_scan():
+            if born_digital.is_born_digital(page) or _has_code(ctx, page):
+                # Vector codes are read from renders of their regions (born_digital), at any
+                # resolution they need: a photo's perspective is not theirs. A page with a
+                # code read is mostly open for a decoy box left unread (a logo, a barcode):
+                # on 20 of the 100 perspective photos the zoom read decoys there, 60-200 ms
+                # a page, and no code.
+                continue
+            self._page(ctx, page)
+
+    def _page(self, ctx: StageContext, page: Page) -> None:
+        gray, scale = page.gray(ZOOM_MAX_SIDE)
+        boxes = self._boxes(gray)
+        started = work_clock()
+        for box in boxes[:MAX_PLACES]:
+            if ctx.page_done(page.index) or work_clock() - started > BUDGET_S:
+                return
+            centre = ((box[0] + box[2]) / 2.0 / scale, (box[1] + box[3]) / 2.0 / scale)
+            # One read makes it a page with a code (see run).
+            if not ctx.findings.covers(page.index, centre) and self._read(
+                ctx, page, gray, scale, box
+            ):
+                return
+
+    def _boxes(self, gray: np.ndarray) -> list[Box]:
+        """The detector's boxes over `gray` seen at SEEN_AT (in `gray`'s pixels), most
+        confident first. One inference over the whole page: the network is convolutional
+        and takes any size its deepest stride divides (padded to it), a third cheaper than
+        the same pixels in overlapping tiles of its input size, and it boxed 23 of the 32
+        unread perspective codes to the tiles' 25, every one it then read among them."""
+        factor = SEEN_AT
+        seen = cv2.resize(gray, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+        height, width = seen.shape
+        padded = np.full(
+            (-(-height // _NET_STRIDE) * _NET_STRIDE, -(-width // _NET_STRIDE) * _NET_STRIDE),
+            geometry.PAD_VALUE,
+            np.float32,
+        )
+        padded[:height, :width] = seen.astype(np.float32) * (1.0 / 255.0)
+        heat, box, corners = self.detector.session.run(padded[None, None])
+        found = geometry.decode(heat, box, corners, factor, threshold=self.detector.threshold)
+        return [det.box for det in found]
+
+    def _read(
+        self, ctx: StageContext, page: Page, gray: np.ndarray, scale: float, box: Box
+    ) -> bool:
+        crop, mapping = rectify.box_crop(gray, box, 1.0)
+        corners = rectify.outline(crop)
+        if corners is None:
+            return False
+        quad = np.array([mapping.to_page(float(x), float(y)) for x, y in corners], np.float32)
+        for _ in range(REFINEMENTS):
+            refined = rectify.refine_outline(gray, quad)
+            if refined is None:
+                return False
+            quad = refined
+        corners_page = tuple((float(x / scale), float(y / scale)) for x, y in quad)
+        if not soft.is_place(corners_page):  # type: ignore[arg-type]
+            return False
+        longest = float(np.linalg.norm(quad - np.roll(quad, -1, axis=0), axis=1).max())
+        side = int(np.clip(longest * VIEW_FACTOR, rectify.MIN_SIDE, rectify.MAX_SIDE))
+        view, to_page = rectify.rectify(gray, quad, scale, side=side, margin=VIEW_MARGIN)
+        label = self.detector.label
+        symbols = zxing_reader.read(view, to_page, VIEW_OPTIONS)
+        added = ctx.findings.add(
+            symbols,
+            page=page.index,
+            stage=self.name,
+            decoder=zxing_reader.DECODER,
+            variant=VARIANT,
+            model=label,
+        )
+        if added or any(s.valid for s in symbols):
+            return True
+        low = side * VIEW_MARGIN / (1.0 + 2.0 * VIEW_MARGIN)
+        high = side - low
+        found = qr.decode(
+            view,
+            ((low, low), (high, low), (high, high), (low, high)),
+            budget_ms=DECODE_BUDGET_MS,
+            deadline_ms=ctx.deadline.remaining_ms(),
+        )
+        if found is None:
+            return False
+        return soft.add(
+            ctx, page, found, to_page.to_page, stage=self.name, variant=VARIANT, model=label
+        )
+
+
+def _has_code(ctx: StageContext, page: Page) -> bool:
+    return any(code.page == page.index for code in ctx.findings.codes)
