@@ -65,10 +65,10 @@ def test_both_runtimes_find_the_same_codes(size: str) -> None:
 
 def test_the_backend_setting_decides_which_stages_run() -> None:
     names = [s.name for s in Engine(Settings(backend="onnx")).stages]
-    assert names == ["fast", "detect_small", "detect_medium", "thorough"]
+    assert names == ["fast", "detect_small", "detect_medium", "thorough", "zoom"]
     assert [s.name for s in Engine(Settings(backend="none")).stages] == ["fast", "thorough"]
     only_small = Engine(Settings(backend="onnx", detector_models=("small",)))
-    assert [s.name for s in only_small.stages] == ["fast", "detect_small", "thorough"]
+    assert [s.name for s in only_small.stages] == ["fast", "detect_small", "thorough", "zoom"]
 
 
 def test_missing_weights_stop_the_engine_at_start_up_not_at_the_first_job(

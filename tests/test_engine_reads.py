@@ -161,7 +161,7 @@ def test_a_page_without_a_code_is_an_empty_success(engine: Engine) -> None:
     result = engine.scan(no_code_invoice(24).data)
     assert result.ok and result.codes == []
     # Every stage ran before the cascade gave up: nothing was there to read.
-    assert result.stages_run == ["fast", "detect_small", "detect_medium", "thorough"]
+    assert result.stages_run == ["fast", "detect_small", "detect_medium", "thorough", "zoom"]
     assert result.to_dict()["error"] is None
 
 

@@ -17,14 +17,15 @@ from worker.engine.deadline import Deadline
 from worker.engine.errors import DeadlineReached, ErrorCode, ScanFailed
 from worker.engine.images import DecodeClock, Document, document_from_array, open_document
 from worker.engine.results import ScanError, ScanResult, Unread, UnreadReason
-from worker.engine.stages import DetectorStage, FastStage, ThoroughStage
+from worker.engine.stages import DetectorStage, FastStage, ThoroughStage, ZoomStage
 from worker.settings import Settings
 
 Input = bytes | bytearray | memoryview | np.ndarray | os.PathLike[str]
 
 
 def default_stages(settings: Settings, born_digital_rules: bool = True) -> list[Stage]:
-    """fast, then each configured detector (small before medium), then thorough.
+    """fast, then each configured detector (small before medium), then thorough, then the
+    first detector's zoomed look (worker.engine.stages.zoom) at what is still open.
 
     The detectors come before the thorough pass: one small-model inference costs a few
     milliseconds, a thorough pass over a 12 MP photo hundreds. `born_digital_rules` False
@@ -45,6 +46,10 @@ def default_stages(settings: Settings, born_digital_rules: bool = True) -> list[
         for rank, size in enumerate(settings.detector_models):
             detector = Detector.load(size, settings)
             stages.append(DetectorStage(detector, 2.0 + rank, born_digital_rules))
+            if rank == 0:
+                # The first (cheapest) model also takes the last look, at more pixels, at
+                # the photos every other stage read nothing on (worker.engine.stages.zoom).
+                stages.append(ZoomStage(detector))
     return stages
 
 
