@@ -9,6 +9,9 @@ import os
 import signal
 from dataclasses import replace
 
+import numpy as np
+import pypdfium2 as pdfium
+
 from models.synth.pdfs import born_digital_pdf, scanned_pdf
 from worker.engine import Engine
 from worker.engine.cascade import Findings, StageContext
@@ -92,16 +95,19 @@ def test_a_born_digital_page_without_a_code_is_settled_before_the_detectors_look
     assert [(c.page, c.data) for c in ctx.findings.codes] == [(1, sample.codes[0].payload)]
 
 
-def test_a_scan_decoded_whole_for_the_fast_pass_is_not_decoded_again_for_the_detectors() -> None:
-    # A 200 DPI A4 scan (2339 pixels long): half of it is under the fast side, so the fast
-    # pass decodes it whole and reduces that; the whole image is then the page's full size,
-    # which the detectors' crops and the thorough pass ask for next, at no second decode.
+def test_a_scanned_jpeg_page_is_decoded_as_its_file_is() -> None:
+    # A 200 DPI scan (2478 pixels long): the fast pass gets it DCT-scaled to half (1239
+    # pixels, the largest scale within the fast side), and the detectors' and the thorough
+    # pass's full size is one more decode, as for the same JPEG given as a file: the same
+    # images, the same pixels decoded.
     settings = Settings.from_env({})
     sample = scanned_pdf(143, encoding="jpeg", dpi=200.0)
     (page,) = open_document(sample.data, settings).pages
-    fast, _ = page.gray(settings.fast_max_side)
-    assert abs(max(fast.shape) - settings.fast_max_side) <= 1
-    decoded = page._pool.decoded_pixels
-    full, _ = page.gray(settings.thorough_max_side)
-    assert page.native == (full.shape[1], full.shape[0])
-    assert page._pool.decoded_pixels == decoded
+    jpeg = bytes(next(pdfium.PdfDocument(sample.data)[0].get_objects()).get_data())
+    (as_file,) = open_document(jpeg, settings).pages
+    assert page.native == (as_file.width, as_file.height)
+    for side in (settings.fast_max_side, settings.thorough_max_side):
+        image, _ = page.gray(side)
+        assert np.array_equal(image, as_file.gray(side)[0])
+        assert page._pool.decoded_pixels == as_file._pool.decoded_pixels
+    assert max(page.gray(settings.fast_max_side)[0].shape) == -(-max(page.native) // 2)

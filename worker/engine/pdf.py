@@ -482,8 +482,6 @@ def _scanned_page(
         if (page.width, page.height) != (width, height):
             return None  # the JPEG's own frame is not what the PDF says it draws
         page.index = index
-        if page._decode_reduced is not None:
-            page._decode_reduced = _jpeg_at_least(data, page)
     else:
         images._check_page(width, height, images._GRAY_PATH_COST, settings, what=what)
 
@@ -499,61 +497,6 @@ def _scanned_page(
     page.native = (width, height)
     page.width, page.height = grid_w, grid_h
     return page
-
-
-def _jpeg_at_least(data: bytes, page: Page) -> Callable[[int], np.ndarray]:
-    """A scan's JPEG reduced for a stage asking `max_side`: libjpeg's DCT scaling down to
-    the smallest scale still at least `max_side` long, then a reduction to it.
-
-    A JPEG file is DCT-scaled to the largest scale within `max_side` (a 300 DPI A4 scan to a
-    quarter, 877 pixels for the fast pass's 1280); the PDF page was rendered at `max_side`
-    itself before pages had kinds, and a small code (three Micro QR codes on a 144 DPI
-    page) read there is lost at the quarter. The page's own pixels are never fewer than the
-    render's were.
-
-    What that costs over the file is kept small: a scan decoded at its full size for the
-    fast pass is kept as the page's full-size image, which the detectors' crops and the
-    thorough pass ask for next (a JPEG file pays that decode once too). The reduction stays
-    OpenCV's area reduction, though by a factor that is not a whole number it costs about 5
-    ms on a 2 MP scan, five times a bilinear one: bilinear, the detectors' boxes on the
-    reduced page moved enough to lose 4 codes and gain 1 over 30 glare and 30 damaged photos
-    wrapped as scans.
-    """
-    import cv2
-    import numpy as np
-
-    from worker.engine import images
-
-    buffer = np.frombuffer(data, np.uint8)
-    long_side = max(page.native or (page.width, page.height))
-
-    def reduced(max_side: int) -> np.ndarray:
-        kept = page._cache.get(None)
-        if kept is not None:
-            image = kept[0]
-        else:
-            flag = cv2.IMREAD_GRAYSCALE
-            for factor, scaled in images._JPEG_REDUCTIONS:
-                if long_side / factor >= max_side:
-                    flag = scaled
-            image = cv2.imdecode(buffer, flag)
-            if image is None or image.size == 0:
-                raise ScanFailed(
-                    ErrorCode.CORRUPT_IMAGE,
-                    "the JPEG data is corrupt or truncated and cannot be decoded",
-                )
-            if flag == cv2.IMREAD_GRAYSCALE and page.native == (image.shape[1], image.shape[0]):
-                # The page is current in its pool (Page.gray entered it before decoding),
-                # so it may keep its full size: the same entry a full decode would fill.
-                page._cache[None] = (image, image.shape[1] / page.width)
-                page._pool.decoded_pixels += image.size
-        if max(image.shape) > max_side:
-            factor = max_side / max(image.shape)
-            size = (max(1, round(image.shape[1] * factor)), max(1, round(image.shape[0] * factor)))
-            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-        return image
-
-    return reduced
 
 
 # How far a scan's placement may stray from filling its page's grid, upright and evenly

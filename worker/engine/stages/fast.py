@@ -3,7 +3,8 @@
 On a rendered page reduced for the pass, a read code does not settle the page by itself: a
 dense code printed beside it may have shrunk below a pixel a module, too small to be even
 located (issue 19). Where the reduced page shows a code's texture that no read code covers
-(worker.engine.evidence, about 0.2 ms), that region alone is read again at full size.
+(worker.engine.evidence, about 0.2 ms), that region alone is read again at full size, whether
+the pass read a code or none (then the detectors may read only some of the page's codes).
 """
 
 from __future__ import annotations
@@ -47,12 +48,17 @@ class FastStage:
                 variant=variant,
             )
             softly = soft.read_located(ctx, page, symbols, stage=self.name, variant=variant)
-            if ctx.want != "all" or not (softly or any(s.valid for s in symbols)):
+            if ctx.want != "all":
                 continue
+            read_any = softly or any(s.valid for s in symbols)
             if rendered(gray):
-                if scale < 1.0:
+                # Also where nothing was read: the detectors may then read only some of the
+                # page's codes (two of three Micro QR codes on a 144 DPI invoice halved), and
+                # the page would be done with the last one never looked at. A born-digital
+                # page's own stage looks at every block (born_digital.finish).
+                if scale < 1.0 and (read_any or not born_digital.is_born_digital(page)):
                     self._dense_regions(ctx, page, gray, scale)
-            elif self.look_again_at_photos:
+            elif read_any and self.look_again_at_photos:
                 ctx.findings.ask_another_look(page.index)
 
     def _dense_regions(self, ctx: StageContext, page: Page, gray: np.ndarray, scale: float) -> None:
