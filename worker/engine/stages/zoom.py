@@ -55,9 +55,11 @@ VIEW_FACTOR = 6.0
 VIEW_OPTIONS = ReadOptions(try_downscale=False, try_invert=False, try_rotate=False)
 # The view's margin around the refined outline, as a share of its size: the quiet zone.
 VIEW_MARGIN = 0.15
-# Outline refinements: the second pulls in the corners the first left a module or two off
-# (a box whose blob outline took in a neighbour's edge).
-REFINEMENTS = 2
+# Outline refinements, until no corner moves SETTLED_PX: each view is straighter than the
+# last, so a hull edge the first took from a neighbour's blob (a corner several modules off)
+# is the code's own in the next; one code of the benchmark's needed three.
+REFINEMENTS = 4
+SETTLED_PX = 0.5
 
 
 class ZoomStage:
@@ -80,7 +82,9 @@ class ZoomStage:
             self._page(ctx, page)
 
     def _page(self, ctx: StageContext, page: Page) -> None:
-        gray, scale = page.gray(ZOOM_MAX_SIDE)
+        # The thorough pass's image (cached by now): a JPEG asked for at ZOOM_MAX_SIDE
+        # comes DCT-scaled to half when it is a little larger, and the reads need every pixel.
+        gray, scale = page.gray(ctx.settings.thorough_max_side)
         boxes = self._boxes(gray)
         started = work_clock()
         for box in boxes[:MAX_PLACES]:
@@ -94,12 +98,13 @@ class ZoomStage:
                 return
 
     def _boxes(self, gray: np.ndarray) -> list[Box]:
-        """The detector's boxes over `gray` seen at SEEN_AT (in `gray`'s pixels), most
-        confident first. One inference over the whole page: the network is convolutional
-        and takes any size its deepest stride divides (padded to it), a third cheaper than
-        the same pixels in overlapping tiles of its input size, and it boxed 23 of the 32
-        unread perspective codes to the tiles' 25, every one it then read among them."""
-        factor = SEEN_AT
+        """The detector's boxes over `gray` seen at SEEN_AT (of at most ZOOM_MAX_SIDE), in
+        `gray`'s pixels, most confident first. One inference over the whole page: the
+        network is convolutional and takes any size its deepest stride divides (padded to
+        it), a third cheaper than the same pixels in overlapping tiles of its input size,
+        and it boxed 23 of the 32 unread perspective codes to the tiles' 25, every one it
+        then read among them."""
+        factor = SEEN_AT * min(1.0, ZOOM_MAX_SIDE / max(gray.shape))
         seen = cv2.resize(gray, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
         height, width = seen.shape
         padded = np.full(
@@ -120,11 +125,16 @@ class ZoomStage:
         if corners is None:
             return False
         quad = np.array([mapping.to_page(float(x), float(y)) for x, y in corners], np.float32)
-        for _ in range(REFINEMENTS):
+        for refinement in range(REFINEMENTS):
             refined = rectify.refine_outline(gray, quad)
             if refined is None:
-                return False
+                if refinement == 0:
+                    return False
+                break
+            moved = float(np.abs(refined - quad).max())
             quad = refined
+            if moved < SETTLED_PX:
+                break
         corners_page = tuple((float(x / scale), float(y / scale)) for x, y in quad)
         if not soft.is_place(corners_page):  # type: ignore[arg-type]
             return False
