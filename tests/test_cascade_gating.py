@@ -179,7 +179,9 @@ def test_a_photo_the_fast_pass_read_part_of_gets_the_detectors_look(neural: Engi
     assert {code.data for code in fast_only.codes} < truth
     result = neural.scan(sample.data)
     assert {code.data for code in result.codes} == truth
-    assert result.stages_run == ["fast", "detect_small"]
+    # The medium model's stage too: the small one doubts a place (scores it just under its
+    # threshold), which the medium looks at (worker.engine.stages.detect, DetectorStage._doubt).
+    assert result.stages_run == ["fast", "detect_small", "detect_medium"]
 
 
 def test_a_rendered_invoice_is_taken_at_its_word(neural: Engine) -> None:
@@ -200,9 +202,9 @@ class CountingDetector(Detector):
         super().__init__(inner.size, inner.session, inner.threshold)
         self.calls = 0
 
-    def detect(self, gray: np.ndarray) -> list[Detection]:
+    def detect(self, gray: np.ndarray, threshold: float | None = None) -> list[Detection]:
         self.calls += 1
-        return super().detect(gray)
+        return super().detect(gray, threshold)
 
 
 def _engine_counting_medium() -> tuple[Engine, CountingDetector]:
@@ -232,3 +234,15 @@ def test_the_medium_model_still_reads_what_the_small_one_saw_but_could_not_read(
     assert medium.calls == 1
     assert {code.data for code in result.codes} == {code.payload for code in sample.codes}
     assert result.codes[0].stage == "detect_medium"
+
+
+def test_a_place_the_small_model_doubts_gets_the_medium_models_look_at_it_alone() -> None:
+    # The small model reads the code and scores another place 0.2-0.3 (a doubt): the medium
+    # model looks at that place alone (a few ms), does not box it, and its whole-page
+    # inference (60-90 ms) is never run.
+    engine, medium = _engine_counting_medium()
+    sample = corpus_sample("blurred", 0, seed=7)
+    result = engine.scan(sample.data)
+    assert result.stages_run == ["fast", "detect_small", "detect_medium"]
+    assert medium.calls == 0 and result.complete
+    assert {code.data for code in result.codes} == {code.payload for code in sample.codes}

@@ -44,13 +44,24 @@ class Findings:
     # Where the detectors saw candidates (x0, y0, x1, y1 in page pixels), when they say.
     detector_boxes: dict[int, list[Box]] = field(default_factory=dict)
     # Pages where the codes read so far may not be all there are: "all" waits for one more
-    # stage to look at them (see ask_another_look).
-    _looks_asked: set[int] = field(default_factory=set)
+    # stage to look at them (see ask_another_look). Each ask is numbered: a stage that asks
+    # again for a page that asked before it ran keeps the page asking after it.
+    _looks_asked: dict[int, int] = field(default_factory=dict)
+    _asks: int = 0
     # Places the soft decoder has tried (page, quad in page pixels).
     _soft_tried: list[tuple[int, Quad]] = field(default_factory=list)
     # Pages shown to hold no code (a born-digital PDF page whose fast render shows nothing of
     # one, worker.engine.stages.born_digital): done, with or without a code.
     _settled: set[int] = field(default_factory=set)
+    # Where the first detector saw something (page pixels), down to its doubt floor: what a
+    # later detector's box is checked against (worker.engine.stages.detect).
+    first_looks: dict[int, list[Box]] = field(default_factory=dict)
+    # Places the first detector scored just under its threshold, where nothing was read or
+    # boxed (page pixels): the next detector looks at them before the page is done.
+    doubts: dict[int, list[Box]] = field(default_factory=dict)
+    # Detector boxes ruled out as codes by a cheaper look (page, box): they keep no page open
+    # and no later stage reads them, and the result lists them (reason `ruled_out`).
+    _ruled_out: list[tuple[int, Box]] = field(default_factory=list)
 
     def settle(self, page: int) -> None:
         """`page` holds no code: no later stage looks at it, and "all" is satisfied there."""
@@ -65,18 +76,36 @@ class Findings:
         if boxes and page in self.detector_boxes:
             self.detector_boxes[page] = [b for b in self.detector_boxes[page] if b not in boxes]
 
+    def rule_out(self, page: int, box: Box) -> None:
+        """A detector's `box` that a cheaper look showed holds no code: it is not a located
+        symbol (it keeps the page open for no stage) but the result still names it."""
+        self._ruled_out.append((page, box))
+
+    def ruled_out(self, page: int) -> list[Quad]:
+        """The boxes ruled out on `page` that no read code covers, as quads."""
+        return [
+            box_quad(box)
+            for p, box in self._ruled_out
+            if p == page and not self.covers(page, ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2))
+        ]
+
     def ask_another_look(self, page: int) -> None:
         """The codes read on `page` may not be all: on a photo, a code the reduced page
         blurred away is often not even located, and the page would count as done. The
-        next stage to run looks at the page before "all" is satisfied with it."""
-        self._looks_asked.add(page)
+        next stage to run looks at the page before "all" is satisfied with it (a page
+        that asked is not blind to it: see searched_blind)."""
+        self._asks += 1
+        self._looks_asked[page] = self._asks
 
-    def looks_asked(self) -> frozenset[int]:
-        return frozenset(self._looks_asked)
+    def looks_asked(self) -> frozenset[tuple[int, int]]:
+        """The asks standing now (page, ask), to hand back to looks_taken."""
+        return frozenset(self._looks_asked.items())
 
-    def looks_taken(self, pages: frozenset[int]) -> None:
-        """A stage has run since these pages asked for another look."""
-        self._looks_asked -= pages
+    def looks_taken(self, asked: frozenset[tuple[int, int]]) -> None:
+        """A stage has run since these asks were made (a page asked again since stays)."""
+        for page, ask in asked:
+            if self._looks_asked.get(page) == ask:
+                del self._looks_asked[page]
 
     def detected(self, page: int, scores: list[float], boxes: Sequence[Box] = ()) -> None:
         """A detector ran on `page` and found candidates with these scores (maybe none),
@@ -88,9 +117,13 @@ class Findings:
     def searched_blind(self, page: int) -> bool:
         """A detector looked at `page` and found nothing, and zxing located nothing there
         either: the page most likely holds no code, and a costly blind search of it
-        mostly buys latency (pages where no detector ran are not blind: no one looked)."""
-        return self.detector_scores.get(page, -1.0) == 0.0 and not any(
-            p == page for p, _ in self._pending
+        mostly buys latency (pages where no detector ran are not blind: no one looked, nor
+        are pages that asked for another look: a detector saw a code there under its
+        threshold, worker.engine.stages.detect)."""
+        return (
+            self.detector_scores.get(page, -1.0) == 0.0
+            and page not in self._looks_asked
+            and not any(p == page for p, _ in self._pending)
         )
 
     def regions(self, page: int) -> list[Box]:
@@ -148,7 +181,7 @@ class Findings:
         fast pass, a detector and the thorough pass often hand it the same symbol. The same
         place, not one that overlaps: zxing-cpp's "symbols" made of two codes' finders span
         both, and took the look of each code inside them (qr-photos-val 55_2)."""
-        if any(p == page and _same_place(seen, quad) for p, seen in self._soft_tried):
+        if any(p == page and same_place(seen, quad) for p, seen in self._soft_tried):
             return False
         self._soft_tried.append((page, quad))
         return True
@@ -182,7 +215,7 @@ class Findings:
         located: list[tuple[Quad, LocatedBy]] = [
             (q, "zxing") for p, q in self._pending if p == page
         ]
-        located += [(_box_quad(box), "detector") for box in self.detector_boxes.get(page, ())]
+        located += [(box_quad(box), "detector") for box in self.detector_boxes.get(page, ())]
         read = [code.quad for code in self.codes if code.page == page]
         kept: list[tuple[Quad, LocatedBy]] = []
         for quad, by in located:
@@ -245,7 +278,7 @@ def _overlap(a: Quad, b: Quad) -> bool:
     return shared > 0.0 and shared >= 0.25 * smaller
 
 
-def _same_place(a: Quad, b: Quad) -> bool:
+def same_place(a: Quad, b: Quad) -> bool:
     """Whether the outlines of `a` and `b` are one place: their bounds' intersection over
     union at least a half (a detector's loose box and zxing's tight quad of one symbol)."""
     ax0, ay0, ax1, ay1 = _bounds(a)
@@ -255,7 +288,7 @@ def _same_place(a: Quad, b: Quad) -> bool:
     return union > 0.0 and shared >= 0.5 * union
 
 
-def _box_quad(box: Box) -> Quad:
+def box_quad(box: Box) -> Quad:
     x0, y0, x1, y1 = box
     return ((x0, y0), (x1, y0), (x1, y1), (x0, y1))
 

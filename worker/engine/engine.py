@@ -191,6 +191,10 @@ class Engine:
                 Unread(quad, page.index, reason, by)
                 for page in document.pages
                 for quad, by in findings.unread(page.index)
+            ] + [
+                Unread(quad, page.index, UnreadReason.RULED_OUT, "detector")
+                for page in document.pages
+                for quad in findings.ruled_out(page.index)
             ]
             if result.unread:
                 result.complete = False

@@ -96,6 +96,9 @@ class UnreadReason(StrEnum):
     """The deadline passed before every stage had tried it."""
     NOT_DECODED = "not_decoded"
     """Every stage of the cascade tried it and none could read it."""
+    RULED_OUT = "ruled_out"
+    """A detector's box that a cheaper look showed holds no code (docs/protocol.md); no
+    later stage tried it."""
 
 
 # zxing: zxing-cpp located it by three finder patterns, most often a QR code (a decoy's

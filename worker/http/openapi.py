@@ -122,9 +122,10 @@ _UNREAD = {
         "page": {"type": "integer", "minimum": 0},
         "reason": {
             "type": "string",
-            "enum": ["deadline", "not_decoded"],
+            "enum": ["deadline", "not_decoded", "ruled_out"],
             "description": "deadline: the deadline passed before every stage had tried it; "
-            "not_decoded: every stage tried it and none could read it.",
+            "not_decoded: every stage tried it and none could read it; ruled_out: a "
+            "detector's box a cheaper look showed holds no code, not tried further.",
         },
         "located_by": {
             "type": "string",

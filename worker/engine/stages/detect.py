@@ -16,7 +16,7 @@ import numpy as np
 import zxingcpp
 
 from worker.engine import enhance, finders, rectify, zxing_reader
-from worker.engine.cascade import Box, StageContext
+from worker.engine.cascade import Box, StageContext, box_quad, same_place
 from worker.engine.deadline import work_clock
 from worker.engine.detector.detector import Detector
 from worker.engine.detector.geometry import Detection
@@ -115,29 +115,106 @@ class DetectorStage:
                 # (finder patterns, code texture, zxing's symbols): settled or read there, it
                 # needs no inference (a model trained on photos, 7-20 ms a page).
                 continue
+            if ctx.skip_blind_pages and not self._worth_a_look(ctx, page):
+                continue
             self._page(ctx, page, boxes_only=rules)
+
+    def _worth_a_look(self, ctx: StageContext, page: Page) -> bool:
+        """Whether a refining detector looks at `page`: one left open by a located symbol, or
+        one whose doubted places (the first detector's, just under its threshold) this model
+        boxes over its threshold, looked at alone (a few ms each, where the whole page would
+        cost 60-90)."""
+        doubts = ctx.findings.doubts.get(page.index, [])
+        if ctx.findings.unread(page.index) or not doubts:
+            return True
+        reduced, scale = page.gray(ctx.settings.fast_max_side)
+        for x0, y0, x1, y1 in doubts:
+            margin = DOUBT_MARGIN * max(x1 - x0, y1 - y0)
+            region = ((x0 - margin) * scale, (y0 - margin) * scale)
+            region += ((x1 + margin) * scale, (y1 + margin) * scale)
+            doubt = box_quad((x0 * scale, y0 * scale, x1 * scale, y1 * scale))
+            if any(
+                same_place(doubt, box_quad(found.box))
+                for found in self.detector.detect_region(reduced, region)  # type: ignore[arg-type]
+            ):
+                return True
+        return False
 
     def _page(self, ctx: StageContext, page: Page, *, boxes_only: bool = False) -> None:
         reduced, reduced_scale = page.gray(ctx.settings.fast_max_side)
         # Best first: the late variants' budget goes to the likeliest codes.
-        detections = sorted(self.detector.detect(reduced), key=lambda d: -d.score)
+        found = sorted(self.detector.detect(reduced, DOUBT_FLOOR), key=lambda d: -d.score)
+        detections = [d for d in found if d.score >= self.detector.threshold]
         # Detections are in reduced-page pixels; crops are cut from the larger image.
         in_page = [_scaled(detection, 1.0 / reduced_scale) for detection in detections]
+        doubts = [
+            _scaled(d, 1.0 / reduced_scale) for d in found if d.score < self.detector.threshold
+        ]
         # Where an earlier detector stage boxed a code, it tried that place's outline.
         outlined_before = list(ctx.findings.detector_boxes.get(page.index, ()))
+        if ctx.skip_blind_pages:
+            in_page = self._ruled_out(ctx, page, in_page)
+            detections = in_page
+        else:
+            ctx.findings.first_looks[page.index] = [d.box for d in in_page + doubts]
         ctx.findings.detected(page.index, [d.score for d in detections], [d.box for d in in_page])
-        if not detections or boxes_only:
+        if boxes_only:
             return
-        full, full_scale = page.gray(ctx.settings.thorough_max_side)
-        late = _LateBudget(outlined_before)
-        for detection in in_page:
-            # Every detection is a code of its own: with want="all", one read does not
-            # make the page done (invoices carry two codes, forms more).
-            if ctx.deadline.expired() or (ctx.want == "first" and ctx.findings.codes):
-                return
-            if self._already_read(ctx, page.index, detection):
-                continue
-            self._read(ctx, page, full, full_scale, detection, late)
+        if detections:
+            full, full_scale = page.gray(ctx.settings.thorough_max_side)
+            late = _LateBudget(outlined_before)
+            for detection in in_page:
+                # Every detection is a code of its own: with want="all", one read does not
+                # make the page done (invoices carry two codes, forms more).
+                if ctx.deadline.expired() or (ctx.want == "first" and ctx.findings.codes):
+                    return
+                if self._already_read(ctx, page.index, detection):
+                    continue
+                self._read(ctx, page, full, full_scale, detection, late)
+        if not ctx.skip_blind_pages and ctx.want == "all":
+            self._doubt(ctx, page.index, doubts, in_page)
+
+    def _ruled_out(
+        self, ctx: StageContext, page: Page, detections: list[Detection]
+    ) -> list[Detection]:
+        """A refining detector's boxes, but for those the first detector's look rules out: a
+        box of RULED_OUT_SHARE of the page or more where it saw nothing at the same place,
+        even under its threshold. It boxes every code that large (over the benchmark corpus
+        and qr-photos-val, each code of a tenth of its page or more scored 0.4 or more); the
+        medium model, on noisy JPEG pages, boxes half the page at 0.7 (no read in 55 such
+        boxes, 100-300 ms of CPU each). Kept: the result lists them (reason `ruled_out`)."""
+        first = ctx.findings.first_looks.get(page.index)
+        if first is None:
+            return detections
+        area = page.width * page.height * RULED_OUT_SHARE
+        kept = []
+        for det in detections:
+            x0, y0, x1, y1 = det.box
+            quad = box_quad(det.box)
+            if (x1 - x0) * (y1 - y0) >= area and not any(
+                same_place(quad, box_quad(box)) for box in first
+            ):
+                ctx.findings.rule_out(page.index, det.box)
+            else:
+                kept.append(det)
+        return kept
+
+    def _doubt(
+        self, ctx: StageContext, page: int, doubts: list[Detection], boxed: list[Detection]
+    ) -> None:
+        """A place the first detector scores just under its threshold, where nothing was
+        read or boxed, sends the page to the next stage's look (the larger model's): on a
+        page whose other codes were read it would count as done, the code never located
+        (qr-photos-val 69_1: 0.24 here, 0.39 by the medium model)."""
+        doubted = [
+            doubt.box
+            for doubt in doubts
+            if not self._already_read(ctx, page, doubt)
+            and not any(same_place(box_quad(doubt.box), box_quad(other.box)) for other in boxed)
+        ]
+        if doubted:
+            ctx.findings.doubts[page] = doubted
+            ctx.findings.ask_another_look(page)
 
     def _already_read(self, ctx: StageContext, page: int, detection: Detection) -> bool:
         x0, y0, x1, y1 = detection.box
@@ -198,6 +275,21 @@ class DetectorStage:
                     ctx, page, symbols, stage=self.name, variant=variant.name, model=label
                 ):
                     return
+
+
+# Places the first detector scores from this up to its threshold are not read, but they
+# send the page to the next stage (DetectorStage._doubt): over qr-photos-val and the
+# benchmark corpus, the codes the small model scored under 0.3 that the medium model boxes
+# (at 0.3 or more) scored 0.2 or more.
+DOUBT_FLOOR = 0.2
+# Around a doubted place, the share of its longer side the refining detector sees on each
+# side of it (its context: without it, a model scores most places higher than in the page).
+DOUBT_MARGIN = 0.5
+
+
+# A refining detector's box this share of the page or larger, where the first detector saw
+# nothing, is ruled out (DetectorStage._ruled_out).
+RULED_OUT_SHARE = 0.15
 
 
 # The late variants cost tens of milliseconds per unread detection; a page of decoys (a
