@@ -196,7 +196,8 @@ class Engine:
                 for page in document.pages
                 for quad in findings.ruled_out(page.index)
             ]
-            if result.unread:
+            # A box ruled out is named, but it is no code left unread (docs/protocol.md).
+            if any(u.reason is not UnreadReason.RULED_OUT for u in result.unread):
                 result.complete = False
 
 

@@ -98,7 +98,7 @@ class UnreadReason(StrEnum):
     """Every stage of the cascade tried it and none could read it."""
     RULED_OUT = "ruled_out"
     """A detector's box that a cheaper look showed holds no code (docs/protocol.md); no
-    later stage tried it."""
+    later stage tried it, and it leaves its page complete."""
 
 
 # zxing: zxing-cpp located it by three finder patterns, most often a QR code (a decoy's
@@ -110,7 +110,7 @@ LocatedBy = Literal["zxing", "detector"]
 @dataclass(frozen=True, slots=True)
 class Unread:
     """A symbol located on a page (by zxing, or a detector's box over its threshold) that no
-    code read covers: the reason its page is not complete."""
+    code read covers: the reason its page is not complete (but for a box `ruled_out`)."""
 
     quad: Quad
     page: int

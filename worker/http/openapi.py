@@ -125,7 +125,8 @@ _UNREAD = {
             "enum": ["deadline", "not_decoded", "ruled_out"],
             "description": "deadline: the deadline passed before every stage had tried it; "
             "not_decoded: every stage tried it and none could read it; ruled_out: a "
-            "detector's box a cheaper look showed holds no code, not tried further.",
+            "detector's box a cheaper look showed holds no code, not tried further (it leaves "
+            "the page complete).",
         },
         "located_by": {
             "type": "string",
@@ -172,7 +173,8 @@ DETECT_RESPONSE = {
         "pages": {"type": "integer"},
         "complete": {
             "type": "boolean",
-            "description": "True only when every symbol located on every page was read.",
+            "description": "True only when every symbol located on every page was read (or "
+            "ruled out: a detector's box `unread` lists as `ruled_out`).",
         },
         "stages_run": {"type": "array", "items": {"type": "string"}},
         "unread": {"type": "array", "items": _UNREAD},

@@ -156,7 +156,7 @@ class DetectorStage:
             in_page = self._ruled_out(ctx, page, in_page)
             detections = in_page
         else:
-            ctx.findings.first_looks[page.index] = [d.box for d in in_page + doubts]
+            ctx.findings.first_looks[page.index] = [d.box for d in in_page]
         ctx.findings.detected(page.index, [d.score for d in detections], [d.box for d in in_page])
         if boxes_only:
             return
@@ -172,26 +172,26 @@ class DetectorStage:
                     continue
                 self._read(ctx, page, full, full_scale, detection, late)
         if not ctx.skip_blind_pages and ctx.want == "all":
-            self._doubt(ctx, page.index, doubts, in_page)
+            self._doubt(ctx, page, doubts, in_page)
 
     def _ruled_out(
         self, ctx: StageContext, page: Page, detections: list[Detection]
     ) -> list[Detection]:
         """A refining detector's boxes, but for those the first detector's look rules out: a
-        box of RULED_OUT_SHARE of the page or more where it saw nothing at the same place,
-        even under its threshold. It boxes every code that large (over the benchmark corpus
-        and qr-photos-val, each code of a tenth of its page or more scored 0.4 or more); the
-        medium model, on noisy JPEG pages, boxes half the page at 0.7 (no read in 55 such
-        boxes, 100-300 ms of CPU each). Kept: the result lists them (reason `ruled_out`)."""
+        box of RULED_OUT_SHARE of the page or more where it boxed nothing over its threshold
+        at the same place. It boxes every code that large (over the benchmark corpus and
+        qr-photos-val, each code of a tenth of its page or more scored 0.4 or more); the
+        medium model, on noisy JPEG pages, boxes half the page at 0.7-0.95 (no read in 55
+        such boxes, 100-300 ms of CPU each), where the small one scores half the page 0.2-0.25
+        at most. Kept: the result lists them (reason `ruled_out`)."""
         first = ctx.findings.first_looks.get(page.index)
         if first is None:
             return detections
-        area = page.width * page.height * RULED_OUT_SHARE
+        largest = page.width * page.height * RULED_OUT_SHARE
         kept = []
         for det in detections:
-            x0, y0, x1, y1 = det.box
             quad = box_quad(det.box)
-            if (x1 - x0) * (y1 - y0) >= area and not any(
+            if _area(det.box) >= largest and not any(
                 same_place(quad, box_quad(box)) for box in first
             ):
                 ctx.findings.rule_out(page.index, det.box)
@@ -200,21 +200,25 @@ class DetectorStage:
         return kept
 
     def _doubt(
-        self, ctx: StageContext, page: int, doubts: list[Detection], boxed: list[Detection]
+        self, ctx: StageContext, page: Page, doubts: list[Detection], boxed: list[Detection]
     ) -> None:
         """A place the first detector scores just under its threshold, where nothing was
         read or boxed, sends the page to the next stage's look (the larger model's): on a
         page whose other codes were read it would count as done, the code never located
-        (qr-photos-val 69_1: 0.24 here, 0.39 by the medium model)."""
+        (qr-photos-val 69_1: 0.24 here, 0.39 by the medium model). Not a place of
+        RULED_OUT_SHARE of the page or more: it scores every code that large 0.4 or more
+        (see _ruled_out), and noisy JPEG photos half their page 0.2-0.25."""
+        largest = page.width * page.height * RULED_OUT_SHARE
         doubted = [
             doubt.box
             for doubt in doubts
-            if not self._already_read(ctx, page, doubt)
+            if _area(doubt.box) < largest
+            and not self._already_read(ctx, page.index, doubt)
             and not any(same_place(box_quad(doubt.box), box_quad(other.box)) for other in boxed)
         ]
         if doubted:
-            ctx.findings.doubts[page] = doubted
-            ctx.findings.ask_another_look(page)
+            ctx.findings.doubts[page.index] = doubted
+            ctx.findings.ask_another_look(page.index)
 
     def _already_read(self, ctx: StageContext, page: int, detection: Detection) -> bool:
         x0, y0, x1, y1 = detection.box
@@ -321,6 +325,10 @@ class _LateBudget:
 
 def _as_list(prepared: np.ndarray | list[np.ndarray]) -> list[np.ndarray]:
     return prepared if isinstance(prepared, list) else [prepared]
+
+
+def _area(box: Box) -> float:
+    return (box[2] - box[0]) * (box[3] - box[1])
 
 
 def _scaled(det: Detection, factor: float) -> Detection:
