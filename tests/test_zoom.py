@@ -15,7 +15,7 @@ import pytest
 
 from models.synth.corpus import corpus_sample
 from worker.engine import Engine, rectify
-from worker.engine.stages import ZoomStage
+from worker.engine.stages import ZoomStage, zoom
 from worker.settings import Settings
 
 
@@ -33,6 +33,20 @@ def test_a_steep_view_the_cascade_left_unread_is_read_by_the_zoom(
     data, _, payload = _photo(index)
     without = Engine(settings, [s for s in engine.stages if not isinstance(s, ZoomStage)])
     assert payload not in [code.data for code in without.scan(data, deadline_ms=0).codes]
+    result = engine.scan(data, deadline_ms=0)
+    assert [(code.data, code.stage) for code in result.codes] == [(payload, "zoom")]
+
+
+@pytest.mark.parametrize("index", [30, 119])
+def test_a_photo_a_little_over_the_zoom_size_is_read_at_full_resolution(
+    engine: Engine, index: int
+) -> None:
+    """A JPEG asked for at ZOOM_MAX_SIDE comes DCT-scaled to half when it is a little
+    larger (1839 and 1797 px here): the zoom cut its views from that half, where the far
+    side is half a pixel a module, and read neither; from the thorough pass's image it does."""
+    data, _, payload = _photo(index)
+    gray = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    assert max(gray.shape) > zoom.ZOOM_MAX_SIDE
     result = engine.scan(data, deadline_ms=0)
     assert [(code.data, code.stage) for code in result.codes] == [(payload, "zoom")]
 
