@@ -387,3 +387,22 @@ def test_a_scanned_page_reads_the_small_codes_its_render_read(engine: Engine) ->
         for c in sample.codes
     ]
     _matches(result, dataclasses.replace(sample, codes=tuple(at_grid)))
+
+
+def test_a_scan_coarser_than_the_page_grid_reads_as_its_file(engine: Engine) -> None:
+    # A 100 DPI scan of about 1,060 pixels: the fast pass gets it whole, as its file's does, though
+    # the page's grid at QRW_PDF_DPI is twice as long: not "reduced", and no full-size look
+    # at texture blocks the whole image already showed.
+    invoice = digital_invoice(150, fmt="jpeg", megapixels=0.8)
+    wrapped = scanned_from_sample(invoice, dpi=100.0)
+    as_file = engine.scan(invoice.data, deadline_ms=0)
+    as_pdf = engine.scan(wrapped.data, deadline_ms=0)
+    assert as_pdf.page_kinds == [SCANNED]
+    assert (
+        [(c.data, c.stage, c.variant) for c in as_pdf.codes]
+        == [(c.data, c.stage, c.variant) for c in as_file.codes]
+        == [(c.payload, "fast", "full") for c in invoice.codes]
+    )
+    factor = engine.settings.pdf_dpi / 100.0
+    for from_pdf, from_file in zip(as_pdf.codes, as_file.codes, strict=True):
+        assert np.allclose(np.array(from_pdf.quad), np.array(from_file.quad) * factor, atol=2.0)

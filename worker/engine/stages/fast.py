@@ -39,7 +39,10 @@ class FastStage:
         for page in ctx.pages_to_scan():
             gray, scale = page.gray(ctx.settings.fast_max_side)
             symbols = zxing_reader.read(gray, zxing_reader.Transform(scale))
-            variant = "reduced" if scale < 1.0 else "full"
+            # Against the page's own pixels: a scan coarser than its PDF page's grid (scale
+            # under 1) comes whole, as its file does.
+            reduced = max(gray.shape[:2]) < max(page.native or (page.width, page.height))
+            variant = "reduced" if reduced else "full"
             ctx.findings.add(
                 symbols,
                 page=page.index,
@@ -56,7 +59,7 @@ class FastStage:
                 # page's codes (two of three Micro QR codes on a 144 DPI invoice halved), and
                 # the page would be done with the last one never looked at. A born-digital
                 # page's own stage looks at every block (born_digital.finish).
-                if scale < 1.0 and (read_any or not born_digital.is_born_digital(page)):
+                if reduced and (read_any or not born_digital.is_born_digital(page)):
                     self._dense_regions(ctx, page, gray, scale)
             elif read_any and self.look_again_at_photos:
                 ctx.findings.ask_another_look(page.index)
