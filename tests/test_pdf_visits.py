@@ -9,11 +9,13 @@ import os
 import signal
 from dataclasses import replace
 
+import cv2
 import numpy as np
 import pypdfium2 as pdfium
 
-from models.synth.pdfs import born_digital_pdf, scanned_pdf
-from worker.engine import Engine
+from models.synth.corpus import corpus_sample
+from models.synth.pdfs import born_digital_pdf, pdf_set, scanned_pdf
+from worker.engine import Engine, evidence
 from worker.engine.cascade import Findings, StageContext
 from worker.engine.deadline import Deadline
 from worker.engine.errors import DeadlineReached
@@ -22,6 +24,7 @@ from worker.engine.isolation import ChildDocument, open_in_child
 from worker.engine.pdf import page_grids, reduced_scale
 from worker.engine.pdf_pages import BORN_DIGITAL
 from worker.engine.stages import DetectorStage, FastStage
+from worker.engine.stages.born_digital import texture_blocks
 from worker.settings import Settings
 
 
@@ -111,3 +114,49 @@ def test_a_scanned_jpeg_page_is_decoded_as_its_file_is() -> None:
         assert np.array_equal(image, as_file.gray(side)[0])
         assert page._pool.decoded_pixels == as_file._pool.decoded_pixels
     assert max(page.gray(settings.fast_max_side)[0].shape) == -(-max(page.native) // 2)
+
+
+def _plain_texture_blocks(gray: np.ndarray) -> list[tuple[float, float, float, float]]:
+    """born_digital.texture_blocks by its definition: edges measured over the whole page."""
+    cell = evidence._CELL
+    rows, cols = (gray.shape[0] - 1) // cell, (gray.shape[1] - 1) // cell
+    if rows < 3 or cols < 3:
+        return []
+    h, w = rows * cell, cols * cell
+    base = gray[:h, :w]
+    edges = cv2.add(cv2.absdiff(gray[:h, 1 : w + 1], base), cv2.absdiff(gray[1 : h + 1, :w], base))
+    mean, strength = evidence._cells(base), evidence._cells(edges)
+    low, high = evidence._MEAN_GREY
+    candidate = (mean > low) & (mean < high) & (strength > evidence._EDGES)
+    count, _, stats, _ = cv2.connectedComponentsWithStats(
+        candidate.astype(np.uint8), connectivity=8
+    )
+    blocks = []
+    for x0, y0, bw, bh, area in stats[1:count].tolist():
+        short, long = min(bw, bh), max(bw, bh)
+        if short >= 3 and long <= 1.6 * short and area >= 0.35 * bw * bh:
+            box = (x0 * cell, y0 * cell, (x0 + bw) * cell, (y0 + bh) * cell)
+            blocks.append((float(box[0]), float(box[1]), float(box[2]), float(box[3])))
+    return blocks
+
+
+def test_texture_blocks_are_those_of_their_whole_page_definition() -> None:
+    # Edges are measured only in the rows of grey components that can hold a block: the same
+    # blocks, on born-digital renders with and without codes, photos and noise.
+    settings = Settings.from_env({}, pdf_child=False)
+    grays = []
+    for sample in [*pdf_set(22, 12, "pdf_digital"), born_digital_pdf(9501, pages=2, code_pages=())]:
+        grays += [
+            p.gray(settings.fast_max_side)[0] for p in open_document(sample.data, settings).pages
+        ]
+    for category in ("blurred", "glare", "multi_digital", "lowres"):
+        grays.append(
+            open_document(corpus_sample(category, 1).data, settings).pages[0].gray(1280)[0]
+        )
+    rng = np.random.default_rng(5)
+    grays += [
+        rng.integers(0, 256, shape, dtype=np.uint8) for shape in ((300, 200), (40, 90), (23, 23))
+    ]
+    assert sum(bool(_plain_texture_blocks(g)) for g in grays) >= 10
+    for gray in grays:
+        assert texture_blocks(gray) == _plain_texture_blocks(gray)

@@ -194,11 +194,26 @@ def texture_blocks(gray: np.ndarray) -> list[Box]:
     if rows < _MIN_CELLS or cols < _MIN_CELLS:
         return []
     h, w = rows * cell, cols * cell
-    base = gray[:h, :w]
-    edges = cv2.add(cv2.absdiff(gray[:h, 1 : w + 1], base), cv2.absdiff(gray[1 : h + 1, :w], base))
-    mean, strength = evidence._cells(base), evidence._cells(edges)
+    mean = evidence._cells(gray[:h, :w])
     low, high = evidence._MEAN_GREY
-    candidate = (mean > low) & (mean < high) & (strength > evidence._EDGES)
+    grey = (mean > low) & (mean < high)
+    # A block is grey cells, so it lies within one 8-connected component of them: edges are
+    # measured only in the rows of the components 3 cells a side or more (a logo, a heading,
+    # the codes), the same blocks as over the whole page at a fifth of the cost.
+    _, _, grey_stats, _ = cv2.connectedComponentsWithStats(grey.view(np.uint8), connectivity=8)
+    tops, heights = grey_stats[1:, 1], grey_stats[1:, 3]
+    big = np.minimum(grey_stats[1:, 2], heights) >= _MIN_CELLS
+    if not big.any():
+        return []
+    strength = np.zeros_like(mean)
+    for top, bottom in evidence._bands(tops[big], tops[big] + heights[big]):
+        y0, y1 = top * cell, bottom * cell
+        base = gray[y0:y1, :w]
+        edges = cv2.add(
+            cv2.absdiff(gray[y0:y1, 1 : w + 1], base), cv2.absdiff(gray[y0 + 1 : y1 + 1, :w], base)
+        )
+        strength[top:bottom] = evidence._cells(edges)
+    candidate = grey & (strength > evidence._EDGES)
     count, _, stats, _ = cv2.connectedComponentsWithStats(
         candidate.astype(np.uint8), connectivity=8
     )
