@@ -24,7 +24,7 @@ from worker.engine.isolation import ChildDocument, open_in_child
 from worker.engine.pdf import page_grids, reduced_scale
 from worker.engine.pdf_pages import BORN_DIGITAL
 from worker.engine.stages import DetectorStage, FastStage
-from worker.engine.stages.born_digital import texture_blocks
+from worker.engine.stages.born_digital import edge_cells, texture_blocks
 from worker.settings import Settings
 
 
@@ -122,10 +122,8 @@ def _plain_texture_blocks(gray: np.ndarray) -> list[tuple[float, float, float, f
     rows, cols = (gray.shape[0] - 1) // cell, (gray.shape[1] - 1) // cell
     if rows < 3 or cols < 3:
         return []
-    h, w = rows * cell, cols * cell
-    base = gray[:h, :w]
-    edges = cv2.add(cv2.absdiff(gray[:h, 1 : w + 1], base), cv2.absdiff(gray[1 : h + 1, :w], base))
-    mean, strength = evidence._cells(base), evidence._cells(edges)
+    mean = evidence._cells(gray[: rows * cell, : cols * cell])
+    strength = edge_cells(gray, 0, rows, cols)
     low, high = evidence._MEAN_GREY
     candidate = (mean > low) & (mean < high) & (strength > evidence._EDGES)
     count, _, stats, _ = cv2.connectedComponentsWithStats(

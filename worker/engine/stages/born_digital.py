@@ -207,12 +207,7 @@ def texture_blocks(gray: np.ndarray) -> list[Box]:
         return []
     strength = np.zeros_like(mean)
     for top, bottom in evidence._bands(tops[big], tops[big] + heights[big]):
-        y0, y1 = top * cell, bottom * cell
-        base = gray[y0:y1, :w]
-        edges = cv2.add(
-            cv2.absdiff(gray[y0:y1, 1 : w + 1], base), cv2.absdiff(gray[y0 + 1 : y1 + 1, :w], base)
-        )
-        strength[top:bottom] = evidence._cells(edges)
+        strength[top:bottom] = edge_cells(gray, top, bottom, cols)
     candidate = grey & (strength > evidence._EDGES)
     count, _, stats, _ = cv2.connectedComponentsWithStats(
         candidate.astype(np.uint8), connectivity=8
@@ -225,6 +220,17 @@ def texture_blocks(gray: np.ndarray) -> list[Box]:
         (float(x0 * cell), float(y0 * cell), float((x0 + w0) * cell), float((y0 + h0) * cell))
         for x0, y0, w0, h0 in np.stack([x, y, bw, bh], axis=1)[keep].tolist()
     ]
+
+
+def edge_cells(gray: np.ndarray, top: int, bottom: int, cols: int) -> np.ndarray:
+    """Each cell's mean edge strength (the pixel right of and below each pixel, summed) in
+    cell rows `top` to `bottom` and the first `cols` columns; the page has one more row and
+    column than its cells."""
+    cell = evidence._CELL
+    y0, y1, w = top * cell, bottom * cell, cols * cell
+    base = gray[y0:y1, :w]
+    across = cv2.absdiff(gray[y0:y1, 1 : w + 1], base)
+    return evidence._cells(cv2.add(across, cv2.absdiff(gray[y0 + 1 : y1 + 1, :w], base)))
 
 
 def _finder_groups(found: list[finders.Finder], scale: float) -> list[tuple[Box, float]]:
