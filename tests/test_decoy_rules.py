@@ -196,3 +196,11 @@ def test_a_page_whose_only_unread_boxes_are_ruled_out_is_complete() -> None:
     assert result.unread and {str(u.reason) for u in result.unread} == {"ruled_out"}
     assert result.complete
     assert result.to_dict()["complete"] is True
+
+
+def test_with_the_small_model_alone_a_doubt_sends_no_page_to_the_thorough_pass() -> None:
+    """Only a refining detector looks at a doubted place alone; the thorough pass would search
+    the whole page for it (hundreds of ms on a photo), so the small model alone keeps its doubts."""
+    settings = Settings(backend="onnx", detector_models=("small",))
+    result = Engine(settings).scan(_photo("69"), deadline_ms=0)
+    assert result.stages_run == ["fast", "detect_small"]

@@ -45,7 +45,9 @@ def default_stages(settings: Settings, born_digital_rules: bool = True) -> list[
 
         for rank, size in enumerate(settings.detector_models):
             detector = Detector.load(size, settings)
-            stages.append(DetectorStage(detector, 2.0 + rank, born_digital_rules))
+            # The first detector's doubts go to the next one's look (stages.detect).
+            refined = rank + 1 < len(settings.detector_models)
+            stages.append(DetectorStage(detector, 2.0 + rank, born_digital_rules, refined))
             if rank == 0:
                 # The first (cheapest) model also takes the last look, at more pixels, at
                 # the photos every other stage read nothing on (worker.engine.stages.zoom).

@@ -100,7 +100,13 @@ VARIANTS = (
 
 
 class DetectorStage:
-    def __init__(self, detector: Detector, cost: float, born_digital_rules: bool = True) -> None:
+    def __init__(
+        self,
+        detector: Detector,
+        cost: float,
+        born_digital_rules: bool = True,
+        doubts: bool = True,
+    ) -> None:
         self.detector = detector
         self.name = f"detect_{detector.size}"
         self.cost = cost
@@ -109,6 +115,10 @@ class DetectorStage:
         # at any resolution) rather than from crops of a whole-page render; a refining
         # detector leaves them alone. False treats them as any page.
         self.born_digital_rules = born_digital_rules
+        # Whether its doubted places send a page on (DetectorStage._doubt): only where a
+        # refining detector comes next, which looks at them alone; the thorough pass would
+        # search the whole page for them.
+        self.doubts = doubts
 
     def run(self, ctx: StageContext) -> None:
         for page in ctx.pages_to_scan():
@@ -174,7 +184,7 @@ class DetectorStage:
                 if self._already_read(ctx, page.index, detection):
                     continue
                 self._read(ctx, page, full, full_scale, detection, late)
-        if not ctx.skip_blind_pages and ctx.want == "all":
+        if self.doubts and not ctx.skip_blind_pages and ctx.want == "all":
             self._doubt(ctx, page, doubts, in_page)
 
     def _ruled_out(
