@@ -86,6 +86,15 @@ class ZoomStage:
         # comes DCT-scaled to half when it is a little larger, and the reads need every pixel.
         gray, scale = page.gray(ctx.settings.thorough_max_side)
         boxes = self._boxes(gray)
+        # Each box over the threshold is a located symbol, as any detector's is: one the
+        # zoom does not read (or has no time left for) keeps the page from being complete
+        # and is named in the result's unread (a code boxed here and dropped was a silent
+        # miss). A box over a code read here is covered by it.
+        ctx.findings.detected(
+            page.index,
+            [],
+            [(x0 / scale, y0 / scale, x1 / scale, y1 / scale) for x0, y0, x1, y1 in boxes],
+        )
         started = work_clock()
         for box in boxes[:MAX_PLACES]:
             if ctx.page_done(page.index) or work_clock() - started > BUDGET_S:
