@@ -65,15 +65,7 @@ class Detector:
         if scale < 1.0:
             size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
             crop = cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
-        rows, cols = crop.shape[:2]
-        canvas = np.full(
-            (-(-rows // _NET_STRIDE) * _NET_STRIDE, -(-cols // _NET_STRIDE) * _NET_STRIDE),
-            geometry.PAD_VALUE,
-            np.float32,
-        )
-        canvas[:rows, :cols] = crop.astype(np.float32) * (1.0 / 255.0)
-        heat, box, corners = self.session.run(canvas[None, None])
-        found = geometry.decode(heat, box, corners, scale, threshold=self.threshold)
+        found = self.detect_seen(crop, scale)
         offset = np.array([x0, y0], np.float32)
         return [
             geometry.Detection(
@@ -83,3 +75,17 @@ class Detector:
             )
             for d in found
         ]
+
+    def detect_seen(self, seen: np.ndarray, scale: float) -> list[geometry.Detection]:
+        """Detections over the threshold in `seen`, an image `scale` times the size of what
+        it shows, in the pixels of what it shows: one inference over the whole of it, its
+        sides padded to the network's deepest stride (it takes any size that divides)."""
+        rows, cols = seen.shape[:2]
+        canvas = np.full(
+            (-(-rows // _NET_STRIDE) * _NET_STRIDE, -(-cols // _NET_STRIDE) * _NET_STRIDE),
+            geometry.PAD_VALUE,
+            np.float32,
+        )
+        canvas[:rows, :cols] = seen.astype(np.float32) * (1.0 / 255.0)
+        heat, box, corners = self.session.run(canvas[None, None])
+        return geometry.decode(heat, box, corners, scale, threshold=self.threshold)

@@ -26,7 +26,6 @@ import numpy as np
 from worker.engine import qr, rectify, zxing_reader
 from worker.engine.cascade import Box, StageContext
 from worker.engine.deadline import work_clock
-from worker.engine.detector import geometry
 from worker.engine.detector.detector import Detector
 from worker.engine.images import Page
 from worker.engine.stages import born_digital, soft
@@ -38,8 +37,6 @@ VARIANT = "zoom"
 # times the cost). At 0.5 it boxed the same unread perspective codes, at a third more CPU.
 SEEN_AT = 0.4
 ZOOM_MAX_SIDE = 1792
-# The network's deepest stride: its input sides are padded to a multiple of it.
-_NET_STRIDE = 32
 # Boxes read per page, most confident first, and their CPU time per page: an outline, two
 # refinements and a decode cost 20-60 ms a box. Every perspective code it read was its first
 # box; a page of decoys (the `none` photos) pays for each box it reads.
@@ -115,15 +112,7 @@ class ZoomStage:
         then read among them."""
         factor = SEEN_AT * min(1.0, ZOOM_MAX_SIDE / max(gray.shape))
         seen = cv2.resize(gray, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
-        height, width = seen.shape
-        padded = np.full(
-            (-(-height // _NET_STRIDE) * _NET_STRIDE, -(-width // _NET_STRIDE) * _NET_STRIDE),
-            geometry.PAD_VALUE,
-            np.float32,
-        )
-        padded[:height, :width] = seen.astype(np.float32) * (1.0 / 255.0)
-        heat, box, corners = self.detector.session.run(padded[None, None])
-        found = geometry.decode(heat, box, corners, factor, threshold=self.detector.threshold)
+        found = self.detector.detect_seen(seen, factor)
         return [det.box for det in found]
 
     def _read(
