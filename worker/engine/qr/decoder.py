@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 
 from worker.engine.deadline import work_clock
-from worker.engine.qr import bitstream, codewords, grid
+from worker.engine.qr import bend, bitstream, codewords, grid
 from worker.engine.qr.tables import (
     FORMAT_CODEWORDS,
     VERSION_CODEWORDS,
@@ -258,6 +258,11 @@ def _read_size(
         return None
     mapping, module_px = fitted
     read = _read_mapping(image, mapping, size, module_px, clock)
+    if read is None:
+        # Bent paper: a grid that follows the bend, only where the fitted one did not read.
+        bent = bend.refine(image, mapping, size, clock.check)
+        if bent is not None:
+            read = _read_mapping(image, bent, size, module_px, clock)
     if isinstance(read, _Retry):
         if refit and abs(dimension(read.version) - size) <= 0.3 * size:
             return _read_size(image, fitter, dimension(read.version), clock, refit=False)
