@@ -16,7 +16,7 @@ import pytest
 
 from models.synth.corpus import corpus_sample
 from worker.engine import qr
-from worker.engine.qr import decoder
+from worker.engine.qr import grid
 from worker.engine.results import Quad
 
 
@@ -27,14 +27,17 @@ def photo(index: int) -> tuple[np.ndarray, Quad, bytes]:
     return gray, tuple(map(tuple, code.quad)), code.payload  # type: ignore[return-value]
 
 
-@pytest.mark.parametrize("index", [16, 31, 35])
+# Of the three seed-7 photos the first round of erasure sets alone refused without the
+# weight (16, 31, 35), the late sets (tests/test_qr_erasures.py) read two anyway; 31 still
+# needs it.
+@pytest.mark.parametrize("index", [31])
 def test_a_glare_spot_is_erased_not_corrected(index: int, monkeypatch: pytest.MonkeyPatch) -> None:
     gray, outline, payload = photo(index)
     read = qr.decode(gray, outline)
     assert read is not None and read.data == payload
     assert read.erasures > 0
     # Each module's own confidence alone, as the decoder ranked erasures before.
-    monkeypatch.setattr(decoder, "_contrast_kept", lambda values: np.ones_like(values))
+    monkeypatch.setattr(grid, "contrast_kept", lambda values: np.ones_like(values))
     assert qr.decode(gray, outline) is None
 
 
@@ -44,6 +47,6 @@ def test_a_clean_symbol_keeps_its_confidence() -> None:
     rng = np.random.default_rng(5)
     modules = (rng.random((33, 33)) < 0.5).astype(np.float32)
     values = np.where(modules > 0, 30.0, 220.0).astype(np.float32)
-    kept = decoder._contrast_kept(values)
+    kept = grid.contrast_kept(values)
     assert float(np.median(kept)) == 1.0
     assert (kept > 0.6).all()

@@ -107,7 +107,8 @@ def _full_capacity(dark: Any, confidence: Any, version: int, level: str, mask: i
     for block, order in zip(layouts, orders, strict=True):
         nsym = block.total - block.data
         received = bytearray(stream[order].tobytes())
-        erase = sorted(int(i) for i in np.argsort(conf[order], kind="stable")[: nsym // 2])
+        least = conf[order].min(axis=1)
+        erase = sorted(int(i) for i in np.argsort(least, kind="stable")[: nsym // 2])
         for erasures in ([], erase):
             try:
                 reedsolo.rs_correct_msg(received, nsym, fcr=0, generator=2, erase_pos=erasures)

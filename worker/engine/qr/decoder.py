@@ -295,7 +295,7 @@ def _read_mapping(
     if (plain.dark[inner] == known_dark[inner]).mean() < _MIN_PATTERN_FIT:
         return None
     # One neighbourhood contrast for both the plain and the equalised values (the same).
-    kept = _contrast_kept(plain.values)
+    kept = grid.contrast_kept(plain.values)
     equalised = None
     for attempt in range(2):
         if attempt == 1:
@@ -344,23 +344,6 @@ def _read_mapping(
                 erasures=corrected.erasures,
             )
     return None
-
-
-def _contrast_kept(values: np.ndarray) -> np.ndarray:
-    """For each module, the share of the symbol's typical contrast its 5 x 5 neighbourhood
-    keeps (0..1): what the erasure choice weighs each module's confidence by. Inside a glare
-    spot or under a stain the modules are washed towards one level, and against a threshold
-    from equally washed neighbours a module can still look confidently light or dark: its
-    codeword is then corrected as an error (twice an erasure's cost) or not at all. On the
-    benchmark's glare photos whose blocks all lay within the margin had the wrong codewords
-    been erased, this read 3 of 13 more from their true outline, and lost none."""
-    kernel = np.ones((5, 5), np.uint8)
-    high = cv2.blur(cv2.dilate(values, kernel), (5, 5))
-    low = cv2.blur(cv2.erode(values, kernel), (5, 5))
-    typical = float(np.median(high - low))
-    if typical <= 1e-3:
-        return np.ones_like(values)
-    return np.clip((high - low) / typical, 0.0, 1.0)
 
 
 def _orientations(dark: np.ndarray) -> list[tuple[bool, str, int]]:
