@@ -31,6 +31,10 @@ SLOW_READERS = ("arbez",)
 
 DEFAULT_REAL = Path(__file__).resolve().parents[2].parent / "shared/datasets/qr-photos-val"
 
+# The cascade's stages in the order they run (worker.engine.stages.default_stages), for the
+# "which stage read the codes" tables.
+_STAGE_ORDER = ("fast", "detect_small", "detect_medium", "thorough", "zoom")
+
 
 def ensure_corpus(folder: Path, per_category: int, seed: int) -> Path:
     from models.synth.corpus import CATEGORIES, write_corpus
@@ -255,10 +259,15 @@ def render(
             "Absent (not installed or not startable here, so not scored): "
             + "; ".join(f"{r['reader']}: {r['absent']}" for r in absent),
         ]
-    stage_names = ("fast", "detect_small", "detect_medium", "thorough")
     for reader, cascade in summaries.items():
         if not reader.startswith("cascade"):
             continue
+        # The stages that read a code for this reader, in the cascade's order where it is
+        # known (a stage added later, such as the zoom, gets its column without an edit).
+        seen = {name for row in cascade.values() for name in row["stages"]}
+        stage_names = [name for name in _STAGE_ORDER if name in seen] + sorted(
+            seen - set(_STAGE_ORDER)
+        )
         lines += [
             "",
             f"### Which stage read the codes: {reader}",
