@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import io
+import re
 from typing import Any
 
 import jsonschema
@@ -188,6 +189,24 @@ def test_the_job_result_table_has_a_schemes_column(capsys: pytest.CaptureFixture
     header, _, row = capsys.readouterr().out.splitlines()
     assert header.split()[3] == "schemes"
     assert "-,epc.sct" in row.split()
+
+
+def test_the_job_result_table_shows_the_time_of_every_stage_the_engine_runs(
+    engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The zoom stage (the last look at a photo nothing else read) ran without a column: a
+    # `none` photo's stage times did not add up to its job's in `qrw demo` and `qrw scan`.
+    names = [stage.name for stage in engine.stages]
+    assert "zoom" in names
+    timings = {name: 10.0 + index for index, name in enumerate(names)}
+    item = ScanResult(stages_run=names, timings_ms={**timings, "total": 99.0})
+    console.print_job_results([{"image": "s3://b/photo.jpg", **item.to_dict()}])
+    header, rule, row = capsys.readouterr().out.splitlines()
+    # Columns as the rule under the header spans them (cells hold spaces: "queue ms").
+    spans = [(m.start(), m.end()) for m in re.finditer(r"-+", rule)]
+    shown = {header[a:b].strip(): row[a:b].strip() for a, b in spans}
+    for name, value in timings.items():
+        assert shown.get(name) == f"{value:.1f}", (name, header)
 
 
 # index.csv and the report ------------------------------------------------------------------
