@@ -15,6 +15,9 @@ IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".pdf"}
 )
 
+# The cascade's stages, in the order they run (worker.engine.stages.default_stages): each
+# gets its own time column (tests/test_payload_results.py checks the engine's list against it).
+STAGES = ("fast", "detect_small", "detect_medium", "thorough", "zoom")
 JOB_RESULT_HEADER = (
     "image",
     "outcome",
@@ -23,10 +26,7 @@ JOB_RESULT_HEADER = (
     "queue ms",
     "fetch",
     "decode",
-    "fast",
-    "detect_small",
-    "detect_medium",
-    "thorough",
+    *STAGES,
     "job total",
 )
 
@@ -59,10 +59,7 @@ def print_job_results(results: Iterable[Mapping[str, Any]]) -> None:
                     ms(job_timings.get("queue_wait")),
                     ms(timings.get("fetch")),
                     ms(timings.get("decode_image")),
-                    ms(timings.get("fast")),
-                    ms(timings.get("detect_small")),
-                    ms(timings.get("detect_medium")),
-                    ms(timings.get("thorough")),
+                    *(ms(timings.get(stage)) for stage in STAGES),
                     ms(job_timings.get("total")),
                 )
             )

@@ -25,15 +25,12 @@ from typing import Any
 
 from worker.bench.readers import READERS
 from worker.bench.report import machine_line, percentile, plots_missing, write_section
+from worker.console import STAGES
 
 # Left out of --quick unless named: one of them alone takes longer than a quick run may.
 SLOW_READERS = ("arbez",)
 
 DEFAULT_REAL = Path(__file__).resolve().parents[2].parent / "shared/datasets/qr-photos-val"
-
-# The cascade's stages in the order they run (worker.engine.stages.default_stages), for the
-# "which stage read the codes" tables.
-_STAGE_ORDER = ("fast", "detect_small", "detect_medium", "thorough", "zoom")
 
 
 def ensure_corpus(folder: Path, per_category: int, seed: int) -> Path:
@@ -265,9 +262,7 @@ def render(
         # The stages that read a code for this reader, in the cascade's order where it is
         # known (a stage added later, such as the zoom, gets its column without an edit).
         seen = {name for row in cascade.values() for name in row["stages"]}
-        stage_names = [name for name in _STAGE_ORDER if name in seen] + sorted(
-            seen - set(_STAGE_ORDER)
-        )
+        stage_names = [name for name in STAGES if name in seen] + sorted(seen - set(STAGES))
         lines += [
             "",
             f"### Which stage read the codes: {reader}",
