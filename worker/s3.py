@@ -205,14 +205,17 @@ def status_code(exc: Any) -> int:
     return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
 
 
+def error_message(exc: Any) -> str:
+    return str(exc.response.get("Error", {}).get("Message", ""))
+
+
 def reason(exc: BaseException) -> str:
     """One line saying how S3 failed: `SlowDown: Please reduce your request rate`,
     `EndpointConnectionError: Could not connect to ...`."""
     from botocore.exceptions import ClientError
 
     if isinstance(exc, ClientError):
-        message = str(exc.response.get("Error", {}).get("Message", ""))
-        return f"{error_code(exc) or status_code(exc)}: {message}".rstrip(": ")
+        return f"{error_code(exc) or status_code(exc)}: {error_message(exc)}".rstrip(": ")
     if isinstance(exc, GaveUp | BodyBroken | Refused):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
@@ -295,10 +298,8 @@ def _asking() -> Iterator[None]:
     except ClientError as exc:
         if is_transient(exc):
             raise
-        code = error_code(exc) or str(status_code(exc))
-        message = str(exc.response.get("Error", {}).get("Message", ""))
         kind = Missing if is_missing(exc) else Refused
-        raise kind(code, message) from exc
+        raise kind(error_code(exc) or str(status_code(exc)), error_message(exc)) from exc
 
 
 def read(bucket: str, key: str, limit: int) -> bytes:

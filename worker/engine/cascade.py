@@ -233,16 +233,16 @@ class Findings:
             return bool(self.codes)
         if page in self._settled:
             return True
-        return (
-            any(c.page == page for c in self.codes)
-            and page not in self._looks_asked
-            and not self.unread(page)
-        )
+        return self.has_code(page) and page not in self._looks_asked and not self.unread(page)
 
     def satisfied(self, want: Want, pages: int) -> bool:
         if want == "first":
             return bool(self.codes)
         return all(self.page_satisfied(page, want) for page in range(pages))
+
+    def has_code(self, page: int) -> bool:
+        """Whether a code was read on `page`."""
+        return any(code.page == page for code in self.codes)
 
     def covers(self, page: int, point: tuple[float, float]) -> bool:
         """Whether a code already read on `page` lies at `point` (page pixels)."""

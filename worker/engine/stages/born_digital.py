@@ -101,7 +101,7 @@ def finish(ctx: StageContext, page: Page) -> bool:
         return True
     if showed or ctx.findings.regions(page.index):
         return False
-    if not any(code.page == page.index for code in ctx.findings.codes):
+    if not ctx.findings.has_code(page.index):
         ctx.findings.settle(page.index)
     return True
 

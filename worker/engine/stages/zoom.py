@@ -69,7 +69,7 @@ class ZoomStage:
 
     def run(self, ctx: StageContext) -> None:
         for page in ctx.pages_to_scan():
-            if born_digital.is_born_digital(page) or _has_code(ctx, page):
+            if born_digital.is_born_digital(page) or ctx.findings.has_code(page.index):
                 # Vector codes are read from renders of their regions (born_digital), at any
                 # resolution they need: a photo's perspective is not theirs. A page with a
                 # code read is mostly open for a decoy box left unread (a logo, a barcode):
@@ -164,7 +164,3 @@ class ZoomStage:
         return soft.add(
             ctx, page, found, to_page.to_page, stage=self.name, variant=VARIANT, model=label
         )
-
-
-def _has_code(ctx: StageContext, page: Page) -> bool:
-    return any(code.page == page.index for code in ctx.findings.codes)
