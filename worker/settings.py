@@ -424,6 +424,15 @@ class Settings:
             _number(1, 256),
         ),
     )
+    image_threads: int = field(
+        default=1,
+        metadata=_env(
+            "QRW_IMAGE_THREADS",
+            "Threads of OpenCV's image operations in a process. One per worker process: a "
+            "pool's waiting threads spin against the processes beside it.",
+            _number(1, 256),
+        ),
+    )
     detector_threshold: float = field(
         default=0.3,
         metadata=_env(

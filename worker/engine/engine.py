@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from worker.engine.cascade import Findings, Stage, StageContext, Want
@@ -67,6 +68,8 @@ class Engine:
         self, settings: Settings | None = None, stages: Sequence[Stage] | None = None
     ) -> None:
         self.settings = settings or Settings.from_env()
+        # Process-wide: one engine per process (tests/test_engine_threads.py says why).
+        cv2.setNumThreads(self.settings.image_threads)
         chosen = list(stages) if stages is not None else default_stages(self.settings)
         self.stages: list[Stage] = sorted(chosen, key=lambda s: s.cost)
         # Every detector after the first refines its look: on a page the first found blank

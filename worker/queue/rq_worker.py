@@ -363,6 +363,7 @@ class QrWorkerMixin:
             backend=ctx.backend,
             model=ctx.model,
             model_threads=settings.model_threads,
+            image_threads=settings.image_threads,
             stages=[stage.name for stage in ctx.engine.stages],
             ms=round((time.perf_counter() - started) * 1000.0, 1),
         )
