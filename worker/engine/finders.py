@@ -42,16 +42,16 @@ def find_finders(gray: np.ndarray) -> list[Finder]:
     # than 255 - _OFFSET is: on a rendered page (white margins, white between the lines) only
     # the box around the darker pixels, grown by half a block so that their means are the
     # whole image's, is thresholded and traced. The finders are the same, in the same order
-    # (contours shifted back to the image's pixels): 40% of the thresholding saved on an
-    # invoice, nothing lost on a photo (its box is the image).
+    # (contours shifted back to the image's pixels). On an invoice page the box is about 60%
+    # of it, and the search about a tenth cheaper; on a photo the box is the image.
     height, width = gray.shape[:2]
-    _, ink = cv2.threshold(gray, 255 - _OFFSET, 255, cv2.THRESH_BINARY_INV)
-    x, y, w, h = cv2.boundingRect(ink)
-    if w == 0 or h == 0:
+    rows = np.flatnonzero(gray.min(axis=1) <= 255 - _OFFSET)
+    if len(rows) == 0:
         return []
+    cols = np.flatnonzero(gray[rows[0] : rows[-1] + 1].min(axis=0) <= 255 - _OFFSET)
     half = block // 2
-    x0, y0 = max(0, x - half), max(0, y - half)
-    x1, y1 = min(width, x + w + half), min(height, y + h + half)
+    x0, y0 = max(0, int(cols[0]) - half), max(0, int(rows[0]) - half)
+    x1, y1 = min(width, int(cols[-1]) + 1 + half), min(height, int(rows[-1]) + 1 + half)
     dark = cv2.adaptiveThreshold(
         gray[y0:y1, x0:x1], 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY_INV, block, _OFFSET
     )
