@@ -509,3 +509,53 @@ def test_the_budget_bounds_the_time() -> None:
     started = time.perf_counter()
     assert decode(image, whole(image), budget_ms=0.01) is None
     assert time.perf_counter() - started < 0.5
+
+
+@pytest.mark.parametrize("angle", [20.0, 35.0, 160.0, 250.0])
+@pytest.mark.parametrize("covered", ["top-right", "bottom-left", "top-left"])
+def test_a_rotated_symbol_with_a_finder_covered_inside_a_detector_box(
+    angle: float, covered: str
+) -> None:
+    """A sticker, a thumb or a glare spot over one finder pattern: only two finders trace,
+    so no finder triple exists, and a detector's upright box around a rotated symbol is no
+    outline of it. The two finders found say where the third must be (photos of
+    qr-photos, the training set: 20 of 81 located-and-unread codes had two finders found)."""
+    symbol = segno.make_qr("https://example.com/pay/" + "7" * 30, error="q")
+    modules = matrix(symbol)
+    n = len(modules)
+    px, border = 4, 4
+    flat = render(modules, px, border=border)
+    r0, c0 = {"top-right": (0, n - 7), "bottom-left": (n - 7, 0), "top-left": (0, 0)}[covered]
+    # The patch covers the finder and a module of its separator, dark as ink.
+    y, x = (border + r0 - 1) * px, (border + c0 - 1) * px
+    flat[y + px // 2 : y + 9 * px - px // 2, x + px // 2 : x + 9 * px - px // 2] = 40
+    code, _ = warp(flat, np.random.default_rng(3), angle, 0.03)
+    page = np.full((700, 900), 255, dtype=np.uint8)
+    page[120 : 120 + code.shape[0], 200 : 200 + code.shape[1]] = code
+    dark_rows, dark_cols = np.nonzero(page < 128)
+    box = (
+        (float(dark_cols.min() - 6), float(dark_rows.min() - 6)),
+        (float(dark_cols.max() + 6), float(dark_rows.min() - 6)),
+        (float(dark_cols.max() + 6), float(dark_rows.max() + 6)),
+        (float(dark_cols.min() - 6), float(dark_rows.max() + 6)),
+    )
+    read = decode(cv2.GaussianBlur(page, (0, 0), 0.8), box)
+    assert read is not None and read.text == "https://example.com/pay/" + "7" * 30
+
+
+@pytest.mark.parametrize("seed", [43, 62, 80, 97, 132])
+def test_a_small_blurred_jpeg_symbol_reads(seed: int) -> None:
+    """A symbol downscaled to under 2 px a module, blurred and JPEG-compressed as an upload
+    pipeline leaves it: the decoder enlarges the crop before it looks for finders, and
+    linear interpolation flattened each module into its neighbours; these read only with
+    cubic (of 150 such symbols: 132 read with linear, 141 with cubic, none lost)."""
+    rng = np.random.default_rng(seed)
+    text = "https://pay.example/" + f"{seed:06d}" * 3
+    code, _ = warp(render(matrix(segno.make_qr(text, error="m")), 3), rng, None, 0.04)
+    scale = float(rng.uniform(0.55, 0.8))
+    small = cv2.resize(code, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    small = cv2.GaussianBlur(small, (0, 0), float(rng.uniform(0.5, 0.9)))
+    quality = int(rng.integers(55, 85))
+    small = cv2.imdecode(cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, quality])[1], 0)
+    read = decode(small, whole(small))
+    assert read is not None and read.text == text
