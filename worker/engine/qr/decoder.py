@@ -81,6 +81,9 @@ _PAIR_FINDERS = 4
 _PAIR_MODULE_RATIO = 1.5
 _MIN_SPACING = 13.0
 _MAX_SPACING = 171.0
+# A hypothesis whose third finder, as the square the pair makes puts it, lies further off the
+# searched image than this share of the pair's distance is not tried.
+_MADE_SLACK = 0.3
 # A third finder is looked for within this many modules of where the pair puts it (half as
 # far where the pair's rings give the perspective), by correlation with the pattern.
 _THIRD_SEARCH = 3.0
@@ -274,6 +277,14 @@ def _pair_triples(work: np.ndarray, finders: list[grid.Finder], clock: _Clock) -
             if u[0] * v[1] - u[1] * v[0] < 0:
                 tr, bl = bl, tr
             made = next(f for f in (tl, tr, bl) if f is not a and f is not b)
+            slack = _MADE_SLACK * float(np.hypot(*along))
+            if not (
+                -slack <= made.x <= work.shape[1] - 1 + slack
+                and -slack <= made.y <= work.shape[0] - 1 + slack
+            ):
+                # The crop holds the located region and a margin: a third finder this far
+                # outside it, even as perspective moves it, is not this symbol's.
+                continue
             hypothesis = _best_third(work, grid.Triple(tl, tr, bl, 0.0), made, module)
             if hypothesis is not None:
                 scored.append(hypothesis)
@@ -314,7 +325,15 @@ def _best_third(
         pair = grid.finder_perspective(mapping, triple, size, traced)
         if pair is not None:
             mapping, radius = pair[0], _THIRD_SEARCH / 2
-        predictions.append((size, mapping(np.array([[cx, cy]]))[0]))
+        predicted = mapping(np.array([[cx, cy]]))[0]
+        predictions.append((size, predicted))
+        if not (
+            -module <= predicted[0] <= width - 1 + module
+            and -module <= predicted[1] <= height - 1 + module
+        ):
+            # Its centre off the searched image: so is the symbol (the timing search below
+            # refuses it too), and a correlation there costs for nothing.
+            continue
         seen = grid.find_finder(work, mapping, cx, cy, radius)
         if seen is not None and (seen_best is None or seen[2] > seen_best[2]):
             seen_best = seen
