@@ -60,15 +60,15 @@ def test_a_look_at_an_overlapping_place_leaves_the_code_its_own_look() -> None:
     """zxing-cpp's quad made of the finders of several codes can be a plausible shape and
     still be no code's outline: it overlaps the real code's box by a third and is not the
     same place, so the box gets its own look (before, any overlap of a quarter of the
-    smaller outline counted as the same place: qr-photos-val 55_2 was never decoded)."""
+    smaller outline counted as the same place: qr-photos-val 55_2 was never decoded).
+    Whether that look reads the code is the decoder's affair (its search margin holds the
+    whole symbol here, and since two finders may give the third, it does)."""
     page, box = _page_with_one_code()
     ctx = _context(page)
     elsewhere = ((180.0, 150.0), (470.0, 160.0), (460.0, 330.0), (190.0, 320.0))
     assert soft.is_place(elsewhere)
-    assert not soft.read(ctx, ctx.document.pages[0], elsewhere, stage="fast", variant="full+soft")
-    assert soft.read(
-        ctx, ctx.document.pages[0], box, stage="detect_small", variant="soft", budget_ms=2000
-    )
+    soft.read(ctx, ctx.document.pages[0], elsewhere, stage="fast", variant="full+soft")
+    assert ctx.findings.first_soft_look(0, box)
     # The same place again (zxing's tight quad after the detector's box) is not looked at.
     assert not ctx.findings.first_soft_look(
         0, ((400.0, 250.0), (516.0, 250.0), (516.0, 366.0), (400.0, 366.0))
