@@ -2,10 +2,10 @@
 
 The steps, each refusing rather than guessing:
 
-1. Geometry. Finder patterns in the region (up to three binarisations) give candidate
-   (top-left, top-right, bottom-left) triples; the symbol size comes from their spacing (up
-   to three candidates, and for versions 7 and up from the version information, which reads
-   right even on a grid of the wrong size). When no triple reads, the region itself is
+1. Geometry. Finder patterns in the region (up to six binarisations, grid.binarisations)
+   give candidate (top-left, top-right, bottom-left) triples; the symbol size comes from their
+   spacing (up to three candidates, and for versions 7 and up from the version information,
+   which reads right even on a grid of the wrong size). When no triple reads, the region itself is
    taken as the symbol's outline (zxing-cpp's located corners), in each rotation, with the
    sizes whose finder and timing modules fit it best; and when that does not read either,
    two traced finders with a third placed where they say (seen there by correlation, or
