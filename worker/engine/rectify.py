@@ -144,7 +144,9 @@ _REFINE_ANGLE = 25.0
 _REFINE_REACH = 0.25
 
 
-def refine_outline(gray: np.ndarray, quad: np.ndarray) -> np.ndarray | None:
+def refine_outline(
+    gray: np.ndarray, quad: np.ndarray, *, side: int = _REFINE_SIDE
+) -> np.ndarray | None:
     """`quad` (a code's outline within a few modules, clockwise) moved onto the code's own
     edges, or None when the view shows no central blob with four such edges.
 
@@ -155,22 +157,23 @@ def refine_outline(gray: np.ndarray, quad: np.ndarray) -> np.ndarray | None:
     the finder patterns' outer edges on three sides, the outermost dark modules on the
     fourth. The lines through the longest such edges meet at the code's corners (perspective
     keeps lines straight); on the benchmark's unread perspective codes the mean corner error
-    fell from 1.0-4.9 modules to 0.3-0.8.
+    fell from 1.0-4.9 modules to 0.3-0.8. `side`: the view's side in pixels (the zoom's
+    default; a smaller view costs less and traces the edges to a coarser fraction of a module).
     """
-    view, mapping = rectify(gray, quad, 1.0, side=_REFINE_SIDE, margin=_REFINE_MARGIN)
+    view, mapping = rectify(gray, quad, 1.0, side=side, margin=_REFINE_MARGIN)
     _, dark = cv2.threshold(view, 0, 255, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
-    size = max(3, int(_REFINE_SIDE * _REFINE_CLOSE)) | 1
+    size = max(3, int(side * _REFINE_CLOSE)) | 1
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (size, size))
     solid = cv2.morphologyEx(dark, cv2.MORPH_CLOSE, kernel)
     solid = cv2.morphologyEx(solid, cv2.MORPH_OPEN, kernel)
     contours, _ = cv2.findContours(solid, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    centre = (_REFINE_SIDE / 2.0, _REFINE_SIDE / 2.0)
+    centre = (side / 2.0, side / 2.0)
     central = [c for c in contours if cv2.pointPolygonTest(c, centre, False) >= 0]
     if not central:
         return None
     hull = cv2.convexHull(max(central, key=cv2.contourArea)).reshape(-1, 2).astype(np.float64)
-    low = _REFINE_SIDE * _REFINE_MARGIN / (1.0 + 2.0 * _REFINE_MARGIN)
-    high = _REFINE_SIDE - low
+    low = side * _REFINE_MARGIN / (1.0 + 2.0 * _REFINE_MARGIN)
+    high = side - low
     square = np.array([[low, low], [high, low], [high, high], [low, high]])
     lines = []
     for i in range(4):
