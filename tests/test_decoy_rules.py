@@ -20,10 +20,9 @@ from models.synth import digital_invoice
 from models.synth.corpus import corpus_sample
 from worker.bench.scoring import iou
 from worker.engine import Engine
-from worker.engine.cascade import Findings
+from worker.engine.cascade import Findings, bounds
 from worker.engine.detector.detector import Detector
 from worker.engine.images import open_document
-from worker.engine.results import Quad
 from worker.engine.stages import DetectorStage, FastStage
 from worker.engine.zxing_reader import Symbol
 from worker.settings import Settings
@@ -48,11 +47,6 @@ def _photo(name: str) -> bytes:
     if not path.exists():
         pytest.skip(f"no validation photo at {path}")
     return path.read_bytes()
-
-
-def _bounds(quad: Quad) -> tuple[float, float, float, float]:
-    xs, ys = [p[0] for p in quad], [p[1] for p in quad]
-    return (min(xs), min(ys), max(xs), max(ys))
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +82,7 @@ def test_a_code_the_small_model_doubts_keeps_its_page_open() -> None:
     assert [code.text for code in result.codes] == ["Payment"]
     assert "detect_medium" in result.stages_run
     assert not result.complete
-    assert any(iou(_bounds(u.quad), CODE_69_1) >= 0.5 for u in result.unread), result.unread
+    assert any(iou(bounds(u.quad), CODE_69_1) >= 0.5 for u in result.unread), result.unread
 
 
 def test_a_second_code_the_small_model_doubts_is_listed_unread_on_a_generated_photo() -> None:
@@ -104,7 +98,7 @@ def test_a_second_code_the_small_model_doubts_is_listed_unread_on_a_generated_ph
     for code in missed:
         xs, ys = [p[0] for p in code.quad], [p[1] for p in code.quad]
         truth = (min(xs), min(ys), max(xs), max(ys))
-        assert any(iou(_bounds(u.quad), truth) >= 0.5 for u in result.unread), result.unread
+        assert any(iou(bounds(u.quad), truth) >= 0.5 for u in result.unread), result.unread
 
 
 def test_a_look_asked_again_while_a_stage_runs_outlives_that_stage() -> None:

@@ -23,10 +23,9 @@ from worker.bench import scoring, sources
 from worker.bench.accuracy import DEFAULT_REAL
 from worker.bench.readers import Read
 from worker.engine import Engine
+from worker.engine.cascade import Box, bounds
 from worker.engine.results import UnreadReason
 from worker.settings import Settings
-
-Box = tuple[float, float, float, float]
 
 
 @dataclass
@@ -57,18 +56,13 @@ def _overlap(a: Box, b: Box) -> bool:
     return a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]
 
 
-def _bounds(quad: Sequence[tuple[float, float]]) -> Box:
-    xs, ys = [p[0] for p in quad], [p[1] for p in quad]
-    return (min(xs), min(ys), max(xs), max(ys))
-
-
 def run(folder: Path, engine: Engine) -> Tally:
     tally = Tally()
     for item in sources.detect(folder):
         result = engine.scan(item.path.read_bytes())
         reads = [Read(c.data, c.text, c.quad, c.stage) for c in result.codes]
         score = scoring.score(reads, item.truth)
-        unread = [_bounds(u.quad) for u in result.unread if u.reason != UnreadReason.RULED_OUT]
+        unread = [bounds(u.quad) for u in result.unread if u.reason != UnreadReason.RULED_OUT]
         tally.add(item.truth.boxes, score.found, unread, result.complete)
     return tally
 

@@ -131,7 +131,7 @@ class Findings:
         zxing's located-but-unread symbols on `page` (page pixels), those a read code
         already covers left out; the detectors' order (most confident first) is kept."""
         boxes = list(self.detector_boxes.get(page, ()))
-        boxes += [_bounds(quad) for p, quad in self._pending if p == page]
+        boxes += [bounds(quad) for p, quad in self._pending if p == page]
         return [b for b in boxes if not self.covers(page, ((b[0] + b[2]) / 2, (b[1] + b[3]) / 2))]
 
     def add(
@@ -271,8 +271,8 @@ def _area(quad: Quad) -> float:
 
 def _overlap(a: Quad, b: Quad) -> bool:
     """Whether the outlines of `a` and `b` share at least a quarter of the smaller one."""
-    ax0, ay0, ax1, ay1 = _bounds(a)
-    bx0, by0, bx1, by1 = _bounds(b)
+    ax0, ay0, ax1, ay1 = bounds(a)
+    bx0, by0, bx1, by1 = bounds(b)
     shared = max(0.0, min(ax1, bx1) - max(ax0, bx0)) * max(0.0, min(ay1, by1) - max(ay0, by0))
     smaller = min((ax1 - ax0) * (ay1 - ay0), (bx1 - bx0) * (by1 - by0))
     return shared > 0.0 and shared >= 0.25 * smaller
@@ -281,8 +281,8 @@ def _overlap(a: Quad, b: Quad) -> bool:
 def same_place(a: Quad, b: Quad) -> bool:
     """Whether the outlines of `a` and `b` are one place: their bounds' intersection over
     union at least a half (a detector's loose box and zxing's tight quad of one symbol)."""
-    ax0, ay0, ax1, ay1 = _bounds(a)
-    bx0, by0, bx1, by1 = _bounds(b)
+    ax0, ay0, ax1, ay1 = bounds(a)
+    bx0, by0, bx1, by1 = bounds(b)
     shared = max(0.0, min(ax1, bx1) - max(ax0, bx0)) * max(0.0, min(ay1, by1) - max(ay0, by0))
     union = (ax1 - ax0) * (ay1 - ay0) + (bx1 - bx0) * (by1 - by0) - shared
     return union > 0.0 and shared >= 0.5 * union
@@ -293,7 +293,8 @@ def box_quad(box: Box) -> Quad:
     return ((x0, y0), (x1, y0), (x1, y1), (x0, y1))
 
 
-def _bounds(quad: Quad) -> Box:
+def bounds(quad: Quad) -> Box:
+    """The upright box (x0, y0, x1, y1) around `quad`."""
     xs, ys = [p[0] for p in quad], [p[1] for p in quad]
     return (min(xs), min(ys), max(xs), max(ys))
 

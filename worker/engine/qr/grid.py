@@ -67,22 +67,23 @@ def binarisations(gray: np.ndarray) -> Iterator[np.ndarray]:
     first threshold over the region smoothed at each of _SMOOTHING; made one at a time,
     since the first usually finds the finders."""
     side = min(gray.shape)
-    for divisor in (8, 4):
-        block = max(11, (side // divisor) | 1)
-        yield cv2.adaptiveThreshold(
-            gray, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY_INV, block, 3
-        )
+    eighth, quarter = (max(11, (side // divisor) | 1) for divisor in (8, 4))
+    for block in (eighth, quarter):
+        yield _local_threshold(gray, block, 3)
     yield cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY_INV | cv2.THRESH_OTSU)[1]
     # A faint print (modules 15-25 grey levels apart) under a few levels of noise: each
     # threshold above splits its modules into specks and no finder keeps its nested squares
     # (tests/test_qr_faint.py). Smoothed over about a third of a module first, they are
     # whole again; the decoder's regions are 2-10 pixels a module, hence several widths.
-    block = max(11, (side // 8) | 1)
     for sigma in _SMOOTHING:
-        smooth = cv2.GaussianBlur(gray, (0, 0), sigma)
-        yield cv2.adaptiveThreshold(
-            smooth, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY_INV, block, 2
-        )
+        yield _local_threshold(cv2.GaussianBlur(gray, (0, 0), sigma), eighth, 2)
+
+
+def _local_threshold(gray: np.ndarray, block: int, offset: float) -> np.ndarray:
+    """Dark = 255 where a pixel is more than `offset` under the mean of its `block`."""
+    return cv2.adaptiveThreshold(
+        gray, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY_INV, block, offset
+    )
 
 
 def find_finders(dark: np.ndarray) -> list[Finder]:

@@ -365,12 +365,7 @@ def _soft_whole(
     """The soft decoder over the whole of a prepared crop (the symbol is somewhere in it);
     True when it added a code. Its time is the late variants' (LATE_BUDGET_S)."""
     height, width = image.shape[:2]
-    whole: Quad = (
-        (0.0, 0.0),
-        (float(width), 0.0),
-        (float(width), float(height)),
-        (0.0, float(height)),
-    )
+    whole = box_quad((0.0, 0.0, float(width), float(height)))
     found = qr.decode(
         image, whole, budget_ms=SOFT_AFTER_BUDGET_MS, deadline_ms=ctx.deadline.remaining_ms()
     )
