@@ -29,7 +29,7 @@ def _photo(index: int) -> tuple[bytes, np.ndarray, bytes]:
 def test_a_steep_view_the_cascade_left_unread_is_read_by_the_zoom(
     engine: Engine, settings: Settings, index: int
 ) -> None:
-    """Sample 12 is read by the soft decoder from the zoom's view, 52 by zxing-cpp."""
+    """Sample 12 is read by the soft decoder on the zoom's outline, 52 by zxing-cpp."""
     data, _, payload = _photo(index)
     without = Engine(settings, [s for s in engine.stages if not isinstance(s, ZoomStage)])
     assert payload not in [code.data for code in without.scan(data, deadline_ms=0).codes]
