@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from worker.engine import qr, rectify, zxing_reader
-from worker.engine.cascade import Box, StageContext
+from worker.engine.cascade import Box, StageContext, box_quad, same_place
 from worker.engine.deadline import work_clock
 from worker.engine.detector.detector import Detector
 from worker.engine.images import Page
@@ -32,10 +32,13 @@ from worker.engine.stages import born_digital, soft
 from worker.engine.zxing_reader import ReadOptions, Transform
 
 VARIANT = "zoom"
-# The detector sees the page at this share of its pixels a side, once reduced to at most
-# ZOOM_MAX_SIDE (a 12 MP photo is seen at less than its full resolution rather than at four
-# times the cost). At 0.5 it boxed the same unread perspective codes, at a third more CPU.
-SEEN_AT = 0.4
+# The detector sees the page at each of these shares of its pixels a side, once reduced to at
+# most ZOOM_MAX_SIDE (a 12 MP photo is seen at less than its full resolution rather than at
+# four times the cost). Its score of a sliver of a code is erratic from one scale to the next
+# (0.24 at 0.4 and 0.34 at 0.5, 0.27 and 0.44, 0.15 and 0.32 for three benchmark codes the
+# decoder reads from their outline), and at 0.5 alone it lost one that 0.4 boxes well: both,
+# one place's boxes kept together (_places). The second look costs 17-25 ms of CPU a page.
+SEEN_AT = (0.4, 0.5)
 ZOOM_MAX_SIDE = 1792
 # Boxes read per page, most confident first, and their CPU time per page: an outline, two
 # refinements and a decode cost 20-60 ms a box. Every perspective code it read was its first
@@ -52,6 +55,10 @@ VIEW_FACTOR = 6.0
 VIEW_OPTIONS = ReadOptions(try_downscale=False, try_invert=False, try_rotate=False)
 # The view's margin around the refined outline, as a share of its size: the quiet zone.
 VIEW_MARGIN = 0.15
+# A box off the code (the detector's box of a steep code takes in the text beside it) has its
+# centre outside the code's blob: the nearest blob within this share of the crop's side is
+# taken for the code's (rectify.outline). Benchmark perspective photo 85: 3% of the side off.
+OUTLINE_REACH = 0.1
 # Outline refinements, until no corner moves SETTLED_PX: each view is straighter than the
 # last, so a hull edge the first took from a neighbour's blob (a corner several modules off)
 # is the code's own in the next; one code of the benchmark's needed three.
@@ -82,57 +89,59 @@ class ZoomStage:
         # The thorough pass's image (cached by now): a JPEG asked for at ZOOM_MAX_SIDE
         # comes DCT-scaled to half when it is a little larger, and the reads need every pixel.
         gray, scale = page.gray(ctx.settings.thorough_max_side)
-        boxes = self._boxes(gray)
+        places = self._places(gray)
         # Each box over the threshold is a located symbol, as any detector's is: one the
         # zoom does not read (or has no time left for) keeps the page from being complete
         # and is named in the result's unread (a code boxed here and dropped was a silent
-        # miss). A box over a code read here is covered by it.
+        # miss). A box over a code read here is covered by it. A place is named once, by its
+        # most confident box.
         ctx.findings.detected(
             page.index,
             [],
-            [(x0 / scale, y0 / scale, x1 / scale, y1 / scale) for x0, y0, x1, y1 in boxes],
+            [(x0 / scale, y0 / scale, x1 / scale, y1 / scale) for (x0, y0, x1, y1), *_ in places],
         )
         started = work_clock()
-        for box in boxes[:MAX_PLACES]:
+        for place in places[:MAX_PLACES]:
+            box = place[0]
             if ctx.page_done(page.index) or work_clock() - started > BUDGET_S:
                 return
             centre = ((box[0] + box[2]) / 2.0 / scale, (box[1] + box[3]) / 2.0 / scale)
             # One read makes it a page with a code (see run).
             if not ctx.findings.covers(page.index, centre) and self._read(
-                ctx, page, gray, scale, box
+                ctx, page, gray, scale, place
             ):
                 return
 
-    def _boxes(self, gray: np.ndarray) -> list[Box]:
-        """The detector's boxes over `gray` seen at SEEN_AT (of at most ZOOM_MAX_SIDE), in
-        `gray`'s pixels, most confident first. One inference over the whole page: the
-        network is convolutional and takes any size its deepest stride divides (padded to
-        it), a third cheaper than the same pixels in overlapping tiles of its input size,
-        and it boxed 23 of the 32 unread perspective codes to the tiles' 25, every one it
-        then read among them."""
-        factor = SEEN_AT * min(1.0, ZOOM_MAX_SIDE / max(gray.shape))
-        seen = cv2.resize(gray, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
-        found = self.detector.detect_seen(seen, factor)
-        return [det.box for det in found]
+    def _places(self, gray: np.ndarray) -> list[list[Box]]:
+        """The detector's boxes over `gray` seen at each of SEEN_AT (of at most
+        ZOOM_MAX_SIDE), in `gray`'s pixels, grouped by place (cascade.same_place), the most
+        confident place first and each place's boxes most confident first. One inference over
+        the whole page a scale: the network is convolutional and takes any size its deepest
+        stride divides (padded to it), a third cheaper than the same pixels in overlapping
+        tiles of its input size, and at 0.4 it boxed 23 of the 32 unread perspective codes to
+        the tiles' 25, every one it then read among them."""
+        found = []
+        for share in SEEN_AT:
+            factor = share * min(1.0, ZOOM_MAX_SIDE / max(gray.shape))
+            seen = cv2.resize(gray, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+            found += self.detector.detect_seen(seen, factor)
+        places: list[list[Box]] = []
+        for det in sorted(found, key=lambda d: -d.score):
+            place = next((p for p in places if same_place(box_quad(p[0]), box_quad(det.box))), None)
+            if place is None:
+                places.append([det.box])
+            else:
+                place.append(det.box)
+        return places
 
     def _read(
-        self, ctx: StageContext, page: Page, gray: np.ndarray, scale: float, box: Box
+        self, ctx: StageContext, page: Page, gray: np.ndarray, scale: float, place: list[Box]
     ) -> bool:
-        crop, mapping = rectify.box_crop(gray, box, 1.0)
-        corners = rectify.outline(crop)
-        if corners is None:
+        # One scale's box of a place can be off the code where another's is not (a blob
+        # outline needs the box's centre on the code, or within OUTLINE_REACH of it).
+        quad = next((q for q in (_outline(gray, box) for box in place) if q is not None), None)
+        if quad is None:
             return False
-        quad = np.array([mapping.to_page(float(x), float(y)) for x, y in corners], np.float32)
-        for refinement in range(REFINEMENTS):
-            refined = rectify.refine_outline(gray, quad)
-            if refined is None:
-                if refinement == 0:
-                    return False
-                break
-            moved = float(np.abs(refined - quad).max())
-            quad = refined
-            if moved < SETTLED_PX:
-                break
         corners_page = tuple((float(x / scale), float(y / scale)) for x, y in quad)
         if not soft.is_place(corners_page):  # type: ignore[arg-type]
             return False
@@ -174,3 +183,23 @@ class ZoomStage:
             variant=VARIANT,
             model=label,
         )
+
+
+def _outline(gray: np.ndarray, box: Box) -> np.ndarray | None:
+    """The code's outline in `box` (`gray` pixels), on its own edges, or None."""
+    crop, mapping = rectify.box_crop(gray, box, 1.0)
+    corners = rectify.outline(crop, OUTLINE_REACH)
+    if corners is None:
+        return None
+    quad = np.array([mapping.to_page(float(x), float(y)) for x, y in corners], np.float32)
+    for refinement in range(REFINEMENTS):
+        refined = rectify.refine_outline(gray, quad)
+        if refined is None:
+            if refinement == 0:
+                return None
+            break
+        moved = float(np.abs(refined - quad).max())
+        quad = refined
+        if moved < SETTLED_PX:
+            break
+    return quad
