@@ -54,6 +54,20 @@ def test_the_zoom_reads_its_refined_outline_from_the_page_pixels(
     assert [(code.data, code.stage) for code in result.codes] == [(payload, "zoom")]
 
 
+def test_a_bent_page_code_the_zoom_outlines_is_read_from_its_view(
+    engine: Engine, settings: Settings
+) -> None:
+    """models.synth's curved photo 8 (seed 7), the zoom alone (the cascade reads it by the
+    detector's late variants or by the zoom, as their CPU budgets fall): the code's edges are
+    bowed, so the refined outline (four straight sides) is no grid for it in the page's
+    pixels; in the view warped from it the code is upright and enlarged, and the soft decoder
+    finds its finders there. The zoom reads the page first (steep codes), then the view."""
+    sample = corpus_sample("curved", 8, seed=7)
+    alone = Engine(settings, [s for s in engine.stages if isinstance(s, ZoomStage)])
+    result = alone.scan(sample.data, deadline_ms=0)
+    assert [(code.data, code.stage) for code in result.codes] == [(sample.codes[0].payload, "zoom")]
+
+
 @pytest.mark.parametrize("index", [23, 89])
 def test_a_code_the_detector_boxes_only_at_half_the_pixels_is_read_by_the_zoom(
     engine: Engine, settings: Settings, index: int
