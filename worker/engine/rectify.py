@@ -76,8 +76,10 @@ def box_crop(
     return rectify(gray, quad, scale)
 
 
-def outline(crop: np.ndarray) -> np.ndarray | None:
+def outline(crop: np.ndarray, reach: float = 0.0) -> np.ndarray | None:
     """The four corners of the code in a crop where it is the central dark blob, or None.
+    `reach`: where no blob holds the crop's centre, the nearest within this share of the
+    crop's side is taken for the code's.
 
     The detector's corner head was trained on mildly tilted pages; on a steep view its
     corners can be a tenth of the side off, and a crop warped from them is not square
@@ -93,12 +95,12 @@ def outline(crop: np.ndarray) -> np.ndarray | None:
     solid = cv2.morphologyEx(solid, cv2.MORPH_OPEN, kernel)
     contours, _ = cv2.findContours(solid, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     centre = (width / 2.0, height / 2.0)
-    central = [
-        c
-        for c in contours
-        if cv2.contourArea(c) >= 0.1 * height * width
-        and cv2.pointPolygonTest(c, centre, False) >= 0
-    ]
+    large = [c for c in contours if cv2.contourArea(c) >= 0.1 * height * width]
+    central = [c for c in large if cv2.pointPolygonTest(c, centre, False) >= 0]
+    if not central and reach > 0.0:
+        distances = [-cv2.pointPolygonTest(c, centre, True) for c in large]
+        if distances and min(distances) <= reach * min(height, width):
+            central = [large[int(np.argmin(distances))]]
     if not central:
         return None
     hull = cv2.convexHull(max(central, key=cv2.contourArea))

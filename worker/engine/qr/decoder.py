@@ -13,7 +13,8 @@ The steps, each refusing rather than guessing:
    way the grid is then fitted to every alignment pattern of the version (grid.fit).
 2. Soft module values against a local threshold (grid.sample), a confidence each; when they
    do not read, the same values with the blur's spill from neighbouring modules taken out
-   (grid.equalise).
+   (grid.equalise), by one share for all four edge neighbours, then by a share for each
+   direction (a steep view squeezes the modules along one).
 3. A grid whose timing and alignment modules are not at least 70% right is not worth error
    correction (a wrong size or pitch gets them right by chance: half).
 4. Format information from both copies: the nearest BCH codeword, within distance 3 of 15
@@ -460,18 +461,22 @@ def _read_mapping(
     inner = inner_patterns(version)
     if (plain.dark[inner] == known_dark[inner]).mean() < _MIN_PATTERN_FIT:
         return None
-    # One neighbourhood contrast for both the plain and the equalised values (the same).
+    # One neighbourhood contrast for the plain and the equalised values (the same).
     kept = grid.contrast_kept(plain.values)
-    equalised = None
-    for attempt in range(2):
-        if attempt == 1:
-            # Only when the plain values did not read: most symbols never need it, and
-            # where it decides every data module as before there is nothing new to try.
-            equalised = grid.equalise(plain, known, known_dark)
-            if equalised is None or np.array_equal(equalised.dark[~known], plain.dark[~known]):
-                break
-        samples = equalised if attempt == 1 else plain
-        assert samples is not None
+    tried: list[np.ndarray] = []
+    for attempt in range(3):
+        if attempt == 0:
+            samples: grid.Samples | None = plain
+        else:
+            # Only when the values before did not read: most symbols never need it, and
+            # where it decides every data module as one before there is nothing new to try.
+            # The shared shares first, then a share for each direction (grid.equalise).
+            samples = grid.equalise(plain, known, known_dark, directional=attempt == 2)
+            if samples is None or any(
+                np.array_equal(samples.dark[~known], before) for before in tried
+            ):
+                continue
+        tried.append(samples.dark[~known])
         for mirrored, level, mask in _orientations(samples.dark):
             clock.check()
             dark = samples.dark.T if mirrored else samples.dark

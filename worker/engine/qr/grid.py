@@ -676,40 +676,83 @@ def _local_levels(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return high, low
 
 
-def _neighbours(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sums of the 4 edge, the 4 corner and the 4 next-but-one neighbours, the quiet zone
-    outside light (-1)."""
+# The neighbours whose spill the equaliser measures, as groups that share one measured share
+# of spill (row, column offsets). Shared: the 4 edge, the 4 corner and the 4 next-but-one
+# neighbours, for a blur that spills alike in every direction. Directional: the pairs either
+# side of a module (a symmetric blur spills alike from both), each with a share of its own:
+# seen at a steep angle a symbol's modules are squeezed along one direction (a pixel a module
+# or less there, three along the other), and its blur spills from the neighbours along that
+# direction far more than from the others.
+_SPILL_SHARED = (
+    ((0, -1), (0, 1), (-1, 0), (1, 0)),
+    ((-1, -1), (1, 1), (-1, 1), (1, -1)),
+    ((0, -2), (0, 2), (-2, 0), (2, 0)),
+)
+_SPILL_DIRECTIONAL = (
+    ((0, -1), (0, 1)),  # beside, in the row
+    ((-1, 0), (1, 0)),  # above and below
+    ((-1, -1), (1, 1)),  # one diagonal
+    ((-1, 1), (1, -1)),  # the other
+    ((0, -2), (0, 2)),  # next but one, in the row
+    ((-2, 0), (2, 0)),  # next but one, in the column
+)
+# Decision-feedback rounds of the equaliser.
+_EQUALISE_ROUNDS = 3
+
+
+def _neighbours(x: np.ndarray, groups: tuple[tuple[tuple[int, int], ...], ...]) -> list[np.ndarray]:
+    """For each group of offsets, the sum of the values there, the quiet zone outside light
+    (-1)."""
+    n = x.shape[0]
     p = np.pad(x, 2, constant_values=-1.0)
-    edge = p[1:-3, 2:-2] + p[3:-1, 2:-2] + p[2:-2, 1:-3] + p[2:-2, 3:-1]
-    corner = p[1:-3, 1:-3] + p[1:-3, 3:-1] + p[3:-1, 1:-3] + p[3:-1, 3:-1]
-    far = p[:-4, 2:-2] + p[4:, 2:-2] + p[2:-2, :-4] + p[2:-2, 4:]
-    return edge, corner, far
+    return [
+        sum(p[2 + dr : 2 + dr + n, 2 + dc : 2 + dc + n] for dr, dc in group)  # type: ignore[misc]
+        for group in groups
+    ]
 
 
-def equalise(samples: Samples, known: np.ndarray, known_dark: np.ndarray) -> Samples | None:
+def equalise(
+    samples: Samples, known: np.ndarray, known_dark: np.ndarray, directional: bool = False
+) -> Samples | None:
     """Module values with the blur's spill from the neighbours taken out.
 
     Under heavy blur (a module of 2-3 px behind a lens or JPEG) a module's sample is its own
     colour plus a share of its neighbours'. The shares are measured on the modules every
     symbol of the version has (finders, timing, alignment: their colours are known), by least
-    squares, level = a * own + b * edge + c * corner + e * next-but-one neighbours + d; the data
-    modules are then decided with the neighbours' current decisions subtracted (three rounds
-    of decision feedback), and the confidence is what is left of the module's own share."""
+    squares, level = a * own + the sum over the groups of neighbours (_SPILL_SHARED) of b_i *
+    that group + d; the data modules are then decided with the neighbours' current decisions
+    subtracted (_EQUALISE_ROUNDS rounds of decision feedback), and the confidence is what is
+    left of the module's own share.
+
+    `directional`: a share for each pair of opposite neighbours (_SPILL_DIRECTIONAL), for a
+    symbol seen at a steep angle, and soft feedback: a neighbour's estimate is its residual
+    clipped to [-1, 1], not its sign, so that a neighbour the last round was unsure of takes
+    out only part of its spill. From the exact outline of each benchmark code (seed 0), where
+    the plain values or the shared shares did not read it, this read 4 more of the 100
+    perspective photos (module errors down by a third to two thirds where they were 1-10%),
+    5 more of 100 blurred and 13 more of 278 lowres codes, and none fewer in any category of
+    photos. It is not the better model everywhere: streaks over a damaged symbol's patterns
+    skew the separate shares, and a symbol the shared ones read at the margin (23 errors of
+    a version 6) it did not."""
+    groups = _SPILL_DIRECTIONAL if directional else _SPILL_SHARED
     truth = np.where(known_dark, 1.0, -1.0)
     x = np.where(known, truth, np.where(samples.dark, 1.0, -1.0))
-    edge, corner, far = _neighbours(x)
-    columns = [x[known], edge[known], corner[known], far[known], np.ones(int(known.sum()))]
+    spill = _neighbours(x, groups)
+    columns = [x[known], *(group[known] for group in spill), np.ones(int(known.sum()))]
     try:
-        (a, b, c, e, d), *_ = np.linalg.lstsq(
-            np.stack(columns, axis=1), samples.level[known], rcond=None
-        )
+        solution, *_ = np.linalg.lstsq(np.stack(columns, axis=1), samples.level[known], rcond=None)
     except np.linalg.LinAlgError:
         return None
-    if not a > 0.05:
+    own, shares, offset = solution[0], solution[1:-1], solution[-1]
+    if not own > 0.05:
         return None
     residual = samples.level
-    for _ in range(3):
-        residual = (samples.level - d - b * edge - c * corner - e * far) / a
-        x = np.where(known, truth, np.where(residual > 0, 1.0, -1.0))
-        edge, corner, far = _neighbours(x)
+    for _ in range(_EQUALISE_ROUNDS):
+        spilled = sum(share * group for share, group in zip(shares, spill, strict=True))
+        residual = (samples.level - offset - spilled) / own
+        estimate = (
+            np.clip(residual, -1.0, 1.0) if directional else np.where(residual > 0, 1.0, -1.0)
+        )
+        x = np.where(known, truth, estimate)
+        spill = _neighbours(x, groups)
     return Samples(samples.values, residual, residual > 0, np.clip(np.abs(residual), 0.0, 1.0))

@@ -8,10 +8,10 @@ model): such a code is a sliver they score under their threshold, and where they
 their corners are ten and more modules off. Over the page at 0.4 of its pixels the small
 model boxes most of them; the box's dark blob outlined (worker.engine.rectify.outline) and
 moved onto its hull's straight edges (rectify.refine_outline) is within half a module at
-the corners, and a view warped from it at several pixels a module (bicubic) is one where
-zxing-cpp or the soft decoder reads. On the benchmark's 100 perspective photos this read 9
-or 10 of the 32 codes the cascade left unread, none lost (the commit that added it has the
-runs).
+the corners: zxing-cpp reads a view warped from it at several pixels a module (bicubic),
+and the soft decoder the outline from the page's own pixels. On the benchmark's 100
+perspective photos this read 9 or 10 of the 32 codes the cascade left unread, none lost (the
+commit that added it has the runs).
 
 It runs after the thorough pass, on pages that pass read nothing on, so no page another
 stage completes pays for it: one small-model inference a page (bounded by ZOOM_MAX_SIDE)
@@ -24,25 +24,31 @@ import cv2
 import numpy as np
 
 from worker.engine import qr, rectify, zxing_reader
-from worker.engine.cascade import Box, StageContext
+from worker.engine.cascade import Box, StageContext, box_quad, same_place
 from worker.engine.deadline import work_clock
 from worker.engine.detector.detector import Detector
 from worker.engine.images import Page
 from worker.engine.stages import born_digital, soft
-from worker.engine.zxing_reader import ReadOptions
+from worker.engine.zxing_reader import ReadOptions, Transform
 
 VARIANT = "zoom"
-# The detector sees the page at this share of its pixels a side, once reduced to at most
-# ZOOM_MAX_SIDE (a 12 MP photo is seen at less than its full resolution rather than at four
-# times the cost). At 0.5 it boxed the same unread perspective codes, at a third more CPU.
-SEEN_AT = 0.4
+# The detector sees the page at each of these shares of its pixels a side, once reduced to at
+# most ZOOM_MAX_SIDE (a 12 MP photo is seen at less than its full resolution rather than at
+# four times the cost). Its score of a sliver of a code is erratic from one scale to the next
+# (0.24 at 0.4 and 0.34 at 0.5, 0.27 and 0.44, 0.15 and 0.32 for three benchmark codes the
+# decoder reads from their outline), and at 0.5 alone it lost one that 0.4 boxes well: both,
+# one place's boxes kept together (_places). The second look is most of the zoom's cost on a
+# page with no code (benchmark `none`, both trees at once: 221 -> 260 ms of CPU a page mean,
+# p95 458 -> 494; its inference and the decoys it boxes); (0.4,) alone reads 82 of the 100
+# perspective codes, both 85.
+SEEN_AT = (0.4, 0.5)
 ZOOM_MAX_SIDE = 1792
 # Boxes read per page, most confident first, and their CPU time per page: an outline, two
 # refinements and a decode cost 20-60 ms a box. Every perspective code it read was its first
 # box; a page of decoys (the `none` photos) pays for each box it reads.
 MAX_PLACES = 2
 BUDGET_S = 0.15
-# The decoder's limit on one view (it reads a view it can read in 10-40 ms).
+# The decoder's limit on one outline (it reads one it can read in 10-40 ms).
 DECODE_BUDGET_MS = 60.0
 # The view's pixels per pixel of the code's longest side (within rectify's MIN_SIDE and
 # MAX_SIDE): a version-10 code 1.5 pixels a module on the near side is about 9 in the view.
@@ -52,6 +58,10 @@ VIEW_FACTOR = 6.0
 VIEW_OPTIONS = ReadOptions(try_downscale=False, try_invert=False, try_rotate=False)
 # The view's margin around the refined outline, as a share of its size: the quiet zone.
 VIEW_MARGIN = 0.15
+# A box off the code (the detector's box of a steep code takes in the text beside it) has its
+# centre outside the code's blob: the nearest blob within this share of the crop's side is
+# taken for the code's (rectify.outline). Benchmark perspective photo 85: 3% of the side off.
+OUTLINE_REACH = 0.1
 # Outline refinements, until no corner moves SETTLED_PX: each view is straighter than the
 # last, so a hull edge the first took from a neighbour's blob (a corner several modules off)
 # is the code's own in the next; one code of the benchmark's needed three.
@@ -82,57 +92,59 @@ class ZoomStage:
         # The thorough pass's image (cached by now): a JPEG asked for at ZOOM_MAX_SIDE
         # comes DCT-scaled to half when it is a little larger, and the reads need every pixel.
         gray, scale = page.gray(ctx.settings.thorough_max_side)
-        boxes = self._boxes(gray)
+        places = self._places(gray)
         # Each box over the threshold is a located symbol, as any detector's is: one the
         # zoom does not read (or has no time left for) keeps the page from being complete
         # and is named in the result's unread (a code boxed here and dropped was a silent
-        # miss). A box over a code read here is covered by it.
+        # miss). A box over a code read here is covered by it. A place is named once, by its
+        # most confident box.
         ctx.findings.detected(
             page.index,
             [],
-            [(x0 / scale, y0 / scale, x1 / scale, y1 / scale) for x0, y0, x1, y1 in boxes],
+            [(x0 / scale, y0 / scale, x1 / scale, y1 / scale) for (x0, y0, x1, y1), *_ in places],
         )
         started = work_clock()
-        for box in boxes[:MAX_PLACES]:
+        for place in places[:MAX_PLACES]:
+            box = place[0]
             if ctx.page_done(page.index) or work_clock() - started > BUDGET_S:
                 return
             centre = ((box[0] + box[2]) / 2.0 / scale, (box[1] + box[3]) / 2.0 / scale)
             # One read makes it a page with a code (see run).
             if not ctx.findings.covers(page.index, centre) and self._read(
-                ctx, page, gray, scale, box
+                ctx, page, gray, scale, place
             ):
                 return
 
-    def _boxes(self, gray: np.ndarray) -> list[Box]:
-        """The detector's boxes over `gray` seen at SEEN_AT (of at most ZOOM_MAX_SIDE), in
-        `gray`'s pixels, most confident first. One inference over the whole page: the
-        network is convolutional and takes any size its deepest stride divides (padded to
-        it), a third cheaper than the same pixels in overlapping tiles of its input size,
-        and it boxed 23 of the 32 unread perspective codes to the tiles' 25, every one it
-        then read among them."""
-        factor = SEEN_AT * min(1.0, ZOOM_MAX_SIDE / max(gray.shape))
-        seen = cv2.resize(gray, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
-        found = self.detector.detect_seen(seen, factor)
-        return [det.box for det in found]
+    def _places(self, gray: np.ndarray) -> list[list[Box]]:
+        """The detector's boxes over `gray` seen at each of SEEN_AT (of at most
+        ZOOM_MAX_SIDE), in `gray`'s pixels, grouped by place (cascade.same_place), the most
+        confident place first and each place's boxes most confident first. One inference over
+        the whole page a scale: the network is convolutional and takes any size its deepest
+        stride divides (padded to it), a third cheaper than the same pixels in overlapping
+        tiles of its input size, and at 0.4 it boxed 23 of the 32 unread perspective codes to
+        the tiles' 25, every one it then read among them."""
+        found = []
+        for share in SEEN_AT:
+            factor = share * min(1.0, ZOOM_MAX_SIDE / max(gray.shape))
+            seen = cv2.resize(gray, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+            found += self.detector.detect_seen(seen, factor)
+        places: list[list[Box]] = []
+        for det in sorted(found, key=lambda d: -d.score):
+            place = next((p for p in places if same_place(box_quad(p[0]), box_quad(det.box))), None)
+            if place is None:
+                places.append([det.box])
+            else:
+                place.append(det.box)
+        return places
 
     def _read(
-        self, ctx: StageContext, page: Page, gray: np.ndarray, scale: float, box: Box
+        self, ctx: StageContext, page: Page, gray: np.ndarray, scale: float, place: list[Box]
     ) -> bool:
-        crop, mapping = rectify.box_crop(gray, box, 1.0)
-        corners = rectify.outline(crop)
-        if corners is None:
+        # One scale's box of a place can be off the code where another's is not (a blob
+        # outline needs the box's centre on the code, or within OUTLINE_REACH of it).
+        quad = next((q for q in (_outline(gray, box) for box in place) if q is not None), None)
+        if quad is None:
             return False
-        quad = np.array([mapping.to_page(float(x), float(y)) for x, y in corners], np.float32)
-        for refinement in range(REFINEMENTS):
-            refined = rectify.refine_outline(gray, quad)
-            if refined is None:
-                if refinement == 0:
-                    return False
-                break
-            moved = float(np.abs(refined - quad).max())
-            quad = refined
-            if moved < SETTLED_PX:
-                break
         corners_page = tuple((float(x / scale), float(y / scale)) for x, y in quad)
         if not soft.is_place(corners_page):  # type: ignore[arg-type]
             return False
@@ -151,16 +163,49 @@ class ZoomStage:
         )
         if added or any(s.valid for s in symbols):
             return True
+        # The soft decoder on the refined outline in the page's own pixels first, then on the
+        # view. Seen steeply, a far side of a pixel a module reads from the page: the view's
+        # bicubic enlargement spreads each squeezed module over its neighbours (and rings),
+        # where the page gives the equaliser (grid.equalise) the blur it measures. A bent
+        # page's code reads from the view: its edges are no straight outline, and the decoder
+        # finds the finders of the enlarged, upright code itself. Over the boxes the zoom
+        # outlined (two a page, benchmark seed 0): perspective 132 boxes, the page read 82,
+        # the view 73, either 83; curved 123: 79, 84, 86; damaged 116: 70, 58, 72.
         low = side * VIEW_MARGIN / (1.0 + 2.0 * VIEW_MARGIN)
         high = side - low
-        found = qr.decode(
-            view,
-            ((low, low), (high, low), (high, high), (low, high)),
-            budget_ms=DECODE_BUDGET_MS,
-            deadline_ms=ctx.deadline.remaining_ms(),
+        looks = (
+            (gray, tuple((float(x), float(y)) for x, y in quad), Transform(scale).to_page),
+            (view, ((low, low), (high, low), (high, high), (low, high)), to_page.to_page),
         )
-        if found is None:
-            return False
-        return soft.add(
-            ctx, page, found, to_page.to_page, stage=self.name, variant=VARIANT, model=label
-        )
+        for image, outline, back in looks:
+            found = qr.decode(
+                image,
+                outline,  # type: ignore[arg-type]
+                budget_ms=DECODE_BUDGET_MS,
+                deadline_ms=ctx.deadline.remaining_ms(),
+            )
+            if found is not None:
+                return soft.add(
+                    ctx, page, found, back, stage=self.name, variant=VARIANT, model=label
+                )
+        return False
+
+
+def _outline(gray: np.ndarray, box: Box) -> np.ndarray | None:
+    """The code's outline in `box` (`gray` pixels), on its own edges, or None."""
+    crop, mapping = rectify.box_crop(gray, box, 1.0)
+    corners = rectify.outline(crop, OUTLINE_REACH)
+    if corners is None:
+        return None
+    quad = np.array([mapping.to_page(float(x), float(y)) for x, y in corners], np.float32)
+    for refinement in range(REFINEMENTS):
+        refined = rectify.refine_outline(gray, quad)
+        if refined is None:
+            if refinement == 0:
+                return None
+            break
+        moved = float(np.abs(refined - quad).max())
+        quad = refined
+        if moved < SETTLED_PX:
+            break
+    return quad
