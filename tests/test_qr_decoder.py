@@ -14,6 +14,7 @@ import reedsolo
 import segno
 import zxingcpp
 
+from models.synth.damage import ink_dropout
 from worker.bench.false_reads import render, warp, whole
 from worker.engine.qr import SoftRead, decode
 from worker.engine.qr.codewords import _interleave, acceptable
@@ -459,6 +460,23 @@ def test_glare_patch() -> None:
     read = decode(image, whole(image))
     assert read is not None and read.data == PAYLOAD
     assert read.erasures > 0
+
+
+@pytest.mark.parametrize("seed", [3, 8, 48])
+def test_ink_dropout_streaks_and_speckle(seed: int) -> None:
+    """A failing print head (the benchmark's damage: white streaks down the symbol, ink
+    lifted in half-module speckles) lightens many dark modules below the threshold at their
+    centres, too many for Reed-Solomon, but leaves part of each dark: read from each
+    module's darkest point, the symbol reads (worker.engine.qr.decoder._DARKEST_REACH)."""
+    symbol = segno.make_qr(PAYLOAD, error="m", boost_error=False)
+    image = render(matrix(symbol), 4)
+    h, w = image.shape
+    outline = np.array([[16, 16], [w - 16, 16], [w - 16, h - 16], [16, h - 16]], float)
+    ink_dropout(image, outline, 4.0, np.random.default_rng(seed), 0.8)
+    image = cv2.GaussianBlur(image, (0, 0), 0.8)
+    assert not _zxing_reads(image)
+    read = decode(image, whole(image))
+    assert read is not None and read.data == PAYLOAD
 
 
 def test_blur_at_three_pixels_a_module() -> None:

@@ -640,6 +640,38 @@ def sample(image: np.ndarray, mapping: Mapping, size: int, module_px: float) -> 
     return classify(values.astype(np.float32))
 
 
+def sample_darkest(
+    image: np.ndarray, mapping: Mapping, size: int, module_px: float, reach: float = 0.25
+) -> Samples:
+    """Each module's darkest point within `reach` modules of its centre (nine points of a
+    lightly blurred image), against the same local threshold as `sample`. The points are
+    interpolated between the module corners, where the mapping is evaluated once: nine
+    evaluations of a fitted mapping cost ten times the sampling (26 ms for a version 17)."""
+    sigma = max(0.35, 0.12 * module_px)
+    blurred = cv2.GaussianBlur(image, (0, 0), sigma)
+    edges = np.arange(size + 1, dtype=np.float64)
+    gx, gy = np.meshgrid(edges, edges)
+    corners = mapping(np.stack([gx.ravel(), gy.ravel()], axis=1)).reshape(size + 1, size + 1, 2)
+    tl, tr = corners[:-1, :-1], corners[:-1, 1:]
+    bl, br = corners[1:, :-1], corners[1:, 1:]
+    values: np.ndarray | None = None
+    for fy in (0.5 - reach, 0.5, 0.5 + reach):
+        for fx in (0.5 - reach, 0.5, 0.5 + reach):
+            pts = ((1 - fy) * ((1 - fx) * tl + fx * tr) + fy * ((1 - fx) * bl + fx * br)).astype(
+                np.float32
+            )
+            seen = cv2.remap(
+                blurred,
+                np.ascontiguousarray(pts[:, :, 0]),
+                np.ascontiguousarray(pts[:, :, 1]),
+                cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_REPLICATE,
+            )
+            values = seen if values is None else np.minimum(values, seen)
+    assert values is not None
+    return classify(values.astype(np.float32))
+
+
 def classify(values: np.ndarray) -> Samples:
     high, low = _local_levels(values)
     threshold = (high + low) / 2
