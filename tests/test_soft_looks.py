@@ -17,6 +17,7 @@ from worker.bench.false_reads import render
 from worker.engine.cascade import Findings, StageContext, same_place
 from worker.engine.deadline import Deadline
 from worker.engine.images import document_from_array
+from worker.engine.qr.decoder import searched
 from worker.engine.stages import soft
 from worker.rules import Want
 from worker.settings import Settings
@@ -136,6 +137,11 @@ def test_a_box_reaching_past_all_a_first_look_searched_gets_a_look_of_its_own() 
         ctx, ctx.document.pages[0], box, stage="detect_small", variant="soft", budget_ms=2000
     )
     assert [code.text for code in ctx.findings.codes] == [PAYLOAD]
-    # A box inside what the first look searched is the same place, looked at once.
+    # A box inside what the first look searched is the same place, looked at once; so is
+    # one reaching past it by a strip too thin to hold a finder it missed (4 px of 168).
     inside = ((50.0, 250.0), (150.0, 250.0), (150.0, 410.0), (50.0, 410.0))
     assert not ctx.findings.first_soft_look(0, inside)
+    x0, _, x1, y1 = searched(first)
+    sliver = ((x0 + 10.0, y1 - 168.0), (x1, y1 - 168.0), (x1 + 4.0, y1), (x0 + 10.0, y1))
+    assert same_place(first, sliver)
+    assert not ctx.findings.first_soft_look(0, sliver)
