@@ -228,8 +228,11 @@ def test_the_medium_model_leaves_a_page_the_small_one_found_blank() -> None:
 
 
 def test_the_medium_model_still_reads_what_the_small_one_saw_but_could_not_read() -> None:
+    # Sample 6 was this test's until the small model's stage read it (zxing-cpp's outline in
+    # its outlined crop reaches past the first soft look at the detector's corners, and gets
+    # a look of its own): 15 is one the small model's stage still cannot read.
     engine, medium = _engine_counting_medium()
-    sample = corpus_sample("perspective", 6, seed=7)
+    sample = corpus_sample("perspective", 15, seed=7)
     result = engine.scan(sample.data)
     assert medium.calls == 1
     assert {code.data for code in result.codes} == {code.payload for code in sample.codes}

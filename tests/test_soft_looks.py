@@ -9,13 +9,15 @@ looked at, it would take the look of every real place inside its bounds.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import segno
 
 from worker.bench.false_reads import render
-from worker.engine.cascade import Findings, StageContext
+from worker.engine.cascade import Findings, StageContext, same_place
 from worker.engine.deadline import Deadline
 from worker.engine.images import document_from_array
+from worker.engine.qr.decoder import searched
 from worker.engine.stages import soft
 from worker.rules import Want
 from worker.settings import Settings
@@ -97,3 +99,49 @@ def test_what_counts_as_a_place() -> None:
     assert not soft.is_place(((0.0, 0.0), (100.0, 100.0), (100.0, 0.0), (0.0, 100.0)))  # crossed
     assert not soft.is_place(((0.0, 0.0), (5.0, 0.0), (5.0, 5.0), (0.0, 5.0)))  # too small
     assert not soft.is_place(((0.0, 0.0), (400.0, 0.0), (400.0, 100.0), (0.0, 100.0)))  # 4:1
+
+
+def _page_with_a_code_cut_by_the_edge() -> tuple[np.ndarray, np.ndarray]:
+    """A 640 x 640 page with a version 3 symbol (4 px a module) turned 32 degrees, its
+    bottom-left corner 15 px past the page's left edge: that finder is cut in half. Its
+    corners (top-left, top-right, bottom-right, bottom-left) in page pixels."""
+    code = render(np.array(segno.make_qr(PAYLOAD, error="m").matrix, dtype=bool), 4, border=0)
+    n = code.shape[0]
+    c, s = np.cos(np.radians(32.0)), np.sin(np.radians(32.0))
+    square = np.array([[0, 0], [n, 0], [n, n], [0, n]], dtype=np.float64)
+    turn = np.array([[c, -s], [s, c]])
+    turned = square @ turn.T
+    shift = np.array([-15.0, 250.0]) - turned.min(axis=0)
+    page = cv2.warpAffine(
+        code, np.hstack([turn, shift[:, None]]), (640, 640), flags=cv2.INTER_AREA, borderValue=255
+    )
+    return page, turned + shift
+
+
+def test_a_box_reaching_past_all_a_first_look_searched_gets_a_look_of_its_own() -> None:
+    """zxing-cpp located a symbol whose bottom-left finder the page's edge cuts, and placed
+    its far corners on the wrong side (qr-photos-val 9_0: top-left and top-right right, the
+    other two 38 degrees off). The soft decoder's look there searched its margin around
+    those corners and never saw the cut finder. The detector's box of the symbol is the same
+    place by overlap (IoU over a half), but it reaches 20 px further left: it gets a look of
+    its own, and that look reads the symbol (two finders place the third)."""
+    page, (tl, tr, _, bl) = _page_with_a_code_cut_by_the_edge()
+    ctx = _context(page)
+    turn = np.radians(-38.0)
+    down = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]]) @ (bl - tl)
+    first = tuple((float(x), float(y)) for x, y in (tl, tr, tr + down, tl + down))
+    assert not soft.read(ctx, ctx.document.pages[0], first, stage="fast", variant="x+soft")
+    box = ((0.0, 246.0), (149.0, 246.0), (149.0, 414.0), (0.0, 414.0))
+    assert same_place(first, box)
+    assert soft.read(
+        ctx, ctx.document.pages[0], box, stage="detect_small", variant="soft", budget_ms=2000
+    )
+    assert [code.text for code in ctx.findings.codes] == [PAYLOAD]
+    # A box inside what the first look searched is the same place, looked at once; so is
+    # one reaching past it by a strip too thin to hold a finder it missed (4 px of 168).
+    inside = ((50.0, 250.0), (150.0, 250.0), (150.0, 410.0), (50.0, 410.0))
+    assert not ctx.findings.first_soft_look(0, inside)
+    x0, _, x1, y1 = searched(first)
+    sliver = ((x0 + 10.0, y1 - 168.0), (x1, y1 - 168.0), (x1 + 4.0, y1), (x0 + 10.0, y1))
+    assert same_place(first, sliver)
+    assert not ctx.findings.first_soft_look(0, sliver)

@@ -178,14 +178,20 @@ def decode(
         return None
 
 
+def searched(region: Quad | np.ndarray) -> tuple[float, float, float, float]:
+    """The part of the image (x0, y0, x1, y1, before clipping to it) that decode() searches
+    for the symbol in `region`: its bounds and a margin around them."""
+    xs, ys = [float(p[0]) for p in region], [float(p[1]) for p in region]
+    margin = _MARGIN * max(max(xs) - min(xs), max(ys) - min(ys)) + 4
+    return min(xs) - margin, min(ys) - margin, max(xs) + margin, max(ys) + margin
+
+
 def _decode(gray: np.ndarray, corners: np.ndarray, clock: _Clock) -> SoftRead | None:
-    lo = corners.min(axis=0)
-    hi = corners.max(axis=0)
-    margin = _MARGIN * float((hi - lo).max()) + 4
-    x0 = max(0, math.floor(lo[0] - margin))
-    y0 = max(0, math.floor(lo[1] - margin))
-    x1 = min(gray.shape[1], math.ceil(hi[0] + margin))
-    y1 = min(gray.shape[0], math.ceil(hi[1] + margin))
+    lo_x, lo_y, hi_x, hi_y = searched(corners)
+    x0 = max(0, math.floor(lo_x))
+    y0 = max(0, math.floor(lo_y))
+    x1 = min(gray.shape[1], math.ceil(hi_x))
+    y1 = min(gray.shape[0], math.ceil(hi_y))
     if x1 - x0 < 21 or y1 - y0 < 21:
         return None
     crop = gray[y0:y1, x0:x1]
