@@ -128,6 +128,11 @@ class ZoomStage:
             factor = share * min(1.0, ZOOM_MAX_SIDE / max(gray.shape))
             seen = cv2.resize(gray, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
             found += self.detector.detect_seen(seen, factor)
+        # The look at 0.5 is the largest input any stage gives the network (up to 896 pixels
+        # a side), and ONNX Runtime's arena would keep its activations after the scan (62 MB
+        # over the process's baseline after a 60 MP page, where tests/test_engine_memory.py
+        # allows 48): given back now, a millisecond on a page that took 100 ms and more.
+        self.detector.release()
         places: list[list[Box]] = []
         for det in sorted(found, key=lambda d: -d.score):
             place = next((p for p in places if same_place(box_quad(p[0]), box_quad(det.box))), None)
