@@ -481,9 +481,9 @@ def _readings(
     and only where it decides some data module otherwise than the plain values (else there is
     nothing new to try): as sampled; with the blur's spill from the neighbours taken out
     (grid.equalise: by shared shares, then by a share for each direction); and each module's
-    darkest point (grid.sample_darkest, _DARKEST_REACH),
-    where it samples the modules every symbol of the version has clearly better than the
-    plain values (_DARKEST_GAIN, _DARKEST_FEWEST)."""
+    darkest point (grid.sample_darkest, _DARKEST_REACH), where it samples the modules every
+    symbol of the version has clearly better than the plain values (_DARKEST_GAIN,
+    _DARKEST_FEWEST)."""
     version = (size - 17) // 4
     known, known_dark = known_modules(version)
     # One neighbourhood contrast for both the plain and the equalised values (the same).

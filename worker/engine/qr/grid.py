@@ -607,13 +607,7 @@ def timing_fits(
     row = start + steps[None, :, None] * right + across * down
     column = start + across * right + steps[None, :, None] * down
     pts = np.concatenate([row, column], axis=1).astype(np.float32)  # (K, modules, 2)
-    values = cv2.remap(
-        image,
-        np.ascontiguousarray(pts[:, :, 0]),
-        np.ascontiguousarray(pts[:, :, 1]),
-        cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_REPLICATE,
-    ).astype(np.float32)
+    values = _remap(image, pts).astype(np.float32)
     dark = np.tile((np.arange(8, size - 8) % 2) == 0, 2)
     return ((values < values.mean(axis=1, keepdims=True)) == dark[None, :]).mean(axis=1)
 
@@ -641,7 +635,7 @@ def sample(image: np.ndarray, mapping: Mapping, size: int, module_px: float) -> 
 
 
 def sample_darkest(
-    image: np.ndarray, mapping: Mapping, size: int, module_px: float, reach: float = 0.25
+    image: np.ndarray, mapping: Mapping, size: int, module_px: float, reach: float
 ) -> Samples:
     """Each module's darkest point within `reach` modules of its centre (nine points of a
     lightly blurred image), against the same local threshold as `sample`. The points are
@@ -660,16 +654,21 @@ def sample_darkest(
             pts = ((1 - fy) * ((1 - fx) * tl + fx * tr) + fy * ((1 - fx) * bl + fx * br)).astype(
                 np.float32
             )
-            seen = cv2.remap(
-                blurred,
-                np.ascontiguousarray(pts[:, :, 0]),
-                np.ascontiguousarray(pts[:, :, 1]),
-                cv2.INTER_LINEAR,
-                borderMode=cv2.BORDER_REPLICATE,
-            )
+            seen = _remap(blurred, pts)
             values = seen if values is None else np.minimum(values, seen)
     assert values is not None
     return classify(values.astype(np.float32))
+
+
+def _remap(image: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """`image` sampled (bilinear, edges replicated) at `pts`, float32 (..., 2) x, y."""
+    return cv2.remap(
+        image,
+        np.ascontiguousarray(pts[..., 0]),
+        np.ascontiguousarray(pts[..., 1]),
+        cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
 
 
 def classify(values: np.ndarray) -> Samples:
