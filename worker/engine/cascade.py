@@ -60,6 +60,10 @@ class Findings:
     # Places the first detector scored just under its threshold, where nothing was read or
     # boxed (page pixels): the next detector looks at them before the page is done.
     doubts: dict[int, list[Box]] = field(default_factory=dict)
+    # Pages the fast pass saw rendered rather than photographed (mostly paper at full white:
+    # a render or a flat scan, stages.fast.rendered): no later stage need look for a
+    # photo's steep view there (the zoom).
+    rendered_pages: set[int] = field(default_factory=set)
     # Detector boxes ruled out as codes by a cheaper look (page, box): they keep no page open
     # and no later stage reads them, and the result lists them (reason `ruled_out`).
     _ruled_out: list[tuple[int, Box]] = field(default_factory=list)

@@ -51,10 +51,13 @@ class FastStage:
                 variant=variant,
             )
             softly = soft.read_located(ctx, page, symbols, stage=self.name, variant=variant)
+            is_rendered = rendered(gray)
+            if is_rendered:
+                ctx.findings.rendered_pages.add(page.index)
             if ctx.want != "all":
                 continue
             read_any = softly or any(s.valid for s in symbols)
-            if rendered(gray):
+            if is_rendered:
                 # Also where nothing was read: the detectors may then read only some of the
                 # page's codes (two of three Micro QR codes on a 144 DPI invoice halved), and
                 # the page would be done with the last one never looked at. A born-digital
