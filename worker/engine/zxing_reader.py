@@ -58,6 +58,9 @@ class ReadOptions:
     try_downscale: bool = True
     try_invert: bool = True
     try_rotate: bool = True
+    # The QR family by default; the Micro QR look (worker.engine.stages.micro) asks for that
+    # format alone, so that a crop around a lone finder is not read as a piece of a QR code.
+    formats: tuple[zxingcpp.BarcodeFormat, ...] = tuple(_QR_FORMATS)
 
 
 FAST = ReadOptions()
@@ -66,7 +69,7 @@ FAST = ReadOptions()
 def read(gray: np.ndarray, transform: PointMap, options: ReadOptions = FAST) -> list[Symbol]:
     barcodes = zxingcpp.read_barcodes(
         gray,
-        formats=_QR_FORMATS,
+        formats=list(options.formats),
         try_rotate=options.try_rotate,
         try_downscale=options.try_downscale,
         try_invert=options.try_invert,

@@ -25,7 +25,7 @@ from worker.engine.detector.detector import Detector
 from worker.engine.detector.geometry import Detection
 from worker.engine.images import Page
 from worker.engine.results import Quad
-from worker.engine.stages import born_digital, outlined, soft
+from worker.engine.stages import born_digital, micro, outlined, soft
 from worker.engine.zxing_reader import ReadOptions
 
 _BINARY = ReadOptions(binarizer=zxingcpp.Binarizer.FixedThreshold, try_downscale=False)
@@ -155,8 +155,14 @@ class DetectorStage:
 
     def _page(self, ctx: StageContext, page: Page, *, boxes_only: bool = False) -> None:
         reduced, reduced_scale = page.gray(ctx.settings.fast_max_side)
+        # The first detector's faint places, down to micro.FLOOR, are searched for Micro QR
+        # codes on photo pages (worker.engine.stages.micro): the same inference, decoded
+        # lower. The places from DOUBT_FLOOR up are what they were.
+        micro_look = not boxes_only and not ctx.skip_blind_pages and ctx.want == "all"
+        floor = micro.FLOOR if micro_look else DOUBT_FLOOR
         # Best first: the late variants' budget goes to the likeliest codes.
-        found = sorted(self.detector.detect(reduced, DOUBT_FLOOR), key=lambda d: -d.score)
+        seen = sorted(self.detector.detect(reduced, floor), key=lambda d: -d.score)
+        found = [d for d in seen if d.score >= DOUBT_FLOOR]
         detections = [d for d in found if d.score >= self.detector.threshold]
         # Detections are in reduced-page pixels; crops are cut from the larger image.
         in_page = [_scaled(detection, 1.0 / reduced_scale) for detection in detections]
@@ -184,6 +190,12 @@ class DetectorStage:
                 if self._already_read(ctx, page.index, detection):
                     continue
                 self._read(ctx, page, full, full_scale, detection, late)
+        if micro_look and ctx.findings.has_code(page.index):
+            # Before the doubts: a Micro QR code read at a doubted place is no doubt.
+            faint = [
+                _scaled(d, 1.0 / reduced_scale) for d in seen if d.score < self.detector.threshold
+            ]
+            micro.look(ctx, page, faint, stage=self.name, model=self.detector.label)
         if self.doubts and not ctx.skip_blind_pages and ctx.want == "all":
             self._doubt(ctx, page, doubts, in_page)
 
