@@ -146,7 +146,7 @@ def test_a_torn_photo_only_the_two_surviving_finders_read_is_read(
     assert result.codes[0].variant == "soft"
     monkeypatch.setattr(decoder, "_PAIR_TRIPLES", 0)
     assert neural.scan(sample.data).codes[0].variant == outlined.VARIANT
-    monkeypatch.setattr(outlined, "BUDGET_S", 0.0)
+    monkeypatch.setattr(outlined, "BUDGET_UNITS", 0.0)
     assert neural.scan(sample.data).codes[0].variant == "rectified_finder"
     assert without_variants(neural, LATE).scan(sample.data).codes == []
 
@@ -224,7 +224,7 @@ def test_a_torn_photo_read_only_with_a_finder_redrawn_on_its_outline_is_read(
     assert result.codes[0].variant == "soft"
     monkeypatch.setattr(decoder, "_PAIR_TRIPLES", 0)
     assert neural.scan(sample.data).codes[0].variant == outlined.VARIANT
-    monkeypatch.setattr(outlined, "BUDGET_S", 0.0)
+    monkeypatch.setattr(outlined, "BUDGET_UNITS", 0.0)
     assert neural.scan(sample.data).codes[0].variant == "outlined_finder"
     assert without_variants(neural, LATE).scan(sample.data).codes == []
 
@@ -233,11 +233,11 @@ def test_the_late_variants_stop_once_a_page_has_spent_its_budget(
     neural: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A page of decoys or noise would pay the late variants' tens of milliseconds for each
-    # of its detections: past LATE_BUDGET_S per page and stage, the rest get the early
+    # of its detections: past LATE_BUDGET_UNITS per page and stage, the rest get the early
     # variants only. With no budget, a code only deconvolution reads stays unread.
     sample = corpus_sample("motion", 1, seed=7)
     truth = {code.payload for code in sample.codes}
-    monkeypatch.setattr(detect, "LATE_BUDGET_S", 0.0)
+    monkeypatch.setattr(detect, "LATE_BUDGET_UNITS", 0.0)
     assert neural.scan(sample.data).codes == []
     monkeypatch.undo()
     assert {code.data for code in neural.scan(sample.data).codes} == truth

@@ -208,10 +208,10 @@ def neural() -> Engine:
 def test_the_engine_reads_the_code_it_used_to_report_unread(
     neural: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The fit and the decode take about 20 ms of CPU here; budgets wide enough that a loaded
-    # test machine's wall clock does not decide the outcome.
-    monkeypatch.setattr(outlined, "BUDGET_S", 10.0)
-    monkeypatch.setattr(outlined, "DECODE_BUDGET_MS", 10_000.0)
+    # The fit and the decode take about 20 units of work here; budgets wide enough that they
+    # do not decide the outcome.
+    monkeypatch.setattr(outlined, "BUDGET_UNITS", 10_000.0)
+    monkeypatch.setattr(outlined, "DECODE_BUDGET_UNITS", 10_000.0)
     page, _, _, _ = glare_over_a_finder(5.0)
     result = neural.scan(cv2.imencode(".png", page)[1].tobytes(), deadline_ms=0)
     assert [code.data for code in result.codes] == [PAYLOAD]

@@ -20,7 +20,7 @@ def test_no_crop_without_a_symbol_decodes_and_no_half_code_misreads() -> None:
     for index in range(CROPS):
         crop = source.crop(index)
         kinds[crop.kind] += 1
-        read = decode(crop.image, crop.region, budget_ms=100)
+        read = decode(crop.image, crop.region, budget_units=100)
         if read is not None and read.data != crop.payload:
             wrong.append((index, crop.kind, read.data))
     assert wrong == []

@@ -53,7 +53,7 @@ def test_a_quad_across_the_page_does_not_take_the_look_of_a_code_inside_its_boun
     assert not soft.read(ctx, ctx.document.pages[0], across, stage="fast", variant="full+soft")
     # A generous budget: this is about which places are looked at, not how fast.
     assert soft.read(
-        ctx, ctx.document.pages[0], box, stage="detect_small", variant="soft", budget_ms=2000
+        ctx, ctx.document.pages[0], box, stage="detect_small", variant="soft", budget_units=2000
     )
     assert [code.text for code in ctx.findings.codes] == [PAYLOAD]
 
@@ -87,7 +87,7 @@ def test_a_symbol_with_no_position_is_no_place_and_costs_no_look() -> None:
         assert not soft.read(ctx, ctx.document.pages[0], point, stage="fast", variant="x")
     assert ctx.findings.soft_looks(0) == 0
     assert soft.read(
-        ctx, ctx.document.pages[0], box, stage="detect_small", variant="soft", budget_ms=2000
+        ctx, ctx.document.pages[0], box, stage="detect_small", variant="soft", budget_units=2000
     )
 
 
@@ -134,7 +134,7 @@ def test_a_box_reaching_past_all_a_first_look_searched_gets_a_look_of_its_own() 
     box = ((0.0, 246.0), (149.0, 246.0), (149.0, 414.0), (0.0, 414.0))
     assert same_place(first, box)
     assert soft.read(
-        ctx, ctx.document.pages[0], box, stage="detect_small", variant="soft", budget_ms=2000
+        ctx, ctx.document.pages[0], box, stage="detect_small", variant="soft", budget_units=2000
     )
     assert [code.text for code in ctx.findings.codes] == [PAYLOAD]
     # A box inside what the first look searched is the same place, looked at once; so is

@@ -58,7 +58,7 @@ def test_a_bent_page_code_the_zoom_outlines_is_read_from_its_view(
     engine: Engine, settings: Settings
 ) -> None:
     """models.synth's curved photo 8 (seed 7), the zoom alone (the cascade reads it by the
-    detector's late variants or by the zoom, as their CPU budgets fall): the code's edges are
+    detector's late variants or by the zoom, as their work budgets fall): the code's edges are
     bowed, so the refined outline (four straight sides) is no grid for it in the page's
     pixels; in the view warped from it the code is upright and enlarged, and the soft decoder
     finds its finders there. The zoom reads the page first (steep codes), then the view."""

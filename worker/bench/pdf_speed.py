@@ -56,7 +56,7 @@ from worker.engine import Engine
 from worker.engine.engine import default_stages
 from worker.engine.pdf import page_grids, reduced_scale
 from worker.engine.results import ScanResult
-from worker.engine.stages.detect import LATE_BUDGET_S
+from worker.engine.stages.detect import LATE_BUDGET_UNITS
 from worker.settings import Settings
 
 COMMAND = "python -m worker.bench.pdf_speed"
@@ -441,8 +441,8 @@ def _why_fewer(
 ) -> str:
     """A sample the PDF read fewer codes of than the file, said with what read it as the file
     and what two more scans of the PDF read, and by what: a read that only a late crop
-    variant of the detectors makes hangs on their budget of wall-clock time
-    (worker.engine.stages.detect.LATE_BUDGET_S), which a loaded machine spends waiting."""
+    variant of the detectors makes hangs on their work budget
+    (worker.engine.stages.detect.LATE_BUDGET_UNITS)."""
     again = [engine.scan(wrapped.data) for _ in range(2)]
 
     def how(result: ScanResult) -> str:
@@ -756,8 +756,7 @@ def render(report: dict[str, object], args: argparse.Namespace) -> str:
             "",
             "Where the PDF read fewer codes than the file, on this run (codes read, and by which "
             "stage and variant; a read only a late crop variant makes hangs on the detectors' "
-            f"wall-clock budget for them, {LATE_BUDGET_S * 1000:g} ms a page, which a loaded "
-            "machine spends waiting):",
+            f"work budget for them, {LATE_BUDGET_UNITS:g} units a page):",
             "",
             *(f"- {f}" for f in fewer),
         ]

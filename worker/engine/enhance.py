@@ -12,10 +12,14 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from worker.engine.deadline import spend
+
 
 def unsharp(gray: np.ndarray) -> np.ndarray:
     blurred = cv2.GaussianBlur(gray, (0, 0), sigmaX=2.0)
-    return cv2.addWeighted(gray, 1.8, blurred, -0.8, 0)
+    out = cv2.addWeighted(gray, 1.8, blurred, -0.8, 0)
+    spend("unsharp", gray.size)
+    return out
 
 
 def clahe(gray: np.ndarray, windows_of: tuple[int, ...] | None = None) -> np.ndarray:
@@ -25,7 +29,9 @@ def clahe(gray: np.ndarray, windows_of: tuple[int, ...] | None = None) -> np.nda
     if windows_of is not None:
         tile_h, tile_w = windows_of[0] / 8.0, windows_of[1] / 8.0
         grid = (max(1, round(gray.shape[1] / tile_w)), max(1, round(gray.shape[0] / tile_h)))
-    return cv2.createCLAHE(clipLimit=3.0, tileGridSize=grid).apply(gray)
+    out = cv2.createCLAHE(clipLimit=3.0, tileGridSize=grid).apply(gray)
+    spend("clahe", gray.size)
+    return out
 
 
 def local_threshold(gray: np.ndarray, windows_of: tuple[int, ...] | None = None) -> np.ndarray:
@@ -34,13 +40,17 @@ def local_threshold(gray: np.ndarray, windows_of: tuple[int, ...] | None = None)
     # The window must span several modules yet stay local enough to follow a shadow edge.
     shape = gray.shape if windows_of is None else windows_of
     block = max(15, (min(shape[:2]) // 40) | 1)
-    return cv2.adaptiveThreshold(
+    out = cv2.adaptiveThreshold(
         gray, 255, cv2.ADAPTIVE_THRESH_GAUSSIAN_C, cv2.THRESH_BINARY, block, 7
     )
+    spend("threshold", gray.size)
+    return out
 
 
 def denoise(gray: np.ndarray) -> np.ndarray:
-    return cv2.medianBlur(gray, 3)
+    out = cv2.medianBlur(gray, 3)
+    spend("median", gray.size)
+    return out
 
 
 def upscale(gray: np.ndarray, factor: float = 2.0) -> np.ndarray:
@@ -106,6 +116,7 @@ def estimate_shake(gray: np.ndarray) -> Shake | None:
         [[(gx * gx).mean(), (gx * gy).mean()], [(gx * gy).mean(), (gy * gy).mean()]], np.float64
     )
     values, vectors = np.linalg.eigh(tensor)
+    spend("shake", gray.size)
     if values[0] <= 0 or values[1] / values[0] < _SHAKE_ANISOTROPY:
         return None
     dx, dy = vectors[:, 0]
@@ -113,6 +124,7 @@ def estimate_shake(gray: np.ndarray) -> Shake | None:
     window = np.outer(np.hanning(g.shape[0]), np.hanning(g.shape[1])).astype(np.float32)
     spectrum = np.abs(np.fft.fft2((g - g.mean()) * window))
     cepstrum = np.fft.ifft2(np.log(spectrum + 1e-3)).real
+    spend("cepstrum", gray.size)
     height, width = cepstrum.shape
     radii = np.arange(2.0, min(40.0, min(height, width) / 4.0), 0.5)
     if len(radii) == 0:
@@ -153,6 +165,7 @@ def wiener(gray: np.ndarray, kernel: np.ndarray, nsr: float = _WIENER_NSR) -> np
         np.fft.rfft2(image) * np.conj(transfer) / (np.abs(transfer) ** 2 + nsr), s=(height, width)
     )
     restored = restored[pad : pad + gray.shape[0], pad : pad + gray.shape[1]]
+    spend("wiener", height * width)
     return np.clip(restored, 0, 255).astype(np.uint8)
 
 
@@ -164,6 +177,7 @@ def deblur_shake(gray: np.ndarray) -> np.ndarray | None:
     small = gray
     if factor < 1.0:
         small = cv2.resize(gray, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+        spend("resize", gray.size + small.size)
     shake = estimate_shake(small)
     if shake is None:
         return None
@@ -171,6 +185,7 @@ def deblur_shake(gray: np.ndarray) -> np.ndarray | None:
     restored = wiener(small, kernel)
     if factor < 1.0:
         restored = cv2.resize(restored, (width, height), interpolation=cv2.INTER_CUBIC)
+        spend("resize", small.size + restored.size)
     return restored
 
 
@@ -191,8 +206,10 @@ def deblur_defocus(gray: np.ndarray, sigma: float = _DEFOCUS_SIGMA) -> np.ndarra
     small = gray
     if factor < 1.0:
         small = cv2.resize(gray, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+        spend("resize", gray.size + small.size)
     taps = cv2.getGaussianKernel(int(sigma * 6) | 1, sigma)
     restored = wiener(small, (taps @ taps.T).astype(np.float32), nsr=_DEFOCUS_NSR)
     if factor < 1.0:
         restored = cv2.resize(restored, (width, height), interpolation=cv2.INTER_CUBIC)
+        spend("resize", small.size + restored.size)
     return restored

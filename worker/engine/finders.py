@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from worker.engine.deadline import spend
+
 # Finders are searched for at most this many pixels a side: a finder of a version-25 code
 # in a 1.4x crop is still 12 pixels wide, and contour tracing stays at a millisecond or two.
 _SEARCH_SIDE = 480
@@ -105,6 +107,7 @@ def restore_finder(gray: np.ndarray) -> list[np.ndarray]:
     if factor < 1.0:
         small = cv2.resize(gray, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
     finders = find_finders(small)
+    spend("finder search", small.size)
     if len(finders) != 2:
         return []
     first, second = finders

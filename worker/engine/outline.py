@@ -39,6 +39,7 @@ import cv2
 import numpy as np
 
 from worker.engine import rectify
+from worker.engine.deadline import spend
 from worker.engine.qr import grid
 from worker.engine.qr.tables import dimension, known_modules
 
@@ -114,6 +115,7 @@ def outlines(
     if scale != 1.0:
         interpolation = cv2.INTER_LINEAR if scale > 1.0 else cv2.INTER_AREA
         work = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=interpolation)
+        spend("resize", crop.size + work.size)
     centre = np.array((((x0 + x1) / 2 - left) * scale, ((y0 + y1) / 2 - top) * scale))
     finders = _finders(work)
     if not finders or grid.triples(finders, limit=1):
@@ -133,6 +135,7 @@ def outlines(
         return []
     module = float(np.mean([f.module for f in finders]))
     blurred = cv2.GaussianBlur(work, (0, 0), max(0.5, 0.3 * module))
+    spend("blur", work.size)
     # Only the hypotheses that agree best as they are get fitted (the fit is most of the
     # cost here): the third finder on the wrong corner, or a size off by four modules,
     # already puts the finders and the timing patterns where the image has none.
@@ -322,6 +325,7 @@ def agreement(image: np.ndarray, corners: np.ndarray, size: int) -> np.ndarray:
     values = cv2.remap(
         image, points[..., 0], points[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
     )
+    spend("outline modules", values.size)
     # The labels are standardised (zero mean): the correlation is their dot product with
     # the values over the values' spread.
     spread = values.std(axis=1, dtype=np.float64)

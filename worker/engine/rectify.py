@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from worker.engine.deadline import spend
+
 # Margin around the quad, as a share of its size: a quiet zone for zxing, and slack
 # for corners the detector placed a little inside the symbol.
 MARGIN = 0.18
@@ -63,6 +65,7 @@ def rectify(
     crop = cv2.warpPerspective(
         gray, warp, (side, side), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE
     )
+    spend("warp", crop.size)
     return crop, Perspective(np.linalg.inv(warp), scale)
 
 
@@ -94,6 +97,7 @@ def outline(crop: np.ndarray, reach: float = 0.0) -> np.ndarray | None:
     solid = cv2.morphologyEx(dark, cv2.MORPH_CLOSE, kernel)
     solid = cv2.morphologyEx(solid, cv2.MORPH_OPEN, kernel)
     contours, _ = cv2.findContours(solid, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    spend("blob", crop.size)
     centre = (width / 2.0, height / 2.0)
     large = [c for c in contours if cv2.contourArea(c) >= 0.1 * height * width]
     central = [c for c in large if cv2.pointPolygonTest(c, centre, False) >= 0]
@@ -169,6 +173,7 @@ def refine_outline(
     solid = cv2.morphologyEx(dark, cv2.MORPH_CLOSE, kernel)
     solid = cv2.morphologyEx(solid, cv2.MORPH_OPEN, kernel)
     contours, _ = cv2.findContours(solid, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    spend("blob", view.size)
     centre = (side / 2.0, side / 2.0)
     central = [c for c in contours if cv2.pointPolygonTest(c, centre, False) >= 0]
     if not central:

@@ -10,6 +10,7 @@ from typing import Protocol
 import numpy as np
 import zxingcpp
 
+from worker.engine.deadline import spend
 from worker.engine.results import Quad
 
 DECODER = f"zxing-cpp {version('zxing-cpp')}"
@@ -62,6 +63,15 @@ class ReadOptions:
     # format alone, so that a crop around a lone finder is not read as a piece of a QR code.
     formats: tuple[zxingcpp.BarcodeFormat, ...] = tuple(_QR_FORMATS)
 
+    @property
+    def work_kind(self) -> str:
+        """The kind of work a read with these options is (worker.engine.deadline.WORK_COSTS,
+        per pixel): each extra pass (inverted, downscaled) costs about a pass more."""
+        passes = ("+invert" if self.try_invert else "") + (
+            "+downscale" if self.try_downscale else ""
+        )
+        return f"zxing {self.binarizer.name}{passes}"
+
 
 FAST = ReadOptions()
 
@@ -78,6 +88,7 @@ def read(gray: np.ndarray, transform: PointMap, options: ReadOptions = FAST) -> 
         text_mode=zxingcpp.TextMode.Plain,
         return_errors=True,
     )
+    spend(options.work_kind, gray.size)
     symbols = []
     for barcode in barcodes:
         extra = barcode.extra if isinstance(barcode.extra, dict) else {}

@@ -41,6 +41,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
+from worker.engine.deadline import spend
 from worker.engine.qr import grid
 from worker.engine.qr.tables import inner_patterns, known_modules
 
@@ -130,6 +131,7 @@ def refine(
     for step, reach in enumerate(_REACH):
         check()
         seen = _rectify(image, current, size)
+        spend("bend rectify", seen.size)
         dark = grid.classify(_module_values(seen, size)).dark
         if bent is None and not _worth_bending(dark, version, known_dark):
             return None
@@ -138,6 +140,7 @@ def refine(
         terms = (degree + 1) * (degree + 2) // 2
         ideal = _render(np.where(known, known_dark, dark))
         centres, shifts, weights = _match_blocks(seen, ideal, _blocks(size, per_side), reach)
+        spend("bend match", seen.size)
         if len(centres) < max(terms + 2, _MIN_MATCHED * per_side * per_side):
             return bent
         base = bent.field(centres) if bent is not None else np.zeros_like(centres)

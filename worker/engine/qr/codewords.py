@@ -56,6 +56,7 @@ from functools import lru_cache
 import numpy as np
 import reedsolo
 
+from worker.engine.deadline import spend
 from worker.engine.qr.tables import BlockLayout, blocks, layout
 
 # reedsolo keeps its Galois field tables in module globals; QR's field is GF(256) over
@@ -254,6 +255,7 @@ def _correct_block(
     message = bytearray(received.tobytes())
     n = len(message)
     for erase, bits in [([], _SECURITY_BITS), *_erasure_sets(confidence, block)]:
+        spend("erasure set", n)
         try:
             forney = reedsolo.rs_forney_syndromes(synd, erase, n, 2)
             locator = reedsolo.rs_find_error_locator(forney, nsym, erase_count=len(erase))

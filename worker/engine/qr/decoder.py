@@ -38,7 +38,7 @@ from itertools import combinations
 import cv2
 import numpy as np
 
-from worker.engine.deadline import work_clock
+from worker.engine.deadline import spend, work_done
 from worker.engine.qr import bend, bitstream, codewords, grid
 from worker.engine.qr.tables import (
     FORMAT_CODEWORDS,
@@ -138,11 +138,11 @@ class _OutOfTime(Exception):
 
 @dataclass(slots=True)
 class _Clock:
-    work_until: float  # on work_clock
+    work_until: float  # in work units (worker.engine.deadline.work_done)
     wall_until: float  # on time.perf_counter
 
     def check(self) -> None:
-        if work_clock() > self.work_until or time.perf_counter() > self.wall_until:
+        if work_done() > self.work_until or time.perf_counter() > self.wall_until:
             raise _OutOfTime
 
 
@@ -150,14 +150,15 @@ def decode(
     gray: np.ndarray,
     region: Quad,
     *,
-    budget_ms: float | None = None,
+    budget_units: float | None = None,
     deadline_ms: float | None = None,
 ) -> SoftRead | None:
     """The symbol in `region` of `gray` (uint8, 2-D), or None when it cannot be read with
-    certainty, within `budget_ms` of this thread's CPU time (worker.engine.deadline.work_clock)
-    or `deadline_ms` on the clock (what is left of the scan's deadline)."""
+    certainty, within `budget_units` of work (worker.engine.deadline.work_done: about a
+    millisecond of CPU each) or `deadline_ms` on the clock (what is left of the scan's
+    deadline)."""
     clock = _Clock(
-        math.inf if budget_ms is None else work_clock() + budget_ms / 1000.0,
+        math.inf if budget_units is None else work_done() + budget_units,
         math.inf if deadline_ms is None else time.perf_counter() + deadline_ms / 1000.0,
     )
     if not isinstance(gray, np.ndarray) or gray.dtype != np.uint8 or gray.ndim != 2:
@@ -200,9 +201,11 @@ def _decode(gray: np.ndarray, corners: np.ndarray, clock: _Clock) -> SoftRead | 
     if side < _MIN_SIDE:
         scale = min(_MAX_UPSCALE, _MIN_SIDE / side)
         work = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=_UPSCALE)
+        spend("resize", crop.size + work.size)
     elif side > _MAX_SIDE:
         scale = _MAX_SIDE / side
         work = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        spend("resize", crop.size + work.size)
     else:
         work = np.ascontiguousarray(crop)
     tried: set[tuple[int, int, int, int, int, int]] = set()
@@ -542,6 +545,7 @@ def _read_mapping(
                 if found != version:
                     return _Retry(found)
             stream, conf = codewords.stream(dark, confidence, version, mask)
+            spend("stream modules", size * size)
             clock.check()
             corrected = codewords.correct(stream, conf, version, level)
             if corrected is None:

@@ -30,6 +30,8 @@ from itertools import combinations
 import cv2
 import numpy as np
 
+from worker.engine.deadline import spend
+
 # Finder contours: nested dark-light-dark with areas 49 : 25 : 9 modules; blur, perspective
 # and thresholding move the ratios, so ranges. The centre may shrink to a dot of about a
 # module (1 : 40): a glint on a phone screen or blur thins it, and at 1 : 14 a photographed
@@ -69,14 +71,20 @@ def binarisations(gray: np.ndarray) -> Iterator[np.ndarray]:
     side = min(gray.shape)
     eighth, quarter = (max(11, (side // divisor) | 1) for divisor in (8, 4))
     for block in (eighth, quarter):
-        yield _local_threshold(gray, block, 3)
-    yield cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY_INV | cv2.THRESH_OTSU)[1]
+        dark = _local_threshold(gray, block, 3)
+        spend("binarise", gray.size)
+        yield dark
+    dark = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY_INV | cv2.THRESH_OTSU)[1]
+    spend("binarise", gray.size)
+    yield dark
     # A faint print (modules 15-25 grey levels apart) under a few levels of noise: each
     # threshold above splits its modules into specks and no finder keeps its nested squares
     # (tests/test_qr_faint.py). Smoothed over about a third of a module first, they are
     # whole again; the decoder's regions are 2-10 pixels a module, hence several widths.
     for sigma in _SMOOTHING:
-        yield _local_threshold(cv2.GaussianBlur(gray, (0, 0), sigma), eighth, 2)
+        dark = _local_threshold(cv2.GaussianBlur(gray, (0, 0), sigma), eighth, 2)
+        spend("binarise smoothed", gray.size)
+        yield dark
 
 
 def _local_threshold(gray: np.ndarray, block: int, offset: float) -> np.ndarray:
@@ -89,6 +97,7 @@ def _local_threshold(gray: np.ndarray, block: int, offset: float) -> np.ndarray:
 def find_finders(dark: np.ndarray) -> list[Finder]:
     """Finder pattern candidates in one binarisation (dark = 255), deduplicated."""
     contours, hierarchy = cv2.findContours(dark, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)
+    spend("finder search", dark.size)
     if hierarchy is None:
         return []
     links = hierarchy[0]
@@ -277,6 +286,7 @@ def _find_pattern(
     if patch.shape[0] < template.shape[0] or patch.shape[1] < template.shape[1]:
         return None
     scores = cv2.matchTemplate(patch.astype(np.float32), template, cv2.TM_CCOEFF_NORMED)
+    spend("pattern search", patch.size)
     # Prefer the peak nearest the prediction among good ones: a neighbour in the data can
     # look like the pattern too.
     sy, sx = np.indices(scores.shape)
@@ -547,6 +557,7 @@ def outline_sizes(
     expected = np.concatenate(colours)
     starts = np.concatenate([[0], np.cumsum(bounds)[:-1]])
     scored: list[tuple[float, int, int]] = []
+    spend("outline modules", 4 * len(unit_points))
     for turn in range(4):
         h, _ = cv2.findHomography(unit, np.roll(corners, -turn, axis=0).astype(np.float64), 0)
         if h is None:
@@ -608,6 +619,7 @@ def timing_fits(
     column = start + across * right + steps[None, :, None] * down
     pts = np.concatenate([row, column], axis=1).astype(np.float32)  # (K, modules, 2)
     values = _remap(image, pts).astype(np.float32)
+    spend("timing modules", pts.size // 2)
     dark = np.tile((np.arange(8, size - 8) % 2) == 0, 2)
     return ((values < values.mean(axis=1, keepdims=True)) == dark[None, :]).mean(axis=1)
 
@@ -625,12 +637,14 @@ def sample(image: np.ndarray, mapping: Mapping, size: int, module_px: float) -> 
     from the neighbouring modules' light and dark levels."""
     sigma = max(0.35, 0.22 * module_px)
     blurred = cv2.GaussianBlur(image, (0, 0), sigma)
+    spend("blur", image.size)
     centres = np.arange(size) + 0.5
     gx, gy = np.meshgrid(centres, centres)
     pts = mapping(np.stack([gx.ravel(), gy.ravel()], axis=1))
     mx = pts[:, 0].reshape(size, size).astype(np.float32)
     my = pts[:, 1].reshape(size, size).astype(np.float32)
     values = cv2.remap(blurred, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    spend("modules", size * size)
     return classify(values.astype(np.float32))
 
 
@@ -643,6 +657,7 @@ def sample_darkest(
     evaluations of a fitted mapping cost ten times the sampling (26 ms for a version 17)."""
     sigma = max(0.35, 0.12 * module_px)
     blurred = cv2.GaussianBlur(image, (0, 0), sigma)
+    spend("blur", image.size)
     edges = np.arange(size + 1, dtype=np.float64)
     gx, gy = np.meshgrid(edges, edges)
     corners = mapping(np.stack([gx.ravel(), gy.ravel()], axis=1)).reshape(size + 1, size + 1, 2)
@@ -657,6 +672,7 @@ def sample_darkest(
             seen = _remap(blurred, pts)
             values = seen if values is None else np.minimum(values, seen)
     assert values is not None
+    spend("darkest modules", size * size)
     return classify(values.astype(np.float32))
 
 
@@ -766,6 +782,7 @@ def equalise(
     skew the separate shares, and a symbol the shared ones read at the margin (23 errors of
     a version 6) it did not."""
     groups = _SPILL_DIRECTIONAL if directional else _SPILL_SHARED
+    spend("equalised modules", known.size)
     truth = np.where(known_dark, 1.0, -1.0)
     x = np.where(known, truth, np.where(samples.dark, 1.0, -1.0))
     spill = _neighbours(x, groups)

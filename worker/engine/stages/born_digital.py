@@ -28,6 +28,7 @@ import numpy as np
 
 from worker.engine import evidence, finders, zxing_reader
 from worker.engine.cascade import Box, StageContext
+from worker.engine.deadline import spend
 from worker.engine.images import Page
 from worker.engine.pdf_pages import BORN_DIGITAL
 from worker.engine.stages import soft
@@ -178,6 +179,7 @@ def render_region(
 def _render(page: Page, region: Box, factor: float) -> tuple[np.ndarray, zxing_reader.Transform]:
     assert page.region is not None
     image, offset_x, offset_y = page.region(region, factor)
+    spend("render", image.size)
     return image, zxing_reader.Transform(factor, offset_x=offset_x, offset_y=offset_y)
 
 

@@ -20,7 +20,7 @@ import zxingcpp
 
 from worker.engine import enhance, finders, qr, rectify, zxing_reader
 from worker.engine.cascade import Box, StageContext, box_quad, same_place
-from worker.engine.deadline import work_clock
+from worker.engine.deadline import work_done
 from worker.engine.detector.detector import Detector
 from worker.engine.detector.geometry import Detection
 from worker.engine.images import Page
@@ -327,14 +327,15 @@ RULED_OUT_SHARE = 0.15
 
 # The late variants cost tens of milliseconds per unread detection; a page of decoys (a
 # page with no code, where the detector fires on logos and barcodes) or of noise would pay
-# it for each. Past this much CPU time (worker.engine.deadline.work_clock) per page and
-# stage, the rest of its detections get the early variants only.
-LATE_BUDGET_S = 0.12
+# it for each. Past this much work per page and stage, in work units (about a millisecond of
+# CPU each, worker.engine.deadline.work_done), the rest of its detections get the early
+# variants only.
+LATE_BUDGET_UNITS = 120.0
 
 
 class _LateBudget:
     def __init__(self, outlined_before: list[Box]) -> None:
-        self.started = work_clock()
+        self.started = work_done()
         # The outline reads have a budget of their own (worker.engine.stages.outlined), kept
         # out of this one: a detection they cannot read must not take the late variants'
         # time (they read other damaged codes, e.g. with a redrawn finder).
@@ -348,8 +349,8 @@ class _LateBudget:
         return any(b[0] <= x <= b[2] and b[1] <= y <= b[3] for b in self._outlined_before)
 
     def spent(self) -> bool:
-        elapsed = work_clock() - self.started - self.outlines.spent_s
-        return elapsed > LATE_BUDGET_S
+        spent = work_done() - self.started - self.outlines.spent
+        return spent > LATE_BUDGET_UNITS
 
 
 # The deblurred crops the soft decoder also reads whole where zxing-cpp read nothing in
@@ -359,9 +360,9 @@ class _LateBudget:
 # unread from upright boxes around them so deblurred, none from the boxes as they were. The
 # narrow defocus is left out: 8 reads over the corpus, 14 ms on each decoy of a `none` photo.
 SOFT_AFTER = frozenset({"rectified_deshake", "box_deshake", "rectified_defocus"})
-# The decoder's limit on one such crop: it read them in 4-21 ms of CPU, and gave up on a
-# decoy's in 8-14.
-SOFT_AFTER_BUDGET_MS = 25.0
+# The decoder's limit on one such crop, in work units: it read them in 4-21 ms of CPU, and
+# gave up on a decoy's in 8-14.
+SOFT_AFTER_BUDGET_UNITS = 25.0
 
 
 def _soft_whole(
@@ -375,11 +376,14 @@ def _soft_whole(
     model: str,
 ) -> bool:
     """The soft decoder over the whole of a prepared crop (the symbol is somewhere in it);
-    True when it added a code. Its time is the late variants' (LATE_BUDGET_S)."""
+    True when it added a code. Its work is the late variants' (LATE_BUDGET_UNITS)."""
     height, width = image.shape[:2]
     whole = box_quad((0.0, 0.0, float(width), float(height)))
     found = qr.decode(
-        image, whole, budget_ms=SOFT_AFTER_BUDGET_MS, deadline_ms=ctx.deadline.remaining_ms()
+        image,
+        whole,
+        budget_units=SOFT_AFTER_BUDGET_UNITS,
+        deadline_ms=ctx.deadline.remaining_ms(),
     )
     if found is None:
         return False

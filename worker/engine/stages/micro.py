@@ -32,7 +32,7 @@ import zxingcpp
 
 from worker.engine import enhance, finders, zxing_reader
 from worker.engine.cascade import Box, StageContext, bounds
-from worker.engine.deadline import work_clock
+from worker.engine.deadline import spend, work_done
 from worker.engine.detector.geometry import Detection
 from worker.engine.images import Page
 from worker.engine.zxing_reader import ReadOptions, Transform
@@ -64,11 +64,11 @@ MAX_FACTOR = 6.0
 # From the finder's centre, the crop reaches this many modules every way: the code lies on
 # one side of it, up to 13.5 modules past its centre, then 4 modules of quiet zone.
 REACH_MODULES = 18.0
-# Places searched and CPU spent a page (worker.engine.deadline.work_clock): a page of decoys
-# pays at most this (a search costs about 0.3 ms; a finder's reads, deblurred at two sizes,
-# up to 20).
+# Places searched and work spent a page, in work units (about a millisecond of CPU each,
+# worker.engine.deadline.work_done): a page of decoys pays at most this (a search costs about
+# 0.3 ms; a finder's reads, deblurred at two sizes, up to 20).
 MAX_PLACES = 16
-BUDGET_S = 0.03
+BUDGET_UNITS = 30.0
 # Upright or not, the code is found by its finder; its own contrast, not inverted.
 OPTIONS = ReadOptions(
     try_downscale=False,
@@ -113,11 +113,11 @@ def look(
     if not places:
         return
     full, scale = page.gray(ctx.settings.thorough_max_side)
-    started = work_clock()
+    started = work_done()
     searched: list[Box] = []
     seen: list[tuple[float, float, float]] = []  # finders read: x, y, module (page pixels)
     for box in places:
-        if len(searched) >= MAX_PLACES or work_clock() - started > BUDGET_S:
+        if len(searched) >= MAX_PLACES or work_done() - started > BUDGET_UNITS:
             return
         if ctx.deadline.expired():
             return
@@ -165,9 +165,12 @@ def _one_finder(
         fy=SEARCH_FACTOR,
         interpolation=cv2.INTER_LINEAR,
     )
+    spend("resize", (bottom - top) * (right - left) + crop.size)
     found = []
     longest = max(box[2] - box[0], box[3] - box[1])
-    for finder in finders.find_finders(crop):
+    located = finders.find_finders(crop)
+    spend("finder search", crop.size)
+    for finder in located:
         x = (finder.centre[0] / SEARCH_FACTOR + left) / scale
         y = (finder.centre[1] / SEARCH_FACTOR + top) / scale
         if not any(b[0] <= x <= b[2] and b[1] <= y <= b[3] for b in taken):
@@ -199,6 +202,7 @@ def _read(
         crop = cv2.resize(
             full[top:bottom, left:right], None, fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC
         )
+        spend("resize", (bottom - top) * (right - left) + crop.size)
         transform = Transform(scale * factor, offset_x=left * factor, offset_y=top * factor)
         for name, prepare in VARIANTS:
             if ctx.deadline.expired():

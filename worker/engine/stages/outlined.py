@@ -14,30 +14,31 @@ import numpy as np
 
 from worker.engine import outline
 from worker.engine.cascade import Box, StageContext
-from worker.engine.deadline import work_clock
+from worker.engine.deadline import work_done
 from worker.engine.images import Page
 from worker.engine.results import Quad
 from worker.engine.stages import soft
 
 # The variant its reads are recorded under (Code.variant).
 VARIANT = "fitted_outline"
-# Per page and stage, in CPU time (worker.engine.deadline.work_clock): the finder search and
-# fit cost about 10 ms a place, a decode up to DECODE_BUDGET_MS.
-BUDGET_S = 0.1
-# The decoder's limit on an outline: with no finder triple it searches for one first, then
-# reads the outline (9-54 ms of CPU, median 13, for the benchmark's glare and damaged codes
-# it read; soft.BUDGET_MS cut most of them off).
-DECODE_BUDGET_MS = 60.0
+# Per page and stage, in work units (about a millisecond of CPU each,
+# worker.engine.deadline.work_done): the finder search and fit cost about 10 a place, a
+# decode up to DECODE_BUDGET_UNITS.
+BUDGET_UNITS = 100.0
+# The decoder's limit on an outline, in work units: with no finder triple it searches for one
+# first, then reads the outline (9-54 ms of CPU, median 13, for the benchmark's glare and
+# damaged codes it read; soft.BUDGET_UNITS cut most of them off).
+DECODE_BUDGET_UNITS = 60.0
 
 
 class Budget:
-    """The outline reads' time on one page in one stage."""
+    """The outline reads' work on one page in one stage."""
 
     def __init__(self) -> None:
-        self.spent_s = 0.0
+        self.spent = 0.0  # work units
 
     def left(self) -> bool:
-        return self.spent_s < BUDGET_S
+        return self.spent < BUDGET_UNITS
 
 
 def read(
@@ -52,10 +53,10 @@ def read(
     model: str | None = None,
 ) -> bool:
     """The soft decoder on the outline fitted in `box` (page pixels) of `gray` (the page at
-    `scale`); True when it read. The time is taken from `budget`: a place is started while
-    the budget lasts and then finished (one fit, one decode of at most DECODE_BUDGET_MS), so
-    a loaded machine does not leave every place half done."""
-    started = work_clock()
+    `scale`); True when it read. The work is taken from `budget`: a place is started while
+    the budget lasts and then finished (one fit, one decode of at most DECODE_BUDGET_UNITS),
+    so no place is left half done."""
+    started = work_done()
     try:
         if not budget.left():
             return False
@@ -73,9 +74,9 @@ def read(
                 variant=VARIANT,
                 model=model,
                 again=True,
-                budget_ms=DECODE_BUDGET_MS,
+                budget_units=DECODE_BUDGET_UNITS,
             ):
                 return True
         return False
     finally:
-        budget.spent_s += work_clock() - started
+        budget.spent += work_done() - started

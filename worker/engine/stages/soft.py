@@ -21,19 +21,19 @@ from worker.engine.zxing_reader import Symbol, Transform
 
 DECODER = "qrw-soft"
 # A symbol it reads costs a few ms; one it cannot read costs its whole search, which this
-# bounds (the decoder gives up at it and returns None). CPU time of the scanning thread
-# (worker.engine.deadline.work_clock); the scan's deadline bounds it on the clock too.
-BUDGET_MS = 30.0
+# bounds (the decoder gives up at it and returns None). In work units (about a millisecond of
+# CPU each, worker.engine.deadline.work_done); the scan's deadline bounds it on the clock too.
+BUDGET_UNITS = 30.0
 # On a page of decoys every box is a search that fails: past this many places a page, the
 # rest go without (the late zxing variants still try them).
 MAX_LOOKS_PER_PAGE = 8
 # A second look at a symbol, from a detector's box that reaches past all that a first look
 # at zxing-cpp's corners searched (a finder cut by the page's edge, the far corners placed on
 # the wrong side): its finders then seldom make a triple, and the search goes on to place a
-# third from two, past BUDGET_MS (qr-photos-val 9_0: 47 ms). Over the benchmark corpus and
+# third from two, past BUDGET_UNITS (qr-photos-val 9_0: 47 ms). Over the benchmark corpus and
 # qr-photos-val (1850 images) 30 places got a second look (cascade._REACH_SLACK), 7 read (6
 # of them within 30 ms), 0.83 s of CPU in all, 0.08 s of it on the 100 pages with no code.
-SECOND_LOOK_BUDGET_MS = 60.0
+SECOND_LOOK_BUDGET_UNITS = 60.0  # work units
 # A place is a convex quadrilateral whose sides are at least this long (page pixels) and
 # within this ratio of each other (the decoder takes no outline beyond it either).
 MIN_SIDE_PX = 8.0
@@ -49,11 +49,11 @@ def read(
     variant: str,
     model: str | None = None,
     again: bool = False,
-    budget_ms: float = BUDGET_MS,
+    budget_units: float = BUDGET_UNITS,
 ) -> bool:
     """Try the soft decoder on one located place (page pixels); True when it added a code.
     `again`: a place already tried, with a better outline (worker.engine.outline) than the
-    first look had; `budget_ms`: the decoder's time limit there."""
+    first look had; `budget_units`: the decoder's limit there, in work units."""
     findings = ctx.findings
     if not is_place(quad):
         # zxing-cpp reports located symbols with no position (four equal corners) and, on a
@@ -63,7 +63,7 @@ def read(
         # code there was never decoded; and it took one of the page's few looks.
         return False
     if findings.reaches_past(page.index, quad):
-        budget_ms = max(budget_ms, SECOND_LOOK_BUDGET_MS)
+        budget_units = max(budget_units, SECOND_LOOK_BUDGET_UNITS)
     if (
         ctx.page_done(page.index)
         or findings.soft_looks(page.index) >= MAX_LOOKS_PER_PAGE
@@ -87,7 +87,9 @@ def read(
         transform = Transform(scale)
     factor, dx, dy = transform.scale, transform.offset_x, transform.offset_y
     region: Quad = tuple((x * factor - dx, y * factor - dy) for x, y in quad)  # type: ignore[assignment]
-    soft = qr.decode(gray, region, budget_ms=budget_ms, deadline_ms=ctx.deadline.remaining_ms())
+    soft = qr.decode(
+        gray, region, budget_units=budget_units, deadline_ms=ctx.deadline.remaining_ms()
+    )
     if soft is None:
         return False
     return add(ctx, page, soft, transform.to_page, stage=stage, variant=variant, model=model)

@@ -15,7 +15,7 @@ commit that added it has the runs).
 
 It runs after the thorough pass, on photos that pass read nothing on, so no page another
 stage completes pays for it: one small-model inference a page (bounded by ZOOM_MAX_SIDE)
-and the reads within a CPU budget a page (worker.engine.deadline.work_clock).
+and the reads within a work budget a page (worker.engine.deadline.work_done).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 
 from worker.engine import qr, rectify, zxing_reader
 from worker.engine.cascade import Box, StageContext, box_quad, same_place
-from worker.engine.deadline import work_clock
+from worker.engine.deadline import work_done
 from worker.engine.detector.detector import Detector
 from worker.engine.images import Page
 from worker.engine.stages import born_digital, soft
@@ -43,13 +43,14 @@ VARIANT = "zoom"
 # perspective codes, both 85.
 SEEN_AT = (0.4, 0.5)
 ZOOM_MAX_SIDE = 1792
-# Boxes read per page, most confident first, and their CPU time per page: an outline, two
-# refinements and a decode cost 20-60 ms a box. Every perspective code it read was its first
-# box; a page of decoys (the `none` photos) pays for each box it reads.
+# Boxes read per page, most confident first, and their work per page in work units (about a
+# millisecond of CPU each, worker.engine.deadline.work_done): an outline, two refinements and
+# a decode cost 20-60 ms a box. Every perspective code it read was its first box; a page of
+# decoys (the `none` photos) pays for each box it reads.
 MAX_PLACES = 2
-BUDGET_S = 0.15
-# The decoder's limit on one outline (it reads one it can read in 10-40 ms).
-DECODE_BUDGET_MS = 60.0
+BUDGET_UNITS = 150.0
+# The decoder's limit on one outline, in work units (it reads one it can read in 10-40 ms).
+DECODE_BUDGET_UNITS = 60.0
 # The view's pixels per pixel of the code's longest side (within rectify's MIN_SIDE and
 # MAX_SIDE): a version-10 code 1.5 pixels a module on the near side is about 9 in the view.
 VIEW_FACTOR = 6.0
@@ -109,10 +110,10 @@ class ZoomStage:
             [],
             [(x0 / scale, y0 / scale, x1 / scale, y1 / scale) for (x0, y0, x1, y1), *_ in places],
         )
-        started = work_clock()
+        started = work_done()
         for place in places[:MAX_PLACES]:
             box = place[0]
-            if ctx.page_done(page.index) or work_clock() - started > BUDGET_S:
+            if ctx.page_done(page.index) or work_done() - started > BUDGET_UNITS:
                 return
             centre = ((box[0] + box[2]) / 2.0 / scale, (box[1] + box[3]) / 2.0 / scale)
             # One read makes it a page with a code (see run).
@@ -192,7 +193,7 @@ class ZoomStage:
             found = qr.decode(
                 image,
                 outline,  # type: ignore[arg-type]
-                budget_ms=DECODE_BUDGET_MS,
+                budget_units=DECODE_BUDGET_UNITS,
                 deadline_ms=ctx.deadline.remaining_ms(),
             )
             if found is not None:
