@@ -14,14 +14,15 @@ deadline's WORK_COSTS), calibrated to the scanning thread's CPU time on an idle 
    prints that table.
 2. With the table in place, the budgets bind as in a scan, and each budgeted scope (each
    decode, each detection the detector stages read, each fitted outline read, each place the
-   zoom reads) is measured: its CPU time and the units each group of kinds (DECODER_KINDS,
-   the soft decoder's and the outline fit's steps, and the image operations) charged in it.
-   The decoder's kinds are scaled to the decodes' CPU a unit; the image operations to what
-   the other scopes' CPU leaves once their decoder's units are priced so: what a unit costs
-   where budgets count it, glue included (a regression by kind over-fits: kinds that always
-   come together get prices below nothing, and one by group over all scopes counts a decode
-   both alone and in its detection). It prints the scopes' CPU a unit and the table
-   rescaled; run again with that, the scopes should show about 1 ms a unit.
+   zoom reads, each page's Micro QR look) is measured: its CPU time and the units each group
+   of kinds (DECODER_KINDS, the soft decoder's and the outline fit's steps, and the image
+   operations) charged in it. The decoder's kinds are scaled to the decodes' CPU a unit; the
+   image operations to what the other scopes' CPU leaves once their decoder's units are
+   priced so: what a unit costs where budgets count it, glue included (a regression by kind
+   over-fits: kinds that always come together get prices below nothing, and one by group
+   over all scopes counts a decode both alone and in its detection). It prints the scopes'
+   CPU a unit and the table rescaled; run again with that, the scopes should show about
+   1 ms a unit.
 
 Run it on an idle machine: a unit is a millisecond of CPU of this machine, idle.
 """
@@ -43,7 +44,7 @@ from worker.bench import sources
 from worker.bench.accuracy import DEFAULT_REAL
 from worker.bench.tail import DEFAULT_CORPUS
 from worker.engine import Engine, deadline, qr
-from worker.engine.stages import detect, outlined, zoom
+from worker.engine.stages import detect, micro, outlined, zoom
 from worker.settings import Settings
 
 # A traced time over this many times its kind's line is left out (see above).
@@ -114,6 +115,7 @@ class Trace:
         read = detect.DetectorStage._read
         detect.DetectorStage._read = self.wrap("detection", read)  # type: ignore[method-assign]
         zoom.ZoomStage._read = self.wrap("zoom place", zoom.ZoomStage._read)  # type: ignore[method-assign]
+        micro.look = self.wrap("micro look", micro.look)  # type: ignore[assignment]
 
     def steps(self) -> dict[str, tuple[float, float, int, int, float]]:
         """Each kind's (ms a charge, ms per amount, charges kept, charges, ms kept)."""

@@ -23,10 +23,12 @@ from collections.abc import Callable
 # WORK_COSTS gives each kind of step (named where it is charged) its units a charge and per
 # amount (pixels, modules, codewords), calibrated by worker.bench.work_units (its docstring
 # says how) over every 4th image of build/bench-corpus and qr-photos-val (463), 2026-12-07
-# 10:09-10:12 UTC at a load of 1.0-1.6: `--free`, then twice without. The CPU a unit took in
-# what the budgets bound came out at 1.05 ms in the decodes, 1.03 in the detector stages'
-# reads of a detection, 0.95 in the fitted outline reads and 1.08 in the zoom's places;
-# two runs of one table differ by about 5% (the machine's speed, not the work).
+# 10:09-10:12 UTC at a load of 1.0-1.6: `--free`, then twice without ("finder rings" added at
+# 10:40, its `--free` line scaled as the other image operations were). Checked at 10:40 (load
+# 0.7-1.1), the CPU a unit took in what the budgets bound: 0.99 ms in the decodes, 0.97 in
+# the detector stages' reads of a detection, 1.03 in the Micro QR looks, 0.90 in the fitted
+# outline reads and 1.05 in the zoom's places; two runs of one table differ by about 5% (the
+# machine's speed, not the work).
 WORK_COSTS: dict[str, tuple[float, float]] = {
     "bend match": (0.771, 3.68e-05),
     "bend rectify": (0.0364, 2.68e-05),
@@ -39,6 +41,7 @@ WORK_COSTS: dict[str, tuple[float, float]] = {
     "darkest modules": (0.0719, 0.000573),
     "equalised modules": (0.0854, 2.7e-05),
     "erasure set": (0.0542, 0.00116),
+    "finder rings": (0.0372, 8.5e-06),
     "finder search": (0.345, 2.35e-06),
     "median": (0.0206, 1.64e-07),
     "modules": (0, 0.000229),

@@ -60,6 +60,7 @@ def find_finders(gray: np.ndarray) -> list[Finder]:
     contours, hierarchy = cv2.findContours(
         dark, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE, offset=(x0, y0)
     )
+    spend("finder rings", dark.size)
     if hierarchy is None:
         return []
     links = hierarchy[0]
@@ -107,7 +108,6 @@ def restore_finder(gray: np.ndarray) -> list[np.ndarray]:
     if factor < 1.0:
         small = cv2.resize(gray, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
     finders = find_finders(small)
-    spend("finder search", small.size)
     if len(finders) != 2:
         return []
     first, second = finders

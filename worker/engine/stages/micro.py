@@ -168,9 +168,7 @@ def _one_finder(
     spend("resize", (bottom - top) * (right - left) + crop.size)
     found = []
     longest = max(box[2] - box[0], box[3] - box[1])
-    located = finders.find_finders(crop)
-    spend("finder search", crop.size)
-    for finder in located:
+    for finder in finders.find_finders(crop):
         x = (finder.centre[0] / SEARCH_FACTOR + left) / scale
         y = (finder.centre[1] / SEARCH_FACTOR + top) / scale
         if not any(b[0] <= x <= b[2] and b[1] <= y <= b[3] for b in taken):
