@@ -69,6 +69,27 @@ def rectify(
     return crop, Perspective(np.linalg.inv(warp), scale)
 
 
+def padded_bounds(
+    shape: tuple[int, ...],
+    box: tuple[float, float, float, float],
+    scale: float,
+    share: float,
+    extra: float,
+) -> tuple[int, int, int, int] | None:
+    """The pixels (left, top, right, bottom) of `box` (page pixels) in an image of `shape` at
+    `scale`, widened on every side by `share` of its longer side plus `extra` pixels (a code's
+    quiet zone, a box's error) and clipped to the image; None when under 16 pixels remain
+    either way: no code fits there."""
+    x0, y0, x1, y1 = (v * scale for v in box)
+    margin = share * max(x1 - x0, y1 - y0) + extra
+    height, width = shape[:2]
+    left, top = max(0, int(x0 - margin)), max(0, int(y0 - margin))
+    right, bottom = min(width, int(x1 + margin) + 1), min(height, int(y1 + margin) + 1)
+    if right - left < 16 or bottom - top < 16:
+        return None
+    return left, top, right, bottom
+
+
 def box_crop(
     gray: np.ndarray, box: tuple[float, float, float, float], scale: float
 ) -> tuple[np.ndarray, Perspective]:

@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 import zxingcpp
 
-from worker.engine import enhance, finders, zxing_reader
+from worker.engine import enhance, finders, rectify, zxing_reader
 from worker.engine.cascade import Box, StageContext, bounds
 from worker.engine.deadline import spend, work_done
 from worker.engine.detector.geometry import Detection
@@ -151,13 +151,10 @@ def _one_finder(
     """The one finder pattern around `box` (page pixels) outside every `taken` box, as its
     centre and module size in page pixels; None where there is none, more than one (pieces
     of a QR code), or one too large for a Micro QR code the box could hold."""
-    x0, y0, x1, y1 = (v * scale for v in box)
-    margin = _BOX_MARGIN * max(x1 - x0, y1 - y0) + 4.0
-    height, width = full.shape[:2]
-    left, top = max(0, int(x0 - margin)), max(0, int(y0 - margin))
-    right, bottom = min(width, int(x1 + margin) + 1), min(height, int(y1 + margin) + 1)
-    if right - left < 16 or bottom - top < 16:
+    bounds = rectify.padded_bounds(full.shape, box, scale, _BOX_MARGIN, 4.0)
+    if bounds is None:
         return None
+    left, top, right, bottom = bounds
     crop = cv2.resize(
         full[top:bottom, left:right],
         None,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import zxingcpp
 
-from worker.engine import enhance, zxing_reader
+from worker.engine import enhance, rectify, zxing_reader
 from worker.engine.cascade import Box, StageContext
 from worker.engine.images import Page
 from worker.engine.stages import born_digital, outlined, soft
@@ -142,13 +142,10 @@ class ThoroughStage:
         box: Box,
         outlines: outlined.Budget | None,
     ) -> None:
-        x0, y0, x1, y1 = (v * scale for v in box)
-        margin = _REGION_MARGIN * max(x1 - x0, y1 - y0) + 8.0
-        height, width = gray.shape[:2]
-        left, top = max(0, int(x0 - margin)), max(0, int(y0 - margin))
-        right, bottom = min(width, int(x1 + margin) + 1), min(height, int(y1 + margin) + 1)
-        if right - left < 16 or bottom - top < 16:
+        bounds = rectify.padded_bounds(gray.shape, box, scale, _REGION_MARGIN, 8.0)
+        if bounds is None:
             return
+        left, top, right, bottom = bounds
         crop = gray[top:bottom, left:right]
         transform = Transform(scale, offset_x=float(left), offset_y=float(top))
         for variant in _REGION_VARIANTS:
