@@ -151,10 +151,10 @@ def _one_finder(
     """The one finder pattern around `box` (page pixels) outside every `taken` box, as its
     centre and module size in page pixels; None where there is none, more than one (pieces
     of a QR code), or one too large for a Micro QR code the box could hold."""
-    bounds = rectify.padded_bounds(full.shape, box, scale, _BOX_MARGIN, 4.0)
-    if bounds is None:
+    crop_at = rectify.padded_bounds(full.shape, box, scale, _BOX_MARGIN, 4.0)
+    if crop_at is None:
         return None
-    left, top, right, bottom = bounds
+    left, top, right, bottom = crop_at
     crop = cv2.resize(
         full[top:bottom, left:right],
         None,
