@@ -8,12 +8,16 @@ shake) the Micro QR code is located and cannot be read, and says so.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
 from models.synth.corpus import corpus_sample
+from worker.bench.false_reads import MICRO_KINDS, MicroCropSource
 from worker.bench.scoring import iou
 from worker.engine import Engine
 from worker.engine.cascade import bounds
+from worker.engine.stages import micro
 from worker.settings import Settings
 
 
@@ -43,3 +47,25 @@ def test_a_micro_qr_code_located_and_not_read_keeps_the_page_open(engine: Engine
     assert not any(code.format == "MicroQRCode" for code in result.codes)
     assert not result.complete
     assert any(iou(bounds(u.quad), bounds(micro.quad)) >= 0.5 for u in result.unread)
+
+
+def test_the_micro_look_reads_nothing_where_no_micro_qr_code_is() -> None:
+    """Its reads are zxing-cpp's own, past a gate of one finder pattern: mock Micro QR symbols
+    (every module a reader checks before Reed-Solomon right, random data), the same turned and
+    blurred, and the QR decoder's false-read crops give nothing, and a real symbol its own
+    digits. The full run is `python -m worker.bench.false_reads --micro --count 20000`."""
+    source = MicroCropSource(seed=7)
+    gated: Counter[str] = Counter()
+    wrong = []
+    for index in range(len(MICRO_KINDS) * 30):
+        crop, box = source.crop(index)
+        read = micro.look_at(crop.image, box)
+        if read is None:
+            continue
+        gated[crop.kind] += 1
+        wrong += [(index, crop.kind, s.data) for s in read if s.data != crop.payload]
+        if crop.kind == "micro":
+            assert [s.data for s in read] == [crop.payload]
+    assert wrong == []
+    # The random symbols reach zxing-cpp's Reed-Solomon, not only the gate.
+    assert gated["mock_micro"] == gated["micro"] == 30 and gated["mock_micro_warped"] >= 20

@@ -4,6 +4,7 @@
     python -m worker.bench.false_reads --speed            # median ms per symbol, versions 1-10
     python -m worker.bench.false_reads --rs-speed         # reedsolo's ms per block
     python -m worker.bench.false_reads --corpus glare,lowres --per-category 30   # vs zxing-cpp
+    python -m worker.bench.false_reads --micro --count 4000   # the Micro QR look's reads
 
 The false-read crops are of seven kinds, drawn in turn from one seed:
 
@@ -19,6 +20,15 @@ The false-read crops are of seven kinds, drawn in turn from one seed:
 
 Every crop is handed to decode() with the whole crop as its region. A false read is any
 read of a crop that holds no symbol, or a read of a half code that differs from its payload.
+
+`--micro` checks the other reader a crop can reach, the Micro QR look of the first detector
+stage (worker.engine.stages.micro: one finder pattern at a faint detector place, read by
+zxing-cpp as Micro QR alone, enlarged and deblurred). Each crop is one place given to
+`micro.look_at`, in turn: a mock Micro QR symbol (real finder, timing and format modules,
+random data, M2-M4, 2-5 px a module), the same turned, in perspective and degraded, a real
+Micro QR symbol (which must read right: the harness works), and the seven kinds above (a place
+of at most 120 px of each, as the look takes no larger box). Any read but a real symbol's
+own payload is a false read.
 """
 
 from __future__ import annotations
@@ -41,6 +51,7 @@ from worker.engine.qr import decode
 from worker.engine.qr.codewords import syndromes_zero
 from worker.engine.qr.tables import blocks, layout
 from worker.engine.results import Quad
+from worker.engine.stages import micro
 
 KINDS = (
     "noise",
@@ -255,6 +266,101 @@ def false_reads(count: int, seed: int) -> int:
     return sum(bad.values())
 
 
+MICRO_KINDS = ("mock_micro", "mock_micro_warped", "micro", *KINDS)
+# What the look's gate takes: a detector box of at most micro.MAX_BOX_PX; a little less,
+# so the margin the gate adds stays inside it.
+_MICRO_PLACE_PX = 120
+
+
+def _micro_modules(symbol: segno.QRCode) -> tuple[np.ndarray, np.ndarray]:
+    """A Micro QR symbol's modules and its function modules (finder, separator and format
+    information in the top-left 9x9, timing along the top row and the left column)."""
+    modules = np.array(symbol.matrix, dtype=bool)
+    n = modules.shape[0]
+    rows, cols = np.indices((n, n))
+    function = ((rows <= 8) & (cols <= 8)) | (rows == 0) | (cols == 0)
+    return modules, function
+
+
+class MicroCropSource:
+    """The crops of MICRO_KINDS, deterministic per (seed, index), each with its place."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        self.crops = CropSource(seed)
+        setup = np.random.default_rng([seed, 3])
+        self.symbols: list[tuple[segno.QRCode, bytes]] = []
+        for index in range(40):
+            version = ("M2", "M3", "M4")[index % 3]
+            digits = "".join(
+                str(int(d)) for d in setup.integers(0, 10, size=int(setup.integers(1, 9)))
+            )
+            symbol = segno.make_micro(digits, version=version, error="L", boost_error=False)
+            self.symbols.append((symbol, digits.encode()))
+
+    def crop(self, index: int) -> tuple[Crop, tuple[float, float, float, float]]:
+        rng = np.random.default_rng([self.seed, 4, index])
+        kind = MICRO_KINDS[index % len(MICRO_KINDS)]
+        if kind in KINDS:
+            crop = getattr(self.crops, f"_{kind}")(rng)
+            image = crop.image
+            h, w = image.shape
+            side_y, side_x = min(h, _MICRO_PLACE_PX), min(w, _MICRO_PLACE_PX)
+            y0 = int(rng.integers(0, h - side_y + 1))
+            x0 = int(rng.integers(0, w - side_x + 1))
+            return crop, (float(x0), float(y0), float(x0 + side_x), float(y0 + side_y))
+        symbol, payload = self.symbols[int(rng.integers(len(self.symbols)))]
+        modules, function = _micro_modules(symbol)
+        if kind != "micro":
+            modules = np.where(function, modules, rng.random(modules.shape) < 0.5)
+        px = int(rng.integers(2, 6))
+        image = render(modules, px, border=int(rng.integers(2, 5)))
+        if kind == "mock_micro_warped":
+            image = np.rot90(image, int(rng.integers(4))).copy()
+            image, _ = warp(image, rng, perspective=float(rng.uniform(0, 0.08)))
+            if rng.random() < 0.5:
+                image = _degrade(image, rng)
+        # Paper around it, as on a page: the look reaches 18 modules from the finder.
+        image = np.pad(image, 20 * px, constant_values=255)
+        h, w = image.shape
+        # The detector's box: the symbol and some slack, centred on it.
+        side = min(float(modules.shape[0] * px * 1.4), _MICRO_PLACE_PX)
+        box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
+        return Crop(kind, image, whole(image), payload if kind == "micro" else None), box
+
+
+def micro_false_reads(count: int, seed: int) -> int:
+    """The Micro QR look over `count` places (MICRO_KINDS in turn); returns the false reads."""
+    source = MicroCropSource(seed)
+    by_kind: Counter[str] = Counter()
+    gated: Counter[str] = Counter()  # places where the gate found one finder and zxing read
+    bad: Counter[str] = Counter()
+    correct = 0
+    start = time.perf_counter()
+    for index in range(count):
+        crop, box = source.crop(index)
+        by_kind[crop.kind] += 1
+        read = micro.look_at(crop.image, box)
+        if read is None:
+            continue
+        gated[crop.kind] += 1
+        for symbol in read:
+            if crop.payload is not None and symbol.data == crop.payload:
+                correct += 1
+                continue
+            bad[crop.kind] += 1
+            print(
+                f"FALSE READ: place {index} ({crop.kind}, seed {seed}): {symbol.data!r}", flush=True
+            )
+    elapsed = time.perf_counter() - start
+    print(f"places: {count} ({', '.join(f'{k} {v}' for k, v in sorted(by_kind.items()))})")
+    print(f"past the finder gate: {', '.join(f'{k} {v}' for k, v in sorted(gated.items()))}")
+    print(f"real Micro QR symbols read correctly: {correct} of {by_kind['micro']}")
+    print(f"seconds: {elapsed:.0f}")
+    print(f"false reads: {sum(bad.values())}" + (f" ({dict(bad)})" if bad else ""))
+    return sum(bad.values())
+
+
 def speed(per_version: int, seed: int) -> None:
     """Median decode time per symbol, versions 1-10: random payloads filling 50-100% of the
     symbol, every level, 3-5 px a module, any rotation, mild blur."""
@@ -400,6 +506,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--per-category", type=int, default=30, help="samples per category")
     parser.add_argument("--per-version", type=int, default=40, help="symbols per version (--speed)")
+    parser.add_argument(
+        "--micro", action="store_true", help="the Micro QR look's places instead of decode()'s"
+    )
     args = parser.parse_args(argv)
     if args.speed:
         speed(args.per_version, args.seed)
@@ -409,6 +518,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.corpus:
         return 1 if corpus(args.corpus.split(","), args.per_category) else 0
+    if args.micro:
+        return 1 if micro_false_reads(args.count, args.seed) else 0
     return 1 if false_reads(args.count, args.seed) else 0
 
 

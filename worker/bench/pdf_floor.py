@@ -49,7 +49,7 @@ import numpy as np
 
 from models.synth.pdfs import pdf_set
 from models.synth.samples import Sample
-from worker.bench.pdf_speed import _fast_scales, _render_pages, _without_codes
+from worker.bench.pdf_speed import fast_scales, render_pages, without_codes
 from worker.bench.report import machine_line
 from worker.engine import Engine, isolation, pdf_pages, zxing_reader
 from worker.engine import pdf as pdf_module
@@ -225,16 +225,16 @@ def measure(sample: Sample, settings: Settings, repeat: int, bare: Engine, child
     import pypdfium2 as pdfium
 
     warm = pdfium.PdfDocument(sample.data)
-    scales = _fast_scales(warm, settings)
-    _render_pages(warm, scales)
+    scales = fast_scales(warm, settings)
+    render_pages(warm, scales)
     runs: dict[str, list[float]] = {name: [] for name in (*STEPS, "render", "cold", "lean")}
     read = candidates = 0
     for _ in range(repeat):
-        runs["render"].append(_cpu_ms(lambda: _render_pages(warm, scales))[0])
+        runs["render"].append(_cpu_ms(lambda: render_pages(warm, scales))[0])
 
         def cold() -> None:
             document = pdfium.PdfDocument(sample.data)
-            _render_pages(document, scales)
+            render_pages(document, scales)
             document.close()
 
         runs["cold"].append(_cpu_ms(cold)[0])
@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
     load = os.getloadavg()[0]
     with_codes = floors(pdf_set(22, args.count, "pdf_digital"), settings, args.repeat)
-    without = floors(_without_codes(args.count), settings, args.repeat)
+    without = floors(without_codes(args.count), settings, args.repeat)
     print(f"Command: `{COMMAND} --count {args.count} --repeat {args.repeat}`")
     print(
         f"Machine: {machine_line()}; 1-min load {load:.1f} at the start, "

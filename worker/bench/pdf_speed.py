@@ -123,7 +123,7 @@ class Tally:
             self.kinds[kind] = self.kinds.get(kind, 0) + 1
 
 
-def _fast_scales(document: Any, settings: Settings) -> list[float]:
+def fast_scales(document: Any, settings: Settings) -> list[float]:
     """Each page's scale for the fast pass, as the engine renders it."""
     sizes = [document.get_page_size(i) for i in range(len(document))]
     grids = page_grids(sizes, settings.pdf_dpi, settings.max_pixels, settings.max_document_pixels)
@@ -135,12 +135,13 @@ def _render_once_ms(sample: Sample, settings: Settings, repeat: int) -> tuple[fl
     import pypdfium2 as pdfium
 
     document = pdfium.PdfDocument(sample.data)
-    scales = _fast_scales(document, settings)
+    scales = fast_scales(document, settings)
 
-    return _median_wall_cpu_ms(lambda: _render_pages(document, scales), repeat)
+    return _median_wall_cpu_ms(lambda: render_pages(document, scales), repeat)
 
 
-def _render_pages(document: Any, scales: list[float]) -> None:
+def render_pages(document: Any, scales: list[float]) -> None:
+    """Every page of `document` rendered once in grey at its scale in `scales`."""
     for index, scale in enumerate(scales):
         page = document[index]
         page.render(scale=scale, grayscale=True)
@@ -153,11 +154,11 @@ def _opened_and_rendered_ms(sample: Sample, settings: Settings, repeat: int) -> 
     fonts and resources, which the repeats of _render_once_ms find done)."""
     import pypdfium2 as pdfium
 
-    scales = _fast_scales(pdfium.PdfDocument(sample.data), settings)
+    scales = fast_scales(pdfium.PdfDocument(sample.data), settings)
 
     def open_and_render() -> None:
         document = pdfium.PdfDocument(sample.data)
-        _render_pages(document, scales)
+        render_pages(document, scales)
         document.close()
 
     return _median_wall_cpu_ms(open_and_render, repeat)
@@ -763,7 +764,8 @@ def render(report: dict[str, object], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def _without_codes(count: int) -> list[Sample]:
+def without_codes(count: int) -> list[Sample]:
+    """`count` born-digital PDFs of 1-3 pages with no code on any page."""
     return [born_digital_pdf(9500 + i, pages=1 + i % 3, code_pages=()) for i in range(count)]
 
 
@@ -796,7 +798,7 @@ def main(argv: list[str] | None = None) -> int:
             "born-digital, 1-3 pages": profile(
                 pdf_set(22, args.count, "pdf_digital"), engine, args.repeat
             ),
-            "born-digital, no code": profile(_without_codes(args.count), engine, args.repeat),
+            "born-digital, no code": profile(without_codes(args.count), engine, args.repeat),
         }
         print(render_profile(profiled, args.count))
         print(json.dumps(profiled))  # what PROFILE_BEFORE holds
@@ -810,14 +812,14 @@ def main(argv: list[str] | None = None) -> int:
         "raster_digital": plain_set(raster, engine, args.repeat),
         "born_digital": born_digital(pdf_set(22, args.count, "pdf_digital"), engine, args.repeat),
         "scanned_invoices": plain_set(pdf_set(22, args.count, "pdf_scanned"), engine, args.repeat),
-        "born_digital_without_codes": plain_set(_without_codes(args.count), engine, args.repeat),
+        "born_digital_without_codes": plain_set(without_codes(args.count), engine, args.repeat),
         "early_stop": early_stop_cost(hard_born_digital(max(4, args.count // 4)), engine, without),
         "scanned_against_files": scanned_against_files(args.per_category, engine, args.repeat),
         "profile": {
             "born-digital, 1-3 pages": profile(
                 pdf_set(22, args.count, "pdf_digital"), engine, args.repeat
             ),
-            "born-digital, no code": profile(_without_codes(args.count), engine, args.repeat),
+            "born-digital, no code": profile(without_codes(args.count), engine, args.repeat),
         },
     }
     report["load"] = [load_at_start, os.getloadavg()[0]]

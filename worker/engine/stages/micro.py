@@ -24,7 +24,7 @@ located there and not read keep the page open (cascade.Findings), as any located
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -132,7 +132,31 @@ def look(
         if any(abs(x - sx) < 3 * sm and abs(y - sy) < 3 * sm for sx, sy, sm in seen):
             continue
         seen.append(finder)
-        _read(ctx, page, full, scale, finder, stage=stage, model=model)
+        for name, symbols in attempts(full, scale, finder, ctx.deadline.expired):
+            ctx.findings.add(
+                symbols,
+                page=page.index,
+                stage=stage,
+                decoder=zxing_reader.DECODER,
+                variant=name,
+                model=model,
+            )
+            if any(s.valid for s in symbols):
+                break
+
+
+def look_at(full: np.ndarray, box: Box) -> list[zxing_reader.Symbol] | None:
+    """The Micro QR codes read at one place `box` of `full` (its pixels, nothing taken), None
+    where the gate found no one finder there: what `look` does at a detector's faint place,
+    for the false-read benchmark (worker.bench.false_reads --micro), which must show that it
+    reads nothing that is not there."""
+    finder = _one_finder(full, 1.0, box, ())
+    if finder is None:
+        return None
+    for _name, symbols in attempts(full, 1.0, finder):
+        if read := [s for s in symbols if s.valid]:
+            return read
+    return []
 
 
 def _meets(a: Box, b: Box) -> bool:
@@ -175,18 +199,15 @@ def _one_finder(
     return found[0]
 
 
-def _read(
-    ctx: StageContext,
-    page: Page,
+def attempts(
     full: np.ndarray,
     scale: float,
     finder: tuple[float, float, float],
-    *,
-    stage: str,
-    model: str,
-) -> None:
+    expired: Callable[[], bool] = lambda: False,
+) -> Iterator[tuple[str, list[zxing_reader.Symbol]]]:
     """zxing-cpp, Micro QR alone, on the square around a finder (page pixels) enlarged to
-    each of MODULE_PX a module, as is and deblurred, until it reads."""
+    each of MODULE_PX a module, as is and deblurred: each variant's name and what it saw, in
+    turn, until `expired` (the caller stops at the first read)."""
     x, y, module = (v * scale for v in finder)
     reach = REACH_MODULES * module
     height, width = full.shape[:2]
@@ -200,19 +221,9 @@ def _read(
         spend("resize", (bottom - top) * (right - left) + crop.size)
         transform = Transform(scale * factor, offset_x=left * factor, offset_y=top * factor)
         for name, prepare in VARIANTS:
-            if ctx.deadline.expired():
+            if expired():
                 return
             image = prepare(crop)
             if image is None:
                 continue
-            symbols = zxing_reader.read(image, transform, OPTIONS)
-            ctx.findings.add(
-                symbols,
-                page=page.index,
-                stage=stage,
-                decoder=zxing_reader.DECODER,
-                variant=name,
-                model=model,
-            )
-            if any(s.valid for s in symbols):
-                return
+            yield name, zxing_reader.read(image, transform, OPTIONS)
