@@ -34,7 +34,7 @@ import itertools
 import os
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -176,11 +176,12 @@ def _line(times: np.ndarray, amounts: np.ndarray) -> tuple[float, float]:
     return float(each), float(rate)
 
 
-def _table(costs: dict[str, tuple[float, float]]) -> list[str]:
+def _table(costs: dict[str, tuple[float, float]], kept: Collection[str] = ()) -> list[str]:
     return [
         "WORK_COSTS = {",
         *(
             f'    "{kind}": ({each:.3g}, {rate:.3g}),'
+            + ("  # not charged in this run: its price as it was" if kind in kept else "")
             for kind, (each, rate) in sorted(costs.items())
         ),
         "}",
@@ -194,6 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--free", action="store_true")
     args = parser.parse_args(argv)
     folders = args.folders or [f for f in (DEFAULT_CORPUS, DEFAULT_REAL) if f.is_dir()]
+    priced = dict(deadline.WORK_COSTS)
     if args.free:
         deadline.WORK_COSTS = defaultdict(lambda: (0.0, 0.0))  # type: ignore[assignment]
     engine = Engine(Settings.from_env())
@@ -224,7 +226,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             steps.items(), key=lambda kv: -kv[1][4]
         ):
             print(f"| {kind} | {each:.3g} | {rate:.3g} | {kept} / {charges} | {spent:.0f} |")
-        print("\n".join(["", *_table({k: v[:2] for k, v in steps.items()})]))
+        # A kind no scan here charged (one only a benchmark's read pays, or no default budget
+        # holds) keeps its price: the table is pasted whole over WORK_COSTS.
+        unseen = {kind: cost for kind, cost in priced.items() if kind not in steps}
+        fitted = {k: v[:2] for k, v in steps.items()}
+        print("\n".join(["", *_table({**unseen, **fitted}, kept=set(unseen))]))
         return 0
     print("\n".join(trace.scope_report()))
     decoder, image = trace.multipliers()
