@@ -139,3 +139,50 @@ def test_it_stops_when_the_decoders_time_is_up() -> None:
 
     with pytest.raises(OutOfTime):
         bend.refine(image, finder_grid(image, 25), 25, spent)
+
+
+def traced_triple(image: np.ndarray) -> grid.Triple:
+    """The decoder's first finder triple in `image` (grid.binarisations, grid.triples)."""
+    for dark in grid.binarisations(image):
+        for triple in grid.triples(grid.find_finders(dark)):
+            return triple
+    raise AssertionError("no finder triple")
+
+
+@pytest.mark.parametrize(
+    ("version", "px", "radius", "start"),
+    [(2, 6.0, 0.6, -20.0), (4, 9.0, 0.8, 0.0), (3, 6.0, 0.45, -40.0)],
+)
+def test_a_label_round_a_jar_reads_through_the_cylinder(
+    version: int, px: float, radius: float, start: float
+) -> None:
+    """A symbol on a label round a jar (radius under its width: it turns 70-130 degrees
+    from edge to edge, as on qr-photos-val 146, 65 and 25): the grid through its finders,
+    even bent (refine follows half a module of drift, not this), misses its far side; the
+    cylinder fitted to the finders' centres and corners (bend.wrapped) reads it."""
+    image = bent(symbol(version), px, radius, start, np.random.default_rng(3))
+    read = decode(image, whole(image))
+    assert read is not None and read.text == TEXT
+    size = 17 + 4 * version
+    mapping = finder_grid(image, size)
+    clock = _Clock(np.inf, np.inf)
+    assert _read_mapping(image, mapping, size, px, clock) is None
+    refined = bend.refine(image, mapping, size, no_limit)
+    assert refined is None or _read_mapping(image, refined, size, px, clock) is None
+    wrapped = bend.wrapped(traced_triple(image), mapping, size)
+    assert wrapped is not None
+    again = _read_mapping(image, wrapped, size, px, clock)
+    assert again is not None and getattr(again, "text", None) == TEXT
+
+
+def test_a_flat_symbol_is_not_wrapped() -> None:
+    """Its cylinder is the grid the decoder fitted already: not read again."""
+    image = render(symbol(3), 6, border=BORDER)
+    assert bend.wrapped(traced_triple(image), finder_grid(image, 29), 29) is None
+
+
+def test_a_grid_of_the_wrong_size_is_not_wrapped() -> None:
+    """The finders' corners at another size's module points fit no cylinder."""
+    image = bent(symbol(3), 6.0, 0.6, -20.0, np.random.default_rng(3))
+    for size in (25, 33):
+        assert bend.wrapped(traced_triple(image), finder_grid(image, size), size) is None

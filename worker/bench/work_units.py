@@ -66,6 +66,7 @@ DECODER_KINDS = frozenset(
         "erasure set",
         "bend rectify",
         "bend match",
+        "wrap fit",
         "blur",
         "resize",
     }

@@ -32,6 +32,7 @@ from collections.abc import Callable
 WORK_COSTS: dict[str, tuple[float, float]] = {
     "bend match": (0.771, 3.68e-05),
     "bend rectify": (0.0364, 2.68e-05),
+    "wrap fit": (0.86, 0.0),
     "binarise": (0.0432, 1.59e-06),
     "binarise smoothed": (0.308, 3.64e-06),
     "blob": (0.0836, 2.95e-06),

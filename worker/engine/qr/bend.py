@@ -80,6 +80,21 @@ _MIN_DRIFT = 0.15
 # The largest displacement (modules) the fitted field may put anywhere on the symbol: a
 # grid that needs more is not this symbol's.
 _MAX_DRIFT = 2.5
+# A label round a cylinder (Wrapped): the turns (radians from edge to edge) whose models are
+# fitted to the finders, the best taken (the model multiplies its sine and cosine terms, so
+# the turn only sets the ratio of their shapes: 0, a parabola, to 1.5, 86 degrees). Of the
+# three jar and bent-card codes of qr-photos-val each read at three of these or more.
+_WRAP_BENDS = (0.0, 0.5, 1.0, 1.5)
+# The most (modules) the best model may leave any finder point off: on the photos the ones
+# that read were within 0.15-0.2, a wrong size or a finder of another symbol misses by
+# modules.
+_WRAP_MAX_ERROR = 0.5
+# The least (modules) the model must move some module centre from the fitted grid for it to
+# be read: a flat symbol's cylinder is the same grid, read again for nothing.
+_WRAP_MIN_MOVE = 0.3
+# A finder's traced corner is matched to the ideal corner within this angle (radians) of it,
+# as seen from the finder's centre (the four are 90 degrees apart).
+_WRAP_MAX_ANGLE = 0.6
 
 
 class Bent(grid.Mapping):
@@ -87,7 +102,8 @@ class Bent(grid.Mapping):
     point p maps to base(p + field(p))."""
 
     def __init__(self, base: grid.Mapping, size: int, degree: int, coeffs: np.ndarray) -> None:
-        super().__init__(base.homography, base.anchors, base.residuals, base.sigma)
+        super().__init__(base.homography)
+        self.base = base
         self.size = size
         self.degree = degree
         self.coeffs = coeffs  # (terms, 2)
@@ -97,7 +113,7 @@ class Bent(grid.Mapping):
 
     def __call__(self, points: np.ndarray) -> np.ndarray:
         pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-        return super().__call__(pts + self.field(pts))
+        return self.base(pts + self.field(pts))
 
 
 def _basis(points: np.ndarray, size: int, degree: int) -> np.ndarray:
@@ -288,3 +304,136 @@ def _fit(
         if keep.sum() < basis.shape[1] + 2:
             return None
     return coeffs
+
+
+class Wrapped(grid.Mapping):
+    """A symbol on a label wrapped round a cylinder (a jar, a bottle, a can) whose axis runs
+    along the symbol's columns (`axis` 0) or rows (1), as a camera sees it: a module point
+    maps through the 3 x 4 `projection` of its place on the surface. Round the cylinder the
+    symbol turns `bend` radians from one edge to the other; the place is (sin(bend t) / bend,
+    (1 - cos(bend t)) / bend^2, s, 1), t and s the coordinates across and along the axis,
+    centred and over the size. Any radius, any turn of the cylinder to the camera and either
+    side of it facing it are the projection's: it multiplies the sine and cosine terms as it
+    likes (bend 0 is the limit, a parabola round the axis)."""
+
+    def __init__(self, projection: np.ndarray, bend: float, axis: int, size: int) -> None:
+        super().__init__(np.eye(3))
+        self.projection = projection
+        self.bend = bend
+        self.axis = axis
+        self.size = size
+
+    def __call__(self, points: np.ndarray) -> np.ndarray:
+        pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        seen = _surface(pts, self.size, self.bend, self.axis) @ self.projection.T
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = seen[:, :2] / seen[:, 2:3]
+        # As grid.Mapping: points behind the camera sample off the image, not NaN.
+        return np.nan_to_num(out, nan=-1e4, posinf=-1e4, neginf=-1e4)
+
+
+def _surface(points: np.ndarray, size: int, bend: float, axis: int) -> np.ndarray:
+    """Module points' places on the cylinder (Wrapped), up to the projection."""
+    t = (points[:, axis] - size / 2) / size
+    s = (points[:, 1 - axis] - size / 2) / size
+    if bend < 1e-6:
+        across, depth = t, t * t / 2
+    else:
+        across, depth = np.sin(bend * t) / bend, (1 - np.cos(bend * t)) / bend**2
+    return np.stack([across, depth, s, np.ones_like(t)], axis=1)
+
+
+def _project(src: np.ndarray, dst: np.ndarray, size: int, bend: float, axis: int) -> Wrapped | None:
+    """The Wrapped mapping whose projection takes module points `src` nearest pixels `dst`
+    (the direct linear transform: the 3 x 4 matrix by SVD, the pixels normalised first)."""
+    surface = _surface(src, size, bend, axis)
+    mean = dst.mean(axis=0)
+    scale = max(float(np.abs(dst - mean).mean()), 1e-9)
+    x, y = ((dst - mean) / scale).T
+    zero = np.zeros_like(surface)
+    rows = np.vstack(
+        [
+            np.hstack([surface, zero, -x[:, None] * surface]),
+            np.hstack([zero, surface, -y[:, None] * surface]),
+        ]
+    )
+    try:
+        _, _, vt = np.linalg.svd(rows)
+    except np.linalg.LinAlgError:
+        return None
+    back = np.array([[scale, 0.0, mean[0]], [0.0, scale, mean[1]], [0.0, 0.0, 1.0]])
+    projection = back @ vt[-1].reshape(3, 4)
+    if not np.isfinite(projection).all():
+        return None
+    return Wrapped(projection, bend, axis, size)
+
+
+def _finder_points(triple: grid.Triple, size: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The three finders' centres and outer corners: module points and where they are seen
+    (pixels), or None where a ring did not trace as a quadrilateral. Each seen corner is the
+    ideal corner in its direction from its finder's centre, as the three centres' affine map
+    turns them: on a bent label each finder has its own scale (grid.finder_perspective
+    matches by position and refuses it)."""
+    finders = (triple.tl, triple.tr, triple.bl)
+    if any(len(f.corners) != 4 for f in finders):
+        return None
+    linear = grid.initial_mapping(triple, size).homography[:2, :2]
+    src = [grid.finder_centres(size)]
+    dst = [np.array([[f.x, f.y] for f in finders])]
+    for finder, ideal in zip(finders, grid.finder_corner_points(size), strict=True):
+        centre = np.array([finder.x, finder.y])
+        seen = np.array(finder.corners, dtype=np.float64)
+        towards = (ideal - ideal.mean(axis=0)) @ linear.T
+        ideal_angle = np.arctan2(towards[:, 1], towards[:, 0])
+        away = seen - centre
+        seen_angle = np.arctan2(away[:, 1], away[:, 0])
+        apart = np.abs((seen_angle[:, None] - ideal_angle[None, :] + np.pi) % (2 * np.pi) - np.pi)
+        match = apart.argmin(axis=1)
+        if len(set(match.tolist())) != 4 or apart.min(axis=1).max() > _WRAP_MAX_ANGLE:
+            return None
+        src.append(ideal[match])
+        # A traced contour runs through the ring's outermost pixel centres, half a pixel
+        # inside its edge (as grid.finder_perspective).
+        norm = np.maximum(np.linalg.norm(away, axis=1, keepdims=True), 1e-9)
+        dst.append(seen + 0.5 * math.sqrt(2) * away / norm)
+    return np.vstack(src), np.vstack(dst)
+
+
+def wrapped(triple: grid.Triple, mapping: grid.Mapping, size: int) -> Wrapped | None:
+    """The grid of a `size`-module symbol on a label round a cylinder, fitted to its three
+    finders' centres and outer corners (`triple`), or None where the finders are not all
+    quadrilaterals, no model puts every one of their points within _WRAP_MAX_ERROR modules,
+    or the best puts no module centre _WRAP_MIN_MOVE modules away from `mapping` (the
+    grid the decoder fitted and read already: a flat symbol).
+
+    A label round a jar turns away from the camera on both sides: its columns (or rows)
+    stay straight, the others curve, and the pitch shrinks towards the edges. A homography
+    through the finders places the far corner, away from all three (in a version 1 no
+    alignment pattern corrects it; from version 2 one does, in the corner, but not the
+    middle), a module or more off; bend.refine follows a drift of up to half a module, and
+    no more: past that the modules it matches blocks by are decided wrong. The cylinder,
+    fitted to the finders' fifteen points, carries their curvature across the symbol."""
+    points = _finder_points(triple, size)
+    if points is None:
+        return None
+    src, dst = points
+    module = (triple.tl.module + triple.tr.module + triple.bl.module) / 3
+    best: tuple[float, Wrapped] | None = None
+    for axis in (0, 1):
+        for bend in _WRAP_BENDS:
+            model = _project(src, dst, size, bend, axis)
+            if model is None:
+                continue
+            error = float(np.linalg.norm(model(src) - dst, axis=1).max())
+            if best is None or error < best[0]:
+                best = error, model
+    spend("wrap fit", 2 * len(_WRAP_BENDS) * len(src))
+    if best is None or best[0] > _WRAP_MAX_ERROR * module:
+        return None
+    centres = np.arange(size, dtype=np.float64) + 0.5
+    gx, gy = np.meshgrid(centres, centres)
+    modules = np.stack([gx.ravel(), gy.ravel()], axis=1)
+    moved = float(np.linalg.norm(best[1](modules) - mapping(modules), axis=1).max())
+    if moved < _WRAP_MIN_MOVE * module:
+        return None
+    return best[1]

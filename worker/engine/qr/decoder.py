@@ -414,7 +414,7 @@ def _read_triple(image: np.ndarray, triple: grid.Triple, clock: _Clock) -> SoftR
 
     for size in _sizes(triple):
         clock.check()
-        read = _read_size(image, fitter, size, clock, refit=True)
+        read = _read_size(image, fitter, size, clock, refit=True, triple=triple)
         if read is not None:
             return read
     return None
@@ -445,7 +445,12 @@ def _read_outline(image: np.ndarray, corners: np.ndarray, clock: _Clock) -> Soft
 
 
 def _read_size(
-    image: np.ndarray, fitter: _Fitter, size: int, clock: _Clock, refit: bool
+    image: np.ndarray,
+    fitter: _Fitter,
+    size: int,
+    clock: _Clock,
+    refit: bool,
+    triple: grid.Triple | None = None,
 ) -> SoftRead | None:
     fitted = fitter(size)
     if fitted is None:
@@ -457,9 +462,17 @@ def _read_size(
         bent = bend.refine(image, mapping, size, clock.check)
         if bent is not None:
             read = _read_mapping(image, bent, size, module_px, clock)
+    if read is None and triple is not None:
+        # A label round a jar: bent further than refine follows (bend.wrapped).
+        clock.check()
+        wrapped = bend.wrapped(triple, mapping, size)
+        if wrapped is not None:
+            read = _read_mapping(image, wrapped, size, module_px, clock)
     if isinstance(read, _Retry):
         if refit and abs(dimension(read.version) - size) <= 0.3 * size:
-            return _read_size(image, fitter, dimension(read.version), clock, refit=False)
+            return _read_size(
+                image, fitter, dimension(read.version), clock, refit=False, triple=triple
+            )
         return None
     return read
 

@@ -224,12 +224,13 @@ class Mapping:
         return out
 
 
-def _finder_points(size: int) -> np.ndarray:
+def finder_centres(size: int) -> np.ndarray:
+    """The three finders' centres in module coordinates (top-left, top-right, bottom-left)."""
     return np.array([[3.5, 3.5], [size - 3.5, 3.5], [3.5, size - 3.5]])
 
 
 def initial_mapping(triple: Triple, size: int) -> Mapping:
-    src = _finder_points(size).astype(np.float32)
+    src = finder_centres(size).astype(np.float32)
     dst = np.array(
         [[triple.tl.x, triple.tl.y], [triple.tr.x, triple.tr.y], [triple.bl.x, triple.bl.y]],
         dtype=np.float32,
@@ -375,7 +376,7 @@ def fit_finders(
     """fit() from three located finder patterns: their centres, and their outer corners
     where each finder's ring traced as a quadrilateral (finder_perspective), or where two
     of the three did."""
-    src = list(_finder_points(size))
+    src = list(finder_centres(size))
     dst = [np.array([f.x, f.y]) for f in (triple.tl, triple.tr, triple.bl)]
     mapping = initial_mapping(triple, size)
     shape: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
@@ -393,7 +394,7 @@ def fit_finders(
 
 # The corners of the three finders' outer rings in module coordinates (top-left, top-right,
 # bottom-left finder, in the order of Triple's fields).
-def _finder_corner_points(size: int) -> list[np.ndarray]:
+def finder_corner_points(size: int) -> list[np.ndarray]:
     out = []
     for c0, r0 in ((0, 0), (size - 7, 0), (0, size - 7)):
         out.append(np.array([[c0, r0], [c0 + 7, r0], [c0 + 7, r0 + 7], [c0, r0 + 7]], float))
@@ -445,7 +446,7 @@ def finder_perspective(
         return None
     count = len(finders)
     seen = np.array([f.corners for f in finders], dtype=np.float64)  # (count, 4, 2)
-    ideal = np.array(_finder_corner_points(size))[list(traced)]  # (count, 4, 2)
+    ideal = np.array(finder_corner_points(size))[list(traced)]  # (count, 4, 2)
     # The starting map is affine: its inverse is the 2 x 2 part's inverse and a shift.
     linear, shift = mapping.homography[:2, :2], mapping.homography[:2, 2]
     det = linear[0, 0] * linear[1, 1] - linear[0, 1] * linear[1, 0]
@@ -464,7 +465,7 @@ def finder_perspective(
     norm = np.maximum(np.linalg.norm(away, axis=2, keepdims=True), 1e-9)
     corner_dst = (seen + 0.5 * math.sqrt(2) * away / norm).reshape(4 * count, 2)
     corner_src = np.take_along_axis(ideal, match[:, :, None], axis=1).reshape(4 * count, 2)
-    centres_src = _finder_points(size)[list(traced)]
+    centres_src = finder_centres(size)[list(traced)]
     h = _homography(np.vstack([corner_src, centres_src]), np.vstack([corner_dst, centres_dst]))
     if h is None:
         return None
@@ -515,7 +516,7 @@ def fit_outline(
     mapping = Mapping(h)
     src: list[np.ndarray] = []
     dst: list[np.ndarray] = []
-    for cx, cy in _finder_points(size):
+    for cx, cy in finder_centres(size):
         found = _find_pattern(image, mapping, cx, cy, 1.5, _FINDER, 4.5, _FINDER_SCORE)
         if found is not None:
             src.append(np.array([cx, cy]))
