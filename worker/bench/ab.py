@@ -9,10 +9,12 @@ Each tree gets a process of its own (its tree first on PYTHONPATH, Settings.from
 warmed up) that scans each image once (Engine.scan on the file's bytes), in turn with the
 other's: A then B on one image, B then A on the next. Each record: the codes read (their
 bytes), the score against the image's truth (worker.bench.scoring, as `qrw bench` scores),
-and the scanning thread's CPU time. `--hog` runs a busy loop a core (nice 0) throughout.
-`--compare` prints the codes read per category, misreads, false reads, CPU median and p95
-for each side, and every image whose reads differ; given two runs, it compares the first
-side of each (a determinism check: one tree, idle and beside the hog).
+whether the scan said `complete` and the places it left unread (ScanResult.unread; None
+from a tree before them), and the scanning thread's CPU time. `--hog` runs a busy loop a
+core (nice 0) throughout. `--compare` prints the codes read per category, misreads, false
+reads, CPU median and p95 for each side, every image whose reads differ and every one
+whose `complete` or unread places differ; given two runs, it compares the first side of
+each (a determinism check: one tree, idle and beside the hog).
 """
 
 from __future__ import annotations
@@ -66,12 +68,22 @@ def _serve(folders: list[Path]) -> int:
             "correct": score.correct,
             "misreads": score.misreads,
             "false_reads": score.false_reads,
+            "complete": result.complete,
+            "unread": _unread(result),
             "cpu_ms": cpu_ms,
             "wall_ms": wall_ms,
             "work_units": units,
         }
         print(json.dumps(record), flush=True)
     return 0
+
+
+def _unread(result: Any) -> list[dict[str, Any]] | None:
+    """The scan's unread places as its JSON says them, sorted; None from a tree before them."""
+    unread = getattr(result, "unread", None)
+    if unread is None:
+        return None
+    return sorted((u.to_dict() for u in unread), key=lambda u: json.dumps(u, sort_keys=True))
 
 
 def _start(tree: Path, folders: list[Path]) -> subprocess.Popen[str]:
@@ -209,7 +221,26 @@ def compare(path: Path, other: Path | None = None) -> str:
             f"- {ra['name']} ({ra['category']}): A {len(ra['codes'])} codes, {ra['correct']} "
             f"right; B {len(rb['codes'])}, {rb['correct']} right"
         )
+    # Records from before `complete` was kept say nothing about it: they are not compared.
+    kept = [(ra, rb) for ra, rb in zip(a, b, strict=True) if "complete" in ra and "complete" in rb]
+    settled = [
+        (ra, rb)
+        for ra, rb in kept
+        if ra["complete"] != rb["complete"]
+        or (None not in (ra["unread"], rb["unread"]) and ra["unread"] != rb["unread"])
+    ]
+    lines += ["", f"{len(settled)} of {len(kept)} images whose `complete` or unread places differ:"]
+    for ra, rb in settled:
+        lines.append(
+            f"- {ra['name']} ({ra['category']}): A complete {ra['complete']}, "
+            f"{_count(ra['unread'])} unread; B complete {rb['complete']}, "
+            f"{_count(rb['unread'])} unread"
+        )
     return "\n".join(lines)
+
+
+def _count(unread: list[Any] | None) -> str:
+    return "?" if unread is None else str(len(unread))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

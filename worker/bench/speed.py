@@ -2,10 +2,16 @@
 
     python -m worker.bench.speed [--count 40] [--repeat 5] [--out docs/benchmarks.md]
     python -m worker.bench.speed --sets JPEG,PNG   # only the sets whose name holds one of these
+    python -m worker.bench.speed --sets JPEG,PNG --write FOLDER   # the images, not timed
 
 Both are timed in this one process, image by image and interleaved, so machine noise
 hits both sides alike; the headline is the ratio of medians. The target for digital
 invoices: a full scan costs at most 1.5x a plain full-size decode.
+
+`--write` saves the sets' images instead, a folder a set (`FOLDER/JPEG_grey`, ...) with
+each image's truth beside it (`name.json`, as `python -m models.synth` writes them), so
+that `python -m worker.bench.ab OUT.json TREE_A TREE_B FOLDER/*` scans them with two trees
+alternating image by image, and compares what each read and left unread.
 
 For PDFs it also times what the renderer child (worker.engine.isolation) costs: the same
 document scanned by an engine with `pdf_child` on and by one with it off, alternately
@@ -16,6 +22,7 @@ The bar (issue 17): a digital invoice's scan through the child within 5% of in-p
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -27,6 +34,7 @@ import cv2
 import numpy as np
 
 from models.synth import digital_invoice, photo_invoice
+from models.synth.__main__ import write_sample
 from models.synth.samples import Sample
 from worker.bench.report import machine_line, percentile, write_section
 from worker.engine import Engine
@@ -209,6 +217,20 @@ def child_corpus(count: int, sets: dict[str, list[Sample]]) -> dict[str, list[Sa
     }
 
 
+def write_sets(sets: dict[str, list[Sample]], folder: Path) -> list[Path]:
+    """Each set's images and truth in a folder of its own under `folder`, named after the
+    set (`digital 2 MP JPEG, grey` -> `JPEG_grey`), which is also each image's category."""
+    written = []
+    for name, samples in sets.items():
+        slug = name.removeprefix("digital 2 MP ").replace(", ", "_").replace(" ", "_")
+        target = folder / slug
+        target.mkdir(parents=True, exist_ok=True)
+        for sample in samples:
+            write_sample(dataclasses.replace(sample, category=slug), target)
+        written.append(target)
+    return written
+
+
 def render(
     rows: list[dict[str, float | int | str]],
     child_rows: list[dict[str, float | int | str]],
@@ -282,10 +304,26 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated parts of set names: only those sets (e.g. JPEG,PNG; the PDF "
         "renderer-child section runs only with the 1-page PDF set); not with --out",
     )
+    parser.add_argument(
+        "--write",
+        type=Path,
+        default=None,
+        help="write the sets' images and truth under this folder, a folder a set, and time "
+        "nothing (for python -m worker.bench.ab)",
+    )
     args = parser.parse_args(argv)
     wanted = [part for part in args.sets.split(",") if part]
     if wanted and args.out:
         parser.error("--sets measures part of the section: it cannot update --out")
+    if args.write:
+        chosen = {
+            name: samples
+            for name, samples in corpus(args.count).items()
+            if not wanted or any(part in name for part in wanted)
+        }
+        for folder in write_sets(chosen, args.write):
+            print(folder)
+        return 0
 
     settings = Settings.from_env()
     engine = Engine(settings)

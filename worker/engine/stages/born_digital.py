@@ -208,7 +208,7 @@ def texture_blocks(gray: np.ndarray) -> list[Box]:
     if not big.any():
         return []
     strength = np.zeros_like(mean)
-    for top, bottom in evidence._bands(tops[big], tops[big] + heights[big]):
+    for top, bottom in evidence._bands(tops[big].tolist(), (tops[big] + heights[big]).tolist()):
         strength[top:bottom] = edge_cells(gray, top, bottom, cols)
     candidate = grey & (strength > evidence._EDGES)
     count, _, stats, _ = cv2.connectedComponentsWithStats(
