@@ -96,3 +96,103 @@ def _centre_in(box: evidence.Box, quad: Quad, scale: float) -> bool:
     outline = np.asarray(quad, np.float32).reshape(-1, 1, 2) * scale
     centre = ((box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0)
     return cv2.pointPolygonTest(outline, centre, False) >= 0
+
+
+def whole_page_labelling(gray: np.ndarray, read: list[Quad]) -> list[evidence.Box]:
+    """dense_squares as it was before its components were labelled run by run (issue 19's
+    speed): grey components labelled over the whole page, those whose every block would be
+    centred inside a read code's (convex) outline left out, edges measured in the rows of
+    the others."""
+    cell, (low, high) = evidence._CELL, evidence._MEAN_GREY
+    rows, cols = (gray.shape[0] - 1) // cell, (gray.shape[1] - 1) // cell
+    if rows < evidence._SMALL_CELLS or cols < evidence._SMALL_CELLS:
+        return []
+    mean = evidence._cells(gray[: rows * cell, : cols * cell])
+    grey = (mean > low) & (mean < high)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(grey.view(np.uint8), connectivity=4)
+    sides = np.minimum(stats[:, 2], stats[:, 3])
+    big = (sides >= evidence._SMALL_CELLS) & (stats[:, 4] >= evidence._MIN_AREA)
+    big[0] = False
+    for quad in read:
+        outline = np.asarray(quad, np.float32).reshape(-1, 1, 2)
+        if not cv2.isContourConvex(outline):
+            continue
+        for label in np.flatnonzero(big):
+            x, y, w, h = (int(v) for v in stats[label, :4])
+            x0, y0 = (x + 1.5) * cell, (y + 1.5) * cell
+            x1, y1 = (x + w - 1.5) * cell, (y + h - 1.5) * cell
+            corners = ((x0, y0), (x1, y0), (x1, y1), (x0, y1))
+            if all(cv2.pointPolygonTest(outline, c, False) >= 0 for c in corners):
+                big[label] = False
+    if not big.any():
+        return []
+    if stats[big, 2] @ stats[big, 3] > evidence._WHOLE_PAGE * rows * cols:
+        bands, inside = [(0, rows)], grey
+    else:
+        tops, heights = stats[big, 1], stats[big, 3]
+        bands, inside = evidence._bands(tops.tolist(), (tops + heights).tolist()), big[labels]
+    found = []
+    for top, bottom in bands:
+        found += _band_blocks(gray, inside[top:bottom], top)
+    found.sort(key=lambda block: -block[0])
+    return [box for _, box in found]
+
+
+def _band_blocks(gray: np.ndarray, inside: np.ndarray, top: int) -> list[tuple[int, evidence.Box]]:
+    """The blocks among the cells `inside` (the page's cell rows from `top` on, every column),
+    measured and filtered over the whole band at once."""
+    cell = evidence._CELL
+    rows, cols = inside.shape
+    y0, y1, x1 = top * cell, (top + rows) * cell, cols * cell
+    base = gray[y0:y1, :x1]
+    across = cv2.absdiff(gray[y0:y1, 1 : x1 + 1], base)
+    strength = evidence._cells(cv2.add(across, cv2.absdiff(gray[y0 + 1 : y1 + 1, :x1], base)))
+    candidate = inside & (strength > evidence._EDGES)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(
+        candidate.view(np.uint8), connectivity=4
+    )
+    x, y, bw, bh, area = stats[1:count].T
+    short, long = np.minimum(bw, bh), np.maximum(bw, bh)
+    edges_mean = np.bincount(labels.ravel(), strength.ravel(), count)[1:] / np.maximum(area, 1)
+    sized = (short >= evidence._MIN_CELLS) | (
+        (short == evidence._SMALL_CELLS) & (edges_mean >= evidence._SMALL_EDGES)
+    )
+    keep = sized & (long <= evidence._MAX_ASPECT * short) & (area >= evidence._MIN_FILL * bw * bh)
+    return [
+        (
+            a,
+            (
+                float(x0 * cell),
+                float((top + y0) * cell),
+                float((x0 + w0) * cell),
+                float((top + y0 + h0) * cell),
+            ),
+        )
+        for x0, y0, w0, h0, a in np.stack([x, y, bw, bh, area], axis=1)[keep].tolist()
+    ]
+
+
+def test_components_labelled_run_by_run_leave_out_the_same_blocks_as_over_the_whole_page() -> None:
+    rng = np.random.default_rng(19)
+    pages = [reduced_page(digital_invoice(seed, fmt="jpeg").data) for seed in range(1500, 1504)]
+    pages += [reduced_page(corpus_sample("multi_digital", index).data) for index in range(4)]
+    checked = 0
+    for (gray, scale), sample_codes in zip(
+        pages,
+        [digital_invoice(seed, fmt="jpeg").codes for seed in range(1500, 1504)]
+        + [corpus_sample("multi_digital", index).codes for index in range(4)],
+        strict=True,
+    ):
+        height, width = gray.shape
+        codes: list[Quad] = [
+            tuple((x * scale, y * scale) for x, y in code.quad)  # type: ignore[misc]
+            for code in sample_codes
+        ]
+        half: Quad = ((0.0, 0.0), (width / 2, 0.0), (width / 2, height), (0.0, height))
+        x, y = rng.uniform(0, width - 60), rng.uniform(0, height - 60)
+        turned: Quad = ((x + 30, y), (x + 60, y + 30), (x + 30, y + 60), (x, y + 30))
+        bent: Quad = ((x, y), (x + 60, y), (x + 10, y + 10), (x, y + 60))  # not convex
+        for read in ([], codes, codes[:1], [half], [turned, bent], [*codes, half]):
+            assert evidence.dense_squares(gray, read) == whole_page_labelling(gray, read)
+            checked += 1
+    assert checked == 48
