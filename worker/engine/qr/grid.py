@@ -101,14 +101,17 @@ def find_finders(dark: np.ndarray) -> list[Finder]:
     if hierarchy is None:
         return []
     links = hierarchy[0]
+    # Only a contour with a hole that holds a contour of its own can be a finder's ring: on a
+    # noisy photo's crop that is a few dozen of 10,000 and more contours, chosen here at once
+    # rather than one at a time in Python (the same candidates, in the same order).
+    holes = links[:, 2]
+    rings = np.flatnonzero(holes >= 0)
+    rings = rings[links[holes[rings], 2] >= 0]
     found: list[Finder] = []
-    for index, contour in enumerate(contours):
-        hole = links[index][2]
-        if hole < 0:
-            continue
-        centre_index = links[hole][2]
-        if centre_index < 0:
-            continue
+    for index in rings.tolist():
+        contour = contours[index]
+        hole = int(holes[index])
+        centre_index = int(links[hole][2])
         outer = cv2.contourArea(contour)
         if outer < 36:
             continue
