@@ -94,21 +94,62 @@ def _local_threshold(gray: np.ndarray, block: int, offset: float) -> np.ndarray:
     )
 
 
+# A binarisation with more dark-light changes than this share of its pixels (counted along
+# every 4th row) is mostly specks (a noisy photo, a halftone, JPEG blocks): tracing all its
+# borders took 10-40 ms where the specks that can be no part of a finder are cheaper erased
+# first (_holed). Under it, tracing everything is the cheaper (measured over 540 binarisations
+# of corpus crops, 400-1100 px).
+_SPECKLED = 0.015
+_NEIGHBOURS = np.ones((3, 3), np.uint8)
+
+
 def find_finders(dark: np.ndarray) -> list[Finder]:
     """Finder pattern candidates in one binarisation (dark = 255), deduplicated."""
-    contours, hierarchy = cv2.findContours(dark, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)
     spend("finder search", dark.size)
+    changes = np.count_nonzero(dark[::4, 1:] != dark[::4, :-1])
+    if changes > _SPECKLED * dark.size:
+        holed = _holed(dark)
+        return [] if holed is None else _trace(holed)
+    return _trace(dark)
+
+
+def _holed(dark: np.ndarray) -> np.ndarray | None:
+    """`dark` with every dark component (8-connected) that neither touches an enclosed light
+    region (a hole: light, 4-connected, off the image's edge) nor lies in one erased, or None
+    when it has no hole at all. A finder's ring touches its hole, and its centre and any
+    other island in the hole lie in it, so each keeps its borders and its place in the
+    contour tree: _trace finds the same finders, in the same order, in what is left."""
+    light = cv2.copyMakeBorder(cv2.bitwise_not(dark), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=255)
+    # findContours sees the image inside a frame of background: light reached from it is
+    # no hole.
+    cv2.floodFill(light, None, (0, 0), 0, flags=4)
+    touching = cv2.bitwise_and(cv2.dilate(light[1:-1, 1:-1], _NEIGHBOURS), dark)
+    at = np.flatnonzero(touching)
+    if at.size == 0:
+        return None
+    count, labels = cv2.connectedComponents(dark, connectivity=8)
+    kept = np.zeros(count, np.uint8)
+    kept[labels.ravel()[at]] = 255
+    return kept[labels]
+
+
+def _trace(dark: np.ndarray) -> list[Finder]:
+    """The finders whose three nested contours `dark`'s contour tree holds."""
+    contours, hierarchy = cv2.findContours(dark, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)
     if hierarchy is None:
         return []
     links = hierarchy[0]
+    # Only a contour with a hole that holds a contour of its own can be a finder's ring: on a
+    # noisy photo's crop that is a few dozen of 10,000 and more contours, chosen here at once
+    # rather than one at a time in Python (the same candidates, in the same order).
+    holes = links[:, 2]
+    rings = np.flatnonzero(holes >= 0)
+    rings = rings[links[holes[rings], 2] >= 0]
     found: list[Finder] = []
-    for index, contour in enumerate(contours):
-        hole = links[index][2]
-        if hole < 0:
-            continue
-        centre_index = links[hole][2]
-        if centre_index < 0:
-            continue
+    for index in rings.tolist():
+        contour = contours[index]
+        hole = int(holes[index])
+        centre_index = int(links[hole][2])
         outer = cv2.contourArea(contour)
         if outer < 36:
             continue
