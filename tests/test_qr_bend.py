@@ -81,6 +81,21 @@ def no_limit() -> None:
     pass
 
 
+def read_but_not_by_the_fitted_grid(
+    version: int, px: float, radius: float, start: float
+) -> tuple[np.ndarray, int, grid.Mapping, _Clock]:
+    """A bent symbol the decoder reads, and the grid it fits to its finders and alignment
+    patterns, which does not read it: the image, the symbol's size, that grid, a clock."""
+    image = bent(symbol(version), px, radius, start, np.random.default_rng(3))
+    read = decode(image, whole(image))
+    assert read is not None and read.text == TEXT
+    size = 17 + 4 * version
+    mapping = finder_grid(image, size)
+    clock = _Clock(np.inf, np.inf)
+    assert _read_mapping(image, mapping, size, px, clock) is None
+    return image, size, mapping, clock
+
+
 @pytest.mark.parametrize(
     ("version", "px", "radius", "start"),
     [(2, 4.0, 1.5, 20.0), (2, 6.0, 3.0, 40.0)],
@@ -88,15 +103,9 @@ def no_limit() -> None:
 def test_a_bent_symbol_reads_through_the_bent_grid_only(
     version: int, px: float, radius: float, start: float
 ) -> None:
-    image = bent(symbol(version), px, radius, start, np.random.default_rng(3))
-    read = decode(image, whole(image))
-    assert read is not None and read.text == TEXT
     # The decoder's grid as fitted (finders and alignment patterns) does not read it; the
     # same grid bent does.
-    size = 17 + 4 * version
-    mapping = finder_grid(image, size)
-    clock = _Clock(np.inf, np.inf)
-    assert _read_mapping(image, mapping, size, px, clock) is None
+    image, size, mapping, clock = read_but_not_by_the_fitted_grid(version, px, radius, start)
     bent_grid = bend.refine(image, mapping, size, no_limit)
     assert bent_grid is not None
     again = _read_mapping(image, bent_grid, size, px, clock)
@@ -160,13 +169,7 @@ def test_a_label_round_a_jar_reads_through_the_cylinder(
     from edge to edge, as on qr-photos-val 146, 65 and 25): the grid through its finders,
     even bent (refine follows half a module of drift, not this), misses its far side; the
     cylinder fitted to the finders' centres and corners (bend.wrapped) reads it."""
-    image = bent(symbol(version), px, radius, start, np.random.default_rng(3))
-    read = decode(image, whole(image))
-    assert read is not None and read.text == TEXT
-    size = 17 + 4 * version
-    mapping = finder_grid(image, size)
-    clock = _Clock(np.inf, np.inf)
-    assert _read_mapping(image, mapping, size, px, clock) is None
+    image, size, mapping, clock = read_but_not_by_the_fitted_grid(version, px, radius, start)
     refined = bend.refine(image, mapping, size, no_limit)
     assert refined is None or _read_mapping(image, refined, size, px, clock) is None
     wrapped = bend.wrapped(traced_triple(image), mapping, size)
