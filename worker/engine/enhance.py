@@ -225,9 +225,15 @@ def deblur_defocus(gray: np.ndarray, sigma: float = _DEFOCUS_SIGMA) -> np.ndarra
     if factor < 1.0:
         small = cv2.resize(gray, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
         spend("resize", gray.size + small.size)
-    taps = cv2.getGaussianKernel(int(sigma * 6) | 1, sigma)
-    restored = wiener(small, (taps @ taps.T).astype(np.float32), nsr=_DEFOCUS_NSR)
+    restored = deconvolve_defocus(small, sigma)
     if factor < 1.0:
         restored = cv2.resize(restored, (width, height), interpolation=cv2.INTER_CUBIC)
         spend("resize", small.size + restored.size)
     return restored
+
+
+def deconvolve_defocus(gray: np.ndarray, sigma: float) -> np.ndarray:
+    """`gray` deconvolved by a Gaussian of `sigma` pixels (a Wiener filter), same size, at
+    its own resolution."""
+    taps = cv2.getGaussianKernel(int(sigma * 6) | 1, sigma)
+    return wiener(gray, (taps @ taps.T).astype(np.float32), nsr=_DEFOCUS_NSR)

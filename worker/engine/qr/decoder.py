@@ -16,7 +16,9 @@ The steps, each refusing rather than guessing:
    (grid.equalise), by one share for all four edge neighbours, then by a share for each
    direction (a steep view squeezes the modules along one); then, where they show ink dropped
    out of the finder, timing and alignment modules, each module's darkest point
-   (grid.sample_darkest).
+   (grid.sample_darkest). Last, once no hypothesis of the region has read, the first
+   mappings whose plain values looked blurred, from the image deconvolved round the symbol
+   and equalised (_DECONVOLVE_SIGMA).
 3. A grid whose timing and alignment modules are not at least 70% right is not worth error
    correction (a wrong size or pitch gets them right by chance: half).
 4. Format information from both copies: the nearest BCH codeword, within distance 3 of 15
@@ -32,12 +34,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import combinations
 
 import cv2
 import numpy as np
 
+from worker.engine import enhance
 from worker.engine.deadline import spend, work_done
 from worker.engine.qr import bend, bitstream, codewords, grid
 from worker.engine.qr.tables import (
@@ -117,6 +120,27 @@ _DARKEST_REACH = 0.3
 # glare mappings that got this far).
 _DARKEST_GAIN = 0.75
 _DARKEST_FEWEST = 3
+# A symbol blurred by a Gaussian of 0.65-0.75 of a module keeps its grid (the finders trace,
+# the timing and alignment modules fit), but the equaliser, a model of the spill from the
+# nearest twelve modules with decision feedback, still leaves 40-60 data modules of a
+# version 2 wrong: spill from two modules out and wrong feedback decisions. The image
+# deconvolved by a Gaussian of _DECONVOLVE_SIGMA modules (enhance.deconvolve_defocus, over
+# the symbol and _DECONVOLVE_MARGIN modules round it, at _DECONVOLVE_MODULE_PX pixels a
+# module: the work image is enlarged up to 4 times for the finder search) and then equalised
+# gets 0-4 of them wrong (tests/test_qr_deconvolved.py: 12 of 12 synthetic symbols at 3-4 px
+# a module read, none before). Only for a mapping whose plain values get at least
+# _DECONVOLVE_WRONG of the known modules wrong, read only where the deconvolved values get
+# them right clearly more often (_DARKEST_GAIN, _DARKEST_FEWEST), and only after every other
+# hypothesis of the region failed, for the first _DECONVOLVE_MAPPINGS such mappings: tried
+# within them, the deconvolution spent the 25 units of a crop's decode
+# (stages.detect.SOFT_AFTER_BUDGET_UNITS) before the triple that read it on one benchmark
+# photo (curved-0055, lost in an A/B); deferred, whatever read without it reads at the same
+# cost.
+_DECONVOLVE_SIGMA = 0.6
+_DECONVOLVE_MARGIN = 3.0
+_DECONVOLVE_WRONG = 0.1
+_DECONVOLVE_MODULE_PX = 4.0
+_DECONVOLVE_MAPPINGS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +164,9 @@ class _OutOfTime(Exception):
 class _Clock:
     work_until: float  # in work units (worker.engine.deadline.work_done)
     wall_until: float  # on time.perf_counter
+    # Mappings whose plain values look blurred (_DECONVOLVE_WRONG), for the deconvolved
+    # values once nothing else has read (_decode): image, mapping, size, module_px.
+    blurred: list[tuple[np.ndarray, grid.Mapping, int, float]] = field(default_factory=list)
 
     def check(self) -> None:
         if work_done() > self.work_until or time.perf_counter() > self.wall_until:
@@ -239,6 +266,12 @@ def _decode(gray: np.ndarray, corners: np.ndarray, clock: _Clock) -> SoftRead | 
         read = _read_triple(work, triple, clock)
         if read is not None:
             return _to_page(read, scale, x0, y0)
+    # Last, so that what reads without it costs what it did: the deconvolved values of the
+    # first few mappings that looked blurred.
+    for image, mapping, size, module_px in clock.blurred[:_DECONVOLVE_MAPPINGS]:
+        late = _read_mapping(image, mapping, size, module_px, clock, deconvolved=True)
+        if isinstance(late, SoftRead):
+            return _to_page(late, scale, x0, y0)
     return None
 
 
@@ -516,20 +549,78 @@ def _readings(
         tried.append(equalised.dark[~known])
         yield equalised, kept
     plain_wrong = int((plain.dark[known] != known_dark[known]).sum())
-    if plain_wrong < _DARKEST_FEWEST:
-        return
+    if plain_wrong >= _DARKEST_FEWEST:
+        clock.check()
+        darkest = grid.sample_darkest(image, mapping, size, module_px, _DARKEST_REACH)
+        darkest_wrong = int((darkest.dark[known] != known_dark[known]).sum())
+        if (
+            darkest_wrong <= _DARKEST_GAIN * plain_wrong
+            and plain_wrong - darkest_wrong >= _DARKEST_FEWEST
+        ):
+            yield darkest, grid.contrast_kept(darkest.values)
+    if plain_wrong >= _DECONVOLVE_WRONG * int(known.sum()):
+        clock.blurred.append((image, mapping, size, module_px))
+
+
+def _deconvolved(
+    image: np.ndarray, mapping: grid.Mapping, size: int, module_px: float
+) -> grid.Samples:
+    """The module values of `image` deconvolved by a Gaussian of _DECONVOLVE_SIGMA modules
+    over the symbol's bounds and _DECONVOLVE_MARGIN modules round them (the rest of the
+    image is left as it is: only the symbol is sampled)."""
+    n = float(size)
+    corners = mapping(np.array([(0.0, 0.0), (n, 0.0), (n, n), (0.0, n)]))
+    margin = _DECONVOLVE_MARGIN * module_px
+    height, width = image.shape
+    x0 = max(0, math.floor(corners[:, 0].min() - margin))
+    y0 = max(0, math.floor(corners[:, 1].min() - margin))
+    x1 = min(width, math.ceil(corners[:, 0].max() + margin))
+    y1 = min(height, math.ceil(corners[:, 1].max() + margin))
+    restored = image.copy()
+    if x1 - x0 < 8 or y1 - y0 < 8:
+        return grid.sample(restored, mapping, size, module_px)
+    crop = np.ascontiguousarray(image[y0:y1, x0:x1])
+    # Deconvolved at _DECONVOLVE_MODULE_PX a module: the work image is enlarged up to 4 times
+    # for the finder search, and the filter's cost grows with its pixels.
+    factor = min(1.0, _DECONVOLVE_MODULE_PX / module_px)
+    small = crop
+    if factor < 1.0:
+        small = cv2.resize(crop, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+        spend("resize", crop.size + small.size)
+    sharp = enhance.deconvolve_defocus(small, _DECONVOLVE_SIGMA * module_px * factor)
+    if factor < 1.0:
+        sharp = cv2.resize(sharp, (crop.shape[1], crop.shape[0]), interpolation=cv2.INTER_CUBIC)
+        spend("resize", small.size + sharp.size)
+    restored[y0:y1, x0:x1] = sharp
+    return grid.sample(restored, mapping, size, module_px)
+
+
+def _deconvolved_readings(
+    image: np.ndarray, mapping: grid.Mapping, size: int, module_px: float, clock: _Clock
+) -> Iterator[tuple[grid.Samples, np.ndarray]]:
+    """The deconvolved values, equalised (the deconvolution leaves some spill), where they
+    get the known modules right clearly more often than the plain values."""
+    version = (size - 17) // 4
+    known, known_dark = known_modules(version)
+    plain = grid.sample(image, mapping, size, module_px)
+    plain_wrong = int((plain.dark[known] != known_dark[known]).sum())
     clock.check()
-    darkest = grid.sample_darkest(image, mapping, size, module_px, _DARKEST_REACH)
-    darkest_wrong = int((darkest.dark[known] != known_dark[known]).sum())
-    if (
-        darkest_wrong <= _DARKEST_GAIN * plain_wrong
-        and plain_wrong - darkest_wrong >= _DARKEST_FEWEST
-    ):
-        yield darkest, grid.contrast_kept(darkest.values)
+    sharp = _deconvolved(image, mapping, size, module_px)
+    sharp_wrong = int((sharp.dark[known] != known_dark[known]).sum())
+    if sharp_wrong > _DARKEST_GAIN * plain_wrong or plain_wrong - sharp_wrong < _DARKEST_FEWEST:
+        return
+    equalised = grid.equalise(sharp, known, known_dark)
+    if equalised is not None:
+        yield equalised, grid.contrast_kept(sharp.values)
 
 
 def _read_mapping(
-    image: np.ndarray, mapping: grid.Mapping, size: int, module_px: float, clock: _Clock
+    image: np.ndarray,
+    mapping: grid.Mapping,
+    size: int,
+    module_px: float,
+    clock: _Clock,
+    deconvolved: bool = False,
 ) -> SoftRead | _Retry | None:
     version = (size - 17) // 4
     plain = grid.sample(image, mapping, size, module_px)
@@ -545,7 +636,12 @@ def _read_mapping(
     inner = inner_patterns(version)
     if (plain.dark[inner] == known_dark[inner]).mean() < _MIN_PATTERN_FIT:
         return None
-    for samples, kept in _readings(image, mapping, size, module_px, plain, clock):
+    readings = (
+        _deconvolved_readings(image, mapping, size, module_px, clock)
+        if deconvolved
+        else _readings(image, mapping, size, module_px, plain, clock)
+    )
+    for samples, kept in readings:
         for mirrored, level, mask in _orientations(samples.dark):
             clock.check()
             dark = samples.dark.T if mirrored else samples.dark
