@@ -596,13 +596,17 @@ def _deconvolved(
 
 
 def _deconvolved_readings(
-    image: np.ndarray, mapping: grid.Mapping, size: int, module_px: float, clock: _Clock
+    image: np.ndarray,
+    mapping: grid.Mapping,
+    size: int,
+    module_px: float,
+    plain: grid.Samples,
+    clock: _Clock,
 ) -> Iterator[tuple[grid.Samples, np.ndarray]]:
     """The deconvolved values, equalised (the deconvolution leaves some spill), where they
-    get the known modules right clearly more often than the plain values."""
+    get the known modules right clearly more often than the `plain` values."""
     version = (size - 17) // 4
     known, known_dark = known_modules(version)
-    plain = grid.sample(image, mapping, size, module_px)
     plain_wrong = int((plain.dark[known] != known_dark[known]).sum())
     clock.check()
     sharp = _deconvolved(image, mapping, size, module_px)
@@ -637,7 +641,7 @@ def _read_mapping(
     if (plain.dark[inner] == known_dark[inner]).mean() < _MIN_PATTERN_FIT:
         return None
     readings = (
-        _deconvolved_readings(image, mapping, size, module_px, clock)
+        _deconvolved_readings(image, mapping, size, module_px, plain, clock)
         if deconvolved
         else _readings(image, mapping, size, module_px, plain, clock)
     )
