@@ -147,11 +147,12 @@ _DECONVOLVE_MAPPINGS = 2
 # turns it back (tests/test_qr_deconvolved.py). Tried last, for the first mapping that looked
 # blurred only, at each of _PILLBOX_RADII modules, read in order of the known modules they get
 # right (as the Gaussian's, only where they get them clearly more right than the plain
-# values), at _PILLBOX_MODULE_PX pixels a module. The right radius matters to within 0.05 of
-# a module (qr-photos-val 126_0: the best radius by the known modules, 1.1, leaves 7-10 data
-# modules of its 2-L wrong, 1.15 leaves 2-5) and the known modules tell them apart only
-# roughly, hence several read.
-_PILLBOX_RADII = (1.05, 1.1, 1.15, 1.2, 1.25)
+# values), at _PILLBOX_MODULE_PX pixels a module (at 4, qr-photos-val 126_0 kept 2-3 data
+# modules more wrong). The right radius matters to within 0.05 of a module and the known
+# modules tell the radii apart only roughly (126_0, a 2-L: 1.05 and 1.15 get 13 known modules
+# wrong each, and leave 11 and 3 data modules wrong), hence each read, a tenth of a module
+# apart (synthetic discs of 1.05-1.15 modules read as well as with a twentieth).
+_PILLBOX_RADII = (1.05, 1.15, 1.25)
 _PILLBOX_MODULE_PX = 6.0
 
 
