@@ -18,7 +18,8 @@ The steps, each refusing rather than guessing:
    out of the finder, timing and alignment modules, each module's darkest point
    (grid.sample_darkest). Last, once no hypothesis of the region has read, the first
    mappings whose plain values looked blurred, from the image deconvolved round the symbol
-   and equalised (_DECONVOLVE_SIGMA).
+   and equalised (_DECONVOLVE_SIGMA), and the first of them deconvolved by a lens's disc
+   (_PILLBOX_RADII).
 3. A grid whose timing and alignment modules are not at least 70% right is not worth error
    correction (a wrong size or pitch gets them right by chance: half).
 4. Format information from both copies: the nearest BCH codeword, within distance 3 of 15
