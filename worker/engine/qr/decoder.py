@@ -18,7 +18,8 @@ The steps, each refusing rather than guessing:
    out of the finder, timing and alignment modules, each module's darkest point
    (grid.sample_darkest). Last, once no hypothesis of the region has read, the first
    mappings whose plain values looked blurred, from the image deconvolved round the symbol
-   and equalised (_DECONVOLVE_SIGMA).
+   and equalised (_DECONVOLVE_SIGMA), and the first of them deconvolved by a lens's disc
+   (_PILLBOX_RADII).
 3. A grid whose timing and alignment modules are not at least 70% right is not worth error
    correction (a wrong size or pitch gets them right by chance: half).
 4. Format information from both copies: the nearest BCH codeword, within distance 3 of 15
@@ -141,6 +142,19 @@ _DECONVOLVE_MARGIN = 3.0
 _DECONVOLVE_WRONG = 0.1
 _DECONVOLVE_MODULE_PX = 4.0
 _DECONVOLVE_MAPPINGS = 2
+# Past that (a lens's defocus over about 1.1 modules: a point spread over a disc, whose
+# spectrum's first zero, 0.61 / radius cycles a module, falls near the module grid's 0.5),
+# a Gaussian model leaves the finest detail too faint or inverted; the disc (pillbox) model
+# turns it back (tests/test_qr_deconvolved.py). Tried last, for the first mapping that looked
+# blurred only, at each of _PILLBOX_RADII modules, read in order of the known modules they get
+# right (as the Gaussian's, only where they get them clearly more right than the plain
+# values), at _PILLBOX_MODULE_PX pixels a module (at 4, qr-photos-val 126_0 kept 2-3 data
+# modules more wrong). The right radius matters to within 0.05 of a module and the known
+# modules tell the radii apart only roughly (126_0, a 2-L: 1.05 and 1.15 get 13 known modules
+# wrong each, and leave 11 and 3 data modules wrong), hence each read, a tenth of a module
+# apart (synthetic discs of 1.05-1.15 modules read as well as with a twentieth).
+_PILLBOX_RADII = (1.05, 1.15, 1.25)
+_PILLBOX_MODULE_PX = 6.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,6 +284,11 @@ def _decode(gray: np.ndarray, corners: np.ndarray, clock: _Clock) -> SoftRead | 
     # first few mappings that looked blurred.
     for image, mapping, size, module_px in clock.blurred[:_DECONVOLVE_MAPPINGS]:
         late = _read_mapping(image, mapping, size, module_px, clock, deconvolved=True)
+        if isinstance(late, SoftRead):
+            return _to_page(late, scale, x0, y0)
+    # And after them, the first one's values deconvolved by a lens's disc (_PILLBOX_RADII).
+    for image, mapping, size, module_px in clock.blurred[:1]:
+        late = _read_mapping(image, mapping, size, module_px, clock, deconvolved=True, pillbox=True)
         if isinstance(late, SoftRead):
             return _to_page(late, scale, x0, y0)
     return None
@@ -563,11 +582,17 @@ def _readings(
 
 
 def _deconvolved(
-    image: np.ndarray, mapping: grid.Mapping, size: int, module_px: float
+    image: np.ndarray,
+    mapping: grid.Mapping,
+    size: int,
+    module_px: float,
+    pillbox: float | None = None,
 ) -> grid.Samples:
-    """The module values of `image` deconvolved by a Gaussian of _DECONVOLVE_SIGMA modules
-    over the symbol's bounds and _DECONVOLVE_MARGIN modules round them (the rest of the
-    image is left as it is: only the symbol is sampled)."""
+    """The module values of `image` deconvolved over the symbol's bounds and
+    _DECONVOLVE_MARGIN modules round them (the rest of the image is left as it is: only the
+    symbol is sampled): by a Gaussian of _DECONVOLVE_SIGMA modules at _DECONVOLVE_MODULE_PX
+    pixels a module, or, given `pillbox` (a radius in modules), by that disc at
+    _PILLBOX_MODULE_PX."""
     n = float(size)
     corners = mapping(np.array([(0.0, 0.0), (n, 0.0), (n, n), (0.0, n)]))
     margin = _DECONVOLVE_MARGIN * module_px
@@ -580,14 +605,18 @@ def _deconvolved(
     if x1 - x0 < 8 or y1 - y0 < 8:
         return grid.sample(restored, mapping, size, module_px)
     crop = np.ascontiguousarray(image[y0:y1, x0:x1])
-    # Deconvolved at _DECONVOLVE_MODULE_PX a module: the work image is enlarged up to 4 times
-    # for the finder search, and the filter's cost grows with its pixels.
-    factor = min(1.0, _DECONVOLVE_MODULE_PX / module_px)
+    # Deconvolved at a few pixels a module: the work image is enlarged up to 4 times for the
+    # finder search, and the filter's cost grows with its pixels.
+    target = _DECONVOLVE_MODULE_PX if pillbox is None else _PILLBOX_MODULE_PX
+    factor = min(1.0, target / module_px)
     small = crop
     if factor < 1.0:
         small = cv2.resize(crop, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
         spend("resize", crop.size + small.size)
-    sharp = enhance.deconvolve_defocus(small, _DECONVOLVE_SIGMA * module_px * factor)
+    if pillbox is None:
+        sharp = enhance.deconvolve_defocus(small, _DECONVOLVE_SIGMA * module_px * factor)
+    else:
+        sharp = enhance.deconvolve_pillbox(small, pillbox * module_px * factor)
     if factor < 1.0:
         sharp = cv2.resize(sharp, (crop.shape[1], crop.shape[0]), interpolation=cv2.INTER_CUBIC)
         spend("resize", small.size + sharp.size)
@@ -602,20 +631,30 @@ def _deconvolved_readings(
     module_px: float,
     plain: grid.Samples,
     clock: _Clock,
+    pillbox: bool = False,
 ) -> Iterator[tuple[grid.Samples, np.ndarray]]:
     """The deconvolved values, equalised (the deconvolution leaves some spill), where they
-    get the known modules right clearly more often than the `plain` values."""
+    get the known modules right clearly more often than the `plain` values: by the Gaussian,
+    or with `pillbox` by each disc of _PILLBOX_RADII, those that get the known modules right
+    most often first (they are the calibration target: the symbol's own blur is not known)."""
     version = (size - 17) // 4
     known, known_dark = known_modules(version)
-    plain_wrong = int((plain.dark[known] != known_dark[known]).sum())
-    clock.check()
-    sharp = _deconvolved(image, mapping, size, module_px)
-    sharp_wrong = int((sharp.dark[known] != known_dark[known]).sum())
-    if sharp_wrong > _DARKEST_GAIN * plain_wrong or plain_wrong - sharp_wrong < _DARKEST_FEWEST:
-        return
-    equalised = grid.equalise(sharp, known, known_dark)
-    if equalised is not None:
-        yield equalised, grid.contrast_kept(sharp.values)
+
+    def wrong(samples: grid.Samples) -> int:
+        return int((samples.dark[known] != known_dark[known]).sum())
+
+    plain_wrong = wrong(plain)
+    candidates = []
+    for radius in _PILLBOX_RADII if pillbox else (None,):
+        clock.check()
+        candidates.append(_deconvolved(image, mapping, size, module_px, pillbox=radius))
+    for sharp in sorted(candidates, key=wrong):
+        sharp_wrong = wrong(sharp)
+        if sharp_wrong > _DARKEST_GAIN * plain_wrong or plain_wrong - sharp_wrong < _DARKEST_FEWEST:
+            break
+        equalised = grid.equalise(sharp, known, known_dark)
+        if equalised is not None:
+            yield equalised, grid.contrast_kept(sharp.values)
 
 
 def _read_mapping(
@@ -625,6 +664,7 @@ def _read_mapping(
     module_px: float,
     clock: _Clock,
     deconvolved: bool = False,
+    pillbox: bool = False,
 ) -> SoftRead | _Retry | None:
     version = (size - 17) // 4
     plain = grid.sample(image, mapping, size, module_px)
@@ -641,7 +681,7 @@ def _read_mapping(
     if (plain.dark[inner] == known_dark[inner]).mean() < _MIN_PATTERN_FIT:
         return None
     readings = (
-        _deconvolved_readings(image, mapping, size, module_px, plain, clock)
+        _deconvolved_readings(image, mapping, size, module_px, plain, clock, pillbox)
         if deconvolved
         else _readings(image, mapping, size, module_px, plain, clock)
     )
