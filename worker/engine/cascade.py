@@ -308,6 +308,31 @@ def same_place(a: Quad, b: Quad) -> bool:
     return union > 0.0 and shared >= 0.5 * union
 
 
+# Joined boxes (joined): the union's longer side at most this many times its shorter one. A
+# symbol seen steeply is boxed wider than tall (qr-photos-val 60_0's two halves: 1.8); two
+# codes side by side on a line of a form, each boxed, join into a strip that is not one.
+JOINED_MAX_RATIO = 2.0
+
+
+def joined(boxes: Sequence[Box]) -> list[Box]:
+    """The unions of two boxes that overlap (_overlap) without being one place (same_place)
+    and together look like one symbol (an upright box within JOINED_MAX_RATIO): a large
+    symbol in strong perspective that the detectors box in parts, none of them holding its
+    three finders (qr-photos-val 60_0: four boxes, each with at most two). In the order of
+    the pairs (the detectors' most confident first), each union once."""
+    out: list[Box] = []
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            qa, qb = box_quad(a), box_quad(b)
+            if same_place(qa, qb) or not _overlap(qa, qb):
+                continue
+            union = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+            width, height = union[2] - union[0], union[3] - union[1]
+            if max(width, height) <= JOINED_MAX_RATIO * min(width, height) and union not in out:
+                out.append(union)
+    return out
+
+
 # A place reaches past an earlier look only by more than this share of its larger side: a
 # thinner strip holds a module row or two, not a finder the look missed (half a finder of a
 # version 10 symbol is 6% of its side). Over the corpus and qr-photos-val, half the places

@@ -79,6 +79,19 @@ _EDGE_VIEW = 400
 # place for the rotation and size to be tried: a finder look-alike (a logo's square, a
 # decoy's) or a size a version off puts it several modules away.
 FINDER_REACH = 2.0
+# One finder and the edges' far corner (_one_finder_hypotheses): the symbol's two sides
+# through the finder's corner run along its ring's outer sides, and its two corners there lie
+# this many of its sizes out (in the finder's modules: perspective stretches or squeezes the
+# far side), searched every _ONE_FINDER_STEP modules; the fit then moves each corner by up to
+# a module at a time, and from 2 modules off it reached the same outline (qr-photos-val
+# 60_0). Sizes are those from _ONE_FINDER_SIZES of the diagonal's span in finder modules
+# over the square root of two (60_0: 91 modules for a size 77).
+_ONE_FINDER_REACH = (0.7, 1.6)
+_ONE_FINDER_STEP = 4.0
+_ONE_FINDER_SIZES = (0.6, 1.15)
+# The best of each size's search is ranked with the other hypotheses; this many sizes kept.
+_ONE_FINDER_KEEP = 2
+_ONE_FINDER_FIT = (2.0,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,11 +105,18 @@ class Outline:
 
 
 def outlines(
-    gray: np.ndarray, box: tuple[float, float, float, float], limit: int = 1
+    gray: np.ndarray,
+    box: tuple[float, float, float, float],
+    limit: int = 1,
+    *,
+    one_finder: bool = False,
 ) -> list[Outline]:
     """The best `limit` outlines of a symbol with at least one visible finder pattern, and no
     finder triple, in `box` (x0, y0, x1, y1 in `gray` pixels), best first; empty when none
-    agrees well enough."""
+    agrees well enough. `one_finder`: where a single finder traced and the edges disagree
+    with it, also the outlines its ring's sides and the edges' far corner allow
+    (_one_finder_hypotheses: a search, tens of work units, for places that hold a whole
+    symbol, such as the detectors' joined boxes)."""
     x0, y0, x1, y1 = box
     margin = MARGIN * max(x1 - x0, y1 - y0)
     left, top = max(0, math.floor(x0 - margin)), max(0, math.floor(y0 - margin))
@@ -131,11 +151,13 @@ def outlines(
     if edges is not None:
         in_work = (edges.astype(np.float64) - (left, top)) * scale
         hypotheses += _edge_hypotheses(in_work, finders)
-    if not hypotheses:
+    if not hypotheses and not (one_finder and edges is not None and len(finders) == 1):
         return []
     module = float(np.mean([f.module for f in finders]))
     blurred = cv2.GaussianBlur(work, (0, 0), max(0.5, 0.3 * module))
     spend("blur", work.size)
+    if one_finder and edges is not None and len(finders) == 1:
+        hypotheses += _one_finder_hypotheses(blurred, finders[0], in_work)
     # Only the hypotheses that agree best as they are get fitted (the fit is most of the
     # cost here): the third finder on the wrong corner, or a size off by four modules,
     # already puts the finders and the timing patterns where the image has none.
@@ -253,6 +275,103 @@ def _edge_hypotheses(edges: np.ndarray, finders: list[grid.Finder]) -> list[tupl
             if (gaps.min(axis=1) <= FINDER_REACH * module).all():
                 out.append((turns[turn], size))
     return out
+
+
+def _one_finder_hypotheses(
+    blurred: np.ndarray, finder: grid.Finder, edges: np.ndarray
+) -> list[tuple[np.ndarray, int]]:
+    """(corners, size): a symbol with one finder traced (the other two merged with a shadow
+    or the text beside them) whose edges (rectify.refine_outline) are right only far from it
+    (a shadow across the top, a caption's line along the side: qr-photos-val 60_0). The
+    finder's ring gives the corner it sits at and the directions of the two sides through
+    it (perspective and all, as the symbol's own outer edge); the edges' corner across from
+    it gives the opposite one. The two corners left lie along those sides: searched every
+    _ONE_FINDER_STEP modules, for each candidate size, by how well the symbol's known modules
+    agree with the image (agreement); the best _ONE_FINDER_KEEP sizes' outlines, fitted."""
+    if len(finder.corners) != 4:
+        return []
+    centre = np.array((finder.x, finder.y))
+    ring = np.array(finder.corners, np.float64)
+    # The edges' corner across from the one nearest the finder (the farthest can be a
+    # wrong edge's end, run off along a shadow).
+    far = edges[(int(np.argmin(np.hypot(*(edges - centre).T))) + 2) % 4]
+    # The symbol's corner is the ring's corner farthest out from the far one.
+    corner = ring[int(np.argmax((ring - centre) @ (centre - far)))]
+    neighbours = sorted(
+        (r for r in ring if not np.array_equal(r, corner)), key=lambda r: np.hypot(*(r - corner))
+    )[:2]
+    directions = [(r - corner) / max(1e-6, float(np.hypot(*(r - corner)))) for r in neighbours]
+    span = float(np.hypot(*(far - corner))) / finder.module / math.sqrt(2.0)
+    low, high = (span * share for share in _ONE_FINDER_SIZES)
+    found: list[tuple[float, np.ndarray, int]] = []
+    for size in (dimension(v) for v in range(1, 41)):
+        if not low <= size <= high:
+            continue
+        reach = np.arange(*(size * share for share in _ONE_FINDER_REACH), _ONE_FINDER_STEP)
+        # Every _ONE_FINDER_STEP modules, then every module around the best of those.
+        score, first, second = _along(
+            blurred, corner, far, directions, finder.module, size, reach, reach
+        )
+        near = np.arange(-_ONE_FINDER_STEP / 2, _ONE_FINDER_STEP / 2 + 0.5, 1.0)
+        score, first, second = _along(
+            blurred, corner, far, directions, finder.module, size, first + near, second + near
+        )
+        found.append(
+            (
+                score,
+                _clockwise(_corners(corner, far, directions, finder.module, first, second)),
+                size,
+            )
+        )
+    found.sort(key=lambda f: -f[0])
+    # The ring's sides set the directions only to a degree or two, a module or more off at
+    # the far corners: a first fit at _ONE_FINDER_FIT modules a move (outlines then fits
+    # them as any other hypothesis, a module at a time and finer).
+    kept = found[:_ONE_FINDER_KEEP]
+    return [(fit(blurred, corners, size, _ONE_FINDER_FIT)[0], size) for _, corners, size in kept]
+
+
+def _corners(
+    corner: np.ndarray,
+    far: np.ndarray,
+    directions: list[np.ndarray],
+    module: float,
+    first: np.ndarray | float,
+    second: np.ndarray | float,
+) -> np.ndarray:
+    """Outlines (K, 4, 2), or one (4, 2) for scalar reaches: `corner`, the corners `first`
+    and `second` modules out along `directions`, and `far` across from it."""
+    first, second = np.asarray(first, np.float64), np.asarray(second, np.float64)
+    one = first.ndim == 0
+    first, second = first.reshape(-1), second.reshape(-1)
+    count = len(first)
+    outlines = np.stack(
+        (
+            np.repeat(corner[None], count, axis=0),
+            corner + (first * module)[:, None] * directions[0],
+            np.repeat(far[None], count, axis=0),
+            corner + (second * module)[:, None] * directions[1],
+        ),
+        axis=1,
+    )
+    return outlines[0] if one else outlines
+
+
+def _along(
+    blurred: np.ndarray,
+    corner: np.ndarray,
+    far: np.ndarray,
+    directions: list[np.ndarray],
+    module: float,
+    size: int,
+    firsts: np.ndarray,
+    seconds: np.ndarray,
+) -> tuple[float, float, float]:
+    """The best agreement over every pair of reaches (modules) and that pair."""
+    first, second = (a.ravel() for a in np.meshgrid(firsts, seconds))
+    scores = agreement(blurred, _corners(corner, far, directions, module, first, second), size)
+    best = int(np.argmax(scores))
+    return float(scores[best]), float(first[best]), float(second[best])
 
 
 def _clockwise(points: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ import numpy as np
 import zxingcpp
 
 from worker.engine import enhance, finders, qr, rectify, zxing_reader
-from worker.engine.cascade import Box, StageContext, box_quad, same_place
+from worker.engine.cascade import Box, StageContext, box_quad, joined, same_place
 from worker.engine.deadline import work_done
 from worker.engine.detector.detector import Detector
 from worker.engine.detector.geometry import Detection
@@ -190,6 +190,7 @@ class DetectorStage:
                 if self._already_read(ctx, page.index, detection):
                     continue
                 self._read(ctx, page, full, full_scale, detection, late)
+            self._joined(ctx, page, full, full_scale, in_page)
         if micro_look and ctx.findings.has_code(page.index):
             # Before the doubts: a Micro QR code read at a doubted place is no doubt.
             faint = [
@@ -244,6 +245,39 @@ class DetectorStage:
         if doubted:
             ctx.findings.doubts[page.index] = doubted
             ctx.findings.ask_another_look(page.index)
+
+    def _joined(
+        self,
+        ctx: StageContext,
+        page: Page,
+        full: np.ndarray,
+        scale: float,
+        detections: list[Detection],
+    ) -> None:
+        """The outline of a symbol the detections box in parts (cascade.joined), read from
+        their union once none of them read: each box's own search holds at most two of its
+        finders (qr-photos-val 60_0). A budget of its own (outlined.Budget) a page, so that
+        what the boxes themselves read costs what it did."""
+        unread = [d.box for d in detections if not self._already_read(ctx, page.index, d)]
+        budget = outlined.Budget()
+        for box in joined(unread):
+            if ctx.page_done(page.index) or (ctx.want == "first" and ctx.findings.codes):
+                return
+            centre = ((box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0)
+            if ctx.findings.covers(page.index, centre):
+                continue
+            if outlined.read(
+                ctx,
+                page,
+                full,
+                scale,
+                box,
+                budget,
+                stage=self.name,
+                model=self.detector.label,
+                joined=True,
+            ):
+                return
 
     def _already_read(self, ctx: StageContext, page: int, detection: Detection) -> bool:
         x0, y0, x1, y1 = detection.box

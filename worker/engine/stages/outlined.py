@@ -21,6 +21,7 @@ from worker.engine.stages import soft
 
 # The variant its reads are recorded under (Code.variant).
 VARIANT = "fitted_outline"
+JOINED_VARIANT = "joined_outline"
 # Per page and stage, in work units (about a millisecond of CPU each,
 # worker.engine.deadline.work_done): the finder search and fit cost about 10 a place, a
 # decode up to DECODE_BUDGET_UNITS.
@@ -51,17 +52,21 @@ def read(
     *,
     stage: str,
     model: str | None = None,
+    joined: bool = False,
 ) -> bool:
     """The soft decoder on the outline fitted in `box` (page pixels) of `gray` (the page at
     `scale`); True when it read. The work is taken from `budget`: a place is started while
     the budget lasts and then finished (one fit, one decode of at most DECODE_BUDGET_UNITS),
-    so no place is left half done."""
+    so no place is left half done. `joined`: `box` is detector boxes joined into one
+    (cascade.joined), a whole symbol where each box held part of it: a single finder traced
+    there also gets the outlines its ring and the symbol's far corner allow
+    (outline.outlines' one_finder), recorded as JOINED_VARIANT."""
     started = work_done()
     try:
         if not budget.left():
             return False
         scaled = (box[0] * scale, box[1] * scale, box[2] * scale, box[3] * scale)
-        for found in outline.outlines(gray, scaled):
+        for found in outline.outlines(gray, scaled, one_finder=joined):
             if ctx.deadline.expired():
                 return False
             corners: Quad = tuple((float(x / scale), float(y / scale)) for x, y in found.corners)  # type: ignore[assignment]
@@ -71,7 +76,7 @@ def read(
                 page,
                 corners,
                 stage=stage,
-                variant=VARIANT,
+                variant=JOINED_VARIANT if joined else VARIANT,
                 model=model,
                 again=True,
                 budget_units=DECODE_BUDGET_UNITS,
