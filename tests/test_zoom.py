@@ -208,3 +208,53 @@ def test_the_zoom_does_not_look_at_a_rendered_page(engine: Engine, index: int) -
 def test_the_zoom_still_looks_at_a_photo(engine: Engine) -> None:
     """`none` photo 0, seed 7: a photo of an invoice (room light: not rendered)."""
     assert _looked_at(engine, corpus_sample("none", 0, seed=7).data)
+
+
+def _zoom_outlines(engine: Engine, data: bytes) -> list[tuple[np.ndarray, tuple[float, ...]]]:
+    """Each place the zoom boxes on the page of `data` whose box it outlines: (outline, box),
+    in the thorough pass's pixels, as ZoomStage._read finds them."""
+    from worker.engine.deadline import Deadline
+    from worker.engine.images import DecodeClock, open_document
+
+    (stage,) = [s for s in engine.stages if isinstance(s, ZoomStage)]
+    page = open_document(data, engine.settings, DecodeClock(), Deadline(0)).pages[0]
+    gray, _ = page.gray(engine.settings.thorough_max_side)
+    found = []
+    for place in stage._places(gray):
+        for box in place:
+            quad = zoom._outline(gray, box)
+            if quad is not None:
+                found.append((quad, box))
+                break
+    return found
+
+
+def test_an_outline_that_took_in_the_sheet_round_the_code_is_not_the_codes_own(
+    engine: Engine,
+) -> None:
+    """The benchmark's noisy_jpeg photo 49: the zoom's box of the code outlines the whole
+    sheet of paper it is printed on (its hull refined outwards onto the sheet's edges), 15
+    times the box. A view of that is the sheet rectified, the code a small part of it: the
+    zoom warped it at 1200 pixels a side and ran zxing-cpp and the decoder over it (such
+    places took 250-380 ms of CPU each) and read nothing. The steep codes it reads are
+    their own outlines, at most about their box."""
+    (quad, box), *_ = _zoom_outlines(engine, corpus_sample("noisy_jpeg", 49).data)
+    area = cv2.contourArea(quad.reshape(-1, 1, 2))
+    assert area > 10 * (box[2] - box[0]) * (box[3] - box[1])
+    assert not zoom.own_outline(quad, box)
+    for index in (17, 85):  # read by zxing-cpp on the view, and by the decoder on the page
+        (quad, box), *_ = _zoom_outlines(engine, corpus_sample("perspective", index).data)
+        assert zoom.own_outline(quad, box)
+
+
+def test_a_code_whose_outline_is_not_its_own_is_still_searched_for_in_the_page(
+    engine: Engine,
+) -> None:
+    """The benchmark's low_contrast photo 91: the zoom's outline of its faint code takes in
+    the page round it (14.5 times its box); no view of it is made, but the decoder searches
+    the page's pixels within it for the code's finders, and reads it."""
+    sample = corpus_sample("low_contrast", 91)
+    (quad, box), *_ = _zoom_outlines(engine, sample.data)
+    assert not zoom.own_outline(quad, box)
+    result = engine.scan(sample.data, deadline_ms=0)
+    assert [(code.data, code.stage) for code in result.codes] == [(sample.codes[0].payload, "zoom")]

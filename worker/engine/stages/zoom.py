@@ -20,6 +20,8 @@ and the reads within a work budget a page (worker.engine.deadline.work_done).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import cv2
 import numpy as np
 
@@ -32,6 +34,7 @@ from worker.engine.stages import born_digital, soft
 from worker.engine.zxing_reader import ReadOptions, Transform
 
 VARIANT = "zoom"
+ToPage = Callable[[float, float], tuple[float, float]]
 # The detector sees the page at each of these shares of its pixels a side, once reduced to at
 # most ZOOM_MAX_SIDE (a 12 MP photo is seen at less than its full resolution rather than at
 # four times the cost). Its score of a sliver of a code is erratic from one scale to the next
@@ -68,6 +71,16 @@ OUTLINE_REACH = 0.1
 # is the code's own in the next; one code of the benchmark's needed three.
 REFINEMENTS = 4
 SETTLED_PX = 0.5
+# An outline more than this many times the area of the detector's box it was found in is not
+# the code's own: its blob took in what lies round the code (the refinements follow a hull
+# out onto the table round a sheet, a shadow, the sheet itself on a dark page). Over the
+# benchmark corpus and qr-photos-val (1,850 images, 2026-12-07) the zoom outlined 153 places:
+# the 36 it read were at 0.38-1.4 times their box but one (14.5, low_contrast 91, read by the
+# decoder from the page's pixels, which it still searches), and 58 of the 117 it did not read
+# at 2.2-14.8, 20-380 ms of CPU each (9.8 s in all), much of it the view (a warp of up to
+# MAX_SIDE pixels a side, zxing-cpp and the decoder on it) of that blob, in which a code is a
+# small, wrongly rectified part.
+OWN_OUTLINE_SHARE = 2.0
 
 
 class ZoomStage:
@@ -154,12 +167,23 @@ class ZoomStage:
     ) -> bool:
         # One scale's box of a place can be off the code where another's is not (a blob
         # outline needs the box's centre on the code, or within OUTLINE_REACH of it).
-        quad = next((q for q in (_outline(gray, box) for box in place) if q is not None), None)
-        if quad is None:
+        outlined = next(
+            ((q, box) for q, box in ((_outline(gray, box), box) for box in place) if q is not None),
+            None,
+        )
+        if outlined is None:
             return False
+        quad, box = outlined
         corners_page = tuple((float(x / scale), float(y / scale)) for x, y in quad)
         if not soft.is_place(corners_page):  # type: ignore[arg-type]
             return False
+        page_look = (gray, tuple((float(x), float(y)) for x, y in quad), Transform(scale).to_page)
+        if not own_outline(quad, box):
+            # The outline walked out of the box onto a larger dark blob (the table round a
+            # sheet of paper, a shadow, the sheet itself on a dark page): the view would
+            # rectify that blob, not the code, at up to MAX_SIDE pixels a side. The page's
+            # pixels within the outline are still searched for the code's finders.
+            return self._decode(ctx, page, (page_look,))
         longest = float(np.linalg.norm(quad - np.roll(quad, -1, axis=0), axis=1).max())
         side = int(np.clip(longest * VIEW_FACTOR, rectify.MIN_SIDE, rectify.MAX_SIDE))
         view, to_page = rectify.rectify(gray, quad, scale, side=side, margin=VIEW_MARGIN)
@@ -185,10 +209,17 @@ class ZoomStage:
         # the view 73, either 83; curved 123: 79, 84, 86; damaged 116: 70, 58, 72.
         low = side * VIEW_MARGIN / (1.0 + 2.0 * VIEW_MARGIN)
         high = side - low
-        looks = (
-            (gray, tuple((float(x), float(y)) for x, y in quad), Transform(scale).to_page),
-            (view, ((low, low), (high, low), (high, high), (low, high)), to_page.to_page),
-        )
+        view_look = (view, ((low, low), (high, low), (high, high), (low, high)), to_page.to_page)
+        return self._decode(ctx, page, (page_look, view_look))
+
+    def _decode(
+        self,
+        ctx: StageContext,
+        page: Page,
+        looks: tuple[tuple[np.ndarray, tuple[tuple[float, float], ...], ToPage], ...],
+    ) -> bool:
+        """The soft decoder on each (image, outline, back to the page) in turn, to a read."""
+        label = self.detector.label
         for image, outline, back in looks:
             found = qr.decode(
                 image,
@@ -201,6 +232,13 @@ class ZoomStage:
                     ctx, page, found, back, stage=self.name, variant=VARIANT, model=label
                 )
         return False
+
+
+def own_outline(quad: np.ndarray, box: Box) -> bool:
+    """Whether `quad` (an outline found in `box`, both in the same pixels) can be the code's
+    own: at most OWN_OUTLINE_SHARE times the box's area."""
+    area = abs(float(cv2.contourArea(np.asarray(quad, np.float32).reshape(-1, 1, 2))))
+    return area <= OWN_OUTLINE_SHARE * (box[2] - box[0]) * (box[3] - box[1])
 
 
 def _outline(gray: np.ndarray, box: Box) -> np.ndarray | None:
