@@ -196,3 +196,30 @@ def test_components_labelled_run_by_run_leave_out_the_same_blocks_as_over_the_wh
             assert evidence.dense_squares(gray, read) == whole_page_labelling(gray, read)
             checked += 1
     assert checked == 48
+
+
+def test_a_page_grey_all_over_is_measured_whole_with_its_read_codes_as_before() -> None:
+    # Past a quarter of the page in grey components, the whole page is measured at once and
+    # a read code's blocks are kept, as the whole-page labelling keeps them.
+    for index in range(3):
+        sample = corpus_sample("shadow", index)
+        gray, scale = reduced_page(sample.data)
+        codes: list[Quad] = [
+            tuple((x * scale, y * scale) for x, y in code.quad)  # type: ignore[misc]
+            for code in sample.codes
+        ]
+        for read in ([], codes):
+            assert evidence.dense_squares(gray, read) == whole_page_labelling(gray, read)
+
+
+def test_the_callers_halving_gives_the_same_blocks() -> None:
+    # The fast pass halves the page once, for fast.rendered and for this evidence both.
+    sample = corpus_sample("multi_digital", 1)
+    gray, scale = reduced_page(sample.data)
+    read: list[Quad] = [
+        tuple((x * scale, y * scale) for x, y in code.quad)  # type: ignore[misc]
+        for code in sample.codes[1:]
+    ]
+    blocks = evidence.dense_squares(gray, read)
+    assert blocks
+    assert evidence.dense_squares(gray, read, evidence.halve(gray)) == blocks

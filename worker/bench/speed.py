@@ -1,7 +1,7 @@
 """Scan time against the time to merely decode the same file with OpenCV.
 
     python -m worker.bench.speed [--count 40] [--repeat 5] [--out docs/benchmarks.md]
-    python -m worker.bench.speed --sets JPEG,PNG   # only the sets whose name holds one of these
+    python -m worker.bench.speed --sets JPEG,PNG   # only the sets whose short name begins so
     python -m worker.bench.speed --sets JPEG,PNG --write FOLDER   # the images, not timed
 
 Both are timed in this one process, image by image and interleaved, so machine noise
@@ -217,12 +217,28 @@ def child_corpus(count: int, sets: dict[str, list[Sample]]) -> dict[str, list[Sa
     }
 
 
+def short_name(name: str) -> str:
+    """A set's short name: `digital 2 MP JPEG, grey` -> `JPEG_grey`, `phone photo 2 MP
+    JPEG` -> `phone_photo_2_MP_JPEG` (its folder under --write, and what --sets matches)."""
+    return name.removeprefix("digital 2 MP ").replace(", ", "_").replace(" ", "_")
+
+
+def chosen(sets: dict[str, list[Sample]], wanted: list[str]) -> dict[str, list[Sample]]:
+    """The sets whose short name begins with one of `wanted` (all of them for none): `JPEG`
+    names the digital JPEG sets, not the phone photos that are JPEGs too."""
+    return {
+        name: samples
+        for name, samples in sets.items()
+        if not wanted or short_name(name).startswith(tuple(wanted))
+    }
+
+
 def write_sets(sets: dict[str, list[Sample]], folder: Path) -> list[Path]:
     """Each set's images and truth in a folder of its own under `folder`, named after the
-    set (`digital 2 MP JPEG, grey` -> `JPEG_grey`), which is also each image's category."""
+    set's short name, which is also each image's category."""
     written = []
     for name, samples in sets.items():
-        slug = name.removeprefix("digital 2 MP ").replace(", ", "_").replace(" ", "_")
+        slug = short_name(name)
         target = folder / slug
         target.mkdir(parents=True, exist_ok=True)
         for sample in samples:
@@ -301,8 +317,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sets",
         default="",
-        help="comma-separated parts of set names: only those sets (e.g. JPEG,PNG; the PDF "
-        "renderer-child section runs only with the 1-page PDF set); not with --out",
+        help="comma-separated beginnings of short set names (JPEG_grey, PNG_colour, PDF_grey, "
+        "phone_photo_2_MP_JPEG): only those sets (e.g. JPEG,PNG; the PDF renderer-child "
+        "section runs only with the 1-page PDF set); not with --out",
     )
     parser.add_argument(
         "--write",
@@ -316,23 +333,14 @@ def main(argv: list[str] | None = None) -> int:
     if wanted and args.out:
         parser.error("--sets measures part of the section: it cannot update --out")
     if args.write:
-        chosen = {
-            name: samples
-            for name, samples in corpus(args.count).items()
-            if not wanted or any(part in name for part in wanted)
-        }
-        for folder in write_sets(chosen, args.write):
+        for folder in write_sets(chosen(corpus(args.count), wanted), args.write):
             print(folder)
         return 0
 
     settings = Settings.from_env()
     engine = Engine(settings)
     engine.scan(digital_invoice(0).data)  # first-call costs (imports, allocators) are start-up
-    sets = {
-        name: samples
-        for name, samples in corpus(args.count).items()
-        if not wanted or any(part in name for part in wanted)
-    }
+    sets = chosen(corpus(args.count), wanted)
     rows = [measure(name, samples, engine, args.repeat).summary() for name, samples in sets.items()]
     if _PDF_SET not in sets:
         print(render(rows, [], args.count, args.repeat, args.sets))
