@@ -641,3 +641,43 @@ def test_a_small_blurred_jpeg_symbol_reads(seed: int) -> None:
     small = cv2.imdecode(cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, quality])[1], 0)
     read = decode(small, whole(small))
     assert read is not None and read.text == text
+
+
+@pytest.mark.parametrize("angle", [20.0, 160.0, 250.0])
+@pytest.mark.parametrize("traced", ["top-left", "top-right", "bottom-left"])
+def test_a_rotated_symbol_with_two_finder_rings_broken_inside_a_detector_box(
+    angle: float, traced: str
+) -> None:
+    """Blur over a phone screen lightens a finder's 1-module ring until the threshold breaks
+    it somewhere (qr-photos-val 94_1, a symbol on a phone's screen; 144_1, glare over two
+    finders): its hole then opens onto the quiet zone, the finder does not trace, and
+    with only one of the three traced there is neither a triple nor a pair, and a detector's
+    upright box around a rotated symbol is no outline of it. The traced finder's own axes
+    say where the others are (found there by correlation with the pattern)."""
+    text = "https://example.com/pay/" + "5" * 10
+    symbol = segno.make_qr(text, error="m", version=3, boost_error=False)
+    modules = matrix(symbol)
+    n = len(modules)
+    px, border = 5, 4
+    flat = render(modules, px, border=border)
+    corners = {"top-left": (0, 0), "top-right": (0, n - 7), "bottom-left": (n - 7, 0)}
+    for name, (r0, c0) in corners.items():
+        if name == traced:
+            continue
+        # The middle module of the ring's side that faces the quiet zone or the separator,
+        # lightened to paper: a break in the ring.
+        side = c0 if c0 == 0 else c0 + 6
+        y, x = (border + r0 + 3) * px, (border + side) * px
+        flat[y : y + px, x : x + px] = 255
+    code, _ = warp(flat, np.random.default_rng(4), angle, 0.03)
+    page = np.full((700, 900), 255, dtype=np.uint8)
+    page[120 : 120 + code.shape[0], 200 : 200 + code.shape[1]] = code
+    dark_rows, dark_cols = np.nonzero(page < 128)
+    box = (
+        (float(dark_cols.min() - 6), float(dark_rows.min() - 6)),
+        (float(dark_cols.max() + 6), float(dark_rows.min() - 6)),
+        (float(dark_cols.max() + 6), float(dark_rows.max() + 6)),
+        (float(dark_cols.min() - 6), float(dark_rows.max() + 6)),
+    )
+    read = decode(cv2.GaussianBlur(page, (0, 0), 0.8), box)
+    assert read is not None and read.text == text

@@ -9,8 +9,10 @@ The steps, each refusing rather than guessing:
    taken as the symbol's outline (zxing-cpp's located corners), in each rotation, with the
    sizes whose finder and timing modules fit it best; and when that does not read either,
    two traced finders with a third placed where they say (seen there by correlation, or
-   where the timing patterns fit: a finder covered or merged with its neighbours). Either
-   way the grid is then fitted to every alignment pattern of the version (grid.fit).
+   where the timing patterns fit: a finder covered or merged with its neighbours). Last,
+   where fewer than three traced, one that did says where the other two are (along its own
+   axes, seen there by correlation: grid.triples_along). Either way the grid is then
+   fitted to every alignment pattern of the version (grid.fit).
 2. Soft module values against a local threshold (grid.sample), a confidence each; when they
    do not read, the same values with the blur's spill from neighbouring modules taken out
    (grid.equalise), by one share for all four edge neighbours, then by a share for each
@@ -105,6 +107,9 @@ _THIRD_STEP = 0.5
 _MIN_PAIR_TIMING = 0.85
 # At most this many pair triples are read, best placed first.
 _PAIR_TRIPLES = 3
+# Where fewer than three finders traced, the first this many are each searched from for
+# the two that did not trace (grid.triples_along), after everything else.
+_ALONG_SEEDS = 2
 # A module's darkest point is looked for within this many modules of its centre: ink that a
 # failing print head left out (white streaks, speckle: models.synth.damage.ink_dropout) only
 # lightens a dark module, and part of it stays dark. Read last: blur spills a dark neighbour
@@ -291,6 +296,16 @@ def _decode(gray: np.ndarray, corners: np.ndarray, clock: _Clock) -> SoftRead | 
         late = _read_mapping(image, mapping, size, module_px, clock, deconvolved=True, pillbox=True)
         if isinstance(late, SoftRead):
             return _to_page(late, scale, x0, y0)
+    if len(finders) >= 3:
+        return None
+    # No triple traced: one finder may still say where the others are, there but untraced
+    # (a ring broken where blur lightened it, washed out by glare): grid.triples_along.
+    for seed in finders[:_ALONG_SEEDS]:
+        clock.check()
+        for triple in grid.triples_along(work, seed):
+            read = _read_triple(work, triple, clock)
+            if read is not None:
+                return _to_page(read, scale, x0, y0)
     return None
 
 

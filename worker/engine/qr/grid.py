@@ -543,6 +543,131 @@ def find_finder(
     return float(x), float(y), found[2]
 
 
+# The other finders of a lone traced one (triples_along): the line to each runs along one of the
+# finder's own axes to within a few degrees (its ring's corners give them) and perspective
+# bends it, so the search reaches this many modules either side of the axis; a partner is
+# the best correlation with the pattern in the strip, at least _FINDER_SCORE (as a finder
+# searched for where an outline or two finders put it: the untraced finders of two
+# qr-photos-val photos correlate at 0.55-0.72 in the traced one's frame, the best elsewhere
+# in those strips at 0.1-0.32).
+_ALONG_SLACK = 3.0
+# Finder centres lie 14 (version 1) to 170 (version 40) modules apart along a side.
+_ALONG_NEAREST = 13.0
+_ALONG_FURTHEST = 171.0
+
+
+def finder_frame(finder: Finder) -> Mapping | None:
+    """The affine map from the module coordinates of `finder`'s own 7 x 7 square (its
+    centre at (3.5, 3.5), its sides along the axes) to pixels, least squares through its
+    ring's four corners and its centre; None where the ring did not trace as a
+    quadrilateral. Which corner is which is unknown (a finder looks the same turned by a
+    quarter), so the axes are the symbol's up to a turn."""
+    if len(finder.corners) != 4:
+        return None
+    centre = np.array([finder.x, finder.y])
+    seen = np.array(finder.corners, dtype=np.float64)
+    away = seen - centre
+    order = np.argsort(np.arctan2(away[:, 1], away[:, 0]))
+    seen, away = seen[order], away[order]
+    norm = np.linalg.norm(away, axis=1, keepdims=True)
+    if norm.min() < 1e-6:
+        return None
+    # The traced contour runs half a pixel inside the ring's edge (as in finder_perspective).
+    seen = seen + 0.5 * math.sqrt(2) * away / norm
+    # Sorted by angle in the image (y down), the corners go round as these do.
+    src = np.array([[0, 0], [7, 0], [7, 7], [0, 7], [3.5, 3.5]], dtype=np.float64)
+    dst = np.vstack([seen, centre])
+    solution, *_ = np.linalg.lstsq(np.column_stack([src, np.ones(5)]), dst, rcond=None)
+    homography = np.vstack([solution.T, [0.0, 0.0, 1.0]])
+    if abs(np.linalg.det(homography[:2, :2])) < 1e-6:
+        return None
+    return Mapping(homography)
+
+
+def triples_along(image: np.ndarray, finder: Finder) -> list[Triple]:
+    """Finder triples with two finders that did not trace (rings broken where blur
+    lightened them, washed out by glare), found from one that did: along each of its own
+    axes (finder_frame), 13 to 171 modules out and within the image, where the pattern at
+    its pitch correlates best, at least _FINDER_SCORE (a partner); then from each partner
+    along the two axes across the line to it (perspective shears a symbol too much for
+    the square two finders make to say where the third is). The top-left is the finder
+    at the right angle: a partner with a third found from it, or the traced finder with
+    partners on two axes at right angles. Each found at the traced finder's module size,
+    without corners; best correlated first."""
+    frame = finder_frame(finder)
+    if frame is None:
+        return []
+
+    def at(mx: float, my: float) -> Finder:
+        x, y = frame(np.array([[mx, my]]))[0]
+        return Finder(float(x), float(y), finder.module)
+
+    scored: list[tuple[float, Finder, Finder, Finder]] = []
+    partners = _along(image, frame, ((1.0, 0.0), (-1.0, 0.0), (0.0, 1.0), (0.0, -1.0)))
+    for (score, mx, my, (dx, dy)), (other, ox, oy, (ex, ey)) in combinations(partners, 2):
+        if dx * ex + dy * ey == 0:  # on axes at right angles: the traced one the corner
+            scored.append((min(score, other), finder, at(mx, my), at(ox, oy)))
+    for score, mx, my, (dx, dy) in partners:
+        # The same axes, moved to the partner's centre.
+        shift = np.array([[1.0, 0.0, mx - 3.5], [0.0, 1.0, my - 3.5], [0.0, 0.0, 1.0]])
+        moved = Mapping(frame.homography @ shift)
+        for third, tx, ty, _ in _along(image, moved, ((dy, dx), (-dy, -dx))):
+            corner = at(mx, my)
+            scored.append((min(score, third), corner, finder, at(tx + mx - 3.5, ty + my - 3.5)))
+    out = []
+    for score, corner, p, q in sorted(scored, key=lambda s: -s[0]):
+        u = (p.x - corner.x, p.y - corner.y)
+        v = (q.x - corner.x, q.y - corner.y)
+        if u[0] * v[1] - u[1] * v[0] < 0:  # top-right and bottom-left as in grid.triples
+            p, q = q, p
+        out.append(Triple(corner, p, q, score))
+    return out
+
+
+def _along(
+    image: np.ndarray, frame: Mapping, directions: tuple[tuple[float, float], ...]
+) -> list[tuple[float, float, float, tuple[float, float]]]:
+    """For triples_along: in each direction from module (3.5, 3.5) of `frame`, the best
+    correlation with the finder pattern at least _FINDER_SCORE, as (score, x, y in `frame`'s
+    module coordinates, direction), best first."""
+    height, width = image.shape[:2]
+    steps = np.arange(_ALONG_NEAREST, _ALONG_FURTHEST + 1.0)
+    half = 4.5 + _ALONG_SLACK  # the template's half and the slack across
+    found: list[tuple[float, float, float, tuple[float, float]]] = []
+    for dx, dy in directions:
+        centres = frame(np.column_stack([3.5 + dx * steps, 3.5 + dy * steps]))
+        inside = (
+            (centres[:, 0] >= 0)
+            & (centres[:, 0] <= width - 1)
+            & (centres[:, 1] >= 0)
+            & (centres[:, 1] <= height - 1)
+        )
+        if not inside[0]:
+            continue
+        # The first step off the image ends the search in this direction.
+        reach = float(steps[-1] if inside.all() else steps[inside.argmin() - 1])
+        near, far = _ALONG_NEAREST - 4.5, reach + 4.5
+        if dx:
+            x0 = 3.5 + near if dx > 0 else 3.5 - far
+            box = (x0, 3.5 - half, far - near, 2 * half)
+        else:
+            y0 = 3.5 + near if dy > 0 else 3.5 - far
+            box = (3.5 - half, y0, 2 * half, far - near)
+        patch = rectify(image, frame, *box).astype(np.float32)
+        if patch.shape[0] < _FINDER.shape[0] or patch.shape[1] < _FINDER.shape[1]:
+            continue
+        scores = cv2.matchTemplate(patch, _FINDER, cv2.TM_CCOEFF_NORMED)
+        spend("pattern search", patch.size)
+        iy, ix = np.unravel_index(int(np.argmax(scores)), scores.shape)
+        score = float(scores[iy, ix])
+        if not np.isfinite(score) or score < _FINDER_SCORE:
+            continue
+        # The template's top-left at (ix, iy) samples: its centre 4.5 modules further.
+        found.append((score, box[0] + ix / _SAMPLES + 4.5, box[1] + iy / _SAMPLES + 4.5, (dx, dy)))
+    found.sort(key=lambda f: -f[0])
+    return found
+
+
 def fit_outline(
     image: np.ndarray, corners: np.ndarray, size: int, alignment: list[tuple[int, int]]
 ) -> Mapping | None:
