@@ -593,6 +593,21 @@ def test_the_budget_bounds_the_time() -> None:
     assert time.perf_counter() - started < 0.5
 
 
+def _on_a_page_in_an_upright_box(
+    flat: np.ndarray, angle: float, seed: int
+) -> tuple[np.ndarray, tuple[tuple[float, float], ...]]:
+    """The rendered symbol turned by `angle` on a white page, lightly blurred, and the upright
+    box a detector draws round its ink: no outline of a rotated symbol."""
+    code, _ = warp(flat, np.random.default_rng(seed), angle, 0.03)
+    page = np.full((700, 900), 255, dtype=np.uint8)
+    page[120 : 120 + code.shape[0], 200 : 200 + code.shape[1]] = code
+    dark_rows, dark_cols = np.nonzero(page < 128)
+    left, top = float(dark_cols.min() - 6), float(dark_rows.min() - 6)
+    right, bottom = float(dark_cols.max() + 6), float(dark_rows.max() + 6)
+    box = ((left, top), (right, top), (right, bottom), (left, bottom))
+    return cv2.GaussianBlur(page, (0, 0), 0.8), box
+
+
 @pytest.mark.parametrize("angle", [20.0, 35.0, 160.0, 250.0])
 @pytest.mark.parametrize("covered", ["top-right", "bottom-left", "top-left"])
 def test_a_rotated_symbol_with_a_finder_covered_inside_a_detector_box(
@@ -611,17 +626,7 @@ def test_a_rotated_symbol_with_a_finder_covered_inside_a_detector_box(
     # The patch covers the finder and a module of its separator, dark as ink.
     y, x = (border + r0 - 1) * px, (border + c0 - 1) * px
     flat[y + px // 2 : y + 9 * px - px // 2, x + px // 2 : x + 9 * px - px // 2] = 40
-    code, _ = warp(flat, np.random.default_rng(3), angle, 0.03)
-    page = np.full((700, 900), 255, dtype=np.uint8)
-    page[120 : 120 + code.shape[0], 200 : 200 + code.shape[1]] = code
-    dark_rows, dark_cols = np.nonzero(page < 128)
-    box = (
-        (float(dark_cols.min() - 6), float(dark_rows.min() - 6)),
-        (float(dark_cols.max() + 6), float(dark_rows.min() - 6)),
-        (float(dark_cols.max() + 6), float(dark_rows.max() + 6)),
-        (float(dark_cols.min() - 6), float(dark_rows.max() + 6)),
-    )
-    read = decode(cv2.GaussianBlur(page, (0, 0), 0.8), box)
+    read = decode(*_on_a_page_in_an_upright_box(flat, angle, seed=3))
     assert read is not None and read.text == "https://example.com/pay/" + "7" * 30
 
 
@@ -669,15 +674,5 @@ def test_a_rotated_symbol_with_two_finder_rings_broken_inside_a_detector_box(
         side = c0 if c0 == 0 else c0 + 6
         y, x = (border + r0 + 3) * px, (border + side) * px
         flat[y : y + px, x : x + px] = 255
-    code, _ = warp(flat, np.random.default_rng(4), angle, 0.03)
-    page = np.full((700, 900), 255, dtype=np.uint8)
-    page[120 : 120 + code.shape[0], 200 : 200 + code.shape[1]] = code
-    dark_rows, dark_cols = np.nonzero(page < 128)
-    box = (
-        (float(dark_cols.min() - 6), float(dark_rows.min() - 6)),
-        (float(dark_cols.max() + 6), float(dark_rows.min() - 6)),
-        (float(dark_cols.max() + 6), float(dark_rows.max() + 6)),
-        (float(dark_cols.min() - 6), float(dark_rows.max() + 6)),
-    )
-    read = decode(cv2.GaussianBlur(page, (0, 0), 0.8), box)
+    read = decode(*_on_a_page_in_an_upright_box(flat, angle, seed=4))
     assert read is not None and read.text == text
