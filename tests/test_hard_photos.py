@@ -219,10 +219,13 @@ def test_a_torn_photo_read_only_with_a_finder_redrawn_on_its_outline_is_read(
     result = neural.scan(sample.data)
     assert {code.data for code in result.codes} == truth
     # The soft decoder reads it from the detector's box through the two surviving finders
-    # (as the torn photo above); without that, from their outline; where those reads are
-    # off, the finder redrawn on the code's outline does.
+    # (as the torn photo above), or the third found along a surviving finder's axes;
+    # without those, from their outline; where those reads are off, the finder redrawn on
+    # the code's outline does.
     assert result.codes[0].variant == "soft"
     monkeypatch.setattr(decoder, "_PAIR_TRIPLES", 0)
+    assert neural.scan(sample.data).codes[0].variant == "soft"
+    monkeypatch.setattr(decoder, "_ALONG_SEEDS", 0)
     assert neural.scan(sample.data).codes[0].variant == outlined.VARIANT
     monkeypatch.setattr(outlined, "BUDGET_UNITS", 0.0)
     assert neural.scan(sample.data).codes[0].variant == "outlined_finder"
