@@ -392,10 +392,7 @@ def _finder_points(triple: grid.Triple, size: int) -> tuple[np.ndarray, np.ndarr
         if len(set(match.tolist())) != 4 or apart.min(axis=1).max() > _WRAP_MAX_ANGLE:
             return None
         src.append(ideal[match])
-        # A traced contour runs through the ring's outermost pixel centres, half a pixel
-        # inside its edge (as grid.finder_perspective).
-        norm = np.maximum(np.linalg.norm(away, axis=1, keepdims=True), 1e-9)
-        dst.append(seen + 0.5 * math.sqrt(2) * away / norm)
+        dst.append(grid.ring_edge(seen, centre))
     return np.vstack(src), np.vstack(dst)
 
 

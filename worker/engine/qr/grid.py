@@ -469,6 +469,15 @@ def _homography(src: np.ndarray, dst: np.ndarray) -> np.ndarray | None:
     return h / h[2, 2]
 
 
+def ring_edge(corners: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """A finder ring's traced corners (..., 4, 2) on its edge: a traced contour runs through
+    the ring's outermost pixel centres, half a pixel inside the edge, so each corner is moved
+    outward from its finder's centre (..., 2) by that half pixel."""
+    away = corners - centres[..., None, :]
+    norm = np.maximum(np.linalg.norm(away, axis=-1, keepdims=True), 1e-9)
+    return corners + 0.5 * math.sqrt(2) * away / norm
+
+
 def finder_perspective(
     mapping: Mapping, triple: Triple, size: int, traced: tuple[int, ...] = (0, 1, 2)
 ) -> tuple[Mapping, list[np.ndarray], list[np.ndarray]] | None:
@@ -499,12 +508,8 @@ def finder_perspective(
     match = distance.argmin(axis=2)  # (count, 4): which ideal corner each seen corner is
     if distance.min(axis=2).max() > 1.5 or any(len(set(m)) != 4 for m in match.tolist()):
         return None
-    # A traced contour runs through the ring's outermost pixel centres, half a pixel inside
-    # its edge: each corner moved outward from its finder's centre by that half pixel.
     centres_dst = np.array([[f.x, f.y] for f in finders])
-    away = seen - centres_dst[:, None, :]
-    norm = np.maximum(np.linalg.norm(away, axis=2, keepdims=True), 1e-9)
-    corner_dst = (seen + 0.5 * math.sqrt(2) * away / norm).reshape(4 * count, 2)
+    corner_dst = ring_edge(seen, centres_dst).reshape(4 * count, 2)
     corner_src = np.take_along_axis(ideal, match[:, :, None], axis=1).reshape(4 * count, 2)
     centres_src = finder_centres(size)[list(traced)]
     h = _homography(np.vstack([corner_src, centres_src]), np.vstack([corner_dst, centres_dst]))
@@ -569,11 +574,9 @@ def finder_frame(finder: Finder) -> Mapping | None:
     away = seen - centre
     order = np.argsort(np.arctan2(away[:, 1], away[:, 0]))
     seen, away = seen[order], away[order]
-    norm = np.linalg.norm(away, axis=1, keepdims=True)
-    if norm.min() < 1e-6:
+    if np.linalg.norm(away, axis=1).min() < 1e-6:
         return None
-    # The traced contour runs half a pixel inside the ring's edge (as in finder_perspective).
-    seen = seen + 0.5 * math.sqrt(2) * away / norm
+    seen = ring_edge(seen, centre)
     # Sorted by angle in the image (y down), the corners go round as these do.
     src = np.array([[0, 0], [7, 0], [7, 7], [0, 7], [3.5, 3.5]], dtype=np.float64)
     dst = np.vstack([seen, centre])
@@ -611,8 +614,8 @@ def triples_along(image: np.ndarray, finder: Finder) -> list[Triple]:
         # The same axes, moved to the partner's centre.
         shift = np.array([[1.0, 0.0, mx - 3.5], [0.0, 1.0, my - 3.5], [0.0, 0.0, 1.0]])
         moved = Mapping(frame.homography @ shift)
+        corner = at(mx, my)
         for third, tx, ty, _ in _along(image, moved, ((dy, dx), (-dy, -dx))):
-            corner = at(mx, my)
             scored.append((min(score, third), corner, finder, at(tx + mx - 3.5, ty + my - 3.5)))
     out = []
     for score, corner, p, q in sorted(scored, key=lambda s: -s[0]):
