@@ -95,11 +95,22 @@ def _local_threshold(gray: np.ndarray, block: int, offset: float) -> np.ndarray:
 
 
 # A binarisation with more dark-light changes than this share of its pixels (counted along
-# every 4th row) is mostly specks (a noisy photo, a halftone, JPEG blocks): tracing all its
-# borders took 10-40 ms where the specks that can be no part of a finder are cheaper erased
-# first (_holed). Under it, tracing everything is the cheaper (measured over 540 binarisations
-# of corpus crops, 400-1100 px).
+# every 4th row) may be mostly specks (a noisy photo, a halftone, JPEG blocks), whose borders
+# cost more to trace than to erase first those that can be no part of a finder (_holed).
+# Under it, tracing everything is the cheaper (measured over 540 binarisations of corpus
+# crops, 400-1100 px).
 _SPECKLED = 0.015
+# Past it, what decides is how many dark components there are: tracing costs about a contour
+# each, erasing about a pixel each. Many changes are often few components (the modules of a
+# noisy photo's symbol at 2-3 px, joined into a few large shapes): those were traced in 1-3 ms
+# a binarisation, where erasing first cost 1.3-1.9 times as much; a field of separate specks
+# (tests/test_qr_finder_search.py, 0.03 components a pixel) took 115 ms to trace and 12 to
+# erase first. So past _SPECKLED, only where _specks puts the components at this many a pixel
+# or more: over the binarisations past _SPECKLED of every 4th work image the decoder saw on
+# the 93 slowest corpus images (574, 2026-12-07 18:20 UTC, /tmp/c/proxy.py), the finder
+# search took 1.00 s, against 1.40 s erasing first in all of them (1.12 s at 0.008, 1.03 s at
+# 0.012, 1.01 s at 0.02; 0.97 s the cheaper way for each). Either way the same finders.
+_SPECKS = 0.016
 _NEIGHBOURS = np.ones((3, 3), np.uint8)
 
 
@@ -107,10 +118,27 @@ def find_finders(dark: np.ndarray) -> list[Finder]:
     """Finder pattern candidates in one binarisation (dark = 255), deduplicated."""
     spend("finder search", dark.size)
     changes = np.count_nonzero(dark[::4, 1:] != dark[::4, :-1])
-    if changes > _SPECKLED * dark.size:
+    if changes > _SPECKLED * dark.size and _specks(dark) >= _SPECKS:
         holed = _holed(dark)
         return [] if holed is None else _trace(holed)
     return _trace(dark)
+
+
+def _specks(dark: np.ndarray) -> float:
+    """About how many dark components (8-connected) `dark` holds a pixel, from every 4th row:
+    the dark pixels there with no dark pixel left of them or in the three above (where a
+    scan in rows meets a component first; a shape with an uneven top is met more than
+    once), times 4. A sixth of the cost of counting them (cv2.connectedComponents)."""
+    row = dark[4::4, :]
+    above = dark[3::4, :][: row.shape[0]]
+    first = (
+        (row[:, 1:-1] != 0)
+        & (row[:, :-2] == 0)
+        & (above[:, :-2] == 0)
+        & (above[:, 1:-1] == 0)
+        & (above[:, 2:] == 0)
+    )
+    return 4.0 * np.count_nonzero(first) / dark.size
 
 
 def _holed(dark: np.ndarray) -> np.ndarray | None:
@@ -248,18 +276,26 @@ class Mapping:
 
     def _kernel(self, points: np.ndarray) -> np.ndarray:
         assert self.anchors is not None
-        d2 = ((points[:, None, :] - self.anchors[None, :, :]) ** 2).sum(axis=2)
-        return np.exp(-d2 / (2 * self.sigma**2))
+        dx = points[:, None, 0] - self.anchors[None, :, 0]
+        dy = points[:, None, 1] - self.anchors[None, :, 1]
+        # dx^2 + dy^2 as the sum over the last axis of the squared differences adds them.
+        return np.exp(-(dx * dx + dy * dy) / (2 * self.sigma**2))
 
     def __call__(self, points: np.ndarray) -> np.ndarray:
         pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-        h = self.homography
-        den = pts[:, 0] * h[2, 0] + pts[:, 1] * h[2, 1] + h[2, 2]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            x = (pts[:, 0] * h[0, 0] + pts[:, 1] * h[0, 1] + h[0, 2]) / den
-            y = (pts[:, 0] * h[1, 0] + pts[:, 1] * h[1, 1] + h[1, 2]) / den
+        # A mapping is evaluated some 150 times a decode, mostly at a few points: numpy's
+        # per-call overhead (nan_to_num, stack) was most of its cost, so the two coordinates
+        # are written into one array and the non-finite ones replaced in place (the same
+        # values, each computed as before).
+        (h00, h01, h02), (h10, h11, h12), (h20, h21, h22) = self.homography.tolist()
+        px, py = pts[:, 0], pts[:, 1]
+        den = px * h20 + py * h21 + h22
+        out = np.empty((len(pts), 2))
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            np.divide(px * h00 + py * h01 + h02, den, out=out[:, 0])
+            np.divide(px * h10 + py * h11 + h12, den, out=out[:, 1])
         # A degenerate fit (points behind the horizon) samples off the image, not NaN.
-        out = np.nan_to_num(np.stack([x, y], axis=1), nan=-1e4, posinf=-1e4, neginf=-1e4)
+        out[~np.isfinite(out)] = -1e4
         if self.weights is not None:
             out += self._kernel(pts) @ self.weights
         return out
@@ -715,17 +751,7 @@ def outline_sizes(
     if not sizes:
         return []
     unit = np.array([[0, 0], [1, 0], [1, 1], [0, 1]], dtype=np.float64)
-    points = []
-    colours = []
-    bounds = []
-    for size in sizes:
-        rows, cols, dark = _outline_modules(size)
-        points.append(np.stack([cols + 0.5, rows + 0.5], axis=1) / size)
-        colours.append(dark)
-        bounds.append(len(rows))
-    unit_points = np.concatenate(points)
-    expected = np.concatenate(colours)
-    starts = np.concatenate([[0], np.cumsum(bounds)[:-1]])
+    unit_points, expected, bounds, starts = _outline_points(tuple(sizes))
     scored: list[tuple[float, int, int]] = []
     spend("outline modules", 4 * len(unit_points))
     for turn in range(4):
@@ -752,6 +778,30 @@ def outline_sizes(
             scored.append((float(share), turn, size))
     scored.sort(reverse=True)
     return scored[:limit]
+
+
+@lru_cache(maxsize=40)
+def _outline_points(
+    sizes: tuple[int, ...],
+) -> tuple[np.ndarray, np.ndarray, tuple[int, ...], np.ndarray]:
+    """For outline_sizes, the finder and timing modules of all `sizes` in one array: their
+    centres over the size (a unit square), colours, count per size and where each size's
+    start. The same for every outline of a side (`sizes` is all versions up to the one
+    whose modules are too small), so made once: rebuilding it was a quarter of the search."""
+    points = []
+    colours = []
+    bounds = []
+    for size in sizes:
+        rows, cols, dark = _outline_modules(size)
+        points.append(np.stack([cols + 0.5, rows + 0.5], axis=1) / size)
+        colours.append(dark)
+        bounds.append(len(rows))
+    unit_points = np.concatenate(points)
+    expected = np.concatenate(colours)
+    starts = np.concatenate([[0], np.cumsum(bounds)[:-1]])
+    for shared in (unit_points, expected, starts):
+        shared.flags.writeable = False
+    return unit_points, expected, tuple(bounds), starts
 
 
 @lru_cache(maxsize=40)
