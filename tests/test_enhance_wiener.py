@@ -79,3 +79,24 @@ def test_a_crop_of_awkward_side_costs_no_more_than_a_round_one() -> None:
     awkward = _cpu_ms(_blurred_symbol(587), kernel)
     round_ = _cpu_ms(_blurred_symbol(580), kernel)
     assert awkward < 1.5 * round_, (awkward, round_)
+
+
+def test_a_kept_filter_restores_as_one_made_afresh() -> None:
+    # A scan deconvolves crop after crop by the same kernel at the same transform size (the
+    # late variants' defocus at one sigma): the filter is made once and kept
+    # (enhance._wiener_filter), and what it restores is what a filter made for the crop does.
+    kernel = _defocus_kernel(2.5)
+    first, second = _blurred_symbol(400), 255 - _blurred_symbol(400)
+    enhance._wiener_filter.cache_clear()
+    enhance.wiener(first, kernel, nsr=0.005)
+    kept = enhance.wiener(second, kernel, nsr=0.005)
+    assert enhance._wiener_filter.cache_info().hits == 1
+    enhance._wiener_filter.cache_clear()
+    fresh = enhance.wiener(second, kernel, nsr=0.005)
+    assert np.array_equal(kept, fresh)
+    # Kept read-only: a restoration multiplies the crop's spectrum by it, never it.
+    taps = kernel.astype(np.float32)
+    made = enhance._wiener_filter(taps.tobytes(), taps.shape, 432, 432, 0.005)
+    assert not made.flags.writeable
+    # Taps of another type are the filter of their float32 values, as they were before.
+    assert np.array_equal(enhance.wiener(second, kernel.astype(np.float64), nsr=0.005), fresh)
