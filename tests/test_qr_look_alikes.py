@@ -94,6 +94,16 @@ def test_a_place_not_a_symbol_keeps_no_page_open() -> None:
     findings.not_a_symbol(0, PLACE)
     findings.not_a_symbol(0, PLACE)
     assert findings.unread(0) == []
+    # A part of it zxing-cpp located as a symbol of its own is the look-alike too.
+    part: Quad = ((60.0, 60.0), (120.0, 60.0), (120.0, 120.0), (60.0, 120.0))
+    findings.add(
+        [Symbol(False, "", b"", "MicroQRCode", part, "Text", "", "", "")],
+        page=0,
+        stage="fast",
+        decoder="zxing-cpp",
+        variant="plain",
+    )
+    assert findings.unread(0) == []
     assert findings.regions(0) == []
     assert findings.ruled_out(0) == [PLACE]
     assert findings.page_satisfied(0, "all")

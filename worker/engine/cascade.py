@@ -98,8 +98,13 @@ class Findings:
             self.rule_out(page, bounds(quad))
 
     def is_not_a_symbol(self, page: int, quad: Quad) -> bool:
-        """Whether `quad` is a place the soft decoder found a QR look-alike at (same_place)."""
-        return any(p == page and same_place(seen, quad) for p, seen in self._not_symbols)
+        """Whether `quad` is a place the soft decoder found a QR look-alike at: the same place
+        (same_place), or one centred on it (zxing-cpp locates parts of a look-alike as
+        symbols of their own: rMQR and Micro QR shapes inside it)."""
+        return any(
+            p == page and (same_place(seen, quad) or _inside(seen, _centre(quad)))
+            for p, seen in self._not_symbols
+        )
 
     def ruled_out(self, page: int) -> list[Quad]:
         """The boxes ruled out on `page` that no read code covers, as quads."""
