@@ -30,6 +30,10 @@ The steps, each refusing rather than guessing:
    seen, and mirrored (transposed) unless the format as seen is within distance 1.
 5. Reed-Solomon with errors and erasures within the margin `codewords` states.
 6. A bit stream well formed to its padding (`bitstream`), rendered as zxing-cpp renders it.
+
+Where the region's only finders are a QR look-alike's (three sharp finders round modules that
+sample at chance where a symbol's timing and format information would be: _decoy), the search
+stops there, and examine() says so (NOT_A_SYMBOL) for the cascade to rule the place out.
 """
 
 from __future__ import annotations
