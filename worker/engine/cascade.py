@@ -67,6 +67,9 @@ class Findings:
     # Detector boxes ruled out as codes by a cheaper look (page, box): they keep no page open
     # and no later stage reads them, and the result lists them (reason `ruled_out`).
     _ruled_out: list[tuple[int, Box]] = field(default_factory=list)
+    # Places the soft decoder found a QR look-alike at (page, quad in page pixels:
+    # worker.engine.qr.decoder.NotASymbol): ruled out, and no stage reads there again.
+    _not_symbols: list[tuple[int, Quad]] = field(default_factory=list)
 
     def settle(self, page: int) -> None:
         """`page` holds no code: no later stage looks at it, and "all" is satisfied there."""
@@ -85,6 +88,23 @@ class Findings:
         """A detector's `box` that a cheaper look showed holds no code: it is not a located
         symbol (it keeps the page open for no stage) but the result still names it."""
         self._ruled_out.append((page, box))
+
+    def not_a_symbol(self, page: int, quad: Quad) -> None:
+        """The soft decoder's verdict on the place `quad`: a QR look-alike, no symbol. It is
+        ruled out (rule_out), and the same place located again, by zxing or any detector,
+        is no located symbol either and is read by no stage (is_not_a_symbol)."""
+        if not self.is_not_a_symbol(page, quad):
+            self._not_symbols.append((page, quad))
+            self.rule_out(page, bounds(quad))
+
+    def is_not_a_symbol(self, page: int, quad: Quad) -> bool:
+        """Whether `quad` is a place the soft decoder found a QR look-alike at: the same place
+        (same_place), or one centred on it (zxing-cpp locates parts of a look-alike as
+        symbols of their own: rMQR and Micro QR shapes inside it)."""
+        return any(
+            p == page and (same_place(seen, quad) or _inside(seen, _centre(quad)))
+            for p, seen in self._not_symbols
+        )
 
     def ruled_out(self, page: int) -> list[Quad]:
         """The boxes ruled out on `page` that no read code covers, as quads."""
@@ -137,7 +157,12 @@ class Findings:
         already covers left out; the detectors' order (most confident first) is kept."""
         boxes = list(self.detector_boxes.get(page, ()))
         boxes += [bounds(quad) for p, quad in self._pending if p == page]
-        return [b for b in boxes if not self.covers(page, ((b[0] + b[2]) / 2, (b[1] + b[3]) / 2))]
+        return [
+            b
+            for b in boxes
+            if not self.covers(page, ((b[0] + b[2]) / 2, (b[1] + b[3]) / 2))
+            and not self.is_not_a_symbol(page, box_quad(b))
+        ]
 
     def add(
         self,
@@ -230,8 +255,9 @@ class Findings:
         once: both detectors and zxing often report the same symbol, and zxing reports a
         damaged one several times over (as a QR code and as rMQR or Micro QR shapes
         overlapping it). A position that overlaps a read code is that code seen again
-        (zxing's rMQR ghosts span a read code and its neighbour), and one with no area
-        (zxing's corners all on one point) locates nothing."""
+        (zxing's rMQR ghosts span a read code and its neighbour), one with no area
+        (zxing's corners all on one point) locates nothing, and one at a place the soft
+        decoder found a QR look-alike at (not_a_symbol) is listed as ruled out instead."""
         located: list[tuple[Quad, LocatedBy]] = [
             (q, "zxing") for p, q in self._pending if p == page
         ]
@@ -239,7 +265,11 @@ class Findings:
         read = [code.quad for code in self.codes if code.page == page]
         kept: list[tuple[Quad, LocatedBy]] = []
         for quad, by in located:
-            if _area(quad) < _MIN_LOCATED_AREA or self.covers(page, _centre(quad)):
+            if (
+                _area(quad) < _MIN_LOCATED_AREA
+                or self.covers(page, _centre(quad))
+                or self.is_not_a_symbol(page, quad)
+            ):
                 continue
             if any(_overlap(other, quad) for other in [*read, *(seen for seen, _ in kept)]):
                 continue

@@ -9,6 +9,6 @@ See decoder.py (the steps and the format/version limits), codewords.py (the Reed
 margin and the library) and bitstream.py (the output, identical to zxing-cpp's).
 """
 
-from worker.engine.qr.decoder import SoftRead, decode
+from worker.engine.qr.decoder import NotASymbol, SoftRead, decode, examine
 
-__all__ = ["SoftRead", "decode"]
+__all__ = ["NotASymbol", "SoftRead", "decode", "examine"]

@@ -30,6 +30,10 @@ The steps, each refusing rather than guessing:
    seen, and mirrored (transposed) unless the format as seen is within distance 1.
 5. Reed-Solomon with errors and erasures within the margin `codewords` states.
 6. A bit stream well formed to its padding (`bitstream`), rendered as zxing-cpp renders it.
+
+Where the region's only finders are a QR look-alike's (three sharp finders round modules that
+sample at chance where a symbol's timing and format information would be: _decoy), the search
+stops there, and examine() says so (NOT_A_SYMBOL) for the cascade to rule the place out.
 """
 
 from __future__ import annotations
@@ -71,6 +75,22 @@ _MIN_PATTERN_FIT = 0.7
 # damaged benchmark photos whose blocks were within the margin read at 0.7, none at 0.8).
 # A wrong outline still has to pass the pattern fit, both BCH fields and Reed-Solomon.
 _MIN_OUTLINE_FIT = 0.7
+# A QR look-alike (_decoy): its three finders at the corners of a square seen square on (the
+# cosine of their angle, the ratio of their spacings and of their module sizes at most these),
+# sampling at least _DECOY_FINDER_FIT right with their separators (a printed look-alike's
+# sample all right), its timing and alignment modules under _DECOY_PATTERN_FIT right (chance:
+# half) on every grid fitted to them that samples them so...
+_DECOY_COSINE = 0.15
+_DECOY_LENGTH = 1.2
+_DECOY_MODULE = 1.3
+_DECOY_FINDER_FIT = 0.99
+_DECOY_PATTERN_FIT = _MIN_PATTERN_FIT
+# ...and the timing modules within _DECOY_NEAR modules of a finder at most this share right: a
+# grid from the finders alone can be off far from them on a curved or steep symbol, not
+# beside them (qr-photos-val 12_0, on a bottle: 0.979 of its finder modules right and 0.63 of
+# its timing and alignment modules, but 14 of these 20 timing modules).
+_DECOY_NEAR = 5
+_DECOY_NEAR_TIMING_FIT = 0.7
 # The region is searched with this much margin around it (fraction of its larger side).
 _MARGIN = 0.12
 # Finder search resolution: small regions are enlarged so a 2 px module survives
@@ -175,6 +195,17 @@ class SoftRead:
     erasures: int
 
 
+class NotASymbol:
+    """examine()'s positive verdict on a place: the region's only finder patterns are a QR
+    look-alike's (see _decoy), not a symbol any reader could read."""
+
+    def __repr__(self) -> str:
+        return "NOT_A_SYMBOL"
+
+
+NOT_A_SYMBOL = NotASymbol()
+
+
 class _OutOfTime(Exception):
     pass
 
@@ -186,6 +217,8 @@ class _Clock:
     # Mappings whose plain values look blurred (_DECONVOLVE_WRONG), for the deconvolved
     # values once nothing else has read (_decode): image, mapping, size, module_px.
     blurred: list[tuple[np.ndarray, grid.Mapping, int, float]] = field(default_factory=list)
+    # What each grid fitted to a finder triple sampled, for the look-alike verdict (_decoy).
+    grids: list[_Grid] = field(default_factory=list)
 
     def check(self) -> None:
         if work_done() > self.work_until or time.perf_counter() > self.wall_until:
@@ -203,6 +236,20 @@ def decode(
     certainty, within `budget_units` of work (worker.engine.deadline.work_done: about a
     millisecond of CPU each) or `deadline_ms` on the clock (what is left of the scan's
     deadline)."""
+    found = examine(gray, region, budget_units=budget_units, deadline_ms=deadline_ms)
+    return found if isinstance(found, SoftRead) else None
+
+
+def examine(
+    gray: np.ndarray,
+    region: Quad,
+    *,
+    budget_units: float | None = None,
+    deadline_ms: float | None = None,
+) -> SoftRead | NotASymbol | None:
+    """decode(), and where the region holds a QR look-alike rather than a symbol, the
+    verdict NOT_A_SYMBOL (_decoy): no reader, at no other outline or enhancement of the
+    place, reads a code there."""
     clock = _Clock(
         math.inf if budget_units is None else work_done() + budget_units,
         math.inf if deadline_ms is None else time.perf_counter() + deadline_ms / 1000.0,
@@ -233,7 +280,7 @@ def searched(region: Quad | np.ndarray) -> tuple[float, float, float, float]:
     return min(xs) - margin, min(ys) - margin, max(xs) + margin, max(ys) + margin
 
 
-def _decode(gray: np.ndarray, corners: np.ndarray, clock: _Clock) -> SoftRead | None:
+def _decode(gray: np.ndarray, corners: np.ndarray, clock: _Clock) -> SoftRead | NotASymbol | None:
     lo_x, lo_y, hi_x, hi_y = searched(corners)
     x0 = max(0, math.floor(lo_x))
     y0 = max(0, math.floor(lo_y))
@@ -273,6 +320,10 @@ def _decode(gray: np.ndarray, corners: np.ndarray, clock: _Clock) -> SoftRead | 
             read = _read_triple(work, triple, clock)
             if read is not None:
                 return _to_page(read, scale, x0, y0)
+            # The place's only finders so far, and their grids a look-alike's: the verdict
+            # now, before the other triples, binarisations and outlines search it further.
+            if _decoy(finders, clock.grids):
+                return NOT_A_SYMBOL
     # No finder triple read: the region itself may be the symbol's outline.
     outline = (corners - [x0, y0] + 0.5) * scale - 0.5
     read = _read_outline(work, outline, clock)
@@ -307,6 +358,97 @@ def _decode(gray: np.ndarray, corners: np.ndarray, clock: _Clock) -> SoftRead | 
             if read is not None:
                 return _to_page(read, scale, x0, y0)
     return None
+
+
+def _decoy(finders: list[grid.Finder], grids: list[_Grid]) -> bool:
+    """Whether the region's finders, none of whose triples read, are a QR look-alike's:
+    exactly three, at the corners of a square seen square on (_DECOY_COSINE, _DECOY_LENGTH,
+    _DECOY_MODULE), and of the grids fitted to them as that square (_Grid: each size read),
+    at least one samples them as finders with their separators (sharp: their one-module
+    rings right, _DECOY_FINDER_FIT), and every such grid samples the timing and alignment
+    modules at chance (under _DECOY_PATTERN_FIT: no grid the decoder reads), the timing
+    modules beside the finders too (_DECOY_NEAR_TIMING_FIT), and two format copies that name
+    no codeword both, as seen or mirrored. A symbol's format copies and the timing modules
+    next to its finders lie beside them, where a grid of a wrong pitch or one that misses a
+    bend still samples them right; the look-alike's (models/synth/decoys.finder_logo: three
+    finders round random modules) are random. A real symbol with finders this sharp keeps
+    them, but for a stain over all of them and a format copy: no reader reads a symbol whose
+    format it cannot trust."""
+    if len(finders) != 3:
+        return False
+    found = grid.triples(finders, limit=1)
+    if not found:
+        return False
+    triple = found[0]
+    tl, tr, bl = triple.tl, triple.tr, triple.bl
+    u = np.array([tr.x - tl.x, tr.y - tl.y])
+    v = np.array([bl.x - tl.x, bl.y - tl.y])
+    lu, lv = float(np.hypot(*u)), float(np.hypot(*v))
+    modules = [tl.module, tr.module, bl.module]
+    if (
+        abs(float(u @ v)) / (lu * lv) > _DECOY_COSINE
+        or max(lu, lv) / min(lu, lv) > _DECOY_LENGTH
+        or max(modules) / min(modules) > _DECOY_MODULE
+    ):
+        return False
+    square = (tl, tr, bl)
+    sharp = [g for g in grids if g.finders == square and g.finder_fit >= _DECOY_FINDER_FIT]
+    return bool(sharp) and all(
+        g.pattern_fit < _DECOY_PATTERN_FIT
+        and g.near_timing_fit <= _DECOY_NEAR_TIMING_FIT
+        and not g.formats_agree
+        for g in sharp
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Grid:
+    """What a grid fitted to a finder triple sampled (_read_size), for _decoy: the triple's
+    finders, the share of their modules and separators sampled right, of the timing and
+    alignment modules, and of the timing modules beside the finders (_near_timing); whether
+    the two format copies name one codeword, as seen or mirrored."""
+
+    finders: tuple[grid.Finder, grid.Finder, grid.Finder]
+    finder_fit: float
+    pattern_fit: float
+    near_timing_fit: float
+    formats_agree: bool
+
+    @staticmethod
+    def of(triple: grid.Triple, dark: np.ndarray) -> _Grid:
+        size = dark.shape[0]
+        version = (size - 17) // 4
+        known, known_dark = known_modules(version)
+        right = dark == known_dark
+        inner = inner_patterns(version)
+        rings = known & ~inner
+        rings[size - 8, 8] = False  # the dark module: the format copy's neighbour, no finder's
+        return _Grid(
+            (triple.tl, triple.tr, triple.bl),
+            float(right[rings].mean()),
+            float(right[inner].mean()),
+            float(right[_near_timing(size)].mean()),
+            _formats_agree(dark) or _formats_agree(dark.T),
+        )
+
+
+def _near_timing(size: int) -> np.ndarray:
+    """The timing modules within _DECOY_NEAR modules of a finder's separator (bool (size,
+    size)): where a grid fitted to the finders alone samples a curved or steep symbol right."""
+    near = np.zeros((size, size), dtype=bool)
+    for i in (*range(8, 8 + _DECOY_NEAR), *range(size - 8 - _DECOY_NEAR, size - 8)):
+        near[6, i] = near[i, 6] = True
+    return near
+
+
+def _formats_agree(dark: np.ndarray) -> bool:
+    """Whether one format codeword is within FORMAT_MAX_DISTANCE of both copies."""
+    first, second = format_positions(dark.shape[0])
+    copies = (_bits(dark, first), _bits(dark, second))
+    return any(
+        all(bin(c ^ codeword).count("1") <= FORMAT_MAX_DISTANCE for c in copies)
+        for codeword in FORMAT_CODEWORDS.values()
+    )
 
 
 def _to_page(read: SoftRead, scale: float, x0: int, y0: int) -> SoftRead:
@@ -523,7 +665,7 @@ def _read_size(
     if fitted is None:
         return None
     mapping, module_px = fitted
-    read = _read_mapping(image, mapping, size, module_px, clock)
+    read = _read_mapping(image, mapping, size, module_px, clock, triple=triple)
     if read is None:
         # Bent paper: a grid that follows the bend, only where the fitted one did not read.
         bent = bend.refine(image, mapping, size, clock.check)
@@ -680,9 +822,14 @@ def _read_mapping(
     clock: _Clock,
     deconvolved: bool = False,
     pillbox: bool = False,
+    triple: grid.Triple | None = None,
 ) -> SoftRead | _Retry | None:
+    """`triple`: the finders `mapping` was fitted to, where it was (what it samples is
+    recorded for the look-alike verdict, _decoy)."""
     version = (size - 17) // 4
     plain = grid.sample(image, mapping, size, module_px)
+    if triple is not None:
+        clock.grids.append(_Grid.of(triple, plain.dark))
     clock.check()
     _, known_dark = known_modules(version)
     if version >= 7:

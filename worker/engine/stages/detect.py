@@ -293,17 +293,19 @@ class DetectorStage:
         late: _LateBudget,
     ) -> None:
         label = self.detector.label
+        quad: Quad = tuple((float(x), float(y)) for x, y in det.quad)  # type: ignore[assignment]
         # Variants share their cuts: each warp is done once per detection.
         cuts: dict[object, tuple[np.ndarray, rectify.Perspective] | None] = {}
         softly = False
         for variant in VARIANTS:
-            if ctx.deadline.expired():
+            # A place the soft decoder found a QR look-alike at (cascade.Findings.not_a_symbol),
+            # this stage's look or an earlier one's, is read no further.
+            if ctx.deadline.expired() or ctx.findings.is_not_a_symbol(page.index, quad):
                 return
             if variant.options is _LATE and not softly:
                 # The soft decoder before the late variants: it reads in a few ms most of
                 # what they would, and what none of them can (issue 19).
                 softly = True
-                quad: Quad = tuple((float(x), float(y)) for x, y in det.quad)  # type: ignore[assignment]
                 if soft.read(ctx, page, quad, stage=self.name, variant="soft", model=label):
                     return
                 # Two finders that survive a glare spot or a stain over the third give an

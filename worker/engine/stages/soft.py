@@ -66,6 +66,7 @@ def read(
         budget_units = max(budget_units, SECOND_LOOK_BUDGET_UNITS)
     if (
         ctx.page_done(page.index)
+        or findings.is_not_a_symbol(page.index, quad)
         or findings.soft_looks(page.index) >= MAX_LOOKS_PER_PAGE
         or not (findings.first_soft_look(page.index, quad) or again)
     ):
@@ -87,9 +88,13 @@ def read(
         transform = Transform(scale)
     factor, dx, dy = transform.scale, transform.offset_x, transform.offset_y
     region: Quad = tuple((x * factor - dx, y * factor - dy) for x, y in quad)  # type: ignore[assignment]
-    soft = qr.decode(
+    soft = qr.examine(
         gray, region, budget_units=budget_units, deadline_ms=ctx.deadline.remaining_ms()
     )
+    if isinstance(soft, qr.NotASymbol):
+        # A QR look-alike: no stage reads this place again, and it keeps no page open.
+        findings.not_a_symbol(page.index, quad)
+        return False
     if soft is None:
         return False
     return add(ctx, page, soft, transform.to_page, stage=stage, variant=variant, model=model)

@@ -129,6 +129,11 @@ class ZoomStage:
             if ctx.page_done(page.index) or work_done() - started > BUDGET_UNITS:
                 return
             centre = ((box[0] + box[2]) / 2.0 / scale, (box[1] + box[3]) / 2.0 / scale)
+            # A place the soft decoder found a QR look-alike at (cascade.Findings.not_a_symbol)
+            # is not read again.
+            seen = box_quad((box[0] / scale, box[1] / scale, box[2] / scale, box[3] / scale))
+            if ctx.findings.is_not_a_symbol(page.index, seen):
+                continue
             # One read makes it a page with a code (see run).
             if not ctx.findings.covers(page.index, centre) and self._read(
                 ctx, page, gray, scale, place
