@@ -25,7 +25,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from worker.engine import qr, rectify, zxing_reader
+from worker.engine import enhance, qr, rectify, zxing_reader
 from worker.engine.cascade import Box, StageContext, box_quad, same_place
 from worker.engine.deadline import work_done
 from worker.engine.detector.detector import Detector
@@ -45,6 +45,15 @@ ToPage = Callable[[float, float], tuple[float, float]]
 # p95 458 -> 494; its inference and the decoys it boxes); (0.4,) alone reads 82 of the 100
 # perspective codes, both 85.
 SEEN_AT = (0.4, 0.5)
+# A faded print (benchmark `low_contrast`, 4% of the page's contrast kept) is a grey ghost the
+# detector scores under 0.2 at any scale, where the page round it (text, a photo's edges) is
+# at full contrast, so no page-wide statistic tells it apart: the look at this share is also
+# taken contrast-equalised (enhance.clahe), which boxed the two such codes nothing located
+# (low_contrast-0027 and -0097, 0.36 and 0.35, each a page that said `complete` with a code on
+# it). Only where the plain looks boxed nothing: taken on every page the zoom looks at, the
+# equalised look boxed JPEG noise and shadows as codes (noisy_jpeg +90 ms a page, median) and
+# its boxes took a read place from a perspective code (perspective-0028 lost).
+FADED_AT = 0.4
 ZOOM_MAX_SIDE = 1792
 # Boxes read per page, most confident first, and their work per page in work units (about a
 # millisecond of CPU each, worker.engine.deadline.work_done): an outline, two refinements and
@@ -153,6 +162,12 @@ class ZoomStage:
             factor = share * min(1.0, ZOOM_MAX_SIDE / max(gray.shape))
             seen = cv2.resize(gray, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
             found += self.detector.detect_seen(seen, factor)
+            if share == FADED_AT:
+                faded = (seen, factor)
+        if not found:
+            # Nothing boxed at any scale: the page may hold a faded print (FADED_AT).
+            seen, factor = faded
+            found = self.detector.detect_seen(enhance.clahe(seen), factor)
         # The look at 0.5 is the largest input any stage gives the network (up to 896 pixels
         # a side), and ONNX Runtime's arena would keep its activations after the scan (62 MB
         # over the process's baseline after a 60 MP page, where tests/test_engine_memory.py
