@@ -217,8 +217,9 @@ class _Clock:
     # Mappings whose plain values look blurred (_DECONVOLVE_WRONG), for the deconvolved
     # values once nothing else has read (_decode): image, mapping, size, module_px.
     blurred: list[tuple[np.ndarray, grid.Mapping, int, float]] = field(default_factory=list)
-    # What each grid fitted to a finder triple sampled, for the look-alike verdict (_decoy).
-    grids: list[_Grid] = field(default_factory=list)
+    # Each grid fitted to a finder triple: the triple and the dark modules it sampled, for
+    # the look-alike verdict (_decoy), which weighs them only where no triple read.
+    grids: list[tuple[grid.Triple, np.ndarray]] = field(default_factory=list)
 
     def check(self) -> None:
         if work_done() > self.work_until or time.perf_counter() > self.wall_until:
@@ -360,7 +361,7 @@ def _decode(gray: np.ndarray, corners: np.ndarray, clock: _Clock) -> SoftRead | 
     return None
 
 
-def _decoy(finders: list[grid.Finder], grids: list[_Grid]) -> bool:
+def _decoy(finders: list[grid.Finder], grids: list[tuple[grid.Triple, np.ndarray]]) -> bool:
     """Whether the region's finders, none of whose triples read, are a QR look-alike's:
     exactly three, at the corners of a square seen square on (_DECOY_COSINE, _DECOY_LENGTH,
     _DECOY_MODULE), and of the grids fitted to them as that square (_Grid: each size read),
@@ -392,7 +393,8 @@ def _decoy(finders: list[grid.Finder], grids: list[_Grid]) -> bool:
     ):
         return False
     square = (tl, tr, bl)
-    sharp = [g for g in grids if g.finders == square and g.finder_fit >= _DECOY_FINDER_FIT]
+    fitted = [_Grid.of(dark) for seen, dark in grids if (seen.tl, seen.tr, seen.bl) == square]
+    sharp = [g for g in fitted if g.finder_fit >= _DECOY_FINDER_FIT]
     return bool(sharp) and all(
         g.pattern_fit < _DECOY_PATTERN_FIT
         and g.near_timing_fit <= _DECOY_NEAR_TIMING_FIT
@@ -403,19 +405,18 @@ def _decoy(finders: list[grid.Finder], grids: list[_Grid]) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class _Grid:
-    """What a grid fitted to a finder triple sampled (_read_size), for _decoy: the triple's
-    finders, the share of their modules and separators sampled right, of the timing and
-    alignment modules, and of the timing modules beside the finders (_near_timing); whether
-    the two format copies name one codeword, as seen or mirrored."""
+    """What a grid fitted to a finder triple sampled (_read_size), for _decoy: the share of
+    the finders' modules and separators sampled right, of the timing and alignment modules,
+    and of the timing modules beside the finders (_near_timing); whether the two format
+    copies name one codeword, as seen or mirrored."""
 
-    finders: tuple[grid.Finder, grid.Finder, grid.Finder]
     finder_fit: float
     pattern_fit: float
     near_timing_fit: float
     formats_agree: bool
 
     @staticmethod
-    def of(triple: grid.Triple, dark: np.ndarray) -> _Grid:
+    def of(dark: np.ndarray) -> _Grid:
         size = dark.shape[0]
         version = (size - 17) // 4
         known, known_dark = known_modules(version)
@@ -424,7 +425,6 @@ class _Grid:
         rings = known & ~inner
         rings[size - 8, 8] = False  # the dark module: the format copy's neighbour, no finder's
         return _Grid(
-            (triple.tl, triple.tr, triple.bl),
             float(right[rings].mean()),
             float(right[inner].mean()),
             float(right[_near_timing(size)].mean()),
@@ -829,7 +829,7 @@ def _read_mapping(
     version = (size - 17) // 4
     plain = grid.sample(image, mapping, size, module_px)
     if triple is not None:
-        clock.grids.append(_Grid.of(triple, plain.dark))
+        clock.grids.append((triple, plain.dark))
     clock.check()
     _, known_dark = known_modules(version)
     if version >= 7:
