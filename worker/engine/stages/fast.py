@@ -75,12 +75,13 @@ class FastStage:
         page: Page,
         gray: np.ndarray,
         scale: float,
-        half: np.ndarray | None = None,
+        half: np.ndarray,
     ) -> None:
         """Read at full size each block of code texture the reduced read left uncovered. On
         a rendered page zxing locates at full size any code clean enough to show as such
         texture: a block where it locates nothing is ruled out (a logo, a title's letters),
-        one it locates and cannot read stays unread for the next stage."""
+        one it locates and cannot read stays unread for the next stage. `half` is the page's
+        evidence.halve(gray), made once for this and rendered()."""
         read = [
             tuple((x * scale, y * scale) for x, y in code.quad)
             for code in ctx.findings.codes
