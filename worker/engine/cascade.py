@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import cv2
 import numpy as np
@@ -21,6 +21,9 @@ from worker.engine.results import Code, LocatedBy, Quad
 from worker.engine.zxing_reader import Symbol
 from worker.rules import Want
 from worker.settings import Settings
+
+if TYPE_CHECKING:
+    from worker.engine.detector.geometry import Detection
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1
 
@@ -70,6 +73,9 @@ class Findings:
     # Places the soft decoder found a QR look-alike at (page, quad in page pixels:
     # worker.engine.qr.decoder.NotASymbol): ruled out, and no stage reads there again.
     _not_symbols: list[tuple[int, Quad]] = field(default_factory=list)
+    # The first detector's weak boxes (page, detection in page pixels, stage, model) whose
+    # late variants wait for the refining detector (worker.engine.stages.detect.WEAK_SCORE).
+    _deferred: list[tuple[int, Detection, str, str]] = field(default_factory=list)
 
     def settle(self, page: int) -> None:
         """`page` holds no code: no later stage looks at it, and "all" is satisfied there."""
@@ -96,6 +102,14 @@ class Findings:
         if not self.is_not_a_symbol(page, quad):
             self._not_symbols.append((page, quad))
             self.rule_out(page, bounds(quad))
+
+    def defer(self, page: int, detection: Detection, stage: str, model: str) -> None:
+        """A weak box's late variants wait for the refining detector's look at `page`."""
+        self._deferred.append((page, detection, stage, model))
+
+    def deferred(self, page: int) -> list[tuple[Detection, str, str]]:
+        """The weak boxes deferred on `page` (detection, the stage and model that boxed it)."""
+        return [(d, stage, model) for p, d, stage, model in self._deferred if p == page]
 
     def is_not_a_symbol(self, page: int, quad: Quad) -> bool:
         """Whether `quad` is a place the soft decoder found a QR look-alike at: the same place
