@@ -4,9 +4,10 @@ one to an upright square, and decode the crop at several enhancements.
 The small model runs on the reduced page the fast pass already decoded; the medium
 one (more pixels, more capacity) only when the small one left the page unread, or scored
 a place just under its threshold (a doubt: the medium model looks at that place alone
-first, and at the whole page only where it boxes it). Crops are cut from the
-full-resolution page, so a code that was a few pixels per module in the reduced image
-gets all the pixels the camera recorded. A medium box the small model's look rules out
+first, and at the whole page only where it boxes it); a box the small one scores weakly
+(WEAK_SCORE) gets its costliest reads there too, and only where the medium one boxes the
+place as well. Crops are cut from the full-resolution page, so a code that was a few
+pixels per module in the reduced image gets all the pixels the camera recorded. A medium box the small model's look rules out
 (page-sized, where it boxed nothing) is listed, not read.
 """
 
