@@ -286,3 +286,33 @@ def test_a_weak_box_the_refining_detector_boxes_too_gets_its_own_late_variants(
     [code] = neural.scan(sample.data).codes
     assert code.data == sample.codes[0].payload
     assert (code.stage, code.variant) == ("detect_small", "box_deshake+soft")
+
+
+def test_a_read_page_left_open_by_weak_boxes_alone_gets_the_medium_model_where_it_boxes_them(
+    neural: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # damaged-0043: the fast pass reads the code, and the small model boxes a column of the
+    # invoice's item lines at 0.31. That weak box is all that keeps the page open: the
+    # medium model looks at it alone, boxes nothing there, and so spends no look on the
+    # whole page (37 ms of inference, and the reads of what it boxes). The column stays
+    # located and unread: nothing rules it out. lowres-0005: the medium model boxes the
+    # small one's weak places, looks at the page, and reads two codes there.
+    medium = next(s.detector for s in neural.stages if s.name == "detect_medium")  # type: ignore[attr-defined]
+    whole_page_looks = []
+    look = medium.detect
+
+    def counted(gray: np.ndarray, *args: float) -> list:  # type: ignore[type-arg]
+        whole_page_looks.append(gray.shape)
+        return look(gray, *args)
+
+    monkeypatch.setattr(medium, "detect", counted)
+    sample = corpus_sample("damaged", 43)
+    result = neural.scan(sample.data)
+    assert {code.data for code in result.codes} == {code.payload for code in sample.codes}
+    assert whole_page_looks == []
+    assert [(u.located_by, u.reason) for u in result.unread] == [("detector", "not_decoded")]
+    sample = corpus_sample("lowres", 5)
+    result = neural.scan(sample.data)
+    assert {code.data for code in result.codes} == {code.payload for code in sample.codes}
+    assert len(whole_page_looks) == 1
+    assert [c.stage for c in result.codes].count("detect_medium") == 2
