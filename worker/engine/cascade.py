@@ -125,7 +125,7 @@ class Findings:
         return [
             box_quad(box)
             for p, box in self._ruled_out
-            if p == page and not self.covers(page, ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2))
+            if p == page and not self.covers(page, box_centre(box))
         ]
 
     def ask_another_look(self, page: int) -> None:
@@ -174,8 +174,7 @@ class Findings:
         return [
             b
             for b in boxes
-            if not self.covers(page, ((b[0] + b[2]) / 2, (b[1] + b[3]) / 2))
-            and not self.is_not_a_symbol(page, box_quad(b))
+            if not self.covers(page, box_centre(b)) and not self.is_not_a_symbol(page, box_quad(b))
         ]
 
     def add(
@@ -395,6 +394,11 @@ def _within(quad: Quad, box: Box) -> bool:
         and x1 - slack <= box[2]
         and y1 - slack <= box[3]
     )
+
+
+def box_centre(box: Box) -> tuple[float, float]:
+    x0, y0, x1, y1 = box
+    return ((x0 + x1) / 2.0, (y0 + y1) / 2.0)
 
 
 def box_quad(box: Box) -> Quad:

@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from worker.engine import evidence, finders, zxing_reader
-from worker.engine.cascade import Box, StageContext
+from worker.engine.cascade import Box, StageContext, box_centre
 from worker.engine.deadline import spend
 from worker.engine.images import Page
 from worker.engine.pdf_pages import BORN_DIGITAL
@@ -81,7 +81,7 @@ def finish(ctx: StageContext, page: Page) -> bool:
         # texture would be lost.
         if ctx.deadline.expired() or (ctx.want == "first" and ctx.findings.codes):
             return True
-        centre = ((box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0)
+        centre = box_centre(box)
         plan = _plan(page, box, module)
         if plan is None or ctx.findings.covers(page.index, centre):
             continue
@@ -113,8 +113,7 @@ def _boxes_seen(ctx: StageContext, page: Page, region: Box, factor: float) -> li
     seen = []
     for box in ctx.findings.detector_boxes.get(page.index, ()):
         plan = _plan(page, box, None)
-        centre = ((box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0)
-        if plan is not None and _inside(region, centre) and plan[1] <= factor:
+        if plan is not None and _inside(region, box_centre(box)) and plan[1] <= factor:
             seen.append(box)
     return seen
 

@@ -22,7 +22,7 @@ import numpy as np
 import zxingcpp
 
 from worker.engine import enhance, finders, qr, rectify, zxing_reader
-from worker.engine.cascade import Box, StageContext, box_quad, joined, same_place
+from worker.engine.cascade import Box, StageContext, box_centre, box_quad, joined, same_place
 from worker.engine.deadline import work_done
 from worker.engine.detector.detector import Detector
 from worker.engine.detector.geometry import Detection
@@ -145,7 +145,7 @@ class DetectorStage:
         cost 60-90). A page with a code read, left open by the first detector's weak boxes
         alone (WEAK_SCORE), is such a page too, its weak boxes looked at as doubts are: the
         whole page gets the look where this model boxes one of them."""
-        doubts = list(ctx.findings.doubts.get(page.index, []))
+        doubts = ctx.findings.doubts.get(page.index, [])
         unread = ctx.findings.unread(page.index)
         weak = _weak_only(ctx, page.index, unread)
         if unread and weak is None:
@@ -283,8 +283,7 @@ class DetectorStage:
         for box in joined(unread):
             if ctx.page_done(page.index) or (ctx.want == "first" and ctx.findings.codes):
                 return
-            centre = ((box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0)
-            if ctx.findings.covers(page.index, centre):
+            if ctx.findings.covers(page.index, box_centre(box)):
                 continue
             if outlined.read(
                 ctx,
@@ -329,8 +328,7 @@ class DetectorStage:
             )
 
     def _already_read(self, ctx: StageContext, page: int, detection: Detection) -> bool:
-        x0, y0, x1, y1 = detection.box
-        return ctx.findings.covers(page, ((x0 + x1) / 2.0, (y0 + y1) / 2.0))
+        return ctx.findings.covers(page, box_centre(detection.box))
 
     def _read(
         self,
@@ -456,7 +454,7 @@ class _LateBudget:
     def outlined_before(self, box: Box) -> bool:
         """Whether an earlier detector stage's box holds this one's centre (and so tried
         its outline: the medium model mostly boxes what the small one did)."""
-        x, y = (box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0
+        x, y = box_centre(box)
         return any(b[0] <= x <= b[2] and b[1] <= y <= b[3] for b in self._outlined_before)
 
     def spent(self) -> bool:
@@ -516,7 +514,7 @@ def _weak_only(
     weak = [
         detection.box
         for detection, _, _ in ctx.findings.deferred(page)
-        if not ctx.findings.covers(page, _centre(detection.box))
+        if not ctx.findings.covers(page, box_centre(detection.box))
     ]
     if all(
         by == "detector" and any(same_place(quad, box_quad(box)) for box in weak)
@@ -524,10 +522,6 @@ def _weak_only(
     ):
         return weak
     return None
-
-
-def _centre(box: Box) -> tuple[float, float]:
-    return ((box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0)
 
 
 def _as_list(prepared: np.ndarray | list[np.ndarray]) -> list[np.ndarray]:

@@ -31,7 +31,7 @@ import numpy as np
 import zxingcpp
 
 from worker.engine import enhance, finders, rectify, zxing_reader
-from worker.engine.cascade import Box, StageContext, bounds
+from worker.engine.cascade import Box, StageContext, bounds, box_centre
 from worker.engine.deadline import spend, work_done
 from worker.engine.detector.geometry import Detection
 from worker.engine.images import Page
@@ -165,7 +165,7 @@ def _meets(a: Box, b: Box) -> bool:
 
 def _holds(outer: Box, box: Box) -> bool:
     """Whether `box`'s centre lies in `outer` (a place searched already takes it in)."""
-    x, y = (box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0
+    x, y = box_centre(box)
     return outer[0] <= x <= outer[2] and outer[1] <= y <= outer[3]
 
 

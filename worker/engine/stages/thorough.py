@@ -21,7 +21,7 @@ import numpy as np
 import zxingcpp
 
 from worker.engine import enhance, rectify, zxing_reader
-from worker.engine.cascade import Box, StageContext
+from worker.engine.cascade import Box, StageContext, box_centre
 from worker.engine.images import Page
 from worker.engine.stages import born_digital, outlined, soft
 from worker.engine.zxing_reader import ReadOptions, Transform
@@ -124,7 +124,7 @@ class ThoroughStage:
         for box in ctx.findings.regions(page.index):
             if ctx.page_done(page.index) or len(done) >= _MAX_REGIONS:
                 return
-            centre = ((box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0)
+            centre = box_centre(box)
             # Both detectors report the same code: read each place once.
             if any(_contains(seen, centre) for seen in done) or ctx.findings.covers(
                 page.index, centre

@@ -158,15 +158,15 @@ class ZoomStage:
         tiles of its input size, and at 0.4 it boxed 23 of the 32 unread perspective codes to
         the tiles' 25, every one it then read among them."""
         found = []
+        looks: dict[float, tuple[np.ndarray, float]] = {}
         for share in SEEN_AT:
             factor = share * min(1.0, ZOOM_MAX_SIDE / max(gray.shape))
             seen = cv2.resize(gray, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+            looks[share] = (seen, factor)
             found += self.detector.detect_seen(seen, factor)
-            if share == FADED_AT:
-                faded = (seen, factor)
         if not found:
             # Nothing boxed at any scale: the page may hold a faded print (FADED_AT).
-            seen, factor = faded
+            seen, factor = looks[FADED_AT]
             found = self.detector.detect_seen(enhance.clahe(seen), factor)
         # The look at 0.5 is the largest input any stage gives the network (up to 896 pixels
         # a side), and ONNX Runtime's arena would keep its activations after the scan (62 MB
